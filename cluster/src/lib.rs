@@ -1,0 +1,17 @@
+//! What Surge nodes share: the HTTP conventions every listener follows, the join tokens the
+//! API issues and SFU shards verify, the shard registry and room placement, and telemetry
+//! set-up. Both `signup-api` and `sfu` build on this crate so the two halves agree on the
+//! wire formats by construction.
+
+pub mod http;
+pub mod placement;
+pub mod registry;
+pub mod telemetry;
+pub mod token;
+
+pub use http::{ApiJson, HttpError};
+pub use placement::{PlacementError, Placer};
+pub use registry::{
+    MemoryRegistry, RegistryError, ShardCapacity, ShardInfo, ShardLoad, ShardRegistry, ShardState,
+};
+pub use token::{JoinClaims, TokenError, TokenKey};

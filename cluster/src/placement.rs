@@ -1,0 +1,173 @@
+//! Room placement: a room goes to one live, active shard with headroom, chosen by weighted
+//! rendezvous hashing on free capacity, and is pinned there atomically so every API replica
+//! agrees. Rendezvous hashing keeps placement stable: adding or losing a shard moves only
+//! the rooms that must move.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::registry::{RegistryError, ShardInfo, ShardRegistry, ShardState};
+
+/// How long a fresh pin lives before the shard refreshes it (the time a client has to join).
+pub const DEFAULT_PIN_TTL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlacementError {
+    #[error("no SFU shard has room for a new call right now")]
+    NoCapacity,
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// 64-bit FNV-1a then a splitmix finaliser: stable across processes and releases, which
+/// the std hasher does not promise.
+fn stable_hash(room: &str, shard: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in room.bytes().chain([0xff]).chain(shard.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// Weighted rendezvous score: `-w / ln(u)` with `u` uniform in (0, 1) from the hash.
+fn score(room: &str, shard: &ShardInfo) -> f64 {
+    let weight = f64::from(shard.free_participants());
+    let u = ((stable_hash(room, &shard.id) >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    -weight / u.ln()
+}
+
+/// The shard a new room should go to, among those that accept new rooms.
+pub fn choose_shard<'a>(room: &str, shards: &'a [ShardInfo]) -> Option<&'a ShardInfo> {
+    shards
+        .iter()
+        .filter(|s| s.accepts_new_rooms())
+        .max_by(|a, b| score(room, a).total_cmp(&score(room, b)))
+}
+
+/// Places rooms through a registry.
+#[derive(Clone)]
+pub struct Placer {
+    registry: Arc<dyn ShardRegistry>,
+    pin_ttl: Duration,
+}
+
+impl Placer {
+    pub fn new(registry: Arc<dyn ShardRegistry>) -> Self {
+        Self {
+            registry,
+            pin_ttl: DEFAULT_PIN_TTL,
+        }
+    }
+
+    pub fn registry(&self) -> &Arc<dyn ShardRegistry> {
+        &self.registry
+    }
+
+    /// The shard `room` lives on: its current pin if that shard is alive and active,
+    /// otherwise a new choice, pinned atomically (another replica's concurrent pin wins
+    /// and is returned).
+    pub async fn place(&self, room: &str) -> Result<ShardInfo, PlacementError> {
+        let shards = self.registry.live_shards().await?;
+        let pinned = self.registry.room_pin(room).await?;
+        if let Some(id) = &pinned
+            && let Some(shard) = shards
+                .iter()
+                .find(|s| &s.id == id && s.state == ShardState::Active)
+        {
+            return Ok(shard.clone());
+        }
+        let choice = choose_shard(room, &shards).ok_or(PlacementError::NoCapacity)?;
+        let winner = self
+            .registry
+            .pin_room(room, &choice.id, pinned.as_deref(), self.pin_ttl)
+            .await?;
+        shards
+            .into_iter()
+            .find(|s| s.id == winner)
+            .ok_or(PlacementError::NoCapacity)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{MemoryRegistry, ShardCapacity, ShardLoad, SCHEMA_VERSION};
+
+    fn shard(id: &str, participants: u32) -> ShardInfo {
+        ShardInfo {
+            version: SCHEMA_VERSION,
+            id: id.into(),
+            signal_url: format!("http://{id}"),
+            media_addr: "127.0.0.1:5000".into(),
+            capacity: ShardCapacity {
+                max_rooms: 1000,
+                max_participants: 1000,
+            },
+            load: ShardLoad {
+                participants,
+                ..ShardLoad::default()
+            },
+            state: ShardState::Active,
+        }
+    }
+
+    #[test]
+    fn spreads_evenly_and_is_stable() {
+        let shards = vec![shard("a", 0), shard("b", 0), shard("c", 0)];
+        let mut counts = std::collections::HashMap::new();
+        for i in 0..3000 {
+            let room = format!("room-{i}");
+            let chosen = choose_shard(&room, &shards).unwrap().id.clone();
+            assert_eq!(choose_shard(&room, &shards).unwrap().id, chosen);
+            *counts.entry(chosen).or_insert(0) += 1;
+        }
+        for n in counts.values() {
+            assert!((800..=1200).contains(n), "{counts:?}");
+        }
+    }
+
+    #[test]
+    fn losing_a_shard_moves_only_its_rooms() {
+        let all = vec![shard("a", 0), shard("b", 0), shard("c", 0)];
+        let two = vec![shard("a", 0), shard("b", 0)];
+        for i in 0..500 {
+            let room = format!("r{i}");
+            let before = &choose_shard(&room, &all).unwrap().id;
+            if before != "c" {
+                assert_eq!(&choose_shard(&room, &two).unwrap().id, before);
+            }
+        }
+    }
+
+    #[test]
+    fn full_and_draining_shards_get_nothing() {
+        let mut draining = shard("a", 0);
+        draining.state = ShardState::Draining;
+        let full = shard("b", 1000);
+        assert!(choose_shard("r", &[draining.clone(), full.clone()]).is_none());
+        assert_eq!(choose_shard("r", &[draining, full, shard("c", 999)]).unwrap().id, "c");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pins_hold_until_the_shard_dies() {
+        let registry = Arc::new(MemoryRegistry::new());
+        let ttl = Duration::from_secs(3);
+        registry.heartbeat(&shard("a", 0), ttl).await.unwrap();
+        registry.heartbeat(&shard("b", 0), ttl).await.unwrap();
+        let placer = Placer::new(registry.clone());
+        let first = placer.place("room").await.unwrap().id;
+        assert_eq!(placer.place("room").await.unwrap().id, first);
+        // Only the other shard keeps heartbeating.
+        let other = if first == "a" { "b" } else { "a" };
+        tokio::time::advance(Duration::from_secs(2)).await;
+        registry.heartbeat(&shard(other, 0), ttl).await.unwrap();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(placer.place("room").await.unwrap().id, other);
+    }
+}

@@ -1,0 +1,258 @@
+//! The shard registry: which SFU shards are alive, how loaded they are, whether they are
+//! draining, and which shard each room is pinned to. One trait, two backends: memory for a
+//! single node, Redis for a cluster (see `redis_registry`, added with the cluster work).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+/// Registry entries carry this; a reader skips entries of another version.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A shard whose heartbeats stop for this long is gone.
+pub const DEFAULT_SHARD_TTL: Duration = Duration::from_secs(3);
+
+/// How often a shard heartbeats.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Whether a shard takes new rooms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShardState {
+    Active,
+    /// Keeps its calls, takes no new rooms, exits when empty or at its deadline.
+    Draining,
+}
+
+/// What a shard can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardCapacity {
+    pub max_rooms: u32,
+    pub max_participants: u32,
+}
+
+/// What a shard carries now.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct ShardLoad {
+    pub rooms: u32,
+    pub participants: u32,
+    pub egress_bps: u64,
+    /// Busy share of the shard's worker threads, 0.0..=1.0.
+    pub cpu: f32,
+}
+
+/// One shard as the registry knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    pub version: u32,
+    pub id: String,
+    /// Base URL of the shard's signalling listener, handed to clients.
+    pub signal_url: String,
+    /// Public media address (ip:port of its first worker).
+    pub media_addr: String,
+    pub capacity: ShardCapacity,
+    pub load: ShardLoad,
+    pub state: ShardState,
+}
+
+impl ShardInfo {
+    /// Free participant slots, the weight placement uses.
+    pub fn free_participants(&self) -> u32 {
+        self.capacity
+            .max_participants
+            .saturating_sub(self.load.participants)
+    }
+
+    /// Takes new rooms: active, below its room limit and with participant headroom.
+    pub fn accepts_new_rooms(&self) -> bool {
+        self.state == ShardState::Active
+            && self.load.rooms < self.capacity.max_rooms
+            && self.free_participants() > 0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    #[error("the registry backend is unreachable: {0}")]
+    Unavailable(String),
+    #[error("the registry entry is invalid: {0}")]
+    Invalid(String),
+}
+
+/// The shared view of shards and room pins.
+#[async_trait]
+pub trait ShardRegistry: Send + Sync + 'static {
+    /// Registers or refreshes `info`; it stays live for `ttl` unless refreshed. Returns
+    /// whether an operator asked this shard to drain (so the shard can start draining).
+    async fn heartbeat(&self, info: &ShardInfo, ttl: Duration) -> Result<bool, RegistryError>;
+
+    /// Removes a shard at once (clean exit).
+    async fn deregister(&self, id: &str) -> Result<(), RegistryError>;
+
+    /// Every live shard; entries that do not parse are skipped and logged.
+    async fn live_shards(&self) -> Result<Vec<ShardInfo>, RegistryError>;
+
+    /// Asks a shard to drain; it learns it on its next heartbeat. False if it is unknown.
+    async fn request_drain(&self, id: &str) -> Result<bool, RegistryError>;
+
+    /// The shard `room` is pinned to, if any.
+    async fn room_pin(&self, room: &str) -> Result<Option<String>, RegistryError>;
+
+    /// Atomically pins `room` to `shard` if it is unpinned or pinned to `replace`
+    /// (a shard found dead or draining); returns the pin that holds afterwards, which is
+    /// another replica's choice when it won the race.
+    async fn pin_room(
+        &self,
+        room: &str,
+        shard: &str,
+        replace: Option<&str>,
+        ttl: Duration,
+    ) -> Result<String, RegistryError>;
+
+    /// Keeps the pins of a shard's occupied rooms alive; empty rooms' pins then expire.
+    async fn refresh_pins(
+        &self,
+        shard: &str,
+        rooms: &[String],
+        ttl: Duration,
+    ) -> Result<(), RegistryError>;
+}
+
+struct Entry<T> {
+    value: T,
+    expires: Instant,
+}
+
+#[derive(Default)]
+struct MemoryState {
+    shards: HashMap<String, Entry<ShardInfo>>,
+    drain_requests: HashMap<String, Instant>,
+    pins: HashMap<String, Entry<String>>,
+}
+
+/// The single-node registry: the same contract in one process, on tokio's clock so tests
+/// can pause time.
+#[derive(Default)]
+pub struct MemoryRegistry {
+    state: Mutex<MemoryState>,
+}
+
+impl MemoryRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
+        // A panic while holding this lock leaves plain maps behind, still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl ShardRegistry for MemoryRegistry {
+    async fn heartbeat(&self, info: &ShardInfo, ttl: Duration) -> Result<bool, RegistryError> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        state.shards.insert(
+            info.id.clone(),
+            Entry {
+                value: info.clone(),
+                expires: now + ttl,
+            },
+        );
+        Ok(state.drain_requests.contains_key(&info.id))
+    }
+
+    async fn deregister(&self, id: &str) -> Result<(), RegistryError> {
+        let mut state = self.lock();
+        state.shards.remove(id);
+        state.drain_requests.remove(id);
+        Ok(())
+    }
+
+    async fn live_shards(&self) -> Result<Vec<ShardInfo>, RegistryError> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        state.shards.retain(|_, e| e.expires > now);
+        let mut shards: Vec<ShardInfo> = state.shards.values().map(|e| e.value.clone()).collect();
+        for shard in &mut shards {
+            if state.drain_requests.contains_key(&shard.id) {
+                shard.state = ShardState::Draining;
+            }
+        }
+        shards.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(shards)
+    }
+
+    async fn request_drain(&self, id: &str) -> Result<bool, RegistryError> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let known = state.shards.get(id).is_some_and(|e| e.expires > now);
+        if known {
+            state.drain_requests.insert(id.to_owned(), now);
+        }
+        Ok(known)
+    }
+
+    async fn room_pin(&self, room: &str) -> Result<Option<String>, RegistryError> {
+        let now = Instant::now();
+        let state = self.lock();
+        Ok(state
+            .pins
+            .get(room)
+            .filter(|e| e.expires > now)
+            .map(|e| e.value.clone()))
+    }
+
+    async fn pin_room(
+        &self,
+        room: &str,
+        shard: &str,
+        replace: Option<&str>,
+        ttl: Duration,
+    ) -> Result<String, RegistryError> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let current = state
+            .pins
+            .get(room)
+            .filter(|e| e.expires > now)
+            .map(|e| e.value.clone());
+        match current {
+            Some(pinned) if Some(pinned.as_str()) != replace => Ok(pinned),
+            _ => {
+                state.pins.insert(
+                    room.to_owned(),
+                    Entry {
+                        value: shard.to_owned(),
+                        expires: now + ttl,
+                    },
+                );
+                Ok(shard.to_owned())
+            }
+        }
+    }
+
+    async fn refresh_pins(
+        &self,
+        shard: &str,
+        rooms: &[String],
+        ttl: Duration,
+    ) -> Result<(), RegistryError> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        for room in rooms {
+            if let Some(entry) = state.pins.get_mut(room)
+                && entry.value == shard
+            {
+                entry.expires = entry.expires.max(now + ttl);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1 @@
+//! The Surge SFU shard.

@@ -1,0 +1,1 @@
+//! The Surge signup API.
