@@ -103,9 +103,10 @@ impl IntoResponse for HttpError {
         };
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(after) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(after)));
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(after)),
+            );
         }
         response
     }
@@ -113,7 +114,13 @@ impl IntoResponse for HttpError {
 
 impl std::fmt::Display for HttpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -149,7 +156,10 @@ fn json_rejection(rejection: JsonRejection) -> HttpError {
         JsonRejection::JsonDataError(e) => HttpError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_body",
-            format!("the JSON body does not have the expected fields: {}", e.body_text()),
+            format!(
+                "the JSON body does not have the expected fields: {}",
+                e.body_text()
+            ),
         ),
         JsonRejection::JsonSyntaxError(_) => {
             HttpError::bad_request("malformed_json", "the request body is not valid JSON")
@@ -258,7 +268,10 @@ async fn readyz(State(probes): State<Probes>) -> Response {
 async fn metrics_text() -> Response {
     match crate::telemetry::metrics_handle() {
         Some(handle) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             handle.render(),
         )
             .into_response(),
@@ -290,23 +303,21 @@ pub fn finish_router(router: Router) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                let route = req
-                    .extensions()
-                    .get::<MatchedPath>()
-                    .map(MatchedPath::as_str)
-                    .unwrap_or("unmatched");
-                tracing::info_span!("http", method = %req.method(), route)
-            }),
-        )
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let route = req
+                .extensions()
+                .get::<MatchedPath>()
+                .map(MatchedPath::as_str)
+                .unwrap_or("unmatched");
+            tracing::info_span!("http", method = %req.method(), route)
+        }))
 }
 
 /// Binds a TCP listener, turning failure into one clear line.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, std::io::Error> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }
 
 /// Serves `router` until `shutdown` is cancelled, then lets in-flight requests finish for
@@ -379,7 +390,11 @@ mod tests {
     }
 
     fn app() -> Router {
-        finish_router(Router::new().route("/echo", post(echo)).merge(ops_routes(vec![])))
+        finish_router(
+            Router::new()
+                .route("/echo", post(echo))
+                .merge(ops_routes(vec![])),
+        )
     }
 
     async fn call(req: Request) -> (StatusCode, serde_json::Value, axum::http::HeaderMap) {
@@ -387,7 +402,11 @@ mod tests {
         let status = res.status();
         let headers = res.headers().clone();
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or_default(), headers)
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or_default(),
+            headers,
+        )
     }
 
     fn json_post(body: impl Into<Body>) -> Request {
@@ -404,19 +423,37 @@ mod tests {
             (json_post(r#"{"n":"x"}"#), 422, "invalid_body"),
             (json_post("{}"), 422, "invalid_body"),
             (
-                Request::post("/echo").body(Body::from(r#"{"n":1}"#)).unwrap(),
+                Request::post("/echo")
+                    .body(Body::from(r#"{"n":1}"#))
+                    .unwrap(),
                 415,
                 "unsupported_media_type",
             ),
-            (json_post(vec![b' '; DEFAULT_BODY_LIMIT + 10]), 413, "payload_too_large"),
-            (Request::get("/nope").body(Body::empty()).unwrap(), 404, "not_found"),
-            (Request::get("/echo").body(Body::empty()).unwrap(), 405, "method_not_allowed"),
+            (
+                json_post(vec![b' '; DEFAULT_BODY_LIMIT + 10]),
+                413,
+                "payload_too_large",
+            ),
+            (
+                Request::get("/nope").body(Body::empty()).unwrap(),
+                404,
+                "not_found",
+            ),
+            (
+                Request::get("/echo").body(Body::empty()).unwrap(),
+                405,
+                "method_not_allowed",
+            ),
         ];
         for (req, status, code) in cases {
             let (got, body, _) = call(req).await;
             assert_eq!(got.as_u16(), status, "{body}");
             assert_eq!(body["error"]["code"], code, "{body}");
-            assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty())
+            );
         }
         let (status, body, _) = call(json_post(r#"{"n":7}"#)).await;
         assert_eq!(status, 200);
@@ -454,7 +491,12 @@ mod tests {
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
         let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(body["error"]["code"], "not_ready");
-        assert!(body["error"]["message"].as_str().unwrap().contains("database"));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("database")
+        );
         let res = app
             .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
             .await

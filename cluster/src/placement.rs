@@ -97,7 +97,7 @@ impl Placer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{MemoryRegistry, ShardCapacity, ShardLoad, SCHEMA_VERSION};
+    use crate::registry::{MemoryRegistry, SCHEMA_VERSION, ShardCapacity, ShardLoad};
 
     fn shard(id: &str, participants: u32) -> ShardInfo {
         ShardInfo {
@@ -151,7 +151,12 @@ mod tests {
         draining.state = ShardState::Draining;
         let full = shard("b", 1000);
         assert!(choose_shard("r", &[draining.clone(), full.clone()]).is_none());
-        assert_eq!(choose_shard("r", &[draining, full, shard("c", 999)]).unwrap().id, "c");
+        assert_eq!(
+            choose_shard("r", &[draining, full, shard("c", 999)])
+                .unwrap()
+                .id,
+            "c"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -124,11 +124,12 @@ impl TokenKey {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.validate_exp = false;
         validation.required_spec_claims.clear();
-        let data = jsonwebtoken::decode::<JoinClaims>(token, &self.decoding, &validation)
-            .map_err(|e| match e.kind() {
+        let data = jsonwebtoken::decode::<JoinClaims>(token, &self.decoding, &validation).map_err(
+            |e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
                 _ => TokenError::Malformed,
-            })?;
+            },
+        )?;
         let claims = data.claims;
         if claims.exp + EXPIRY_LEEWAY.as_secs() < now {
             return Err(TokenError::Expired);
@@ -175,7 +176,10 @@ mod tests {
     fn round_trip_and_refusals() {
         let key = TokenKey::generate();
         let token = key.issue(&claims(1_000)).unwrap();
-        assert_eq!(key.verify(&token, "shard-a", Some("r1"), 990).unwrap(), claims(1_000));
+        assert_eq!(
+            key.verify(&token, "shard-a", Some("r1"), 990).unwrap(),
+            claims(1_000)
+        );
         assert_eq!(
             key.verify(&token, "shard-a", Some("r1"), 1_000 + 6),
             Err(TokenError::Expired)
@@ -184,11 +188,26 @@ mod tests {
             key.verify(&token, "shard-b", None, 990),
             Err(TokenError::WrongShard { .. })
         ));
-        assert_eq!(key.verify(&token, "shard-a", Some("r2"), 990), Err(TokenError::WrongRoom));
+        assert_eq!(
+            key.verify(&token, "shard-a", Some("r2"), 990),
+            Err(TokenError::WrongRoom)
+        );
         let other = TokenKey::generate();
-        assert_eq!(other.verify(&token, "shard-a", None, 990), Err(TokenError::BadSignature));
-        for garbage in ["", "abc", "a.b.c", "eyJhbGciOiJIUzI1NiJ9.e30.", &"x".repeat(10_000)] {
-            assert_eq!(key.verify(garbage, "shard-a", None, 990), Err(TokenError::Malformed));
+        assert_eq!(
+            other.verify(&token, "shard-a", None, 990),
+            Err(TokenError::BadSignature)
+        );
+        for garbage in [
+            "",
+            "abc",
+            "a.b.c",
+            "eyJhbGciOiJIUzI1NiJ9.e30.",
+            &"x".repeat(10_000),
+        ] {
+            assert_eq!(
+                key.verify(garbage, "shard-a", None, 990),
+                Err(TokenError::Malformed)
+            );
         }
     }
 
@@ -205,7 +224,10 @@ mod tests {
 
     #[test]
     fn short_keys_are_refused() {
-        assert_eq!(TokenKey::from_secret(b"short").unwrap_err(), TokenError::KeyTooShort);
+        assert_eq!(
+            TokenKey::from_secret(b"short").unwrap_err(),
+            TokenError::KeyTooShort
+        );
         assert!(TokenKey::from_secret(&[7u8; 32]).is_ok());
     }
 }

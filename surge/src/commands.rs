@@ -1,0 +1,186 @@
+//! The subcommands: each builds its pieces from the libraries and serves them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use surge_cluster::http::{self, Probe};
+use surge_sfu::{Shard, ShardDeps};
+use surge_signup_api::{Api, ApiDeps};
+use tokio_util::sync::CancellationToken;
+
+use crate::backends;
+use crate::cli::{ApiArgs, Cli, Command, Common, DrainArgs, SfuArgs, UpArgs};
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Up(args) => up(args).await,
+        Command::Api(args) => api(args).await,
+        Command::Sfu(args) => sfu(args).await,
+        Command::Migrate(args) => {
+            surge_signup_api::migrate(&args.database_url)
+                .await
+                .context("migrating the database")?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Drain(args) => drain(args).await,
+    }
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM.
+fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        http::shutdown_signal().await;
+        token.cancel();
+    });
+}
+
+async fn serve(
+    common: &Common,
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    probes: Vec<Arc<dyn Probe>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let router = http::finish_router(router.merge(http::ops_routes(probes)));
+    http::serve(
+        listener,
+        router,
+        shutdown,
+        Duration::from_secs(common.shutdown_grace_secs),
+    )
+    .await
+    .context("serving HTTP")
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    surge_cluster::telemetry::install_metrics();
+    let shutdown = CancellationToken::new();
+    let backends = backends::build(&args.common, true).await?;
+    let listener = http::bind(args.common.listen).await?;
+    let local = listener
+        .local_addr()
+        .context("reading the listener's address")?;
+    let shard = Shard::start(
+        &args.sfu,
+        ShardDeps {
+            registry: backends.registry.clone(),
+            token_key: backends.token_key.clone(),
+            admin_token: args.common.admin_token.clone(),
+            default_signal_url: format!("http://{local}"),
+        },
+    )
+    .await
+    .context("starting the SFU shard")?;
+    let api = Api::start(
+        &args.api,
+        ApiDeps {
+            registry: backends.registry.clone(),
+            token_key: backends.token_key.clone(),
+            redis_url: args.common.redis_url.clone(),
+            redis_prefix: args.common.redis_prefix.clone(),
+            admin_token: args.common.admin_token.clone(),
+            shutdown: shutdown.clone(),
+        },
+    )
+    .await
+    .context("starting the API")?;
+    println!("Surge is up. Point a browser at http://{local}/ (Ctrl-C stops it)");
+    cancel_on_signal(shutdown.clone());
+    let mut probes = api.probes();
+    probes.extend(shard.probes());
+    let router = api.router().merge(shard.router());
+    serve(&args.common, listener, router, probes, shutdown).await?;
+    shard.stop().await;
+    api.stop().await;
+    Ok(())
+}
+
+async fn api(args: ApiArgs) -> anyhow::Result<()> {
+    surge_cluster::telemetry::install_metrics();
+    let shutdown = CancellationToken::new();
+    let backends = backends::build(&args.common, false).await?;
+    let listener = http::bind(args.common.listen).await?;
+    let api = Api::start(
+        &args.api,
+        ApiDeps {
+            registry: backends.registry,
+            token_key: backends.token_key,
+            redis_url: args.common.redis_url.clone(),
+            redis_prefix: args.common.redis_prefix.clone(),
+            admin_token: args.common.admin_token.clone(),
+            shutdown: shutdown.clone(),
+        },
+    )
+    .await
+    .context("starting the API")?;
+    tracing::info!(listen = %args.common.listen, "API serving");
+    cancel_on_signal(shutdown.clone());
+    serve(&args.common, listener, api.router(), api.probes(), shutdown).await?;
+    api.stop().await;
+    Ok(())
+}
+
+/// A shard drains on SIGTERM: it takes no new joins, keeps its calls until they end or
+/// its deadline passes, and only then stops serving and exits.
+async fn sfu(args: SfuArgs) -> anyhow::Result<()> {
+    surge_cluster::telemetry::install_metrics();
+    let backends = backends::build(&args.common, false).await?;
+    let listener = http::bind(args.common.listen).await?;
+    let local = listener
+        .local_addr()
+        .context("reading the listener's address")?;
+    let shard = Shard::start(
+        &args.sfu,
+        ShardDeps {
+            registry: backends.registry,
+            token_key: backends.token_key,
+            admin_token: args.common.admin_token.clone(),
+            default_signal_url: format!("http://{local}"),
+        },
+    )
+    .await
+    .context("starting the SFU shard")?;
+    tracing::info!(listen = %local, "SFU shard serving");
+    let stop_serving = CancellationToken::new();
+    let drained = {
+        let shard = shard.clone();
+        let stop_serving = stop_serving.clone();
+        async move {
+            tokio::select! {
+                () = http::shutdown_signal() => shard.begin_drain(),
+                () = shard.drain_requested() => {},
+            }
+            shard.drained().await;
+            stop_serving.cancel();
+        }
+    };
+    tokio::spawn(drained);
+    serve(
+        &args.common,
+        listener,
+        shard.router(),
+        shard.probes(),
+        stop_serving,
+    )
+    .await?;
+    shard.stop().await;
+    Ok(())
+}
+
+async fn drain(args: DrainArgs) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let mut request = client.post(format!("{}/v1/sfu/drain", args.url.trim_end_matches('/')));
+    if let Some(token) = &args.admin_token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.context("reaching the shard")?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        anyhow::bail!("the shard refused to drain: {status} {body}");
+    }
+    println!("draining");
+    Ok(())
+}
