@@ -504,3 +504,56 @@ mod tests {
         assert_eq!(res.status(), 200);
     }
 }
+
+#[cfg(test)]
+mod serve_tests {
+    use super::*;
+
+    /// A request that is running when shutdown starts still gets its answer, and the
+    /// server stops by itself afterwards.
+    #[tokio::test]
+    async fn shutdown_lets_in_flight_requests_finish() {
+        let router = finish_router(Router::new().route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                "done"
+            }),
+        ));
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            listener,
+            router,
+            shutdown.clone(),
+            Duration::from_secs(10),
+        ));
+        let request = tokio::spawn(async move {
+            reqwest::get(format!("http://{addr}/slow"))
+                .await?
+                .text()
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        shutdown.cancel();
+        assert_eq!(request.await.unwrap().unwrap(), "done");
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("server stops after in-flight requests end")
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_port_in_use_is_one_clear_error() {
+        let taken = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = taken.local_addr().unwrap();
+        let err = bind(addr).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("cannot listen on {addr}")),
+            "{err}"
+        );
+    }
+}

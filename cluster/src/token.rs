@@ -197,6 +197,8 @@ mod tests {
             other.verify(&token, "shard-a", None, 990),
             Err(TokenError::BadSignature)
         );
+        // Garbage is refused; whether as malformed or as badly signed depends on how far
+        // the decoder gets, and both are 401s.
         for garbage in [
             "",
             "abc",
@@ -204,9 +206,10 @@ mod tests {
             "eyJhbGciOiJIUzI1NiJ9.e30.",
             &"x".repeat(10_000),
         ] {
-            assert_eq!(
-                key.verify(garbage, "shard-a", None, 990),
-                Err(TokenError::Malformed)
+            let err = key.verify(garbage, "shard-a", None, 990).unwrap_err();
+            assert!(
+                matches!(err, TokenError::Malformed | TokenError::BadSignature),
+                "{err:?}"
             );
         }
     }
