@@ -3,6 +3,8 @@
 //! The facade the `surge` binary uses: [`SfuConfig`] (flags), [`Shard::start`],
 //! [`Shard::router`], [`Shard::probes`], draining and [`Shard::stop`].
 
+pub mod core;
+
 use std::sync::Arc;
 
 use axum::Router;
