@@ -1,0 +1,181 @@
+{{/* Names. */}}
+{{- define "surge.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "surge.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A component's resource name: <fullname>-<component>. */}}
+{{- define "surge.component" -}}
+{{- printf "%s-%s" (include "surge.fullname" .root) .component | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "surge.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ include "surge.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* Selector labels of one component; call with (dict "root" $ "component" "api"). */}}
+{{- define "surge.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "surge.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "surge.componentLabels" -}}
+{{ include "surge.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "surge.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "surge.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "surge.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "surge.secretName" -}}
+{{- default (include "surge.fullname" .) .Values.secrets.existingSecret -}}
+{{- end -}}
+
+{{- define "surge.redis.builtin" -}}
+{{- if not .Values.redis.url -}}true{{- end -}}
+{{- end -}}
+
+{{- define "surge.postgresql.builtin" -}}
+{{- if not .Values.postgresql.url -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The Secret's values, computed once per render and memoised in a private map so every
+template (the Secret, the migration hook's Secret) sees the same generated values.
+Order: a value given in values.yaml, else the one in the Secret already in the cluster
+(so upgrades keep it), else a new random one.
+*/}}
+{{- define "surge.secretData" -}}
+{{- $cache := .Values.__surgeSecretData | default dict -}}
+{{- if not $cache.tokenKey -}}
+{{- $existing := dict -}}
+{{- $found := lookup "v1" "Secret" .Release.Namespace (include "surge.fullname" .) -}}
+{{- if and $found $found.data -}}{{- $existing = $found.data -}}{{- end -}}
+{{- $pick := dict -}}
+{{- range $key, $spec := dict "token-key" (list .Values.secrets.tokenKey 48) "admin-token" (list .Values.secrets.adminToken 40) "redis-password" (list .Values.redis.builtin.password 32) "database-password" (list .Values.postgresql.builtin.password 32) -}}
+{{- $given := index $spec 0 -}}
+{{- if $given -}}
+{{- $_ := set $pick $key $given -}}
+{{- else if hasKey $existing $key -}}
+{{- $_ := set $pick $key (index $existing $key | b64dec) -}}
+{{- else -}}
+{{- $_ := set $pick $key (randAlphaNum (index $spec 1)) -}}
+{{- end -}}
+{{- end -}}
+{{- $redisUrl := .Values.redis.url -}}
+{{- if not $redisUrl -}}
+{{- $redisUrl = printf "redis://:%s@%s:6379/0" (index $pick "redis-password" | urlquery) (include "surge.component" (dict "root" . "component" "redis")) -}}
+{{- end -}}
+{{- $databaseUrl := .Values.postgresql.url -}}
+{{- if not $databaseUrl -}}
+{{- $pg := .Values.postgresql.builtin -}}
+{{- $databaseUrl = printf "postgres://%s:%s@%s:5432/%s" ($pg.username | urlquery) (index $pick "database-password" | urlquery) (include "surge.component" (dict "root" . "component" "postgresql")) $pg.database -}}
+{{- end -}}
+{{- $cache = dict "tokenKey" (index $pick "token-key") "adminToken" (index $pick "admin-token") "redisPassword" (index $pick "redis-password") "databasePassword" (index $pick "database-password") "redisUrl" $redisUrl "databaseUrl" $databaseUrl -}}
+{{- $_ := set .Values "__surgeSecretData" $cache -}}
+{{- end -}}
+{{- toJson $cache -}}
+{{- end -}}
+
+{{/* Environment every Surge container shares. */}}
+{{- define "surge.commonEnv" -}}
+- name: SURGE_LOG_FORMAT
+  value: {{ .Values.logFormat | quote }}
+- name: SURGE_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "surge.secretName" . }}
+      key: redis-url
+- name: SURGE_REDIS_PREFIX
+  value: {{ .Values.redis.prefix | quote }}
+- name: SURGE_TOKEN_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "surge.secretName" . }}
+      key: token-key
+- name: SURGE_ADMIN_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "surge.secretName" . }}
+      key: admin-token
+{{- end -}}
+
+{{/* Required (hard) or preferred (soft) anti-affinity over nodes for one component. */}}
+{{- define "surge.antiAffinity" -}}
+podAntiAffinity:
+{{- if eq .mode "hard" }}
+  requiredDuringSchedulingIgnoredDuringExecution:
+    - topologyKey: kubernetes.io/hostname
+      labelSelector:
+        matchLabels:
+          {{- include "surge.selectorLabels" . | nindent 10 }}
+{{- else }}
+  preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 100
+      podAffinityTerm:
+        topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- include "surge.selectorLabels" . | nindent 12 }}
+{{- end }}
+{{- end -}}
+
+{{/* Checks across values that the JSON schema cannot express. */}}
+{{- define "surge.validate" -}}
+{{- $sfu := .Values.sfu -}}
+{{- $grace := int64 $sfu.terminationGracePeriodSeconds -}}
+{{- if and (gt $grace 0) (lt $grace (int64 $sfu.drainDeadlineSeconds)) -}}
+{{- fail (printf "sfu.terminationGracePeriodSeconds (%d) must be at least sfu.drainDeadlineSeconds (%d), or Kubernetes kills shards before their calls have drained" $grace (int64 $sfu.drainDeadlineSeconds)) -}}
+{{- end -}}
+{{- if eq $sfu.networkMode "podPort" -}}
+{{- $mediaFirst := int64 $sfu.media.nodePortBase -}}
+{{- $mediaEnd := add $mediaFirst (mul (int64 $sfu.replicas) (int64 $sfu.workers)) -}}
+{{- $httpFirst := int64 $sfu.media.httpNodePortBase -}}
+{{- $httpEnd := add $httpFirst (int64 $sfu.replicas) -}}
+{{- if and (gt (int64 $sfu.replicas) 0) (lt $mediaFirst $httpEnd) (lt $httpFirst $mediaEnd) -}}
+{{- fail (printf "sfu.media: the UDP NodePorts %d-%d and the signalling NodePorts %d-%d of %d shards overlap; move nodePortBase or httpNodePortBase" $mediaFirst (sub $mediaEnd 1) $httpFirst (sub $httpEnd 1) (int64 $sfu.replicas)) -}}
+{{- end -}}
+{{- if or (gt $mediaEnd 65536) (gt $httpEnd 65536) -}}
+{{- fail "sfu.media: the NodePorts of all shards must stay below 65536" -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.secrets.tokenKey (lt (len .Values.secrets.tokenKey) 32) -}}
+{{- fail "secrets.tokenKey must be at least 32 characters" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The grace period a stopping shard gets: the drain deadline plus a margin by default. */}}
+{{- define "surge.sfu.terminationGracePeriodSeconds" -}}
+{{- $grace := int64 .Values.sfu.terminationGracePeriodSeconds -}}
+{{- if gt $grace 0 -}}
+{{- $grace -}}
+{{- else -}}
+{{- add (int64 .Values.sfu.drainDeadlineSeconds) 60 -}}
+{{- end -}}
+{{- end -}}
