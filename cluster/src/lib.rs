@@ -3,9 +3,11 @@
 //! set-up. Both `signup-api` and `sfu` build on this crate so the two halves agree on the
 //! wire formats by construction.
 
+pub mod admin;
 pub mod http;
 pub mod placement;
 pub mod registry;
+pub mod registry_redis;
 pub mod telemetry;
 pub mod token;
 
@@ -14,4 +16,5 @@ pub use placement::{PlacementError, Placer};
 pub use registry::{
     MemoryRegistry, RegistryError, ShardCapacity, ShardInfo, ShardLoad, ShardRegistry, ShardState,
 };
+pub use registry_redis::RedisRegistry;
 pub use token::{JoinClaims, TokenError, TokenKey};

@@ -65,6 +65,12 @@ impl Placer {
         }
     }
 
+    /// How long a fresh pin lives unless its shard refreshes it (tests shorten it).
+    pub fn with_pin_ttl(mut self, ttl: Duration) -> Self {
+        self.pin_ttl = ttl;
+        self
+    }
+
     pub fn registry(&self) -> &Arc<dyn ShardRegistry> {
         &self.registry
     }
@@ -73,20 +79,42 @@ impl Placer {
     /// otherwise a new choice, pinned atomically (another replica's concurrent pin wins
     /// and is returned).
     pub async fn place(&self, room: &str) -> Result<ShardInfo, PlacementError> {
-        let shards = self.registry.live_shards().await?;
-        let pinned = self.registry.room_pin(room).await?;
+        // Two independent reads: issued together they cost one round trip on Redis.
+        let (shards, pinned) =
+            tokio::join!(self.registry.live_shards(), self.registry.room_pin(room));
+        let (shards, pinned) = (shards?, pinned?);
         if let Some(id) = &pinned
             && let Some(shard) = shards
                 .iter()
                 .find(|s| &s.id == id && s.state == ShardState::Active)
         {
+            metrics::counter!("surge_placements_total", "outcome" => "pinned").increment(1);
             return Ok(shard.clone());
         }
-        let choice = choose_shard(room, &shards).ok_or(PlacementError::NoCapacity)?;
+        let Some(choice) = choose_shard(room, &shards) else {
+            metrics::counter!("surge_placements_total", "outcome" => "no_capacity").increment(1);
+            return Err(PlacementError::NoCapacity);
+        };
         let winner = self
             .registry
             .pin_room(room, &choice.id, pinned.as_deref(), self.pin_ttl)
             .await?;
+        let outcome = match (&pinned, winner == choice.id) {
+            (_, false) => "lost_race",
+            (None, true) => "new",
+            (Some(_), true) => "replaced",
+        };
+        if outcome == "replaced" {
+            tracing::info!(
+                room,
+                from = pinned.as_deref().unwrap_or_default(),
+                to = %winner,
+                "room re-placed: its shard is gone or draining"
+            );
+        }
+        metrics::counter!("surge_placements_total", "outcome" => outcome).increment(1);
+        // The winner may be a shard this replica's snapshot has not seen yet, or one that
+        // has just gone; the caller retries on its next join.
         shards
             .into_iter()
             .find(|s| s.id == winner)

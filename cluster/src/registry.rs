@@ -1,6 +1,6 @@
 //! The shard registry: which SFU shards are alive, how loaded they are, whether they are
 //! draining, and which shard each room is pinned to. One trait, two backends: memory for a
-//! single node, Redis for a cluster (see `redis_registry`, added with the cluster work).
+//! single node, Redis for a cluster ([`crate::registry_redis::RedisRegistry`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -158,6 +158,11 @@ impl ShardRegistry for MemoryRegistry {
     async fn heartbeat(&self, info: &ShardInfo, ttl: Duration) -> Result<bool, RegistryError> {
         let now = Instant::now();
         let mut state = self.lock();
+        let alive = state.shards.get(&info.id).is_some_and(|e| e.expires > now);
+        if !alive {
+            // A new incarnation of the shard: its predecessor's drain request is void.
+            state.drain_requests.remove(&info.id);
+        }
         state.shards.insert(
             info.id.clone(),
             Entry {
@@ -178,8 +183,35 @@ impl ShardRegistry for MemoryRegistry {
     async fn live_shards(&self) -> Result<Vec<ShardInfo>, RegistryError> {
         let now = Instant::now();
         let mut state = self.lock();
-        state.shards.retain(|_, e| e.expires > now);
-        let mut shards: Vec<ShardInfo> = state.shards.values().map(|e| e.value.clone()).collect();
+        let MemoryState {
+            shards,
+            drain_requests,
+            ..
+        } = &mut *state;
+        shards.retain(|id, e| {
+            let alive = e.expires > now;
+            if !alive {
+                drain_requests.remove(id);
+            }
+            alive
+        });
+        let mut shards: Vec<ShardInfo> = shards
+            .values()
+            .filter(|e| {
+                // The same rule as the Redis backend, so both pass one behavioural suite.
+                let current = e.value.version == SCHEMA_VERSION;
+                if !current {
+                    metrics::counter!("surge_registry_entries_skipped_total").increment(1);
+                    tracing::debug!(
+                        shard = %e.value.id,
+                        version = e.value.version,
+                        "skipping a shard entry of another schema version"
+                    );
+                }
+                current
+            })
+            .map(|e| e.value.clone())
+            .collect();
         for shard in &mut shards {
             if state.drain_requests.contains_key(&shard.id) {
                 shard.state = ShardState::Draining;
@@ -265,11 +297,34 @@ pub async fn connect(
 ) -> Result<std::sync::Arc<dyn ShardRegistry>, RegistryError> {
     match redis_url {
         None => Ok(std::sync::Arc::new(MemoryRegistry::new())),
-        Some(url) => {
-            let _ = prefix;
-            Err(RegistryError::Unavailable(format!(
-                "the Redis shard registry is not built yet (asked for {url})"
-            )))
-        }
+        Some(url) => Ok(std::sync::Arc::new(
+            crate::registry_redis::RedisRegistry::connect(url, prefix).await?,
+        )),
+    }
+}
+
+/// A stable 64-bit fingerprint of raw bytes (FNV-1a), to recognise an entry already
+/// reported as unreadable.
+pub(crate) fn fingerprint(raw: &[u8]) -> u64 {
+    raw.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Readiness probe: the registry answers.
+pub struct RegistryProbe(pub std::sync::Arc<dyn ShardRegistry>);
+
+#[async_trait]
+impl crate::http::Probe for RegistryProbe {
+    fn name(&self) -> &'static str {
+        "shard_registry"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        self.0
+            .live_shards()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }

@@ -1,0 +1,296 @@
+//! Operators' view of the cluster: list the shards with their load and state, and ask one
+//! to drain. Every route needs `Authorization: Bearer <admin token>`; without a configured
+//! token the routes do not exist (404), so an unconfigured deployment exposes nothing.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::http::{ApiJson, HttpError};
+use crate::registry::{RegistryError, ShardInfo, ShardRegistry, ShardState};
+
+#[derive(Clone)]
+struct AdminState {
+    registry: Arc<dyn ShardRegistry>,
+    /// SHA-256 of the admin token: comparing fixed-size digests in constant time reveals
+    /// neither the token's bytes nor its length through timing.
+    token_digest: [u8; 32],
+}
+
+/// One shard as the admin listing shows it.
+#[derive(Debug, Serialize)]
+pub struct ShardView {
+    #[serde(flatten)]
+    pub info: ShardInfo,
+    /// Whether placement would send it a new room now.
+    pub accepts_new_rooms: bool,
+    /// Free participant slots, the weight placement gives it.
+    pub free_participants: u32,
+}
+
+/// `GET /v1/admin/shards`.
+#[derive(Debug, Serialize)]
+pub struct ShardList {
+    pub shards: Vec<ShardView>,
+}
+
+/// `POST /v1/admin/shards/{id}/drain`.
+#[derive(Debug, Serialize)]
+pub struct DrainAccepted {
+    pub id: String,
+    pub state: ShardState,
+}
+
+/// The admin routes, or an empty router (every admin path then answers the JSON 404)
+/// when `admin_token` is `None` or empty.
+pub fn router(registry: Arc<dyn ShardRegistry>, admin_token: Option<String>) -> Router {
+    let Some(token) = admin_token.filter(|t| !t.is_empty()) else {
+        return Router::new();
+    };
+    let state = AdminState {
+        registry,
+        token_digest: digest(token.as_bytes()),
+    };
+    Router::new()
+        .route("/v1/admin/shards", get(list_shards))
+        .route("/v1/admin/shards/{id}/drain", post(drain_shard))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .with_state(state)
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn bearer(request: &Request) -> Option<&[u8]> {
+    let value = request.headers().get(header::AUTHORIZATION)?.as_bytes();
+    let scheme = value.get(..7)?;
+    scheme
+        .eq_ignore_ascii_case(b"bearer ")
+        .then(|| value.get(7..))
+        .flatten()
+}
+
+async fn authorize(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let granted = bearer(&request)
+        .is_some_and(|presented| constant_time_eq(&digest(presented), &state.token_digest));
+    if granted {
+        return next.run(request).await;
+    }
+    metrics::counter!("surge_admin_unauthorized_total").increment(1);
+    let mut response = HttpError::unauthorized(
+        "admin_unauthorized",
+        "this endpoint needs `Authorization: Bearer <admin token>`",
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+fn registry_error(e: RegistryError) -> HttpError {
+    tracing::warn!(%e, "admin request could not reach the shard registry");
+    HttpError::unavailable(
+        "registry_unavailable",
+        "the shard registry cannot be reached right now",
+        std::time::Duration::from_secs(1),
+    )
+}
+
+async fn list_shards(State(state): State<AdminState>) -> Result<ApiJson<ShardList>, HttpError> {
+    let shards = state
+        .registry
+        .live_shards()
+        .await
+        .map_err(registry_error)?
+        .into_iter()
+        .map(|info| ShardView {
+            accepts_new_rooms: info.accepts_new_rooms(),
+            free_participants: info.free_participants(),
+            info,
+        })
+        .collect();
+    Ok(ApiJson(ShardList { shards }))
+}
+
+async fn drain_shard(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, ApiJson<DrainAccepted>), HttpError> {
+    let known = state
+        .registry
+        .request_drain(&id)
+        .await
+        .map_err(registry_error)?;
+    if !known {
+        return Err(HttpError::new(
+            StatusCode::NOT_FOUND,
+            "shard_not_found",
+            format!("no live shard has the id {id:?}"),
+        ));
+    }
+    tracing::info!(shard = %id, "operator asked a shard to drain");
+    Ok((
+        StatusCode::ACCEPTED,
+        ApiJson(DrainAccepted {
+            id,
+            state: ShardState::Draining,
+        }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::registry::{MemoryRegistry, SCHEMA_VERSION, ShardCapacity, ShardLoad};
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    fn shard(id: &str) -> ShardInfo {
+        ShardInfo {
+            version: SCHEMA_VERSION,
+            id: id.into(),
+            signal_url: format!("http://{id}.test"),
+            media_addr: "127.0.0.1:5000".into(),
+            capacity: ShardCapacity {
+                max_rooms: 10,
+                max_participants: 100,
+            },
+            load: ShardLoad {
+                rooms: 2,
+                participants: 7,
+                egress_bps: 1_000_000,
+                cpu: 0.25,
+            },
+            state: ShardState::Active,
+        }
+    }
+
+    async fn app(token: Option<&str>) -> (Router, Arc<MemoryRegistry>) {
+        let registry = Arc::new(MemoryRegistry::new());
+        registry
+            .heartbeat(&shard("sfu-0"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        let router = crate::http::finish_router(router(registry.clone(), token.map(Into::into)));
+        (router, registry)
+    }
+
+    async fn call(
+        router: &Router,
+        method: &str,
+        uri: &str,
+        auth: Option<&str>,
+    ) -> (StatusCode, serde_json::Value, axum::http::HeaderMap) {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(auth) = auth {
+            request = request.header(header::AUTHORIZATION, auth);
+        }
+        let response = router
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (status, json, headers)
+    }
+
+    #[tokio::test]
+    async fn lists_shards_with_load_and_state() {
+        let (router, _) = app(Some("s3cret")).await;
+        let (status, body, _) =
+            call(&router, "GET", "/v1/admin/shards", Some("Bearer s3cret")).await;
+        assert_eq!(status, StatusCode::OK);
+        let shard = &body["shards"][0];
+        assert_eq!(shard["id"], "sfu-0");
+        assert_eq!(shard["state"], "active");
+        assert_eq!(shard["load"]["participants"], 7);
+        assert_eq!(shard["capacity"]["max_rooms"], 10);
+        assert_eq!(shard["free_participants"], 93);
+        assert_eq!(shard["accepts_new_rooms"], true);
+    }
+
+    #[tokio::test]
+    async fn drains_a_shard_and_refuses_unknown_ones() {
+        let (router, registry) = app(Some("s3cret")).await;
+        let (status, body, _) = call(
+            &router,
+            "POST",
+            "/v1/admin/shards/sfu-0/drain",
+            Some("bearer s3cret"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(body["state"], "draining");
+        let drain = registry
+            .heartbeat(&shard("sfu-0"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(drain, "the shard learns it on its next heartbeat");
+        let (_, body, _) = call(&router, "GET", "/v1/admin/shards", Some("Bearer s3cret")).await;
+        assert_eq!(body["shards"][0]["state"], "draining");
+        assert_eq!(body["shards"][0]["accepts_new_rooms"], false);
+
+        let (status, body, _) = call(
+            &router,
+            "POST",
+            "/v1/admin/shards/nope/drain",
+            Some("Bearer s3cret"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"]["code"], "shard_not_found");
+    }
+
+    #[tokio::test]
+    async fn wrong_or_missing_token_is_401() {
+        let (router, registry) = app(Some("s3cret")).await;
+        for auth in [
+            None,
+            Some("Bearer wrong"),
+            Some("Bearer s3cre"),
+            Some("Basic s3cret"),
+        ] {
+            let (status, body, headers) = call(&router, "GET", "/v1/admin/shards", auth).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{auth:?}");
+            assert_eq!(body["error"]["code"], "admin_unauthorized");
+            assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer");
+            let (status, _, _) = call(&router, "POST", "/v1/admin/shards/sfu-0/drain", auth).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+        }
+        let drain = registry
+            .heartbeat(&shard("sfu-0"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(!drain, "an unauthorised drain changed nothing");
+    }
+
+    #[tokio::test]
+    async fn disabled_without_a_token() {
+        for token in [None, Some("")] {
+            let (router, _) = app(token).await;
+            let (status, body, _) = call(&router, "GET", "/v1/admin/shards", Some("Bearer ")).await;
+            assert_eq!(status, StatusCode::NOT_FOUND);
+            assert_eq!(body["error"]["code"], "not_found");
+        }
+    }
+}
