@@ -2,7 +2,11 @@
 # The `surge` binary in a slim, non-root runtime image.
 #
 #   docker build -t surge:dev .
-#   docker run --rm -p 8080:8080 -p 40000:40000/udp surge:dev up
+#   docker run --rm -p 8080:8080 -p 40000-40001:40000-40001/udp \
+#     -e SURGE_WORKERS=2 -e SURGE_PUBLIC_IP=<this host's IP> surge:dev up
+#
+# (each SFU worker has its own UDP port, from SURGE_MEDIA_PORT up). In Kubernetes the Helm
+# chart in helm/surge sets every SURGE_* variable itself.
 #
 # The builder uses the same Debian release as the runtime image so the binary's glibc
 # requirement matches what the runtime provides.
@@ -35,8 +39,11 @@ COPY --from=builder /out/surge /usr/local/bin/surge
 # `surge up` keeps its SQLite file under ./data, so the working directory is the user's home.
 WORKDIR /var/lib/surge
 USER 10001:10001
+# Inside a container the listeners must face the container's interface, not loopback.
 ENV SURGE_LISTEN=0.0.0.0:8080 \
+    SURGE_MEDIA_BIND=0.0.0.0 \
+    SURGE_MEDIA_PORT=40000 \
     SURGE_LOG_FORMAT=json
-EXPOSE 8080/tcp 40000/udp
+EXPOSE 8080/tcp 40000-40001/udp
 ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/surge"]
 CMD ["up"]

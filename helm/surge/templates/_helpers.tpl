@@ -103,6 +103,28 @@ Order: a value given in values.yaml, else the one in the Secret already in the c
 {{- toJson $cache -}}
 {{- end -}}
 
+{{/*
+A pod's annotations: its own (values) plus a checksum of the Secret values it uses, so a
+rotated key or password rolls exactly the pods that read it. Call with
+(dict "root" $ "keys" (list "tokenKey" ...) "extra" .Values.x.podAnnotations).
+No checksum with an existingSecret: the chart cannot see its content, and a value that
+changed on every upgrade would restart (and drain) every shard each time.
+*/}}
+{{- define "surge.podAnnotations" -}}
+{{- $annotations := dict -}}
+{{- if not .root.Values.secrets.existingSecret -}}
+{{- $data := include "surge.secretData" .root | fromJson -}}
+{{- $used := list -}}
+{{- range .keys -}}{{- $used = append $used (index $data .) -}}{{- end -}}
+{{- $_ := set $annotations "checksum/secret" ($used | join "\n" | sha256sum) -}}
+{{- end -}}
+{{- $annotations = merge $annotations (.extra | default dict) -}}
+{{- with $annotations -}}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end -}}
+{{- end -}}
+
 {{/* Environment every Surge container shares. */}}
 {{- define "surge.commonEnv" -}}
 - name: SURGE_LOG_FORMAT
