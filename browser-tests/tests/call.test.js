@@ -1,0 +1,132 @@
+// Issue 8: two people sign up in two browser contexts, add each other, see each other online,
+// one starts a room and the other joins by its link; each decodes the other's video and hears
+// their audio; one leaves and the other sees it. Screenshots of the call view are saved.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { launchBrowser, newPerson, signUp, uniqueEmail, eventually, screenshot, dumpLogs } from '../lib/browser.js';
+
+let browser;
+let alice;
+let bob;
+
+before(async () => {
+  browser = await launchBrowser();
+  alice = await newPerson(browser, 'alice');
+  bob = await newPerson(browser, 'bob');
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+async function addContact(person, other) {
+  const { page } = person;
+  await page.getByLabel("Contact's email").fill(other.email);
+  await page.getByRole('button', { name: 'Add', exact: true }).click();
+  await page.locator('#contact-list li', { hasText: other.displayName }).waitFor();
+}
+
+function contactStatus(person, other) {
+  return person.page.locator('#contact-list li', { hasText: other.displayName }).getAttribute('data-status');
+}
+
+/** The remote participants' receive stats as the web client reports them. */
+function remoteStats(person) {
+  return person.page.evaluate(() => window.surge.stats());
+}
+
+function callState(person) {
+  return person.page.evaluate(() => window.surge.state().call);
+}
+
+/** Waits until `person` decodes video and receives audio from exactly one other participant. */
+async function waitForMediaFrom(person, other) {
+  const first = await eventually(`${person.name} to decode ${other.name}'s video and audio`, async () => {
+    const stats = await remoteStats(person);
+    const s = stats.find((p) => p.name === other.displayName);
+    return s && s.video?.framesDecoded > 0 && s.audio?.totalSamplesReceived > 0 ? s : null;
+  }, { timeout: 90_000 });
+  // Audio keeps flowing: the sample count rises between two looks.
+  await eventually(`${person.name}'s audio from ${other.name} to keep rising`, async () => {
+    const stats = await remoteStats(person);
+    const s = stats.find((p) => p.name === other.displayName);
+    return s && s.audio.totalSamplesReceived > first.audio.totalSamplesReceived && s.video.framesDecoded > first.video.framesDecoded;
+  }, { timeout: 30_000 });
+  return first;
+}
+
+/** One step of a scenario: its name goes to the output, and prefixes its failure. */
+async function step(t, name, fn) {
+  t.diagnostic(`step: ${name}`);
+  try {
+    return await fn();
+  } catch (err) {
+    err.message = `[${name}] ${err.message}`;
+    throw err;
+  }
+}
+
+test('two people sign up, see each other online, call by link, and one leaves', async (t) => {
+  try {
+    await step(t, 'both sign up', async () => {
+      await signUp(alice, { name: 'Alice Archer', email: uniqueEmail('alice') });
+      await signUp(bob, { name: 'Bob Baker', email: uniqueEmail('bob') });
+    });
+
+    await step(t, 'they add each other and see each other online', async () => {
+      await addContact(alice, bob);
+      await addContact(bob, alice);
+      await eventually('alice to see bob online', async () => (await contactStatus(alice, bob)) === 'online');
+      await eventually('bob to see alice online', async () => (await contactStatus(bob, alice)) === 'online');
+    });
+
+    await step(t, 'a status change reaches the other side live', async () => {
+      await bob.page.getByLabel('Your status').selectOption('busy');
+      await eventually('alice to see bob busy', async () => (await contactStatus(alice, bob)) === 'busy');
+      await bob.page.getByLabel('Your status').selectOption('online');
+      await eventually('alice to see bob online again', async () => (await contactStatus(alice, bob)) === 'online');
+      await screenshot(alice.page, 'home-contacts-alice');
+    });
+
+    let link;
+    await step(t, 'alice creates a room and joins it', async () => {
+      await alice.page.getByRole('button', { name: 'Create room' }).click();
+      await alice.page.locator('#room-created').waitFor();
+      link = await alice.page.locator('#room-link').inputValue();
+      assert.match(link, /\/rooms\/[^/]+$/);
+      await alice.page.getByRole('link', { name: 'Join the call' }).click();
+      await alice.page.getByRole('button', { name: 'Join call' }).click();
+      await eventually('alice to connect', async () => (await callState(alice))?.state === 'connected');
+    });
+
+    await step(t, 'bob joins by the link', async () => {
+      await bob.page.goto(link);
+      await bob.page.getByRole('button', { name: 'Join call' }).click();
+      await eventually('bob to connect', async () => (await callState(bob))?.state === 'connected');
+    });
+
+    await step(t, 'each decodes the other\'s video and receives their audio', async () => {
+      const atAlice = await waitForMediaFrom(alice, bob);
+      const atBob = await waitForMediaFrom(bob, alice);
+      t.diagnostic(`alice sees bob at ${atAlice.video.frameWidth}x${atAlice.video.frameHeight}; bob sees alice at ${atBob.video.frameWidth}x${atBob.video.frameHeight}`);
+      await eventually('both tiles in alice\'s grid', async () => (await alice.page.locator('#grid .tile').count()) === 2);
+      await screenshot(alice.page, 'call-alice');
+      await screenshot(bob.page, 'call-bob');
+    });
+
+    await step(t, 'bob leaves and alice sees it', async () => {
+      await bob.page.getByRole('button', { name: 'Leave' }).click();
+      await bob.page.getByRole('heading', { name: 'Contacts' }).waitFor();
+      await eventually('alice to see bob gone', async () => {
+        const call = await callState(alice);
+        return call.participants.length === 0 && (await alice.page.locator('#grid .tile').count()) === 1;
+      });
+      assert.match(await alice.page.locator('#call-events').textContent(), /Bob Baker left the call/);
+      await screenshot(alice.page, 'call-alice-after-bob-left');
+    });
+  } catch (err) {
+    dumpLogs(alice, bob);
+    throw err;
+  }
+});

@@ -1,0 +1,109 @@
+// The Surge HTTP API as the web client sees it: JSON in and out, Bearer auth, and errors
+// turned into `ApiError`s that carry the server's stable `code`.
+
+const SESSION_KEY = 'surge.session';
+
+/** An HTTP error answered by the API (`{"error":{"code","message"}}`) or a network failure. */
+export class ApiError extends Error {
+  /**
+   * @param {number} status HTTP status, 0 when the server could not be reached
+   * @param {string} code the server's machine-readable code (or `network` / `http_<status>`)
+   * @param {string} message the server's human-readable message
+   * @param {number|null} retryAfter seconds from `Retry-After`, when the server sent one
+   */
+  constructor(status, code, message, retryAfter = null) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = code;
+    this.retryAfter = retryAfter;
+  }
+}
+
+/** Parses `Retry-After` (seconds or an HTTP date) into whole seconds, at least 1. */
+export function parseRetryAfter(value) {
+  if (!value) return null;
+  const secs = Number(value);
+  if (Number.isFinite(secs)) return Math.max(1, Math.ceil(secs));
+  const when = Date.parse(value);
+  if (Number.isNaN(when)) return null;
+  return Math.max(1, Math.ceil((when - Date.now()) / 1000));
+}
+
+/** Builds an `ApiError` from a non-2xx response, tolerating bodies that are not our JSON shape. */
+export async function errorFrom(response) {
+  let code = `http_${response.status}`;
+  let message = response.statusText || 'Request failed';
+  try {
+    const body = await response.json();
+    if (body && body.error) {
+      code = body.error.code || code;
+      message = body.error.message || message;
+    }
+  } catch {
+    // Not JSON (a proxy's error page, for instance): keep the status-based code.
+  }
+  return new ApiError(response.status, code, message, parseRetryAfter(response.headers.get('Retry-After')));
+}
+
+/** The stored login, shared by every tab of this browser profile. */
+export const session = {
+  get() {
+    try {
+      const raw = localStorage.getItem(SESSION_KEY);
+      return raw ? JSON.parse(raw) : null;
+    } catch {
+      return null;
+    }
+  },
+  set(value) {
+    localStorage.setItem(SESSION_KEY, JSON.stringify(value));
+  },
+  clear() {
+    localStorage.removeItem(SESSION_KEY);
+  },
+  token() {
+    return this.get()?.token ?? null;
+  },
+};
+
+/**
+ * Calls the API. `body` is sent as JSON; the session token is attached when there is one.
+ * Resolves to the parsed JSON (or null for an empty body); rejects with an `ApiError`.
+ */
+export async function request(method, path, { body, headers = {}, token = session.token() } = {}) {
+  const init = { method, headers: { Accept: 'application/json', ...headers } };
+  if (token) init.headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (err) {
+    throw new ApiError(0, 'network', `Cannot reach the server (${err.message})`);
+  }
+  if (!response.ok) throw await errorFrom(response);
+  const text = await response.text();
+  return text ? JSON.parse(text) : null;
+}
+
+/** The API's endpoints, one function each. */
+export const api = {
+  signUp: (account, idempotencyKey) =>
+    request('POST', '/v1/accounts', {
+      body: account,
+      headers: idempotencyKey ? { 'Idempotency-Key': idempotencyKey } : {},
+      token: null,
+    }),
+  logIn: (email, password) => request('POST', '/v1/sessions', { body: { email, password }, token: null }),
+  logOut: () => request('DELETE', '/v1/sessions/current'),
+  me: () => request('GET', '/v1/me'),
+  setPresence: (status) => request('PUT', '/v1/presence', { body: { status } }),
+  presence: (ids) => request('GET', `/v1/presence?ids=${ids.map(encodeURIComponent).join(',')}`),
+  contacts: () => request('GET', '/v1/contacts'),
+  addContact: (email) => request('POST', '/v1/contacts', { body: { email } }),
+  createRoom: (name) => request('POST', '/v1/rooms', { body: name ? { name } : {} }),
+  joinRoom: (roomId) => request('POST', `/v1/rooms/${encodeURIComponent(roomId)}/join`),
+};

@@ -1,0 +1,603 @@
+// The Surge web client: wires the views (sign up / log in, contacts and rooms, call) to the
+// API, presence and call modules. No framework: the DOM in index.html is the template.
+
+import { api, session, ApiError } from './api.js';
+import { Presence } from './presence.js';
+import { Call, CallState, openLocalMedia } from './call.js';
+import { signupMessage, loginMessage, contactMessage, roomMessage, statusLabel, countdown } from './messages.js';
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  user: null,
+  presence: null,
+  /** user_id → contact `{user_id, email, display_name, status}` */
+  contacts: new Map(),
+  call: null,
+  /** Camera + microphone opened on the pre-join screen, handed to the call. */
+  localStream: null,
+  lastRoom: null,
+};
+
+// ---------------------------------------------------------------- routing
+
+function roomIdFromPath(pathname = location.pathname) {
+  const match = /^\/rooms\/([^/?#]+)\/?$/.exec(pathname);
+  return match ? decodeURIComponent(match[1]) : null;
+}
+
+function roomUrl(id) {
+  return `${location.origin}/rooms/${encodeURIComponent(id)}`;
+}
+
+function navigate(path) {
+  if (path !== location.pathname) history.pushState(null, '', path);
+  route();
+}
+
+function show(view) {
+  for (const name of ['auth', 'home', 'prejoin', 'call']) $(`view-${name}`).hidden = name !== view;
+  document.body.dataset.view = view;
+}
+
+function route() {
+  const roomId = roomIdFromPath();
+  if (state.call && state.call.roomId !== roomId) leaveCall();
+  if (!state.user) {
+    $('auth-lede').textContent = roomId
+      ? 'Log in or create an account to join the call you were invited to.'
+      : 'Create an account or log in to call your contacts.';
+    show('auth');
+    return;
+  }
+  if (roomId) {
+    if (state.call) show('call');
+    else showPrejoin(roomId);
+    return;
+  }
+  stopPreview();
+  show('home');
+}
+
+// ---------------------------------------------------------------- helpers
+
+function setMessage(id, text, kind = 'error') {
+  const node = $(id);
+  node.textContent = text;
+  node.dataset.kind = kind;
+}
+
+function setFieldError(input, errorNode, text) {
+  errorNode.textContent = text;
+  if (text) input.setAttribute('aria-invalid', 'true');
+  else input.removeAttribute('aria-invalid');
+}
+
+let toastTimer = null;
+function toast(text) {
+  const node = $('toast');
+  node.textContent = text;
+  node.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => {
+    node.hidden = true;
+  }, 3000);
+}
+
+function initials(name) {
+  return (name || '?').trim().split(/\s+/).slice(0, 2).map((w) => w[0]?.toUpperCase() ?? '').join('') || '?';
+}
+
+async function copyText(text, input) {
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch {
+    // Clipboard API refused (no permission, insecure origin): select the text for the user.
+    input?.select();
+    document.execCommand?.('copy');
+  }
+  toast('Link copied');
+}
+
+/**
+ * Runs `action`; while the server answers 429/503 with Retry-After, shows a countdown through
+ * `onWait(secondsLeft, error)` and tries again by itself.
+ */
+async function withAutoRetry(action, onWait) {
+  for (;;) {
+    try {
+      return await action();
+    } catch (err) {
+      const retryable = err instanceof ApiError && (err.status === 429 || err.status === 503);
+      if (!retryable) throw err;
+      // Jitter so a crowd of refused clients does not come back in the same second.
+      const secs = Math.max(1, err.retryAfter ?? 5) + Math.random();
+      await countdown(secs, (left) => onWait(left, err));
+    }
+  }
+}
+
+// ---------------------------------------------------------------- sign up / log in
+
+function selectTab(which) {
+  const signup = which === 'signup';
+  $('tab-signup').setAttribute('aria-selected', String(signup));
+  $('tab-login').setAttribute('aria-selected', String(!signup));
+  $('tab-signup').tabIndex = signup ? 0 : -1;
+  $('tab-login').tabIndex = signup ? -1 : 0;
+  $('form-signup').hidden = !signup;
+  $('form-login').hidden = signup;
+}
+
+function setupAuth() {
+  $('tab-signup').addEventListener('click', () => selectTab('signup'));
+  $('tab-login').addEventListener('click', () => selectTab('login'));
+  for (const tab of [$('tab-signup'), $('tab-login')]) {
+    tab.addEventListener('keydown', (event) => {
+      if (event.key !== 'ArrowLeft' && event.key !== 'ArrowRight') return;
+      const next = tab.id === 'tab-signup' ? 'login' : 'signup';
+      selectTab(next);
+      $(`tab-${next}`).focus();
+    });
+  }
+
+  const fields = {
+    display_name: [$('signup-name'), $('signup-name-error')],
+    email: [$('signup-email'), $('signup-email-error')],
+    password: [$('signup-password'), $('signup-password-error')],
+  };
+
+  $('form-signup').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const form = event.currentTarget;
+    const button = form.querySelector('button[type=submit]');
+    for (const [input, error] of Object.values(fields)) setFieldError(input, error, '');
+    const account = {
+      display_name: $('signup-name').value.trim(),
+      email: $('signup-email').value.trim(),
+      password: $('signup-password').value,
+    };
+    // One key for this submission and all its automatic retries: a retry never makes two accounts.
+    const idempotencyKey = crypto.randomUUID();
+    button.disabled = true;
+    setMessage('signup-message', 'Creating your account…', 'wait');
+    try {
+      await withAutoRetry(
+        () => api.signUp(account, idempotencyKey),
+        (left) => setMessage('signup-message', `Too many sign-ups right now, retrying in ${left} s…`, 'wait'),
+      );
+      setMessage('signup-message', 'Account created. Logging you in…', 'ok');
+      await logIn(account.email, account.password, 'signup-message');
+    } catch (err) {
+      const { field, text } = signupMessage(err);
+      if (field && fields[field]) {
+        setFieldError(fields[field][0], fields[field][1], text);
+        setMessage('signup-message', 'Please fix the highlighted field.', 'error');
+        fields[field][0].focus();
+      } else {
+        setMessage('signup-message', text, 'error');
+      }
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  $('form-login').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const button = event.currentTarget.querySelector('button[type=submit]');
+    button.disabled = true;
+    setMessage('login-message', 'Logging in…', 'wait');
+    try {
+      await logIn($('login-email').value.trim(), $('login-password').value, 'login-message');
+    } catch (err) {
+      setMessage('login-message', loginMessage(err), 'error');
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+async function logIn(email, password, messageId) {
+  const created = await withAutoRetry(
+    () => api.logIn(email, password),
+    (left) => setMessage(messageId, `Too many log-ins right now, retrying in ${left} s…`, 'wait'),
+  );
+  session.set(created);
+  setMessage(messageId, '', 'ok');
+  $('form-signup').reset();
+  $('form-login').reset();
+  await signedIn(created.user);
+}
+
+async function signedIn(user) {
+  state.user = user;
+  $('me-name').textContent = user.display_name;
+  $('account').hidden = false;
+  $('my-status').value = 'online';
+  $('my-status-dot').dataset.status = 'online';
+  state.presence?.stop();
+  state.presence = new Presence({
+    token: session.token(),
+    onUpdate: onPresence,
+    onStream: (s) => {
+      $('presence-live').textContent = s === 'live' ? 'Live' : 'Reconnecting…';
+    },
+    onError: (err) => {
+      if (err instanceof ApiError && err.status === 401) signedOut('Your session has expired. Please log in again.');
+    },
+  });
+  state.presence.start('online');
+  route();
+  await loadContacts();
+}
+
+function signedOut(reason = '') {
+  leaveCall();
+  state.presence?.stop();
+  state.presence = null;
+  state.user = null;
+  state.contacts.clear();
+  renderContacts();
+  session.clear();
+  $('account').hidden = true;
+  selectTab('login');
+  setMessage('login-message', reason, 'error');
+  route();
+}
+
+// ---------------------------------------------------------------- contacts and presence
+
+async function loadContacts() {
+  try {
+    const answer = await api.contacts();
+    const list = Array.isArray(answer) ? answer : (answer?.contacts ?? []);
+    state.contacts.clear();
+    for (const c of list) state.contacts.set(c.user_id, c);
+    renderContacts();
+  } catch (err) {
+    setMessage('contact-message', contactMessage(err), 'error');
+  }
+}
+
+function onPresence(update) {
+  const contact = state.contacts.get(update.user_id);
+  if (!contact || contact.status === update.status) return;
+  contact.status = update.status;
+  renderContacts();
+}
+
+function renderContacts() {
+  const list = $('contact-list');
+  const contacts = [...state.contacts.values()].sort((a, b) =>
+    (a.display_name || a.email).localeCompare(b.display_name || b.email),
+  );
+  list.replaceChildren(
+    ...contacts.map((c) => {
+      const status = c.status || 'offline';
+      const item = document.createElement('li');
+      item.className = 'contact';
+      item.dataset.userId = c.user_id;
+      item.dataset.status = status;
+      item.innerHTML = `
+        <span class="avatar" aria-hidden="true"><span class="initials"></span><span class="dot" data-status="${status}"></span></span>
+        <span class="contact-text"><span class="contact-name"></span><br><span class="contact-email"></span></span>
+        <span class="contact-status"></span>`;
+      item.querySelector('.initials').textContent = initials(c.display_name);
+      item.querySelector('.contact-name').textContent = c.display_name || c.email;
+      item.querySelector('.contact-email').textContent = c.email;
+      item.querySelector('.contact-status').textContent = statusLabel(status);
+      item.setAttribute('aria-label', `${c.display_name || c.email}: ${statusLabel(status)}`);
+      return item;
+    }),
+  );
+  $('contacts-empty').hidden = contacts.length > 0;
+}
+
+function setupContacts() {
+  $('form-contact').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const input = $('contact-email');
+    const email = input.value.trim();
+    if (!email) {
+      setMessage('contact-message', 'Enter the email address your contact signed up with.');
+      return;
+    }
+    try {
+      const contact = await api.addContact(email);
+      state.contacts.set(contact.user_id, contact);
+      renderContacts();
+      input.value = '';
+      setMessage('contact-message', `${contact.display_name || contact.email} added.`, 'ok');
+    } catch (err) {
+      setMessage('contact-message', contactMessage(err), 'error');
+    }
+  });
+
+  $('my-status').addEventListener('change', async (event) => {
+    const status = event.target.value;
+    $('my-status-dot').dataset.status = status;
+    try {
+      await state.presence?.setStatus(status);
+    } catch {
+      toast('Could not update your status; retrying.');
+    }
+  });
+
+  $('logout').addEventListener('click', async () => {
+    try {
+      await api.logOut();
+    } catch {
+      // The session ends locally whatever the server says.
+    }
+    signedOut('');
+  });
+}
+
+// ---------------------------------------------------------------- rooms
+
+function setupRooms() {
+  $('form-room').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const button = event.currentTarget.querySelector('button[type=submit]');
+    button.disabled = true;
+    setMessage('room-message', '', 'ok');
+    try {
+      const room = await api.createRoom($('room-name').value.trim());
+      state.lastRoom = room;
+      $('room-link').value = roomUrl(room.id);
+      $('enter-room').href = `/rooms/${encodeURIComponent(room.id)}`;
+      $('room-created').hidden = false;
+      setMessage('room-message', `Room “${room.name || room.id}” is ready.`, 'ok');
+    } catch (err) {
+      setMessage('room-message', roomMessage(err), 'error');
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  $('copy-link').addEventListener('click', () => copyText($('room-link').value, $('room-link')));
+  $('call-copy-link').addEventListener('click', () => copyText(roomUrl(state.call?.roomId ?? ''), null));
+
+  $('form-join').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const raw = $('join-link').value.trim();
+    let id = null;
+    try {
+      id = roomIdFromPath(new URL(raw, location.origin).pathname);
+    } catch {
+      id = null;
+    }
+    if (!id && /^[\w-]+$/.test(raw)) id = raw;
+    if (!id) {
+      setMessage('join-message', 'That is not a room link. It looks like https://…/rooms/abc123.');
+      return;
+    }
+    setMessage('join-message', '', 'ok');
+    navigate(`/rooms/${encodeURIComponent(id)}`);
+  });
+}
+
+// ---------------------------------------------------------------- pre-join and call
+
+async function showPrejoin(roomId) {
+  show('prejoin');
+  $('prejoin-room').textContent = roomId;
+  if (!state.localStream) {
+    state.localStream = await openLocalMedia();
+  }
+  const preview = $('preview');
+  if (preview.srcObject !== state.localStream) preview.srcObject = state.localStream;
+}
+
+function stopPreview() {
+  $('preview').srcObject = null;
+  if (!state.call && state.localStream) {
+    for (const track of state.localStream.getTracks()) track.stop();
+    state.localStream = null;
+  }
+}
+
+async function joinCall() {
+  const roomId = roomIdFromPath();
+  if (!roomId || state.call) return;
+  const localStream = state.localStream ?? (await openLocalMedia());
+  state.localStream = null;
+  $('preview').srcObject = null;
+  const call = new Call({ roomId, localStream, onChange: () => renderCall(call) });
+  state.call = call;
+  knownParticipants.clear();
+  $('grid').replaceChildren();
+  $('call-title').textContent = `Room ${roomId}`;
+  $('toggle-mic').disabled = localStream.getAudioTracks().length === 0;
+  $('toggle-cam').disabled = localStream.getVideoTracks().length === 0;
+  show('call');
+  renderCall(call);
+  await call.start();
+}
+
+function leaveCall() {
+  const call = state.call;
+  if (!call) return;
+  state.call = null;
+  call.leave();
+  $('grid').replaceChildren();
+}
+
+const STATE_TEXT = {
+  [CallState.CONNECTING]: 'Connecting…',
+  [CallState.CONNECTED]: 'Connected',
+  [CallState.RECONNECTING]: 'Reconnecting…',
+  [CallState.FAILED]: 'Disconnected',
+  [CallState.LEFT]: 'Left',
+};
+
+/** Participants seen so far in this call, to announce joins and leaves once. */
+const knownParticipants = new Map();
+
+function tileFor(grid, id, self) {
+  let tile = grid.querySelector(`[data-participant="${CSS.escape(id)}"]`);
+  if (tile) return tile;
+  tile = document.createElement('li');
+  tile.className = self ? 'tile self' : 'tile';
+  tile.dataset.participant = id;
+  const video = document.createElement('video');
+  video.autoplay = true;
+  video.playsInline = true;
+  // Our own tile must not play our microphone back to us.
+  video.muted = self;
+  const placeholder = document.createElement('div');
+  placeholder.className = 'tile-placeholder';
+  placeholder.setAttribute('aria-hidden', 'true');
+  const label = document.createElement('span');
+  label.className = 'tile-label';
+  tile.append(video, placeholder, label);
+  grid.append(tile);
+  return tile;
+}
+
+function attach(video, stream) {
+  if (video.srcObject === stream) return;
+  video.srcObject = stream;
+  video.play().catch(() => {
+    toast('Click anywhere to hear the call.');
+    document.addEventListener('click', () => video.play().catch(() => {}), { once: true });
+  });
+}
+
+function heightBucket(tile) {
+  const px = tile.clientHeight * (window.devicePixelRatio || 1);
+  if (px <= 200) return 180;
+  if (px <= 400) return 360;
+  return 720;
+}
+
+function renderCall(call) {
+  if (state.call !== call) return;
+  const conn = $('conn-state');
+  conn.dataset.state = call.state;
+  conn.textContent = call.detail || STATE_TEXT[call.state];
+
+  const grid = $('grid');
+  const seen = new Set();
+  const selfId = call.selfId ?? 'self';
+  const selfTile = tileFor(grid, selfId, true);
+  seen.add(selfId);
+  attach(selfTile.querySelector('video'), call.localStream);
+  const camOff = call.muted.video || call.localStream.getVideoTracks().length === 0;
+  fillTile(selfTile, `${state.user?.display_name ?? 'You'} (you)`, call.muted.audio, camOff, call.speaker === selfId);
+
+  for (const p of call.participants.values()) {
+    seen.add(p.id);
+    if (!knownParticipants.has(p.id)) {
+      knownParticipants.set(p.id, p.name);
+      announce(`${p.name} joined the call`);
+    }
+    const tile = tileFor(grid, p.id, false);
+    attach(tile.querySelector('video'), p.stream);
+    const noVideo = p.muted.video || p.stream.getVideoTracks().length === 0;
+    fillTile(tile, p.name, p.muted.audio, noVideo, call.speaker === p.id);
+    call.requestHeight(p.id, heightBucket(tile));
+  }
+  for (const tile of [...grid.children]) {
+    if (!seen.has(tile.dataset.participant)) tile.remove();
+  }
+  for (const [id, name] of knownParticipants) {
+    if (!call.participants.has(id) && call.state === CallState.CONNECTED) {
+      knownParticipants.delete(id);
+      announce(`${name} left the call`);
+    }
+  }
+
+  $('toggle-mic').setAttribute('aria-pressed', String(call.muted.audio));
+  $('toggle-mic').textContent = call.muted.audio ? 'Unmute' : 'Mute';
+  $('toggle-cam').setAttribute('aria-pressed', String(call.muted.video));
+  $('toggle-cam').textContent = call.muted.video ? 'Start camera' : 'Stop camera';
+}
+
+function fillTile(tile, name, micOff, camOff, speaking) {
+  tile.dataset.speaking = String(speaking);
+  tile.dataset.muted = String(micOff);
+  tile.querySelector('video').style.visibility = camOff ? 'hidden' : 'visible';
+  tile.querySelector('.tile-placeholder').textContent = camOff ? initials(name) : '';
+  tile.querySelector('.tile-label').textContent = micOff ? `${name} · muted` : name;
+  tile.setAttribute('aria-label', `${name}${micOff ? ', muted' : ''}${speaking ? ', speaking' : ''}`);
+}
+
+function announce(text) {
+  $('call-events').textContent = text;
+  toast(text);
+}
+
+function setupCall() {
+  $('join-call').addEventListener('click', () => joinCall());
+  $('toggle-mic').addEventListener('click', () => state.call?.setMuted('audio', !state.call.muted.audio));
+  $('toggle-cam').addEventListener('click', () => state.call?.setMuted('video', !state.call.muted.video));
+  $('leave').addEventListener('click', () => {
+    leaveCall();
+    navigate('/');
+    toast('You left the call');
+  });
+  // Closing the tab leaves the room at once instead of waiting for the shard's timeout.
+  window.addEventListener('pagehide', () => leaveCall());
+}
+
+// ---------------------------------------------------------------- start
+
+function setupLinks() {
+  document.addEventListener('click', (event) => {
+    const link = event.target.closest?.('a[data-link]');
+    if (!link || event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
+    const url = new URL(link.href, location.origin);
+    if (url.origin !== location.origin) return;
+    event.preventDefault();
+    navigate(url.pathname);
+  });
+  window.addEventListener('popstate', route);
+}
+
+/** What the browser tests read: call state and receive/send statistics. */
+window.surge = {
+  state: () => ({
+    view: document.body.dataset.view,
+    user: state.user,
+    call: state.call && {
+      roomId: state.call.roomId,
+      state: state.call.state,
+      selfId: state.call.selfId,
+      speaker: state.call.speaker,
+      participants: [...state.call.participants.values()].map((p) => ({ id: p.id, name: p.name, muted: p.muted })),
+      layers: Object.fromEntries(state.call.layers),
+    },
+    contacts: [...state.contacts.values()],
+  }),
+  stats: async () => (state.call ? state.call.stats() : []),
+  outboundStats: async () => (state.call ? state.call.outboundStats() : []),
+  /** Simulates losing the shard: closes the media connection as ICE failure would. */
+  dropConnection: () => state.call?.lost('test: connection dropped', state.call.generation),
+};
+
+async function start() {
+  setupAuth();
+  setupContacts();
+  setupRooms();
+  setupCall();
+  setupLinks();
+  const stored = session.get();
+  if (stored?.token) {
+    try {
+      const me = await api.me();
+      await signedIn(me.user ?? me);
+      return;
+    } catch (err) {
+      if (!(err instanceof ApiError) || err.status === 401) session.clear();
+      else {
+        // The server is down or busy: keep the session and let the user try again.
+        await signedIn(stored.user);
+        return;
+      }
+    }
+  }
+  route();
+}
+
+start();

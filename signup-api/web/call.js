@@ -1,0 +1,497 @@
+// One call in one room: joins through the API, signals with the shard (WHIP-style POST, then
+// the `surge` data channel, see docs/signalling.md), publishes the camera as three simulcast
+// layers, tracks who is in the room, and rejoins by itself when the shard is lost.
+
+import { api, errorFrom, ApiError } from './api.js';
+
+/** Simulcast layers: quarter, half and full resolution, lowest first (what Chrome expects). */
+export const SIMULCAST_ENCODINGS = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
+
+/** ICE gathering on a LAN takes milliseconds; past this we send what we have (the shard is ICE-lite). */
+const GATHER_TIMEOUT_MS = 2000;
+/** ICE "disconnected" often heals by itself; past this we treat it as lost and rejoin. */
+const DISCONNECTED_GRACE_MS = 6000;
+/** How long ICE + DTLS + the data channel may take before the attempt counts as failed. */
+const CONNECT_TIMEOUT_MS = 20_000;
+const RECONNECT_BASE_MS = 500;
+const RECONNECT_MAX_MS = 10_000;
+/** Errors that a new attempt cannot fix: the user must act (log in again, another room). */
+const FATAL_CODES = new Set(['room_full', 'not_found', 'room_not_found', 'unauthorized', 'invalid_session', 'forbidden']);
+
+/** A join token the shard refused is replaced by a fresh one; a refused session is final. */
+function isFinal(err) {
+  if (!(err instanceof ApiError)) return false;
+  if (FATAL_CODES.has(err.code)) return true;
+  if (err.status === 401) return !String(err.code).startsWith('token_');
+  return err.status === 404;
+}
+
+/** Call states the UI shows. */
+export const CallState = Object.freeze({
+  CONNECTING: 'connecting',
+  CONNECTED: 'connected',
+  RECONNECTING: 'reconnecting',
+  FAILED: 'failed',
+  LEFT: 'left',
+});
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function waitForGathering(pc, timeoutMs) {
+  if (pc.iceGatheringState === 'complete') return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      pc.removeEventListener('icegatheringstatechange', check);
+      clearTimeout(timer);
+      resolve();
+    };
+    const check = () => {
+      if (pc.iceGatheringState === 'complete') done();
+    };
+    const timer = setTimeout(done, timeoutMs);
+    pc.addEventListener('icegatheringstatechange', check);
+  });
+}
+
+/** Opens the camera and microphone; a missing device leaves that kind out instead of failing. */
+export async function openLocalMedia() {
+  const video = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } };
+  const attempts = [{ audio: true, video }, { audio: true }, { video }];
+  for (const constraints of attempts) {
+    try {
+      return await navigator.mediaDevices.getUserMedia(constraints);
+    } catch {
+      // Try with fewer devices.
+    }
+  }
+  return new MediaStream();
+}
+
+/**
+ * A call. `onChange()` is called whenever something the UI shows changes; read the public
+ * fields (`state`, `detail`, `participants`, `speaker`, `selfId`, `muted`) to render.
+ */
+export class Call {
+  constructor({ roomId, localStream, onChange }) {
+    this.roomId = roomId;
+    this.localStream = localStream;
+    this.onChange = onChange;
+    this.state = CallState.CONNECTING;
+    /** A human sentence about the state (why it failed, when it retries). */
+    this.detail = '';
+    /** Remote participants by id: `{ id, user, name, stream, muted: {audio, video} }`. */
+    this.participants = new Map();
+    this.selfId = null;
+    this.speaker = null;
+    this.room = null;
+    this.muted = { audio: false, video: false };
+    /** mid → participant id, from the server's `tracks` messages. */
+    this.midOwners = new Map();
+    /** mid → kind, from the same messages. */
+    this.midKinds = new Map();
+    /** mid → the layer the server says it forwards. */
+    this.layers = new Map();
+    this.requestedHeights = new Map();
+    this.pc = null;
+    this.channel = null;
+    this.resource = null;
+    this.joinToken = null;
+    this.attempt = 0;
+    this.generation = 0;
+    this.signalQueue = Promise.resolve();
+    this.disconnectTimer = null;
+    this.connectTimer = null;
+  }
+
+  /** Joins; on failure keeps retrying (with backoff and jitter) unless the error is final. */
+  async start() {
+    await this.connectWithRetry();
+  }
+
+  async connectWithRetry() {
+    const generation = ++this.generation;
+    for (;;) {
+      if (this.state === CallState.LEFT || generation !== this.generation) return;
+      try {
+        await this.connect(generation);
+        this.attempt = 0;
+        return;
+      } catch (err) {
+        if (generation !== this.generation || this.state === CallState.LEFT) return;
+        this.teardown();
+        if (isFinal(err)) {
+          this.setState(CallState.FAILED, describeJoinError(err));
+          return;
+        }
+        this.attempt += 1;
+        const backoff = Math.min(RECONNECT_MAX_MS, RECONNECT_BASE_MS * 2 ** (this.attempt - 1));
+        const waitMs = err instanceof ApiError && err.retryAfter ? err.retryAfter * 1000 : backoff * (0.5 + Math.random());
+        const secs = Math.max(1, Math.round(waitMs / 1000));
+        const first = this.state === CallState.CONNECTING;
+        this.setState(first ? CallState.CONNECTING : CallState.RECONNECTING, `${describeJoinError(err)} Retrying in ${secs} s…`);
+        await sleep(waitMs);
+      }
+    }
+  }
+
+  async connect(generation) {
+    const join = await api.joinRoom(this.roomId);
+    if (generation !== this.generation) return;
+    this.room = join.room ?? this.room;
+    this.joinToken = join.token;
+
+    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    this.pc = pc;
+    const channel = pc.createDataChannel('surge');
+    this.channel = channel;
+    this.publish(pc);
+
+    pc.addEventListener('track', (event) => this.onTrack(event));
+    pc.addEventListener('connectionstatechange', () => this.onConnectionState(pc, generation));
+    channel.addEventListener('message', (event) => this.onMessage(event.data));
+    channel.addEventListener('open', () => this.onChannelOpen());
+    channel.addEventListener('close', () => this.lost('the signalling channel closed', generation));
+
+    await pc.setLocalDescription(await pc.createOffer());
+    await waitForGathering(pc, GATHER_TIMEOUT_MS);
+    let response;
+    try {
+      response = await fetch(join.signal_url, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${join.token}`, 'Content-Type': 'application/sdp' },
+        body: pc.localDescription.sdp,
+      });
+    } catch (err) {
+      throw new ApiError(0, 'network', `Cannot reach the media server (${err.message})`);
+    }
+    if (response.status !== 201 && !response.ok) throw await errorFrom(response);
+    const location = response.headers.get('Location');
+    this.resource = location ? new URL(location, join.signal_url).href : null;
+    const answer = await response.text();
+    if (generation !== this.generation) return;
+    await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+    // ICE that never completes (a blocked UDP port) would otherwise leave us waiting forever.
+    clearTimeout(this.connectTimer);
+    this.connectTimer = setTimeout(() => {
+      if (this.channel !== channel || channel.readyState !== 'open') this.lost('the media server did not answer', generation);
+    }, CONNECT_TIMEOUT_MS);
+  }
+
+  /** Adds the local tracks: audio as is, video as three simulcast layers when possible. */
+  publish(pc) {
+    const [audio] = this.localStream.getAudioTracks();
+    const [video] = this.localStream.getVideoTracks();
+    if (audio) {
+      audio.enabled = !this.muted.audio;
+      pc.addTransceiver(audio, { direction: 'sendonly', streams: [this.localStream] });
+    }
+    if (video) {
+      video.enabled = !this.muted.video;
+      try {
+        pc.addTransceiver(video, { direction: 'sendonly', streams: [this.localStream], sendEncodings: SIMULCAST_ENCODINGS });
+      } catch {
+        // No simulcast in this browser: one layer is still a call.
+        pc.addTransceiver(video, { direction: 'sendonly', streams: [this.localStream] });
+      }
+    }
+  }
+
+  onChannelOpen() {
+    this.setState(CallState.CONNECTED, '');
+    // After a rejoin the shard knows nothing of our mute state: tell it again.
+    for (const kind of ['audio', 'video']) {
+      if (this.muted[kind]) this.send({ type: 'mute', kind, muted: true });
+    }
+    this.requestedHeights.clear();
+    this.onChange();
+  }
+
+  onConnectionState(pc, generation) {
+    if (generation !== this.generation || this.state === CallState.LEFT) return;
+    clearTimeout(this.disconnectTimer);
+    switch (pc.connectionState) {
+      case 'connected':
+        if (this.channel?.readyState === 'open') this.setState(CallState.CONNECTED, '');
+        break;
+      case 'disconnected':
+        this.disconnectTimer = setTimeout(() => this.lost('the media connection dropped', generation), DISCONNECTED_GRACE_MS);
+        this.setState(this.state, 'Connection unstable…');
+        break;
+      case 'failed':
+        this.lost('the media connection failed', generation);
+        break;
+      default:
+        this.onChange();
+    }
+  }
+
+  /** The shard is gone or unreachable: rejoin through the API (maybe on another shard). */
+  lost(reason, generation) {
+    // Events from an attempt we already replaced (or a call we left) change nothing.
+    if (this.state === CallState.LEFT || generation !== this.generation) return;
+    this.setState(CallState.RECONNECTING, `Reconnecting… (${reason})`);
+    this.teardown();
+    this.participants.clear();
+    this.speaker = null;
+    this.connectWithRetry();
+  }
+
+  onTrack(event) {
+    // Tracks are matched to participants by mid once the `tracks` message names them.
+    event.track.addEventListener('ended', () => this.assignTracks());
+    this.assignTracks();
+  }
+
+  onMessage(data) {
+    let message;
+    try {
+      message = JSON.parse(data);
+    } catch {
+      return;
+    }
+    switch (message.type) {
+      case 'offer':
+        this.signalQueue = this.signalQueue.then(() => this.answer(message.sdp)).catch((err) => {
+          console.warn('renegotiation failed', err);
+        });
+        break;
+      case 'tracks':
+        this.midOwners.clear();
+        this.midKinds.clear();
+        for (const track of message.tracks ?? []) {
+          this.midOwners.set(String(track.mid), track.participant_id);
+          this.midKinds.set(String(track.mid), track.kind);
+        }
+        this.assignTracks();
+        break;
+      case 'welcome':
+        this.selfId = message.participant_id;
+        for (const p of message.participants ?? []) this.addParticipant(p);
+        break;
+      case 'joined':
+        if (message.participant) this.addParticipant(message.participant);
+        break;
+      case 'left':
+        this.participants.delete(message.participant_id);
+        if (this.speaker === message.participant_id) this.speaker = null;
+        break;
+      case 'muted': {
+        const p = this.participants.get(message.participant_id);
+        if (p && (message.kind === 'audio' || message.kind === 'video')) p.muted[message.kind] = Boolean(message.muted);
+        break;
+      }
+      case 'speaker':
+        this.speaker = message.participant_id ?? null;
+        break;
+      case 'layer':
+        this.layers.set(String(message.mid), message.layer);
+        break;
+      default:
+        return;
+    }
+    this.onChange();
+  }
+
+  async answer(sdp) {
+    const pc = this.pc;
+    if (!pc || pc.signalingState === 'closed') return;
+    await pc.setRemoteDescription({ type: 'offer', sdp });
+    await pc.setLocalDescription(await pc.createAnswer());
+    this.send({ type: 'answer', sdp: pc.localDescription.sdp });
+    this.assignTracks();
+  }
+
+  addParticipant(p) {
+    if (!p || !p.id || p.id === this.selfId) return;
+    const existing = this.participants.get(p.id);
+    if (existing) {
+      existing.name = p.name ?? existing.name;
+      return;
+    }
+    this.participants.set(p.id, {
+      id: p.id,
+      user: p.user,
+      name: p.name || 'Guest',
+      stream: new MediaStream(),
+      muted: { audio: false, video: false },
+    });
+  }
+
+  /** Puts each received track into its participant's stream, following the mid map. */
+  assignTracks() {
+    if (!this.pc) return;
+    const wanted = new Map();
+    for (const transceiver of this.pc.getTransceivers()) {
+      const mid = transceiver.mid;
+      if (mid == null || transceiver.stopped || transceiver.currentDirection === 'inactive') continue;
+      const owner = this.midOwners.get(mid);
+      const track = transceiver.receiver.track;
+      if (!owner || !track || track.readyState === 'ended') continue;
+      if (!this.participants.has(owner)) this.addParticipant({ id: owner, name: 'Guest' });
+      if (!wanted.has(owner)) wanted.set(owner, []);
+      wanted.get(owner).push(track);
+    }
+    for (const p of this.participants.values()) {
+      const tracks = wanted.get(p.id) ?? [];
+      const current = p.stream.getTracks();
+      const same = current.length === tracks.length && tracks.every((t) => current.includes(t));
+      // A fresh MediaStream (rather than add/removeTrack) makes every browser's <video> pick it up.
+      if (!same) p.stream = new MediaStream(tracks);
+    }
+    this.onChange();
+  }
+
+  /** The mids carrying video from `participantId`. */
+  videoMids(participantId) {
+    const mids = [];
+    for (const [mid, owner] of this.midOwners) {
+      if (owner === participantId && this.midKinds.get(mid) === 'video') mids.push(mid);
+    }
+    return mids;
+  }
+
+  /** Tells the shard the largest video height worth sending for a participant (0 pauses). */
+  requestHeight(participantId, height) {
+    for (const mid of this.videoMids(participantId)) {
+      if (this.requestedHeights.get(mid) === height) continue;
+      if (this.send({ type: 'max_height', mid, height })) this.requestedHeights.set(mid, height);
+    }
+  }
+
+  setMuted(kind, muted) {
+    this.muted[kind] = muted;
+    for (const track of kind === 'audio' ? this.localStream.getAudioTracks() : this.localStream.getVideoTracks()) {
+      track.enabled = !muted;
+    }
+    this.send({ type: 'mute', kind, muted });
+    this.onChange();
+  }
+
+  send(message) {
+    if (this.channel?.readyState !== 'open') return false;
+    this.channel.send(JSON.stringify(message));
+    return true;
+  }
+
+  teardown() {
+    clearTimeout(this.disconnectTimer);
+    clearTimeout(this.connectTimer);
+    const pc = this.pc;
+    this.pc = null;
+    this.channel = null;
+    this.midOwners.clear();
+    this.midKinds.clear();
+    this.layers.clear();
+    this.requestedHeights.clear();
+    this.signalQueue = Promise.resolve();
+    if (pc) pc.close();
+    // Tell the old shard we are gone when it can still hear us; it times us out otherwise.
+    if (this.resource && this.joinToken) {
+      fetch(this.resource, { method: 'DELETE', headers: { Authorization: `Bearer ${this.joinToken}` }, keepalive: true }).catch(() => {});
+    }
+    this.resource = null;
+  }
+
+  /** Leaves the room for good and releases the camera and microphone. */
+  leave() {
+    if (this.state === CallState.LEFT) return;
+    this.generation += 1;
+    this.state = CallState.LEFT;
+    this.teardown();
+    for (const track of this.localStream.getTracks()) track.stop();
+    this.participants.clear();
+    this.onChange();
+  }
+
+  setState(state, detail) {
+    this.state = state;
+    this.detail = detail;
+    this.onChange();
+  }
+
+  /** Inbound stats per remote participant (what the browser tests read through `window.surge`). */
+  async stats() {
+    const pc = this.pc;
+    if (!pc) return [];
+    const byParticipant = new Map();
+    for (const transceiver of pc.getTransceivers()) {
+      const mid = transceiver.mid;
+      const owner = mid == null ? null : this.midOwners.get(mid);
+      if (!owner) continue;
+      const p = this.participants.get(owner);
+      const entry = byParticipant.get(owner) ?? { participant_id: owner, name: p?.name ?? null, video: null, audio: null };
+      byParticipant.set(owner, entry);
+      const report = await transceiver.receiver.getStats();
+      report.forEach((s) => {
+        if (s.type !== 'inbound-rtp') return;
+        if (s.kind === 'video') {
+          entry.video = {
+            mid,
+            framesDecoded: s.framesDecoded ?? 0,
+            frameWidth: s.frameWidth ?? 0,
+            frameHeight: s.frameHeight ?? 0,
+            bytesReceived: s.bytesReceived ?? 0,
+            layer: this.layers.get(mid) ?? null,
+          };
+        } else if (s.kind === 'audio') {
+          entry.audio = {
+            mid,
+            totalSamplesReceived: s.totalSamplesReceived ?? 0,
+            audioLevel: s.audioLevel ?? 0,
+            bytesReceived: s.bytesReceived ?? 0,
+          };
+        }
+      });
+    }
+    return [...byParticipant.values()];
+  }
+
+  /** Outbound video stats per simulcast layer (rid, size, frames sent). */
+  async outboundStats() {
+    const pc = this.pc;
+    if (!pc) return [];
+    const layers = [];
+    const report = await pc.getStats();
+    report.forEach((s) => {
+      if (s.type === 'outbound-rtp' && s.kind === 'video') {
+        layers.push({
+          rid: s.rid ?? null,
+          frameWidth: s.frameWidth ?? 0,
+          frameHeight: s.frameHeight ?? 0,
+          framesSent: s.framesSent ?? 0,
+          active: s.active ?? null,
+        });
+      }
+    });
+    return layers.sort((a, b) => String(a.rid).localeCompare(String(b.rid)));
+  }
+}
+
+/** A sentence for a join or signalling error. */
+export function describeJoinError(err) {
+  if (!(err instanceof ApiError)) return `Could not connect (${err.message}).`;
+  switch (err.code) {
+    case 'room_full':
+      return 'This room is full.';
+    case 'not_found':
+    case 'room_not_found':
+      return 'This room does not exist (check the link).';
+    case 'shard_full':
+    case 'draining':
+    case 'overloaded':
+      return 'The media servers are busy.';
+    case 'rate_limited':
+      return 'Too many attempts right now.';
+    case 'network':
+      return 'Cannot reach the server.';
+    default:
+      if (err.status === 401) return 'Your session has expired: log in again.';
+      return `Could not connect (${err.message}).`;
+  }
+}

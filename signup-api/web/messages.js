@@ -1,0 +1,91 @@
+// What the user reads for each API error code: short, specific, and saying what to do next.
+
+import { ApiError } from './api.js';
+
+function generic(err) {
+  if (!(err instanceof ApiError)) return `Something went wrong (${err.message}).`;
+  if (err.code === 'network') return 'Cannot reach Surge. Check your connection and try again.';
+  if (err.status >= 500) return 'Surge had a problem handling that. Please try again in a moment.';
+  return err.message || 'Something went wrong.';
+}
+
+/** Sign-up errors: `{ field, text }`, `field` naming the input the message belongs to. */
+export function signupMessage(err) {
+  if (!(err instanceof ApiError)) return { field: null, text: generic(err) };
+  switch (err.code) {
+    case 'email_taken':
+      return { field: 'email', text: 'An account with this email already exists. Log in instead, or use another email.' };
+    case 'invalid_email':
+      return { field: 'email', text: 'Enter a valid email address, like name@example.com.' };
+    case 'weak_password':
+      return {
+        field: 'password',
+        text: `This password is too weak${err.message ? `: ${err.message.replace(/\.$/, '')}` : ''}. Try a longer passphrase.`,
+      };
+    case 'password_too_long':
+      return { field: 'password', text: 'This password is too long. Please use a shorter one.' };
+    case 'invalid_display_name':
+      return { field: 'display_name', text: 'Enter the name others will see (not empty, not too long).' };
+    case 'invalid_credentials':
+      return { field: null, text: 'Your account was created, but logging in failed. Try logging in.' };
+    default:
+      return { field: null, text: generic(err) };
+  }
+}
+
+export function loginMessage(err) {
+  if (err instanceof ApiError && err.code === 'invalid_credentials') return 'Wrong email or password.';
+  return generic(err);
+}
+
+export function contactMessage(err) {
+  if (err instanceof ApiError) {
+    switch (err.code) {
+      case 'not_found':
+      case 'user_not_found':
+      case 'unknown_user':
+        return 'Nobody has signed up with that email yet.';
+      case 'invalid_email':
+        return 'Enter a valid email address.';
+      case 'self_contact':
+      case 'cannot_add_self':
+        return 'That is you. Add someone else.';
+      case 'already_contact':
+      case 'contact_exists':
+        return 'Already in your contacts.';
+      default:
+        break;
+    }
+  }
+  return generic(err);
+}
+
+export function roomMessage(err) {
+  if (err instanceof ApiError && (err.status === 429 || err.status === 503)) {
+    return 'Too many calls are starting right now. Try again in a few seconds.';
+  }
+  return generic(err);
+}
+
+const STATUS_LABELS = { online: 'Online', away: 'Away', busy: 'Busy', offline: 'Offline' };
+
+export function statusLabel(status) {
+  return STATUS_LABELS[status] ?? 'Offline';
+}
+
+/** Counts down whole seconds, calling `tick(secondsLeft)` each second, resolving at zero. */
+export function countdown(seconds, tick) {
+  return new Promise((resolve) => {
+    const end = Date.now() + seconds * 1000;
+    const step = () => {
+      const left = Math.ceil((end - Date.now()) / 1000);
+      if (left <= 0) {
+        resolve();
+        return;
+      }
+      tick(left);
+      setTimeout(step, Math.min(1000, end - Date.now()));
+    };
+    step();
+  });
+}
