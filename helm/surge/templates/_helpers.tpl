@@ -187,6 +187,10 @@ podAntiAffinity:
 {{- fail "sfu.media: the NodePorts of all shards must stay below 65536" -}}
 {{- end -}}
 {{- end -}}
+{{- $hpa := .Values.api.autoscaling -}}
+{{- if and $hpa.enabled (lt (int64 $hpa.maxReplicas) (int64 $hpa.minReplicas)) -}}
+{{- fail (printf "api.autoscaling.maxReplicas (%d) must be at least minReplicas (%d)" (int64 $hpa.maxReplicas) (int64 $hpa.minReplicas)) -}}
+{{- end -}}
 {{- if and .Values.secrets.tokenKey (lt (len .Values.secrets.tokenKey) 32) -}}
 {{- fail "secrets.tokenKey must be at least 32 characters" -}}
 {{- end -}}
