@@ -90,7 +90,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     cancel_on_signal(shutdown.clone());
     let mut probes = api.probes();
     probes.extend(shard.probes());
-    let router = api.router().merge(shard.router());
+    let admin = surge_cluster::admin::router(backends.registry, args.common.admin_token.clone());
+    let router = api.router().merge(shard.router()).merge(admin);
     serve(&args.common, listener, router, probes, shutdown).await?;
     shard.stop().await;
     api.stop().await;
@@ -105,7 +106,7 @@ async fn api(args: ApiArgs) -> anyhow::Result<()> {
     let api = Api::start(
         &args.api,
         ApiDeps {
-            registry: backends.registry,
+            registry: backends.registry.clone(),
             token_key: backends.token_key,
             redis_url: args.common.redis_url.clone(),
             redis_prefix: args.common.redis_prefix.clone(),
@@ -117,7 +118,9 @@ async fn api(args: ApiArgs) -> anyhow::Result<()> {
     .context("starting the API")?;
     tracing::info!(listen = %args.common.listen, "API serving");
     cancel_on_signal(shutdown.clone());
-    serve(&args.common, listener, api.router(), api.probes(), shutdown).await?;
+    let admin = surge_cluster::admin::router(backends.registry, args.common.admin_token.clone());
+    let router = api.router().merge(admin);
+    serve(&args.common, listener, router, api.probes(), shutdown).await?;
     api.stop().await;
     Ok(())
 }
