@@ -196,6 +196,16 @@ podAntiAffinity:
 {{- end -}}
 {{- end -}}
 
+{{/*
+Connections the built-in PostgreSQL accepts: every API pod at the autoscaler's maximum with
+its whole pool, plus room for the migration Job and an operator's psql.
+*/}}
+{{- define "surge.postgresql.maxConnections" -}}
+{{- $api := .Values.api -}}
+{{- $pods := ternary $api.autoscaling.maxReplicas $api.replicas $api.autoscaling.enabled -}}
+{{- max 100 (add (mul (int64 $pods) (int64 $api.databaseMaxConnections)) 10) -}}
+{{- end -}}
+
 {{/* The grace period a stopping shard gets: the drain deadline plus a margin by default. */}}
 {{- define "surge.sfu.terminationGracePeriodSeconds" -}}
 {{- $grace := int64 .Values.sfu.terminationGracePeriodSeconds -}}
