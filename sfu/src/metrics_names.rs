@@ -1,0 +1,28 @@
+//! Metric names, in one place so dashboards and code agree.
+
+/// Gauge: rooms on this shard.
+pub const ROOMS: &str = "surge_sfu_rooms";
+/// Gauge: participants on this shard.
+pub const PARTICIPANTS: &str = "surge_sfu_participants";
+/// Counter: RTP packets received from publishers.
+pub const PACKETS_IN: &str = "surge_sfu_rtp_packets_in_total";
+/// Counter: RTP payload bytes received from publishers.
+pub const BYTES_IN: &str = "surge_sfu_rtp_bytes_in_total";
+/// Counter: RTP packets forwarded to subscribers.
+pub const PACKETS_OUT: &str = "surge_sfu_rtp_packets_out_total";
+/// Counter: RTP payload bytes forwarded to subscribers.
+pub const BYTES_OUT: &str = "surge_sfu_rtp_bytes_out_total";
+/// Counter: simulcast layer switches toward subscribers.
+pub const LAYER_SWITCHES: &str = "surge_sfu_layer_switches_total";
+/// Counter: keyframe requests sent to publishers (after coalescing).
+pub const KEYFRAME_REQUESTS: &str = "surge_sfu_keyframe_requests_total";
+/// Counter: NACKs received from subscribers (str0m answers them from its RTX cache).
+pub const NACKS: &str = "surge_sfu_nacks_total";
+/// Gauge: sum of the subscribers' estimated egress bitrates, bits/s.
+pub const EGRESS_BPS: &str = "surge_sfu_egress_estimate_bps";
+/// Counter: datagrams dropped, by `reason`.
+pub const DATAGRAMS_DROPPED: &str = "surge_sfu_datagrams_dropped_total";
+/// Counter: joins refused, by `code`.
+pub const JOINS_REFUSED: &str = "surge_sfu_joins_refused_total";
+/// Counter: participants removed, by `reason` (left, timeout, ice, drain).
+pub const PARTICIPANTS_REMOVED: &str = "surge_sfu_participants_removed_total";

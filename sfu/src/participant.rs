@@ -1,0 +1,1 @@
+//! A headless participant (placeholder while it is written).

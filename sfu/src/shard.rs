@@ -1,0 +1,424 @@
+//! The shard: its worker threads, the state the HTTP side shares with them (limits, load,
+//! draining), and the registry heartbeat.
+
+use std::collections::BTreeSet;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use surge_cluster::http::Probe;
+use surge_cluster::placement::DEFAULT_PIN_TTL;
+use surge_cluster::registry::{
+    DEFAULT_SHARD_TTL, HEARTBEAT_INTERVAL, SCHEMA_VERSION, ShardCapacity, ShardInfo, ShardLoad,
+    ShardState,
+};
+use surge_cluster::{ShardRegistry, TokenKey};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::worker::{Command, WorkerHandle};
+use crate::{SfuConfig, ShardDeps, StartError};
+
+/// Limits a join is checked against.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub max_rooms: u32,
+    pub max_participants: u32,
+    pub max_room_participants: u32,
+}
+
+/// What the HTTP handlers, the heartbeat and the workers share. Workers touch only the
+/// atomics, and the room set when a room opens or closes (never per packet).
+pub(crate) struct Shared {
+    pub shard_id: String,
+    pub signal_url: String,
+    pub token_key: TokenKey,
+    pub admin_token: Option<String>,
+    pub limits: Limits,
+    pub participant_timeout: Duration,
+    pub drain_deadline: Duration,
+    pub workers: Vec<WorkerHandle>,
+    pub rooms: AtomicU32,
+    pub participants: AtomicU32,
+    pub egress_bps: AtomicU64,
+    /// Nanoseconds the workers spent busy (not waiting for packets), for the load figure.
+    pub busy_nanos: AtomicU64,
+    pub occupied_rooms: Mutex<BTreeSet<String>>,
+    pub draining: AtomicBool,
+    drain_started: Mutex<Option<Instant>>,
+    drain_token: CancellationToken,
+    pub stopped: AtomicBool,
+}
+
+impl Shared {
+    /// The worker that hosts `room`: a stable hash, so every join for a room lands on the
+    /// same thread.
+    pub fn worker_for(&self, room: &str) -> &WorkerHandle {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        room.hash(&mut hasher);
+        let index = (hasher.finish() % self.workers.len() as u64) as usize;
+        &self.workers[index]
+    }
+
+    /// Takes one shard-wide participant slot, or `false` when the shard is full.
+    pub fn reserve_participant(&self) -> bool {
+        self.participants
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.limits.max_participants).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    pub fn release_participant(&self) {
+        let _ = self
+            .participants
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// Takes one room slot, or `false` when the shard hosts `max_rooms` already.
+    pub fn reserve_room(&self, room: &str) -> bool {
+        let ok = self
+            .rooms
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.limits.max_rooms).then_some(n + 1)
+            })
+            .is_ok();
+        if ok && let Ok(mut rooms) = self.occupied_rooms.lock() {
+            rooms.insert(room.to_owned());
+        }
+        ok
+    }
+
+    pub fn release_room(&self, room: &str) {
+        let _ = self
+            .rooms
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        if let Ok(mut rooms) = self.occupied_rooms.lock() {
+            rooms.remove(room);
+        }
+    }
+
+    /// Adjusts the shard's summed egress estimate by `delta` bits/s.
+    pub fn add_egress(&self, delta: i64) {
+        let _ = self
+            .egress_bps
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_add_signed(delta))
+            });
+    }
+
+    pub fn begin_drain(&self) {
+        if !self.draining.swap(true, Ordering::AcqRel) {
+            tracing::info!(deadline = ?self.drain_deadline, "draining: no new joins");
+            if let Ok(mut started) = self.drain_started.lock() {
+                *started = Some(Instant::now());
+            }
+            self.drain_token.cancel();
+        }
+    }
+
+    fn drain_deadline_at(&self) -> Option<Instant> {
+        self.drain_started
+            .lock()
+            .ok()
+            .and_then(|s| *s)
+            .map(|s| s + self.drain_deadline)
+    }
+
+    fn state(&self) -> ShardState {
+        if self.draining.load(Ordering::Acquire) {
+            ShardState::Draining
+        } else {
+            ShardState::Active
+        }
+    }
+
+    pub fn status(&self) -> ShardStatus {
+        ShardStatus {
+            shard_id: self.shard_id.clone(),
+            state: self.state(),
+            rooms: self.rooms.load(Ordering::Acquire),
+            participants: self.participants.load(Ordering::Acquire),
+            egress_bps: self.egress_bps.load(Ordering::Acquire),
+            workers: self.workers.len(),
+            media_addrs: self
+                .workers
+                .iter()
+                .map(|w| w.public_addr.to_string())
+                .collect(),
+            capacity: self.capacity(),
+        }
+    }
+
+    fn capacity(&self) -> ShardCapacity {
+        ShardCapacity {
+            max_rooms: self.limits.max_rooms,
+            max_participants: self.limits.max_participants,
+        }
+    }
+}
+
+/// The load and state a shard reports on `GET /v1/sfu/status`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ShardStatus {
+    /// The shard's id.
+    pub shard_id: String,
+    /// Active or draining.
+    pub state: ShardState,
+    /// Rooms hosted now.
+    pub rooms: u32,
+    /// Participants connected now.
+    pub participants: u32,
+    /// Sum of the subscribers' egress estimates, bits/s.
+    pub egress_bps: u64,
+    /// Worker threads.
+    pub workers: usize,
+    /// Public media address of each worker.
+    pub media_addrs: Vec<String>,
+    /// Limits.
+    pub capacity: ShardCapacity,
+}
+
+/// A running shard; clones share it.
+#[derive(Clone)]
+pub struct Shard {
+    shared: Arc<Shared>,
+    heartbeat_stop: CancellationToken,
+    threads: Arc<Mutex<Vec<std::thread::JoinHandle<()>>>>,
+    registry: Arc<dyn ShardRegistry>,
+}
+
+impl Shard {
+    /// Binds one UDP socket per worker, starts the worker threads and the registry heartbeat.
+    pub async fn start(config: &SfuConfig, deps: ShardDeps) -> Result<Self, StartError> {
+        let count = config.worker_count();
+        let public_ip = config.public_ip.unwrap_or(config.media_bind);
+        let mut sockets = Vec::with_capacity(count);
+        for k in 0..count {
+            let port = if config.media_port == 0 {
+                0
+            } else {
+                config.media_port.saturating_add(k as u16)
+            };
+            let addr = SocketAddr::new(config.media_bind, port);
+            let socket = crate::worker::bind_socket(addr)
+                .map_err(|source| StartError::Bind { addr, source })?;
+            let local = socket
+                .local_addr()
+                .map_err(|source| StartError::Bind { addr, source })?;
+            sockets.push((socket, SocketAddr::new(public_ip, local.port())));
+        }
+        let mut handles = Vec::with_capacity(count);
+        let mut receivers = Vec::with_capacity(count);
+        for (socket, public_addr) in &sockets {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let waker = crate::worker::Waker::new(socket).map_err(|source| StartError::Bind {
+                addr: *public_addr,
+                source,
+            })?;
+            handles.push(WorkerHandle {
+                public_addr: *public_addr,
+                commands: tx,
+                waker,
+            });
+            receivers.push(rx);
+        }
+        let shared = Arc::new(Shared {
+            shard_id: config.shard_id.clone(),
+            signal_url: config
+                .signal_url
+                .clone()
+                .unwrap_or_else(|| deps.default_signal_url.clone()),
+            token_key: deps.token_key,
+            admin_token: deps.admin_token,
+            limits: Limits {
+                max_rooms: config.max_rooms,
+                max_participants: config.max_participants,
+                max_room_participants: config.max_room_participants,
+            },
+            participant_timeout: config.participant_timeout(),
+            drain_deadline: Duration::from_secs(config.drain_deadline_secs),
+            workers: handles,
+            rooms: AtomicU32::new(0),
+            participants: AtomicU32::new(0),
+            egress_bps: AtomicU64::new(0),
+            busy_nanos: AtomicU64::new(0),
+            occupied_rooms: Mutex::new(BTreeSet::new()),
+            draining: AtomicBool::new(false),
+            drain_started: Mutex::new(None),
+            drain_token: CancellationToken::new(),
+            stopped: AtomicBool::new(false),
+        });
+        let mut threads = Vec::with_capacity(count);
+        for ((index, (socket, public_addr)), rx) in sockets.into_iter().enumerate().zip(receivers) {
+            let shared = shared.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("sfu-worker-{index}"))
+                .spawn(move || crate::worker::run(index, socket, public_addr, rx, shared))
+                .map_err(StartError::Thread)?;
+            threads.push(thread);
+        }
+        tracing::info!(
+            shard = %shared.shard_id,
+            workers = count,
+            media = ?shared.workers.iter().map(|w| w.public_addr).collect::<Vec<_>>(),
+            "SFU shard started"
+        );
+        let shard = Self {
+            shared,
+            heartbeat_stop: CancellationToken::new(),
+            threads: Arc::new(Mutex::new(threads)),
+            registry: deps.registry,
+        };
+        tokio::spawn(heartbeat(
+            shard.shared.clone(),
+            shard.registry.clone(),
+            shard.heartbeat_stop.clone(),
+        ));
+        Ok(shard)
+    }
+
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// The current load and state.
+    pub fn status(&self) -> ShardStatus {
+        self.shared.status()
+    }
+
+    /// Public media address of each worker (ip:port).
+    pub fn media_addrs(&self) -> Vec<SocketAddr> {
+        self.shared.workers.iter().map(|w| w.public_addr).collect()
+    }
+
+    /// Stops taking new joins; calls continue.
+    pub fn begin_drain(&self) {
+        self.shared.begin_drain();
+    }
+
+    /// Resolves when an operator asks this shard to drain (admin endpoint or registry).
+    pub async fn drain_requested(&self) {
+        self.shared.drain_token.cancelled().await;
+    }
+
+    /// Resolves when a draining shard is empty or its deadline has passed.
+    pub async fn drained(&self) {
+        self.shared.drain_token.cancelled().await;
+        loop {
+            let empty = self.shared.participants.load(Ordering::Acquire) == 0;
+            let past_deadline = self
+                .shared
+                .drain_deadline_at()
+                .is_some_and(|d| Instant::now() >= d);
+            if empty || past_deadline {
+                tracing::info!(empty, past_deadline, "drained");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Ends every call and stops the workers.
+    pub async fn stop(self) {
+        self.heartbeat_stop.cancel();
+        self.shared.stopped.store(true, Ordering::Release);
+        for worker in &self.shared.workers {
+            let _ = worker.commands.send(Command::Stop);
+            worker.waker.wake();
+        }
+        let threads = self
+            .threads
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                if thread.join().is_err() {
+                    tracing::error!("an SFU worker thread panicked");
+                }
+            }
+        })
+        .await;
+        if let Err(e) = self.registry.deregister(&self.shared.shard_id).await {
+            tracing::warn!(%e, "could not deregister the shard");
+        }
+        tracing::info!("SFU shard stopped");
+    }
+}
+
+/// Every second: report load to the registry (learning about operator drain requests)
+/// and keep the occupied rooms' pins alive.
+async fn heartbeat(shared: Arc<Shared>, registry: Arc<dyn ShardRegistry>, stop: CancellationToken) {
+    let mut interval = tokio::time::interval(HEARTBEAT_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_busy = 0u64;
+    let mut last_at = Instant::now();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let busy = shared.busy_nanos.load(Ordering::Relaxed);
+        let now = Instant::now();
+        let wall = now.duration_since(last_at).as_nanos().max(1) as f64;
+        let cpu = (busy.saturating_sub(last_busy) as f64 / (wall * shared.workers.len() as f64))
+            .clamp(0.0, 1.0) as f32;
+        last_busy = busy;
+        last_at = now;
+        let status = shared.status();
+        metrics::gauge!(crate::metrics_names::EGRESS_BPS).set(status.egress_bps as f64);
+        let info = ShardInfo {
+            version: SCHEMA_VERSION,
+            id: shared.shard_id.clone(),
+            signal_url: shared.signal_url.clone(),
+            media_addr: status.media_addrs.first().cloned().unwrap_or_default(),
+            capacity: status.capacity,
+            load: ShardLoad {
+                rooms: status.rooms,
+                participants: status.participants,
+                egress_bps: status.egress_bps,
+                cpu,
+            },
+            state: status.state,
+        };
+        match registry.heartbeat(&info, DEFAULT_SHARD_TTL).await {
+            Ok(true) => shared.begin_drain(),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(%e, "registry heartbeat failed"),
+        }
+        let rooms: Vec<String> = shared
+            .occupied_rooms
+            .lock()
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default();
+        if let Err(e) = registry
+            .refresh_pins(&shared.shard_id, &rooms, DEFAULT_PIN_TTL)
+            .await
+        {
+            tracing::warn!(%e, "refreshing room pins failed");
+        }
+    }
+}
+
+/// Ready while the shard is not stopped (its worker threads run until `stop`).
+pub(crate) struct WorkersProbe(pub Arc<Shared>);
+
+#[async_trait]
+impl Probe for WorkersProbe {
+    fn name(&self) -> &'static str {
+        "sfu_workers"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        if self.0.stopped.load(Ordering::Acquire) {
+            Err("the shard is stopped".to_owned())
+        } else {
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! HTTP signalling (see `docs/signalling.md`): WHIP-style join and leave, drain, status.
+//! Everything after the join (renegotiation, room events) flows over the `surge` data
+//! channel and is handled by the worker that owns the participant.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use str0m::change::SdpOffer;
+use surge_cluster::http::{ApiJson, HttpError};
+use surge_cluster::token::{JoinClaims, unix_now};
+
+use crate::metrics_names as m;
+use crate::shard::Shared;
+use crate::worker::{Command, JoinRefusal, JoinRequest, LeaveRequest};
+
+/// Clients told to come back later wait this long (drain, full shard).
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// A worker that does not answer a join within this is treated as overloaded.
+const WORKER_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/sfu/rooms/{room}/participants", post(join))
+        .route(
+            "/v1/sfu/rooms/{room}/participants/{participant}",
+            delete(leave),
+        )
+        .route("/v1/sfu/drain", post(drain))
+        .route("/v1/sfu/status", get(status))
+        .with_state(shared)
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+fn refuse(code: &'static str, error: HttpError) -> HttpError {
+    metrics::counter!(m::JOINS_REFUSED, "code" => code).increment(1);
+    error
+}
+
+fn verify(shared: &Shared, headers: &HeaderMap, room: &str) -> Result<JoinClaims, HttpError> {
+    let Some(token) = bearer(headers) else {
+        return Err(refuse(
+            "token_malformed",
+            HttpError::unauthorized(
+                "token_malformed",
+                "expected Authorization: Bearer <join token>",
+            ),
+        ));
+    };
+    shared
+        .token_key
+        .verify(token, &shared.shard_id, Some(room), unix_now())
+        .map_err(|e| refuse(e.code(), HttpError::unauthorized(e.code(), e.to_string())))
+}
+
+fn draining() -> HttpError {
+    refuse(
+        "draining",
+        HttpError::unavailable(
+            "draining",
+            "this shard is draining and takes no new participants; ask the API for another",
+            RETRY_AFTER,
+        ),
+    )
+}
+
+fn shard_full() -> HttpError {
+    refuse(
+        "shard_full",
+        HttpError::unavailable(
+            "shard_full",
+            "this shard hosts as many participants or rooms as it may",
+            RETRY_AFTER,
+        ),
+    )
+}
+
+async fn join(
+    State(shared): State<Arc<Shared>>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, HttpError> {
+    if shared.draining.load(Ordering::Acquire) {
+        return Err(draining());
+    }
+    let claims = verify(&shared, &headers, &room)?;
+    let is_sdp = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/sdp"));
+    if !is_sdp {
+        return Err(refuse(
+            "unsupported_media_type",
+            HttpError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected a body with Content-Type: application/sdp",
+            ),
+        ));
+    }
+    let offer = std::str::from_utf8(&body)
+        .ok()
+        .and_then(|sdp| SdpOffer::from_sdp_string(sdp).ok())
+        .ok_or_else(|| {
+            refuse(
+                "invalid_sdp",
+                HttpError::bad_request("invalid_sdp", "the body is not a valid SDP offer"),
+            )
+        })?;
+    if !shared.reserve_participant() {
+        return Err(shard_full());
+    }
+    let participant: u64 = rand::random();
+    let participant_id = format!("{participant:016x}");
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let worker = shared.worker_for(&room);
+    let request = JoinRequest {
+        room: room.clone(),
+        participant,
+        claims,
+        offer,
+        reply,
+    };
+    if worker
+        .commands
+        .send(Command::Join(Box::new(request)))
+        .is_err()
+    {
+        shared.release_participant();
+        return Err(HttpError::unavailable(
+            "stopping",
+            "this shard is stopping",
+            RETRY_AFTER,
+        ));
+    }
+    worker.waker.wake();
+    let answer = match tokio::time::timeout(WORKER_ANSWER_TIMEOUT, answer).await {
+        Ok(Ok(Ok(answer))) => answer,
+        outcome => {
+            shared.release_participant();
+            return Err(match outcome {
+                Ok(Ok(Err(JoinRefusal::RoomFull))) => refuse(
+                    "room_full",
+                    HttpError::new(
+                        StatusCode::CONFLICT,
+                        "room_full",
+                        format!(
+                            "the room has {} participants, its limit",
+                            shared.limits.max_room_participants
+                        ),
+                    ),
+                ),
+                Ok(Ok(Err(JoinRefusal::ShardFull))) => shard_full(),
+                Ok(Ok(Err(JoinRefusal::Draining))) => draining(),
+                Ok(Ok(Err(JoinRefusal::InvalidSdp(why)))) => refuse(
+                    "invalid_sdp",
+                    HttpError::bad_request(
+                        "invalid_sdp",
+                        format!("the SDP offer cannot be accepted: {why}"),
+                    ),
+                ),
+                _ => HttpError::unavailable(
+                    "worker_unavailable",
+                    "the media worker did not answer in time",
+                    RETRY_AFTER,
+                ),
+            });
+        }
+    };
+    let location = format!("/v1/sfu/rooms/{room}/participants/{participant_id}");
+    let mut response = (StatusCode::CREATED, answer.to_sdp_string()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        headers.insert(header::LOCATION, value);
+    }
+    Ok(response)
+}
+
+async fn leave(
+    State(shared): State<Arc<Shared>>,
+    Path((room, participant)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, HttpError> {
+    let claims = verify(&shared, &headers, &room)?;
+    let Ok(participant) = u64::from_str_radix(&participant, 16) else {
+        return Err(HttpError::not_found("no such participant in this room"));
+    };
+    let (reply, done) = tokio::sync::oneshot::channel();
+    let worker = shared.worker_for(&room);
+    let request = LeaveRequest {
+        room,
+        participant,
+        user: claims.sub,
+        reply,
+    };
+    if worker.commands.send(Command::Leave(request)).is_err() {
+        return Err(HttpError::not_found("no such participant"));
+    }
+    worker.waker.wake();
+    match tokio::time::timeout(WORKER_ANSWER_TIMEOUT, done).await {
+        Ok(Ok(true)) => Ok(StatusCode::NO_CONTENT),
+        _ => Err(HttpError::not_found("no such participant in this room")),
+    }
+}
+
+/// Compares secrets without an early exit on the first differing byte.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+async fn drain(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    let Some(expected) = shared.admin_token.as_deref() else {
+        return Err(HttpError::not_found(
+            "the admin endpoints are disabled (no admin token configured)",
+        ));
+    };
+    if !bearer(&headers).is_some_and(|t| same_secret(t, expected)) {
+        return Err(HttpError::unauthorized(
+            "admin_unauthorized",
+            "expected Authorization: Bearer <admin token>",
+        ));
+    }
+    shared.begin_drain();
+    Ok((StatusCode::ACCEPTED, ApiJson(shared.status())).into_response())
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> ApiJson<crate::ShardStatus> {
+    ApiJson(shared.status())
+}
