@@ -127,6 +127,10 @@ test('two people sign up, see each other online, call by link, and one leaves', 
     });
   } catch (err) {
     dumpLogs(alice, bob);
+    for (const person of [alice, bob]) {
+      const call = await callState(person).catch(() => null);
+      console.log(`[${person.name}] call state: ${JSON.stringify(call)}`);
+    }
     throw err;
   }
 });

@@ -49,7 +49,7 @@ const cases = [
     fields: { name: 'Eve', email: uniqueEmail('weak'), password: 'abc' },
     error: '#signup-password-error',
     input: '#signup-password',
-    expect: /too weak/i,
+    expect: /too short: use at least \d+ characters/i,
   },
   {
     what: 'a password that is too long',

@@ -105,5 +105,6 @@ export const api = {
   contacts: () => request('GET', '/v1/contacts'),
   addContact: (email) => request('POST', '/v1/contacts', { body: { email } }),
   createRoom: (name) => request('POST', '/v1/rooms', { body: name ? { name } : {} }),
+  room: (roomId) => request('GET', `/v1/rooms/${encodeURIComponent(roomId)}`),
   joinRoom: (roomId) => request('POST', `/v1/rooms/${encodeURIComponent(roomId)}/join`),
 };

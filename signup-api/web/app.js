@@ -17,6 +17,8 @@ const state = {
   /** Camera + microphone opened on the pre-join screen, handed to the call. */
   localStream: null,
   lastRoom: null,
+  /** The name of the room on the pre-join screen, when it has one. */
+  roomName: null,
 };
 
 // ---------------------------------------------------------------- routing
@@ -381,7 +383,22 @@ function setupRooms() {
 
 async function showPrejoin(roomId) {
   show('prejoin');
-  $('prejoin-room').textContent = roomId;
+  state.roomName = null;
+  $('prejoin-room').textContent = `Room ${roomId}`;
+  $('join-call').disabled = false;
+  api.room(roomId).then(
+    (room) => {
+      if (roomIdFromPath() !== roomId) return;
+      state.roomName = room.name || null;
+      $('prejoin-room').textContent = room.name ? `“${room.name}”` : `Room ${roomId}`;
+    },
+    (err) => {
+      if (err instanceof ApiError && err.status === 404 && roomIdFromPath() === roomId) {
+        $('prejoin-room').textContent = 'This room does not exist. Check the link you were sent.';
+        $('join-call').disabled = true;
+      }
+    },
+  );
   if (!state.localStream) {
     state.localStream = await openLocalMedia();
   }
@@ -407,7 +424,7 @@ async function joinCall() {
   state.call = call;
   knownParticipants.clear();
   $('grid').replaceChildren();
-  $('call-title').textContent = `Room ${roomId}`;
+  $('call-title').textContent = state.roomName ?? `Room ${roomId}`;
   $('toggle-mic').disabled = localStream.getAudioTracks().length === 0;
   $('toggle-cam').disabled = localStream.getVideoTracks().length === 0;
   show('call');
@@ -567,6 +584,7 @@ window.surge = {
       speaker: state.call.speaker,
       participants: [...state.call.participants.values()].map((p) => ({ id: p.id, name: p.name, muted: p.muted })),
       layers: Object.fromEntries(state.call.layers),
+      history: state.call.history,
     },
     contacts: [...state.contacts.values()],
   }),

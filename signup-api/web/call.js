@@ -107,6 +107,9 @@ export class Call {
     this.signalQueue = Promise.resolve();
     this.disconnectTimer = null;
     this.connectTimer = null;
+    /** Participant ids that left this room (cleared on rejoin: the new session starts afresh). */
+    this.gone = new Set();
+    this.history = [];
   }
 
   /** Joins; on failure keeps retrying (with backoff and jitter) unless the error is final. */
@@ -238,6 +241,7 @@ export class Call {
     this.setState(CallState.RECONNECTING, `Reconnecting… (${reason})`);
     this.teardown();
     this.participants.clear();
+    this.gone.clear();
     this.speaker = null;
     this.connectWithRetry();
   }
@@ -255,6 +259,9 @@ export class Call {
     } catch {
       return;
     }
+    // A short history of what the shard said, for diagnosing a call (read by the browser tests).
+    this.history.push(message.type === 'offer' || message.type === 'answer' ? { type: message.type } : message);
+    if (this.history.length > 50) this.history.shift();
     switch (message.type) {
       case 'offer':
         this.signalQueue = this.signalQueue.then(() => this.answer(message.sdp)).catch((err) => {
@@ -278,6 +285,7 @@ export class Call {
         if (message.participant) this.addParticipant(message.participant);
         break;
       case 'left':
+        this.gone.add(message.participant_id);
         this.participants.delete(message.participant_id);
         if (this.speaker === message.participant_id) this.speaker = null;
         break;
@@ -308,7 +316,8 @@ export class Call {
   }
 
   addParticipant(p) {
-    if (!p || !p.id || p.id === this.selfId) return;
+    // A participant that left stays gone even if a late `tracks` message still names it.
+    if (!p || !p.id || p.id === this.selfId || this.gone.has(p.id)) return;
     const existing = this.participants.get(p.id);
     if (existing) {
       existing.name = p.name ?? existing.name;
@@ -334,6 +343,7 @@ export class Call {
       const track = transceiver.receiver.track;
       if (!owner || !track || track.readyState === 'ended') continue;
       if (!this.participants.has(owner)) this.addParticipant({ id: owner, name: 'Guest' });
+      if (!this.participants.has(owner)) continue;
       if (!wanted.has(owner)) wanted.set(owner, []);
       wanted.get(owner).push(track);
     }

@@ -17,15 +17,19 @@ export function signupMessage(err) {
       return { field: 'email', text: 'An account with this email already exists. Log in instead, or use another email.' };
     case 'invalid_email':
       return { field: 'email', text: 'Enter a valid email address, like name@example.com.' };
-    case 'weak_password':
+    case 'weak_password': {
+      const min = /at least (\d+)/.exec(err.message ?? '')?.[1];
       return {
         field: 'password',
-        text: `This password is too weak${err.message ? `: ${err.message.replace(/\.$/, '')}` : ''}. Try a longer passphrase.`,
+        text: `This password is too short${min ? `: use at least ${min} characters` : ''}. A few unrelated words make a strong one.`,
       };
-    case 'password_too_long':
-      return { field: 'password', text: 'This password is too long. Please use a shorter one.' };
+    }
+    case 'password_too_long': {
+      const max = /at most (\d+)/.exec(err.message ?? '')?.[1];
+      return { field: 'password', text: `This password is too long${max ? ` (at most ${max} characters)` : ''}.` };
+    }
     case 'invalid_display_name':
-      return { field: 'display_name', text: 'Enter the name others will see (not empty, not too long).' };
+      return { field: 'display_name', text: 'Enter the name others will see: 1 to 64 letters, no special characters.' };
     case 'invalid_credentials':
       return { field: null, text: 'Your account was created, but logging in failed. Try logging in.' };
     default:
@@ -61,6 +65,9 @@ export function contactMessage(err) {
 }
 
 export function roomMessage(err) {
+  if (err instanceof ApiError && err.code === 'invalid_room_name') {
+    return 'Room names are 1 to 64 characters, without special characters.';
+  }
   if (err instanceof ApiError && (err.status === 429 || err.status === 503)) {
     return 'Too many calls are starting right now. Try again in a few seconds.';
   }
