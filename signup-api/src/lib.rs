@@ -1,14 +1,30 @@
 //! Surge's signup, login, presence and rooms API.
 //!
 //! The facade the `surge` binary uses: [`ApiConfig`] (flags), [`Api::start`],
-//! [`Api::router`], [`Api::probes`], [`Api::stop`] and [`migrate`].
+//! [`Api::router`], [`Api::probes`], [`Api::stop`] and [`migrate`]. Inside: a
+//! [`store::Store`] (PostgreSQL or SQLite), an Argon2id [`hashing::HashPool`], rate
+//! [`limits::Limits`] (governor + Redis) and [`presence::Presence`] (memory or Redis).
+
+pub mod hashing;
+pub mod limits;
+pub mod presence;
+mod routes;
+pub mod store;
+pub mod validate;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use async_trait::async_trait;
 use axum::Router;
 use surge_cluster::http::Probe;
-use surge_cluster::{ShardRegistry, TokenKey};
+use surge_cluster::{Placer, ShardRegistry, TokenKey};
 use tokio_util::sync::CancellationToken;
+
+use crate::hashing::{HashError, HashParams, HashPool, PoolConfig};
+use crate::limits::{Limits, LimitsConfig, Rate};
+use crate::presence::{MemoryPresence, Presence, RedisPresence};
+use crate::store::{Store, StoreError};
 
 /// The embedded default: a SQLite file under `./data/`, created on first run.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/surge.db";
@@ -19,50 +35,392 @@ pub struct ApiConfig {
     /// Accounts database: sqlite://PATH (embedded) or postgres://… (cluster).
     #[arg(long, env = "SURGE_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
+
+    /// PostgreSQL schema for Surge's tables (created when missing).
+    #[arg(long, env = "SURGE_DATABASE_SCHEMA", hide = true)]
+    pub database_schema: Option<String>,
+
+    /// Most database connections this process opens.
+    #[arg(long, env = "SURGE_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub database_max_connections: u32,
+
+    /// Longest queueing delay a signup or login may be admitted with; beyond it the
+    /// request is answered 429 at once, with Retry-After.
+    #[arg(long, env = "SURGE_LATENCY_BUDGET_MS", default_value_t = 500)]
+    pub latency_budget_ms: u64,
+
+    /// Password-hashing threads (0: one per core).
+    #[arg(long, env = "SURGE_HASH_THREADS", default_value_t = 0)]
+    pub hash_threads: usize,
+
+    /// Share of the hashing capacity kept for logins during a signup flood, in percent.
+    #[arg(long, env = "SURGE_LOGIN_RESERVE_PERCENT", default_value_t = 25)]
+    pub login_reserve_percent: u8,
+
+    /// Argon2id memory in KiB (OWASP: 19456).
+    #[arg(long, env = "SURGE_ARGON2_MEMORY_KIB", default_value_t = HashParams::OWASP.m_kib, hide = true)]
+    pub argon2_memory_kib: u32,
+
+    /// Argon2id passes (OWASP: 2).
+    #[arg(long, env = "SURGE_ARGON2_ITERATIONS", default_value_t = HashParams::OWASP.t, hide = true)]
+    pub argon2_iterations: u32,
+
+    /// Argon2id lanes (OWASP: 1).
+    #[arg(long, env = "SURGE_ARGON2_PARALLELISM", default_value_t = HashParams::OWASP.p, hide = true)]
+    pub argon2_parallelism: u32,
+
+    /// Signups per minute per client IP (IPv6 by /64); 0 disables.
+    #[arg(long, env = "SURGE_SIGNUP_IP_PER_MIN", default_value_t = 20)]
+    pub signup_ip_per_min: u32,
+
+    /// Signups a client IP may make at once before the per-minute rate applies.
+    #[arg(long, env = "SURGE_SIGNUP_IP_BURST", default_value_t = 10)]
+    pub signup_ip_burst: u32,
+
+    /// Logins per minute per client IP; 0 disables.
+    #[arg(long, env = "SURGE_LOGIN_IP_PER_MIN", default_value_t = 60)]
+    pub login_ip_per_min: u32,
+
+    /// Logins a client IP may make at once.
+    #[arg(long, env = "SURGE_LOGIN_IP_BURST", default_value_t = 20)]
+    pub login_ip_burst: u32,
+
+    /// Signups per minute across all clients and replicas (shared through Redis); 0
+    /// disables.
+    #[arg(long, env = "SURGE_SIGNUP_GLOBAL_PER_MIN", default_value_t = 0)]
+    pub signup_global_per_min: u32,
+
+    /// Burst of the global signup rate.
+    #[arg(long, env = "SURGE_SIGNUP_GLOBAL_BURST", default_value_t = 100)]
+    pub signup_global_burst: u32,
+
+    /// Seconds a presence heartbeat lasts.
+    #[arg(long, env = "SURGE_PRESENCE_TTL_SECS", default_value_t = 30)]
+    pub presence_ttl_secs: u64,
+
+    /// Seconds a login session lasts.
+    #[arg(long, env = "SURGE_SESSION_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    pub session_ttl_secs: u64,
+
+    /// Seconds a room join token lasts.
+    #[arg(long, env = "SURGE_JOIN_TOKEN_TTL_SECS", default_value_t = 60)]
+    pub join_token_ttl_secs: u64,
+}
+
+impl ApiConfig {
+    /// The defaults with another database, for tests and tools.
+    pub fn with_database(database_url: impl Into<String>) -> Self {
+        Self {
+            database_url: database_url.into(),
+            database_schema: None,
+            database_max_connections: 16,
+            latency_budget_ms: 500,
+            hash_threads: 0,
+            login_reserve_percent: 25,
+            argon2_memory_kib: HashParams::OWASP.m_kib,
+            argon2_iterations: HashParams::OWASP.t,
+            argon2_parallelism: HashParams::OWASP.p,
+            signup_ip_per_min: 20,
+            signup_ip_burst: 10,
+            login_ip_per_min: 60,
+            login_ip_burst: 20,
+            signup_global_per_min: 0,
+            signup_global_burst: 100,
+            presence_ttl_secs: 30,
+            session_ttl_secs: 7 * 24 * 3600,
+            join_token_ttl_secs: 60,
+        }
+    }
+
+    fn limits(&self) -> LimitsConfig {
+        LimitsConfig {
+            signup_per_ip: Rate {
+                per_minute: self.signup_ip_per_min,
+                burst: self.signup_ip_burst,
+            },
+            login_per_ip: Rate {
+                per_minute: self.login_ip_per_min,
+                burst: self.login_ip_burst,
+            },
+            signup_global: Rate {
+                per_minute: self.signup_global_per_min,
+                burst: self.signup_global_burst,
+            },
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self::with_database(DEFAULT_DATABASE_URL)
+    }
 }
 
 /// What the binary hands the API besides its flags.
 pub struct ApiDeps {
+    /// The SFU shards, for room placement.
     pub registry: Arc<dyn ShardRegistry>,
+    /// Signs join tokens.
     pub token_key: TokenKey,
+    /// Shared limits and presence live here when set; in memory otherwise.
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key this API writes.
     pub redis_prefix: String,
+    /// Bearer token for admin endpoints (none yet on the API).
     pub admin_token: Option<String>,
     /// Cancelled on shutdown; long-lived responses (SSE) end when it fires.
     pub shutdown: CancellationToken,
 }
 
+/// Why the API could not start; each renders as one line.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
     #[error("database {url}: {source}")]
-    Database { url: String, source: sqlx::Error },
+    Database {
+        url: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("password hashing: {0}")]
+    Hashing(#[from] HashError),
+    #[error("redis {url}: {source}")]
+    Redis {
+        url: String,
+        #[source]
+        source: redis::RedisError,
+    },
 }
+
+/// A URL with its password replaced, for error messages and logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// How long Redis may take to answer before a request goes on without it.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// A running API.
 pub struct Api {
     router: Router,
+    probes: Vec<Arc<dyn Probe>>,
+    hasher: HashPool,
+    store: Arc<dyn Store>,
+    tasks: CancellationToken,
+}
+
+struct DatabaseProbe(Arc<dyn Store>);
+
+#[async_trait]
+impl Probe for DatabaseProbe {
+    fn name(&self) -> &'static str {
+        "database"
+    }
+    async fn check(&self) -> Result<(), String> {
+        self.0.ping().await.map_err(|e| e.to_string())
+    }
+}
+
+struct RedisProbe(redis::aio::ConnectionManager);
+
+#[async_trait]
+impl Probe for RedisProbe {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+    async fn check(&self) -> Result<(), String> {
+        let mut conn = self.0.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
 }
 
 impl Api {
-    pub async fn start(_config: &ApiConfig, _deps: ApiDeps) -> Result<Self, StartError> {
+    /// Opens and migrates the database, starts the hashing pool, connects Redis (lazily:
+    /// an unreachable Redis is not fatal, the API runs on local limits until it answers)
+    /// and builds the routes.
+    pub async fn start(config: &ApiConfig, deps: ApiDeps) -> Result<Self, StartError> {
+        let store: Arc<dyn Store> = store::connect(
+            &config.database_url,
+            config.database_schema.as_deref(),
+            config.database_max_connections,
+        )
+        .await
+        .map_err(|source| StartError::Database {
+            url: redact(&config.database_url),
+            source,
+        })?
+        .into();
+        let params = HashParams {
+            m_kib: config.argon2_memory_kib,
+            t: config.argon2_iterations,
+            p: config.argon2_parallelism,
+        };
+        let pool_config = PoolConfig {
+            params,
+            threads: config.hash_threads,
+            budget: Duration::from_millis(config.latency_budget_ms),
+            login_reserve: f64::from(config.login_reserve_percent.min(90)) / 100.0,
+        };
+        let hasher = tokio::task::spawn_blocking(move || HashPool::start(&pool_config))
+            .await
+            .map_err(|e| HashError::Argon2(e.to_string()))??;
+        tracing::info!(
+            threads = hasher.threads(),
+            hash_ms = hasher.hash_time().as_secs_f64() * 1000.0,
+            "password hashing pool ready"
+        );
+        let tasks = deps.shutdown.child_token();
+        let mut probes: Vec<Arc<dyn Probe>> = vec![Arc::new(DatabaseProbe(store.clone()))];
+        let (limits, presence): (Limits, Arc<dyn Presence>) = match &deps.redis_url {
+            Some(url) => {
+                let redis_error = |source| StartError::Redis {
+                    url: redact(url),
+                    source,
+                };
+                let client = redis::Client::open(url.as_str()).map_err(redis_error)?;
+                let manager_config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(REDIS_TIMEOUT))
+                    .set_response_timeout(Some(REDIS_TIMEOUT))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_secs(2));
+                let conn = redis::aio::ConnectionManager::new_lazy_with_config(
+                    client.clone(),
+                    manager_config,
+                )
+                .map_err(redis_error)?;
+                probes.push(Arc::new(RedisProbe(conn.clone())));
+                let limits = Limits::new(
+                    config.limits(),
+                    Some((conn.clone(), deps.redis_prefix.clone())),
+                );
+                let presence =
+                    RedisPresence::new(client, conn, deps.redis_prefix.clone(), tasks.clone());
+                (limits, presence)
+            }
+            None => (
+                Limits::new(config.limits(), None),
+                Arc::new(MemoryPresence::default()),
+            ),
+        };
+        presence::spawn_sweeper(presence.clone(), Duration::from_secs(1), tasks.clone());
+        spawn_limit_eviction(limits.clone(), tasks.clone());
+        let state = routes::AppState(Arc::new(routes::Inner {
+            store: store.clone(),
+            hasher: hasher.clone(),
+            limits,
+            presence,
+            placer: Placer::new(deps.registry),
+            token_key: deps.token_key,
+            settings: routes::Settings {
+                session_ttl: Duration::from_secs(config.session_ttl_secs),
+                presence_ttl: Duration::from_secs(config.presence_ttl_secs.max(1)),
+                join_ttl: Duration::from_secs(config.join_token_ttl_secs.max(1)),
+            },
+            shutdown: deps.shutdown,
+        }));
         Ok(Self {
-            router: Router::new(),
+            router: routes::router(state),
+            probes,
+            hasher,
+            store,
+            tasks,
         })
     }
 
+    /// The API's routes; the caller adds the ops routes and `finish_router`.
     pub fn router(&self) -> Router {
         self.router.clone()
     }
 
+    /// Readiness probes: the database, and Redis when configured.
     pub fn probes(&self) -> Vec<Arc<dyn Probe>> {
-        Vec::new()
+        self.probes.clone()
     }
 
-    pub async fn stop(self) {}
+    /// The account store (tests and tools).
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// The hashing pool (reports and benchmarks).
+    pub fn hasher(&self) -> &HashPool {
+        &self.hasher
+    }
+
+    /// Stops background tasks and the hashing threads (after their current jobs).
+    pub async fn stop(self) {
+        self.tasks.cancel();
+        let hasher = self.hasher.clone();
+        let _ = tokio::task::spawn_blocking(move || hasher.stop()).await;
+    }
+}
+
+/// Forgets idle per-IP limiter state every minute.
+fn spawn_limit_eviction(limits: Limits, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => limits.evict_idle(),
+            }
+        }
+    });
 }
 
 /// Applies the migrations to `database_url` and returns.
-pub async fn migrate(_database_url: &str) -> Result<(), StartError> {
-    Ok(())
+pub async fn migrate(database_url: &str) -> Result<(), StartError> {
+    store::connect(database_url, None, 1)
+        .await
+        .map(|_| ())
+        .map_err(|source| StartError::Database {
+            url: redact(database_url),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact("postgres://u:secret@db:5432/x"),
+            "postgres://u:***@db:5432/x"
+        );
+        assert_eq!(redact("postgres://u@db/x"), "postgres://u@db/x");
+        assert_eq!(
+            redact("sqlite://./data/surge.db"),
+            "sqlite://./data/surge.db"
+        );
+    }
+
+    #[test]
+    fn flags_parse_with_defaults() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            api: ApiConfig,
+        }
+        let cli = Cli::try_parse_from(["x", "--latency-budget-ms", "250"]).unwrap();
+        assert_eq!(cli.api.latency_budget_ms, 250);
+        assert_eq!(cli.api.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(cli.api.argon2_memory_kib, 19 * 1024);
+        assert!(Cli::try_parse_from(["x", "--latency-budget-ms", "soon"]).is_err());
+    }
 }

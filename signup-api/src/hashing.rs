@@ -1,0 +1,543 @@
+//! Argon2id on a fixed pool of threads with a bounded, two-lane queue.
+//!
+//! - One thread per core, each owning its Argon2 working memory (19 MiB at OWASP's
+//!   parameters) for its whole life: memory use is bounded by `threads × m`, never by load.
+//! - Admission is decided up front from the queue's depth and the measured hash time: a
+//!   job whose expected wait exceeds the latency budget is refused at once ([`Busy`]), so
+//!   nothing queues unboundedly and nothing times out.
+//! - Logins jump ahead of signups, and signups may fill only part of the budget, so a
+//!   signup flood leaves room for existing users to log in.
+//! - A job holds its place until a worker has finished it: a client that disconnects does
+//!   not free capacity while its hash still runs. A job whose client left before it
+//!   started is skipped (it would burn CPU for nobody).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use tokio::sync::oneshot;
+
+/// Argon2id cost parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashParams {
+    /// Memory in KiB.
+    pub m_kib: u32,
+    /// Passes.
+    pub t: u32,
+    /// Lanes.
+    pub p: u32,
+}
+
+impl HashParams {
+    /// OWASP's recommendation and the `argon2` crate's default: 19 MiB, 2 passes, 1 lane.
+    pub const OWASP: Self = Self {
+        m_kib: 19 * 1024,
+        t: 2,
+        p: 1,
+    };
+
+    fn argon2(&self) -> Result<Argon2<'static>, HashError> {
+        let params = Params::new(self.m_kib, self.t, self.p, Some(OUTPUT_LEN))
+            .map_err(|e| HashError::Params(e.to_string()))?;
+        Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+    }
+}
+
+const OUTPUT_LEN: usize = 32;
+const SALT_LEN: usize = 16;
+
+/// Which queue a job goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Verifying a password at login: served first.
+    Login,
+    /// Hashing a new password: limited to a share of the latency budget.
+    Signup,
+}
+
+/// The queue is too deep to finish this job within the latency budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("password hashing is at capacity; retry in {retry_after:?}")]
+pub struct Busy {
+    /// When the queue is expected to have drained enough.
+    pub retry_after: Duration,
+}
+
+/// Hashing failures that are not about load.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HashError {
+    #[error("invalid Argon2 parameters: {0}")]
+    Params(String),
+    #[error("argon2: {0}")]
+    Argon2(String),
+    #[error("the hashing pool has stopped")]
+    Stopped,
+}
+
+/// What the pool is asked to compute.
+enum Work {
+    Hash(String),
+    /// Verify against a stored PHC string, or against a dummy hash when the account does
+    /// not exist, so unknown emails cost exactly what wrong passwords cost.
+    Verify(String, Option<String>),
+}
+
+/// What it answers.
+enum Output {
+    Hashed(Result<String, HashError>),
+    Verified(bool),
+}
+
+struct Job {
+    work: Work,
+    reply: oneshot::Sender<Output>,
+}
+
+#[derive(Default)]
+struct Queues {
+    logins: VecDeque<Job>,
+    signups: VecDeque<Job>,
+    running: usize,
+    stopped: bool,
+}
+
+struct Shared {
+    queues: Mutex<Queues>,
+    wake: Condvar,
+    threads: usize,
+    budget: Duration,
+    /// Fraction of the budget that signups may not use.
+    login_reserve: f64,
+    /// Exponentially weighted mean of recent hash times, in nanoseconds.
+    hash_nanos: AtomicU64,
+    params: HashParams,
+    /// A hash of a random password, verified against for unknown emails.
+    dummy: String,
+}
+
+/// Settings for [`HashPool::start`].
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub params: HashParams,
+    /// Worker threads; 0 means one per core.
+    pub threads: usize,
+    /// Longest expected queueing delay a job may be admitted with.
+    pub budget: Duration,
+    /// Share of the budget (0..1) kept for logins.
+    pub login_reserve: f64,
+}
+
+/// The hashing pool; cheap to clone.
+#[derive(Clone)]
+pub struct HashPool {
+    shared: Arc<Shared>,
+    handles: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl HashPool {
+    /// Starts the workers and measures one hash to seed the admission estimate.
+    pub fn start(config: &PoolConfig) -> Result<Self, HashError> {
+        let argon2 = config.params.argon2()?;
+        let threads = if config.threads == 0 {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        } else {
+            config.threads
+        };
+        let mut memory = vec![Block::default(); argon2.params().block_count()];
+        let started = Instant::now();
+        let dummy = hash_with(&argon2, &mut memory, &random_password())?;
+        let measured = started.elapsed();
+        let shared = Arc::new(Shared {
+            queues: Mutex::new(Queues::default()),
+            wake: Condvar::new(),
+            threads,
+            budget: config.budget,
+            login_reserve: config.login_reserve.clamp(0.0, 0.9),
+            hash_nanos: AtomicU64::new(duration_nanos(measured)),
+            params: config.params,
+            dummy,
+        });
+        let mut handles = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let shared = shared.clone();
+            let argon2 = argon2.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || worker(&shared, &argon2))
+                .map_err(|e| HashError::Argon2(format!("cannot start a hashing thread: {e}")))?;
+            handles.push(handle);
+        }
+        metrics::gauge!("surge_api_hash_threads").set(threads as f64);
+        Ok(Self {
+            shared,
+            handles: Arc::new(Mutex::new(handles)),
+        })
+    }
+
+    /// The number of worker threads.
+    pub fn threads(&self) -> usize {
+        self.shared.threads
+    }
+
+    /// The current estimate of one hash's duration.
+    pub fn hash_time(&self) -> Duration {
+        Duration::from_nanos(self.shared.hash_nanos.load(Ordering::Relaxed))
+    }
+
+    /// Would a job on `lane` be admitted now? (A cheap pre-check before database work;
+    /// [`HashPool::hash`] and [`HashPool::verify`] check again.)
+    pub fn check(&self, lane: Lane) -> Result<(), Busy> {
+        let queues = self.lock();
+        self.admit(&queues, lane)
+    }
+
+    /// Hashes a new password into a PHC string.
+    pub async fn hash(&self, password: String) -> Result<Result<String, HashError>, Busy> {
+        match self.submit(Lane::Signup, Work::Hash(password)).await? {
+            Some(Output::Hashed(result)) => Ok(result),
+            _ => Ok(Err(HashError::Stopped)),
+        }
+    }
+
+    /// Verifies `password` against `phc`, or against a dummy hash when there is no
+    /// account, at the same cost either way.
+    pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool, Busy> {
+        match self
+            .submit(Lane::Login, Work::Verify(password, phc))
+            .await?
+        {
+            Some(Output::Verified(ok)) => Ok(ok),
+            _ => Ok(false),
+        }
+    }
+
+    /// Stops the workers after the jobs already queued.
+    pub fn stop(&self) {
+        self.lock().stopped = true;
+        self.shared.wake.notify_all();
+        let handles =
+            std::mem::take(&mut *self.handles.lock().unwrap_or_else(PoisonError::into_inner));
+        for handle in handles {
+            let _ = handle.join();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queues> {
+        // A worker panicking mid-hash leaves the queues consistent (it holds no lock while
+        // hashing), so a poisoned lock is safe to keep using.
+        self.shared
+            .queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn admit(&self, queues: &Queues, lane: Lane) -> Result<(), Busy> {
+        let s = &self.shared;
+        let hash = self.hash_time().as_secs_f64();
+        let threads = s.threads as f64;
+        let waiting_all = (queues.logins.len() + queues.signups.len() + queues.running) as f64;
+        let (ahead, budget) = match lane {
+            // Logins jump the signup queue: only running jobs and other logins are ahead.
+            Lane::Login => (
+                (queues.logins.len() + queues.running) as f64,
+                s.budget.as_secs_f64(),
+            ),
+            Lane::Signup => (
+                waiting_all,
+                s.budget.as_secs_f64() * (1.0 - s.login_reserve),
+            ),
+        };
+        // With `ahead` jobs in front, this job starts after about ahead/threads hash times
+        // (jobs in front of it that are running have on average half their time left, but
+        // counting them whole keeps the promise on the safe side).
+        let expected_wait = ahead / threads * hash;
+        if expected_wait <= budget {
+            return Ok(());
+        }
+        metrics::counter!("surge_api_hash_rejected_total", "lane" => lane_name(lane)).increment(1);
+        let drain = waiting_all / threads * hash - budget;
+        Err(Busy {
+            retry_after: Duration::from_secs_f64(drain.max(hash).max(0.001)),
+        })
+    }
+
+    async fn submit(&self, lane: Lane, work: Work) -> Result<Option<Output>, Busy> {
+        let (reply, answer) = oneshot::channel();
+        {
+            let mut queues = self.lock();
+            if queues.stopped {
+                return Ok(None);
+            }
+            self.admit(&queues, lane)?;
+            let job = Job { work, reply };
+            match lane {
+                Lane::Login => queues.logins.push_back(job),
+                Lane::Signup => queues.signups.push_back(job),
+            }
+            metrics::gauge!("surge_api_hash_queue_depth")
+                .set((queues.logins.len() + queues.signups.len()) as f64);
+        }
+        self.shared.wake.notify_one();
+        Ok(answer.await.ok())
+    }
+}
+
+fn lane_name(lane: Lane) -> &'static str {
+    match lane {
+        Lane::Login => "login",
+        Lane::Signup => "signup",
+    }
+}
+
+fn duration_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn random_password() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+fn worker(shared: &Shared, argon2: &Argon2<'static>) {
+    // This thread's Argon2 memory, reused for every job.
+    let mut memory = vec![Block::default(); argon2.params().block_count()];
+    loop {
+        let job = {
+            let mut queues = shared.queues.lock().unwrap_or_else(PoisonError::into_inner);
+            loop {
+                if let Some(job) = queues.logins.pop_front() {
+                    break job;
+                }
+                if let Some(job) = queues.signups.pop_front() {
+                    break job;
+                }
+                if queues.stopped {
+                    return;
+                }
+                queues = shared
+                    .wake
+                    .wait(queues)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        };
+        if job.reply.is_closed() {
+            // The client left before its job started: nothing is running, nothing to free.
+            metrics::counter!("surge_api_hash_skipped_total").increment(1);
+            continue;
+        }
+        shared
+            .queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .running += 1;
+        let started = Instant::now();
+        let output = match job.work {
+            Work::Hash(password) => Output::Hashed(hash_with(argon2, &mut memory, &password)),
+            Work::Verify(password, phc) => {
+                let target = phc.as_deref().unwrap_or(&shared.dummy);
+                let ok = verify_with(argon2, &shared.params, &mut memory, &password, target);
+                Output::Verified(ok && phc.is_some())
+            }
+        };
+        let took = started.elapsed();
+        metrics::histogram!("surge_api_hash_seconds").record(took.as_secs_f64());
+        // EWMA with weight 1/8: follows the machine's load within a few dozen hashes.
+        let old = shared.hash_nanos.load(Ordering::Relaxed);
+        let new = old - old / 8 + duration_nanos(took) / 8;
+        shared.hash_nanos.store(new, Ordering::Relaxed);
+        // Capacity is released only now that the hash is done, whoever is still waiting.
+        shared
+            .queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .running -= 1;
+        let _ = job.reply.send(output);
+    }
+}
+
+fn hash_with(
+    argon2: &Argon2<'static>,
+    memory: &mut [Block],
+    password: &str,
+) -> Result<String, HashError> {
+    let salt: [u8; SALT_LEN] = rand::random();
+    let mut out = [0u8; OUTPUT_LEN];
+    argon2
+        .hash_password_into_with_memory(password.as_bytes(), &salt, &mut out, &mut *memory)
+        .map_err(|e| HashError::Argon2(e.to_string()))?;
+    let p = argon2.params();
+    Ok(format!(
+        "$argon2id$v=19$m={},t={},p={}${}${}",
+        p.m_cost(),
+        p.t_cost(),
+        p.p_cost(),
+        STANDARD_NO_PAD.encode(salt),
+        STANDARD_NO_PAD.encode(out)
+    ))
+}
+
+/// A parsed `$argon2id$v=19$m=…,t=…,p=…$salt$hash` string.
+struct Phc {
+    params: HashParams,
+    salt: Vec<u8>,
+    hash: Vec<u8>,
+}
+
+fn parse_phc(phc: &str) -> Option<Phc> {
+    let mut parts = phc.split('$');
+    if !parts.next()?.is_empty() || parts.next()? != "argon2id" || parts.next()? != "v=19" {
+        return None;
+    }
+    let mut params = HashParams {
+        m_kib: 0,
+        t: 0,
+        p: 0,
+    };
+    for kv in parts.next()?.split(',') {
+        let (k, v) = kv.split_once('=')?;
+        let v: u32 = v.parse().ok()?;
+        match k {
+            "m" => params.m_kib = v,
+            "t" => params.t = v,
+            "p" => params.p = v,
+            _ => return None,
+        }
+    }
+    let salt = STANDARD_NO_PAD.decode(parts.next()?).ok()?;
+    let hash = STANDARD_NO_PAD.decode(parts.next()?).ok()?;
+    Some(Phc { params, salt, hash })
+}
+
+fn verify_with(
+    argon2: &Argon2<'static>,
+    params: &HashParams,
+    memory: &mut [Block],
+    password: &str,
+    phc: &str,
+) -> bool {
+    let Some(parsed) = parse_phc(phc) else {
+        return false;
+    };
+    let mut out = vec![0u8; parsed.hash.len()];
+    let result = if parsed.params == *params && parsed.hash.len() == OUTPUT_LEN {
+        argon2.hash_password_into_with_memory(password.as_bytes(), &parsed.salt, &mut out, memory)
+    } else {
+        // Hashed under other parameters (a config change): rare, so fresh memory is fine.
+        match Params::new(
+            parsed.params.m_kib,
+            parsed.params.t,
+            parsed.params.p,
+            Some(parsed.hash.len()),
+        ) {
+            Ok(p) => Argon2::new(Algorithm::Argon2id, Version::V0x13, p).hash_password_into(
+                password.as_bytes(),
+                &parsed.salt,
+                &mut out,
+            ),
+            Err(e) => Err(e),
+        }
+    };
+    result.is_ok() && constant_time_eq(&out, &parsed.hash)
+}
+
+/// Compares without an early exit, so timing says nothing about where bytes differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHEAP: HashParams = HashParams {
+        m_kib: 64,
+        t: 1,
+        p: 1,
+    };
+
+    fn pool(budget_ms: u64, threads: usize) -> HashPool {
+        HashPool::start(&PoolConfig {
+            params: CHEAP,
+            threads,
+            budget: Duration::from_millis(budget_ms),
+            login_reserve: 0.25,
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn hash_then_verify() {
+        let pool = pool(500, 2);
+        let phc = pool.hash("correct horse".into()).await.unwrap().unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
+        assert!(
+            pool.verify("correct horse".into(), Some(phc.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(!pool.verify("wrong horse".into(), Some(phc)).await.unwrap());
+        assert!(!pool.verify("anything".into(), None).await.unwrap());
+        assert!(
+            !pool
+                .verify("x".into(), Some("$garbage".into()))
+                .await
+                .unwrap()
+        );
+        pool.stop();
+    }
+
+    #[test]
+    fn hashes_under_other_parameters_still_verify() {
+        let a = CHEAP.argon2().unwrap();
+        let mut mem = vec![Block::default(); a.params().block_count()];
+        let phc = hash_with(&a, &mut mem, "pw-0123456789").unwrap();
+        let b = HashParams {
+            m_kib: 128,
+            ..CHEAP
+        };
+        let argon_b = b.argon2().unwrap();
+        let mut mem_b = vec![Block::default(); argon_b.params().block_count()];
+        assert!(verify_with(&argon_b, &b, &mut mem_b, "pw-0123456789", &phc));
+        assert!(!verify_with(
+            &argon_b,
+            &b,
+            &mut mem_b,
+            "pw-0123456788",
+            &phc
+        ));
+    }
+
+    #[test]
+    fn admission_refuses_deep_queues_and_keeps_room_for_logins() {
+        let pool = pool(100, 1);
+        pool.shared.hash_nanos.store(10_000_000, Ordering::Relaxed); // 10 ms per hash
+        let mut queues = Queues::default();
+        let dummy = || {
+            let (reply, _) = oneshot::channel();
+            Job {
+                work: Work::Hash(String::new()),
+                reply,
+            }
+        };
+        // Signups may fill 75 ms of the 100 ms budget: 7 ahead is 70 ms, fine; 8 is not.
+        for _ in 0..7 {
+            queues.signups.push_back(dummy());
+        }
+        assert!(pool.admit(&queues, Lane::Signup).is_ok());
+        queues.signups.push_back(dummy());
+        let busy = pool.admit(&queues, Lane::Signup).unwrap_err();
+        assert!(busy.retry_after > Duration::ZERO);
+        // Logins do not wait behind signups.
+        assert!(pool.admit(&queues, Lane::Login).is_ok());
+        for _ in 0..11 {
+            queues.logins.push_back(dummy());
+        }
+        assert!(pool.admit(&queues, Lane::Login).is_err());
+        pool.stop();
+    }
+}

@@ -1,0 +1,369 @@
+//! Rate limits, cheapest first: a local per-IP limit in this process (governor), then a
+//! per-IP limit and a global signup rate shared by every replica through Redis (GCRA in one
+//! Lua script). When Redis does not answer the shared check is skipped (logged once,
+//! counted) and the local limits alone hold until Redis is back; no request waits on a
+//! dead Redis for more than its short response timeout, and for a second after a failure
+//! Redis is not even asked.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+use redis::aio::ConnectionManager;
+
+/// A rate: `per_minute` sustained, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_minute: u32,
+    pub burst: u32,
+}
+
+impl Rate {
+    fn quota(self) -> Option<Quota> {
+        let per_minute = NonZeroU32::new(self.per_minute)?;
+        let burst = NonZeroU32::new(self.burst.max(1))?;
+        Some(Quota::per_minute(per_minute).allow_burst(burst))
+    }
+
+    /// Microseconds between two requests at the sustained rate.
+    fn interval_us(self) -> u64 {
+        60_000_000 / u64::from(self.per_minute.max(1))
+    }
+}
+
+/// What is being limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Signup,
+    Login,
+}
+
+impl Action {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Signup => "signup",
+            Self::Login => "login",
+        }
+    }
+}
+
+/// Refused: come back after `retry_after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("rate limited; retry in {retry_after:?}")]
+pub struct Limited {
+    pub retry_after: Duration,
+}
+
+/// The limits' configuration; a rate of 0 per minute disables that limit.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitsConfig {
+    pub signup_per_ip: Rate,
+    pub login_per_ip: Rate,
+    /// All signups, all clients, all replicas.
+    pub signup_global: Rate,
+}
+
+/// The key of a client: IPv4 addresses whole, IPv6 by /64 (one subscriber usually gets a
+/// whole /64, so keying by full address would let one client rotate through 2^64 keys).
+pub fn client_key(ip: Option<IpAddr>) -> u128 {
+    match ip {
+        None => 0,
+        Some(IpAddr::V4(v4)) => u128::from(v4.to_bits()),
+        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => u128::from(v4.to_bits()),
+            None => v6.to_bits() & !u128::from(u64::MAX),
+        },
+    }
+}
+
+fn key_text(key: u128) -> String {
+    format!("{key:032x}")
+}
+
+struct Local {
+    signup_ip: Option<DefaultKeyedRateLimiter<u128>>,
+    login_ip: Option<DefaultKeyedRateLimiter<u128>>,
+    signup_global: Option<DefaultDirectRateLimiter>,
+}
+
+/// The GCRA over any number of keys, all-or-nothing: the request is counted against every
+/// key only when every key allows it. Answers 0 (allowed) or the microseconds to wait.
+/// Time comes from the Redis server, so replicas with skewed clocks agree.
+const GCRA_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local wait = 0
+local tats = {}
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local tau = interval * tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  local allow_at = new_tat - tau
+  if allow_at > now then
+    if allow_at - now > wait then wait = allow_at - now end
+  end
+  tats[i] = new_tat
+end
+if wait > 0 then return math.floor(wait) end
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, string.format('%.0f', tats[i]), 'PX', math.floor((tats[i] - now) / 1000) + 1000)
+end
+return 0
+";
+
+struct Shared {
+    conn: ConnectionManager,
+    prefix: String,
+    script: redis::Script,
+    /// Set while Redis is considered down: the shared check is skipped until then.
+    down_until: Mutex<Option<Instant>>,
+}
+
+/// Local and shared rate limits.
+#[derive(Clone)]
+pub struct Limits {
+    config: LimitsConfig,
+    local: Arc<Local>,
+    shared: Option<Arc<Shared>>,
+}
+
+/// How long Redis is left alone after a failed command.
+const REDIS_BACKOFF: Duration = Duration::from_secs(1);
+
+impl Limits {
+    /// Local limits only, or local plus shared when `redis` is given.
+    pub fn new(config: LimitsConfig, redis: Option<(ConnectionManager, String)>) -> Self {
+        let local = Local {
+            signup_ip: config
+                .signup_per_ip
+                .quota()
+                .map(DefaultKeyedRateLimiter::keyed),
+            login_ip: config
+                .login_per_ip
+                .quota()
+                .map(DefaultKeyedRateLimiter::keyed),
+            signup_global: config
+                .signup_global
+                .quota()
+                .map(DefaultDirectRateLimiter::direct),
+        };
+        Self {
+            config,
+            local: Arc::new(local),
+            shared: redis.map(|(conn, prefix)| {
+                Arc::new(Shared {
+                    conn,
+                    prefix,
+                    script: redis::Script::new(GCRA_LUA),
+                    down_until: Mutex::new(None),
+                })
+            }),
+        }
+    }
+
+    /// Checks `action` for the client at `ip` against the local, then the shared limits.
+    pub async fn check(&self, action: Action, ip: Option<IpAddr>) -> Result<(), Limited> {
+        let key = client_key(ip);
+        self.check_local(action, key).inspect_err(|_| {
+            metrics::counter!("surge_api_rate_limited_total", "action" => action.name(), "layer" => "local")
+                .increment(1);
+        })?;
+        if let Some(shared) = &self.shared {
+            self.check_shared(shared, action, key).await.inspect_err(|_| {
+                metrics::counter!("surge_api_rate_limited_total", "action" => action.name(), "layer" => "shared")
+                    .increment(1);
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The in-process limits alone (the first line; also what holds while Redis is down).
+    pub fn check_local(&self, action: Action, key: u128) -> Result<(), Limited> {
+        let clock = DefaultClock::default();
+        let keyed = match action {
+            Action::Signup => &self.local.signup_ip,
+            Action::Login => &self.local.login_ip,
+        };
+        if let Some(limiter) = keyed
+            && let Err(not_until) = limiter.check_key(&key)
+        {
+            return Err(Limited {
+                retry_after: not_until.wait_time_from(clock.now()),
+            });
+        }
+        if action == Action::Signup
+            && let Some(limiter) = &self.local.signup_global
+            && let Err(not_until) = limiter.check()
+        {
+            return Err(Limited {
+                retry_after: not_until.wait_time_from(clock.now()),
+            });
+        }
+        Ok(())
+    }
+
+    async fn check_shared(
+        &self,
+        shared: &Shared,
+        action: Action,
+        key: u128,
+    ) -> Result<(), Limited> {
+        {
+            let down = shared
+                .down_until
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if down.is_some_and(|until| Instant::now() < until) {
+                return Ok(());
+            }
+        }
+        let (ip_rate, global) = match action {
+            Action::Signup => (self.config.signup_per_ip, Some(self.config.signup_global)),
+            Action::Login => (self.config.login_per_ip, None),
+        };
+        let mut invocation = shared.script.prepare_invoke();
+        let mut any = false;
+        if ip_rate.per_minute > 0 {
+            invocation
+                .key(format!(
+                    "{}rl:{}:ip:{}",
+                    shared.prefix,
+                    action.name(),
+                    key_text(key)
+                ))
+                .arg(ip_rate.interval_us())
+                .arg(ip_rate.burst.max(1));
+            any = true;
+        }
+        if let Some(rate) = global.filter(|r| r.per_minute > 0) {
+            invocation
+                .key(format!("{}rl:{}:global", shared.prefix, action.name()))
+                .arg(rate.interval_us())
+                .arg(rate.burst.max(1));
+            any = true;
+        }
+        if !any {
+            return Ok(());
+        }
+        let mut conn = shared.conn.clone();
+        match invocation.invoke_async::<u64>(&mut conn).await {
+            Ok(0) => {
+                self.mark_up(shared);
+                Ok(())
+            }
+            Ok(wait_us) => {
+                self.mark_up(shared);
+                Err(Limited {
+                    retry_after: Duration::from_micros(wait_us),
+                })
+            }
+            Err(e) => {
+                let mut down = shared
+                    .down_until
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if down.is_none() {
+                    tracing::warn!(error = %e, "Redis unreachable: rate limits fall back to this process's local limits");
+                }
+                *down = Some(Instant::now() + REDIS_BACKOFF);
+                metrics::counter!("surge_api_redis_fallback_total").increment(1);
+                metrics::gauge!("surge_api_redis_up").set(0.0);
+                Ok(())
+            }
+        }
+    }
+
+    fn mark_up(&self, shared: &Shared) {
+        let mut down = shared
+            .down_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if down.take().is_some() {
+            tracing::info!("Redis answers again: shared rate limits resumed");
+            metrics::gauge!("surge_api_redis_up").set(1.0);
+        }
+    }
+
+    /// Drops per-IP state of clients idle long enough to be back at full burst, so a spray
+    /// of addresses cannot grow memory without bound. Call periodically.
+    pub fn evict_idle(&self) {
+        for limiter in [&self.local.signup_ip, &self.local.login_ip]
+            .into_iter()
+            .flatten()
+        {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+
+    /// Number of per-IP keys held in memory (tests and metrics).
+    pub fn local_keys(&self) -> usize {
+        [&self.local.signup_ip, &self.local.login_ip]
+            .into_iter()
+            .flatten()
+            .map(|l| l.len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn ipv6_is_keyed_by_64() {
+        let a: Ipv6Addr = "2001:db8:1:2::1".parse().unwrap();
+        let b: Ipv6Addr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: Ipv6Addr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(Some(a.into())), client_key(Some(b.into())));
+        assert_ne!(client_key(Some(a.into())), client_key(Some(c.into())));
+        let v4 = Ipv4Addr::new(10, 0, 0, 1);
+        assert_eq!(
+            client_key(Some(v4.into())),
+            client_key(Some(v4.to_ipv6_mapped().into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn local_limits_hold_per_client() {
+        let limits = Limits::new(
+            LimitsConfig {
+                signup_per_ip: Rate {
+                    per_minute: 1,
+                    burst: 3,
+                },
+                login_per_ip: Rate {
+                    per_minute: 0,
+                    burst: 0,
+                },
+                signup_global: Rate {
+                    per_minute: 0,
+                    burst: 0,
+                },
+            },
+            None,
+        );
+        let ip = Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
+        for _ in 0..3 {
+            limits.check(Action::Signup, ip).await.unwrap();
+        }
+        let limited = limits.check(Action::Signup, ip).await.unwrap_err();
+        assert!(limited.retry_after > Duration::from_secs(1));
+        limits
+            .check(Action::Signup, Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2))))
+            .await
+            .unwrap();
+        // Logins are unlimited here.
+        for _ in 0..10 {
+            limits.check(Action::Login, ip).await.unwrap();
+        }
+        assert_eq!(limits.local_keys(), 2);
+    }
+}

@@ -1,0 +1,456 @@
+//! Presence: who is online, away or busy. A heartbeat sets a status for a TTL; a user whose
+//! heartbeats stop is offline once it passes. Changes (including going offline) are
+//! published on a local broadcast bus that the SSE streams read.
+//!
+//! Two backends behind one trait: in memory (one process) and Redis (replicas share it).
+//! In Redis a user's status is a key with a TTL, and a sorted set by expiry time lets a
+//! sweeper on any replica find the users who just went silent and announce them offline
+//! exactly once (keyspace notifications are lossy and late, so they are not used).
+//! Changes travel between replicas over pub/sub on a dedicated connection that
+//! resubscribes after a reconnect.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// A user's presence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Online,
+    Away,
+    Busy,
+    Offline,
+}
+
+impl Status {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Online => "online",
+            Self::Away => "away",
+            Self::Busy => "busy",
+            Self::Offline => "offline",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "online" => Some(Self::Online),
+            "away" => Some(Self::Away),
+            "busy" => Some(Self::Busy),
+            "offline" => Some(Self::Offline),
+            _ => None,
+        }
+    }
+}
+
+/// A user's status changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub user_id: String,
+    pub status: Status,
+}
+
+/// The presence backend could not answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PresenceError {
+    #[error("presence store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where presence lives.
+#[async_trait]
+pub trait Presence: Send + Sync + 'static {
+    /// Sets `user`'s status for `ttl`; announces it when it changed.
+    async fn heartbeat(
+        &self,
+        user: &str,
+        status: Status,
+        ttl: Duration,
+    ) -> Result<(), PresenceError>;
+    /// Marks `user` offline at once (logout).
+    async fn clear(&self, user: &str) -> Result<(), PresenceError>;
+    /// Statuses of `users`, in order; unknown or expired users are offline.
+    async fn statuses(&self, users: &[String]) -> Result<Vec<Status>, PresenceError>;
+    /// Finds users whose TTL passed and announces them offline. Called periodically.
+    async fn sweep(&self) -> Result<(), PresenceError>;
+    /// The bus of changes.
+    fn subscribe(&self) -> broadcast::Receiver<Change>;
+}
+
+const BUS_CAPACITY: usize = 4096;
+
+/// Presence in this process's memory.
+pub struct MemoryPresence {
+    users: Mutex<HashMap<String, (Status, Instant)>>,
+    bus: broadcast::Sender<Change>,
+}
+
+impl Default for MemoryPresence {
+    fn default() -> Self {
+        Self {
+            users: Mutex::new(HashMap::new()),
+            bus: broadcast::channel(BUS_CAPACITY).0,
+        }
+    }
+}
+
+impl MemoryPresence {
+    fn announce(&self, user_id: &str, status: Status) {
+        let _ = self.bus.send(Change {
+            user_id: user_id.to_owned(),
+            status,
+        });
+    }
+}
+
+#[async_trait]
+impl Presence for MemoryPresence {
+    async fn heartbeat(
+        &self,
+        user: &str,
+        status: Status,
+        ttl: Duration,
+    ) -> Result<(), PresenceError> {
+        let now = Instant::now();
+        let old = self
+            .users
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(user.to_owned(), (status, now + ttl));
+        let was = old.filter(|(_, until)| *until > now).map(|(s, _)| s);
+        if was != Some(status) {
+            self.announce(user, status);
+        }
+        Ok(())
+    }
+
+    async fn clear(&self, user: &str) -> Result<(), PresenceError> {
+        let old = self
+            .users
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(user);
+        if old.is_some() {
+            self.announce(user, Status::Offline);
+        }
+        Ok(())
+    }
+
+    async fn statuses(&self, users: &[String]) -> Result<Vec<Status>, PresenceError> {
+        let now = Instant::now();
+        let map = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(users
+            .iter()
+            .map(|u| match map.get(u) {
+                Some((status, until)) if *until > now => *status,
+                _ => Status::Offline,
+            })
+            .collect())
+    }
+
+    async fn sweep(&self) -> Result<(), PresenceError> {
+        let now = Instant::now();
+        let mut gone = Vec::new();
+        self.users
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|user, (_, until)| {
+                let alive = *until > now;
+                if !alive {
+                    gone.push(user.clone());
+                }
+                alive
+            });
+        for user in gone {
+            self.announce(&user, Status::Offline);
+        }
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.bus.subscribe()
+    }
+}
+
+/// Sets the status key, records its expiry in the sorted set, and publishes when the
+/// status changed. KEYS: status key, expiry zset. ARGV: user, status, ttl ms, channel.
+const HEARTBEAT_LUA: &str = r"
+local old = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
+if old ~= ARGV[2] then redis.call('PUBLISH', ARGV[4], ARGV[1] .. ' ' .. ARGV[2]) end
+return 1
+";
+
+/// Removes the status key and announces offline. KEYS: status key, expiry zset.
+/// ARGV: user, channel.
+const CLEAR_LUA: &str = r"
+local existed = redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if existed == 1 then redis.call('PUBLISH', ARGV[2], ARGV[1] .. ' offline') end
+return existed
+";
+
+/// Announces offline the users whose expiry passed; ZREM makes each announcement happen
+/// once even with several replicas sweeping. KEYS: expiry zset. ARGV: channel, status key
+/// prefix, batch size.
+const SWEEP_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
+for _, user in ipairs(expired) do
+  redis.call('ZREM', KEYS[1], user)
+  if redis.call('EXISTS', ARGV[2] .. user) == 0 then
+    redis.call('PUBLISH', ARGV[1], user .. ' offline')
+  end
+end
+return #expired
+";
+
+/// Presence in Redis, shared by replicas.
+pub struct RedisPresence {
+    conn: ConnectionManager,
+    prefix: String,
+    heartbeat: redis::Script,
+    clear: redis::Script,
+    sweep: redis::Script,
+    bus: broadcast::Sender<Change>,
+}
+
+impl RedisPresence {
+    /// Uses `conn` for commands and starts the pub/sub listener (on its own connection,
+    /// from `client`) that feeds the local bus until `shutdown`.
+    pub fn new(
+        client: redis::Client,
+        conn: ConnectionManager,
+        prefix: String,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        let bus = broadcast::channel(BUS_CAPACITY).0;
+        let this = Arc::new(Self {
+            conn,
+            prefix,
+            heartbeat: redis::Script::new(HEARTBEAT_LUA),
+            clear: redis::Script::new(CLEAR_LUA),
+            sweep: redis::Script::new(SWEEP_LUA),
+            bus: bus.clone(),
+        });
+        tokio::spawn(listen(client, this.channel(), bus, shutdown));
+        this
+    }
+
+    fn key(&self, user: &str) -> String {
+        format!("{}presence:u:{user}", self.prefix)
+    }
+    fn key_prefix(&self) -> String {
+        format!("{}presence:u:", self.prefix)
+    }
+    fn expiry_key(&self) -> String {
+        format!("{}presence:expiry", self.prefix)
+    }
+    fn channel(&self) -> String {
+        format!("{}presence:changes", self.prefix)
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> PresenceError {
+    PresenceError::Unavailable(e.to_string())
+}
+
+#[async_trait]
+impl Presence for RedisPresence {
+    async fn heartbeat(
+        &self,
+        user: &str,
+        status: Status,
+        ttl: Duration,
+    ) -> Result<(), PresenceError> {
+        let mut conn = self.conn.clone();
+        self.heartbeat
+            .key(self.key(user))
+            .key(self.expiry_key())
+            .arg(user)
+            .arg(status.as_str())
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .arg(self.channel())
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn clear(&self, user: &str) -> Result<(), PresenceError> {
+        let mut conn = self.conn.clone();
+        self.clear
+            .key(self.key(user))
+            .key(self.expiry_key())
+            .arg(user)
+            .arg(self.channel())
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn statuses(&self, users: &[String]) -> Result<Vec<Status>, PresenceError> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let keys: Vec<String> = users.iter().map(|u| self.key(u)).collect();
+        let values: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(values
+            .into_iter()
+            .map(|v| {
+                v.as_deref()
+                    .and_then(Status::parse)
+                    .unwrap_or(Status::Offline)
+            })
+            .collect())
+    }
+
+    async fn sweep(&self) -> Result<(), PresenceError> {
+        let mut conn = self.conn.clone();
+        self.sweep
+            .key(self.expiry_key())
+            .arg(self.channel())
+            .arg(self.key_prefix())
+            .arg(1000)
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.bus.subscribe()
+    }
+}
+
+/// Forwards the pub/sub channel to the local bus, reconnecting and resubscribing (with
+/// jittered backoff, so replicas do not reconnect in lockstep) whenever the connection drops.
+async fn listen(
+    client: redis::Client,
+    channel: String,
+    bus: broadcast::Sender<Change>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let connected = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let attempt = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = connected => r,
+        };
+        match attempt {
+            Ok(pubsub) => {
+                tracing::debug!(%channel, "presence pub/sub subscribed");
+                backoff = Duration::from_millis(100);
+                let mut messages = pubsub.into_on_message();
+                loop {
+                    let message = tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        m = messages.next() => m,
+                    };
+                    let Some(message) = message else { break };
+                    let Ok(payload) = message.get_payload::<String>() else {
+                        continue;
+                    };
+                    if let Some((user, status)) = payload.rsplit_once(' ')
+                        && let Some(status) = Status::parse(status)
+                    {
+                        let _ = bus.send(Change {
+                            user_id: user.to_owned(),
+                            status,
+                        });
+                    }
+                }
+                tracing::warn!(%channel, "presence pub/sub connection lost; resubscribing");
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "presence pub/sub cannot connect yet");
+            }
+        }
+        metrics::counter!("surge_api_presence_resubscribe_total").increment(1);
+        let jitter = Duration::from_millis(rand::random::<u64>() % 250);
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(backoff + jitter) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Runs `presence.sweep()` every `every` until `shutdown`.
+pub fn spawn_sweeper(presence: Arc<dyn Presence>, every: Duration, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = presence.sweep().await {
+                tracing::debug!(error = %e, "presence sweep failed; retrying next tick");
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn memory_presence_expires_and_announces() {
+        let p = MemoryPresence::default();
+        let mut rx = p.subscribe();
+        p.heartbeat("u1", Status::Online, Duration::from_secs(10))
+            .await
+            .unwrap();
+        p.heartbeat("u1", Status::Online, Duration::from_secs(10))
+            .await
+            .unwrap();
+        p.heartbeat("u1", Status::Busy, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let ids = vec!["u1".to_owned(), "u2".to_owned()];
+        assert_eq!(
+            p.statuses(&ids).await.unwrap(),
+            vec![Status::Busy, Status::Offline]
+        );
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(
+            p.statuses(&ids).await.unwrap(),
+            vec![Status::Offline, Status::Offline]
+        );
+        p.sweep().await.unwrap();
+        let got: Vec<Status> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|c| c.status)
+            .collect();
+        // A repeated heartbeat with the same status is not a change.
+        assert_eq!(got, vec![Status::Online, Status::Busy, Status::Offline]);
+    }
+}

@@ -1,0 +1,139 @@
+//! The HTTP surface: shared state, error mapping, and one module per area.
+
+mod accounts;
+mod auth;
+mod openapi;
+mod presence;
+mod rooms;
+mod web;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use surge_cluster::http::HttpError;
+use surge_cluster::{Placer, TokenKey};
+use tokio_util::sync::CancellationToken;
+
+use crate::hashing::{Busy, HashPool};
+use crate::limits::{Limited, Limits};
+use crate::presence::{Presence, PresenceError};
+use crate::store::{Store, StoreError};
+use crate::validate::InvalidInput;
+
+/// Durations the handlers need.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub session_ttl: Duration,
+    pub presence_ttl: Duration,
+    pub join_ttl: Duration,
+}
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct AppState(pub Arc<Inner>);
+
+pub(crate) struct Inner {
+    pub store: Arc<dyn Store>,
+    pub hasher: HashPool,
+    pub limits: Limits,
+    pub presence: Arc<dyn Presence>,
+    pub placer: Placer,
+    pub token_key: TokenKey,
+    pub settings: Settings,
+    pub shutdown: CancellationToken,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// The API's routes (without `/healthz` and friends, which the binary adds).
+pub(crate) fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/accounts", post(accounts::signup))
+        .route("/v1/sessions", post(accounts::login))
+        .route("/v1/sessions/current", delete(accounts::logout))
+        .route("/v1/me", get(accounts::me))
+        .route(
+            "/v1/presence",
+            axum::routing::put(presence::heartbeat).get(presence::statuses),
+        )
+        .route("/v1/presence/stream", get(presence::stream))
+        .route(
+            "/v1/contacts",
+            post(presence::add_contact).get(presence::contacts),
+        )
+        .route("/v1/rooms", post(rooms::create))
+        .route("/v1/rooms/{id}", get(rooms::get))
+        .route("/v1/rooms/{id}/join", post(rooms::join))
+        .route("/openapi.json", get(openapi::document))
+        .merge(web::routes())
+        .with_state(state)
+}
+
+pub(crate) fn store_error(e: StoreError) -> HttpError {
+    match e {
+        StoreError::EmailTaken => HttpError::new(
+            StatusCode::CONFLICT,
+            "email_taken",
+            "an account with this email already exists",
+        ),
+        StoreError::IdempotencyKeyTaken => HttpError::new(
+            StatusCode::CONFLICT,
+            "idempotency_conflict",
+            "another request with this Idempotency-Key is in progress",
+        ),
+        StoreError::Unavailable(e) => {
+            tracing::warn!(error = %e, "database unavailable");
+            metrics::counter!("surge_api_database_unavailable_total").increment(1);
+            HttpError::unavailable(
+                "database_unavailable",
+                "the database is not answering; retry shortly",
+                StoreError::RETRY_AFTER,
+            )
+        }
+        other => HttpError::internal(other),
+    }
+}
+
+pub(crate) fn invalid(e: InvalidInput) -> HttpError {
+    HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string())
+}
+
+pub(crate) fn limited(l: Limited) -> HttpError {
+    HttpError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "too many requests from this client; retry later",
+    )
+    .with_retry_after(l.retry_after)
+}
+
+pub(crate) fn busy(b: Busy) -> HttpError {
+    HttpError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "overloaded",
+        "the service is at capacity; retry later",
+    )
+    .with_retry_after(b.retry_after)
+}
+
+pub(crate) fn presence_error(e: PresenceError) -> HttpError {
+    tracing::warn!(error = %e, "presence store unavailable");
+    HttpError::unavailable(
+        "presence_unavailable",
+        "presence is not available right now; retry shortly",
+        Duration::from_secs(1),
+    )
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now_secs() -> i64 {
+    i64::try_from(surge_cluster::token::unix_now()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,444 @@
+//! The SQL implementations of [`Store`]: PostgreSQL and SQLite, from one macro.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+use super::{Account, Credentials, Room, Store, StoreError, StoredResponse};
+
+/// The schema, applied in order; each entry runs once (recorded in `surge_migrations`).
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/0001_accounts.sql"))];
+
+/// How long a request waits for a database connection before answering 503.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn classify(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            // The only unique constraints a write can hit are the account email and the
+            // idempotency key; the callers tell them apart by statement.
+            StoreError::EmailTaken
+        }
+        sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::TypeNotFound { .. }
+        | sqlx::Error::ColumnIndexOutOfBounds { .. } => StoreError::Other(e),
+        _ => StoreError::Unavailable(e),
+    }
+}
+
+fn key_taken(e: sqlx::Error) -> StoreError {
+    match classify(e) {
+        StoreError::EmailTaken => StoreError::IdempotencyKeyTaken,
+        other => other,
+    }
+}
+
+type AccountRow = (String, String, String, i64);
+
+fn account((id, email, display_name, created_at): AccountRow) -> Account {
+    Account {
+        id,
+        email,
+        display_name,
+        created_at,
+    }
+}
+
+/// PostgreSQL, for a cluster.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+/// SQLite in WAL mode, embedded. Writes go through a one-connection pool (SQLite allows
+/// one writer at a time; queueing them here beats `SQLITE_BUSY` retries), reads through
+/// several.
+#[derive(Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl PgStore {
+    fn writer(&self) -> &PgPool {
+        &self.pool
+    }
+    fn reader(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+impl SqliteStore {
+    fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+    fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+}
+
+/// Opens the database at `url` (`sqlite://…` or `postgres://…`), creating the SQLite file
+/// and its directory when missing, and applies the migrations. `schema` puts every table
+/// in a PostgreSQL schema of that name (created when missing).
+pub async fn connect(
+    url: &str,
+    schema: Option<&str>,
+    max_connections: u32,
+) -> Result<Box<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(StoreError::Other)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a 201 means the account survives a power cut, not only a crash.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        if let Some(dir) = options.get_filename().parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(e.into()))?;
+        }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await
+            .map_err(StoreError::Unavailable)?;
+        let store = SqliteStore {
+            writer: writer.clone(),
+            reader: SqlitePoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(options.read_only(true))
+                .await
+                .map_err(StoreError::Unavailable)?,
+        };
+        sqlx::raw_sql("CREATE TABLE IF NOT EXISTS surge_migrations (version BIGINT PRIMARY KEY)")
+            .execute(&writer)
+            .await
+            .map_err(classify)?;
+        for (version, sql) in MIGRATIONS {
+            let done: Option<(i64,)> =
+                sqlx::query_as("SELECT version FROM surge_migrations WHERE version = $1")
+                    .bind(version)
+                    .fetch_optional(&writer)
+                    .await
+                    .map_err(classify)?;
+            if done.is_none() {
+                let mut tx = writer.begin().await.map_err(classify)?;
+                sqlx::raw_sql(*sql)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                sqlx::query("INSERT INTO surge_migrations (version) VALUES ($1)")
+                    .bind(version)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                tx.commit().await.map_err(classify)?;
+            }
+        }
+        Ok(Box::new(store))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        let mut options = PgConnectOptions::from_str(url).map_err(StoreError::Other)?;
+        if let Some(schema) = schema {
+            options = options.options([("search_path", schema)]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        if let Some(schema) = schema {
+            // Identifiers cannot be bound; only plain names are accepted.
+            if !schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(StoreError::Other(sqlx::Error::Configuration(
+                    format!("schema name {schema:?} must be letters, digits and _").into(),
+                )));
+            }
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema}"
+            )))
+            .execute(&pool)
+            .await
+            .map_err(classify)?;
+        }
+        let mut tx = pool.begin().await.map_err(classify)?;
+        // Replicas starting together must not race each other through the migrations.
+        sqlx::query("SELECT pg_advisory_xact_lock(7417)")
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        sqlx::raw_sql("CREATE TABLE IF NOT EXISTS surge_migrations (version BIGINT PRIMARY KEY)")
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        for (version, sql) in MIGRATIONS {
+            let done: Option<(i64,)> =
+                sqlx::query_as("SELECT version FROM surge_migrations WHERE version = $1")
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+            if done.is_none() {
+                sqlx::raw_sql(*sql)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                sqlx::query("INSERT INTO surge_migrations (version) VALUES ($1)")
+                    .bind(version)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+            }
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(Box::new(PgStore { pool }))
+    } else {
+        Err(StoreError::Other(sqlx::Error::Configuration(
+            format!("unsupported database URL {url:?}: use sqlite://PATH or postgres://…").into(),
+        )))
+    }
+}
+
+/// One body for both databases: the SQL is identical, only the pool type differs.
+macro_rules! sql_store {
+    ($store:ty) => {
+        #[async_trait]
+        impl Store for $store {
+            async fn ping(&self) -> Result<(), StoreError> {
+                sqlx::query("SELECT 1")
+                    .execute(self.reader())
+                    .await
+                    .map(|_| ())
+                    .map_err(classify)
+            }
+
+            async fn insert_account(
+                &self,
+                account: &Account,
+                password_hash: &str,
+                idempotency: Option<(&str, &StoredResponse)>,
+            ) -> Result<(), StoreError> {
+                let mut tx = self.writer().begin().await.map_err(classify)?;
+                // The key goes first: a concurrent retry with the same key blocks on it
+                // and then fails on it, whatever the email does.
+                if let Some((key, response)) = idempotency {
+                    sqlx::query(
+                        "INSERT INTO idempotency_keys (idem_key, fingerprint, status, body, created_at) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(key)
+                    .bind(&response.fingerprint)
+                    .bind(i32::from(response.status))
+                    .bind(&response.body)
+                    .bind(account.created_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(key_taken)?;
+                }
+                sqlx::query(
+                    "INSERT INTO accounts (id, email, display_name, password_hash, created_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&account.id)
+                .bind(&account.email)
+                .bind(&account.display_name)
+                .bind(password_hash)
+                .bind(account.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+                tx.commit().await.map_err(classify)
+            }
+
+            async fn idempotent_response(
+                &self,
+                key: &str,
+            ) -> Result<Option<StoredResponse>, StoreError> {
+                // From the writer: a retry must see what a just-finished request wrote.
+                let row: Option<(String, i32, String)> = sqlx::query_as(
+                    "SELECT fingerprint, status, body FROM idempotency_keys WHERE idem_key = $1",
+                )
+                .bind(key)
+                .fetch_optional(self.writer())
+                .await
+                .map_err(classify)?;
+                Ok(row.map(|(fingerprint, status, body)| StoredResponse {
+                    fingerprint,
+                    status: u16::try_from(status).unwrap_or(500),
+                    body,
+                }))
+            }
+
+            async fn email_exists(&self, email: &str) -> Result<bool, StoreError> {
+                let row: Option<(String,)> =
+                    sqlx::query_as("SELECT id FROM accounts WHERE email = $1")
+                        .bind(email)
+                        .fetch_optional(self.reader())
+                        .await
+                        .map_err(classify)?;
+                Ok(row.is_some())
+            }
+
+            async fn credentials(&self, email: &str) -> Result<Option<Credentials>, StoreError> {
+                let row: Option<(String, String, String, i64, String)> = sqlx::query_as(
+                    "SELECT id, email, display_name, created_at, password_hash \
+                     FROM accounts WHERE email = $1",
+                )
+                .bind(email)
+                .fetch_optional(self.reader())
+                .await
+                .map_err(classify)?;
+                Ok(row.map(|(id, email, display_name, created_at, password_hash)| {
+                    Credentials {
+                        account: account((id, email, display_name, created_at)),
+                        password_hash,
+                    }
+                }))
+            }
+
+            async fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError> {
+                let row: Option<AccountRow> = sqlx::query_as(
+                    "SELECT id, email, display_name, created_at FROM accounts WHERE email = $1",
+                )
+                .bind(email)
+                .fetch_optional(self.reader())
+                .await
+                .map_err(classify)?;
+                Ok(row.map(account))
+            }
+
+            async fn insert_session(
+                &self,
+                token_hash: &str,
+                account_id: &str,
+                expires_at: i64,
+                now: i64,
+            ) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO sessions (token_hash, account_id, expires_at, created_at) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(token_hash)
+                .bind(account_id)
+                .bind(expires_at)
+                .bind(now)
+                .execute(self.writer())
+                .await
+                .map(|_| ())
+                .map_err(classify)
+            }
+
+            async fn session_account(
+                &self,
+                token_hash: &str,
+                now: i64,
+            ) -> Result<Option<Account>, StoreError> {
+                let row: Option<AccountRow> = sqlx::query_as(
+                    "SELECT a.id, a.email, a.display_name, a.created_at \
+                     FROM sessions s JOIN accounts a ON a.id = s.account_id \
+                     WHERE s.token_hash = $1 AND s.expires_at > $2",
+                )
+                .bind(token_hash)
+                .bind(now)
+                .fetch_optional(self.reader())
+                .await
+                .map_err(classify)?;
+                Ok(row.map(account))
+            }
+
+            async fn delete_session(&self, token_hash: &str) -> Result<(), StoreError> {
+                sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+                    .bind(token_hash)
+                    .execute(self.writer())
+                    .await
+                    .map(|_| ())
+                    .map_err(classify)
+            }
+
+            async fn add_contact(
+                &self,
+                owner_id: &str,
+                contact_id: &str,
+                now: i64,
+            ) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO contacts (owner_id, contact_id, created_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (owner_id, contact_id) DO NOTHING",
+                )
+                .bind(owner_id)
+                .bind(contact_id)
+                .bind(now)
+                .execute(self.writer())
+                .await
+                .map(|_| ())
+                .map_err(classify)
+            }
+
+            async fn contacts(&self, owner_id: &str) -> Result<Vec<Account>, StoreError> {
+                let rows: Vec<AccountRow> = sqlx::query_as(
+                    "SELECT a.id, a.email, a.display_name, a.created_at \
+                     FROM contacts c JOIN accounts a ON a.id = c.contact_id \
+                     WHERE c.owner_id = $1 ORDER BY c.created_at, a.email",
+                )
+                .bind(owner_id)
+                .fetch_all(self.reader())
+                .await
+                .map_err(classify)?;
+                Ok(rows.into_iter().map(account).collect())
+            }
+
+            async fn insert_room(
+                &self,
+                room: &Room,
+                created_by: &str,
+                now: i64,
+            ) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO rooms (id, name, created_by, created_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&room.id)
+                .bind(&room.name)
+                .bind(created_by)
+                .bind(now)
+                .execute(self.writer())
+                .await
+                .map(|_| ())
+                .map_err(classify)
+            }
+
+            async fn room(&self, id: &str) -> Result<Option<Room>, StoreError> {
+                let row: Option<(String, String)> =
+                    sqlx::query_as("SELECT id, name FROM rooms WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(self.reader())
+                        .await
+                        .map_err(classify)?;
+                Ok(row.map(|(id, name)| Room { id, name }))
+            }
+
+            async fn count_accounts(&self) -> Result<i64, StoreError> {
+                let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM accounts")
+                    .fetch_one(self.reader())
+                    .await
+                    .map_err(classify)?;
+                Ok(n)
+            }
+        }
+    };
+}
+
+sql_store!(PgStore);
+sql_store!(SqliteStore);

@@ -1,0 +1,11 @@
+//! Integration tests of the API over real sockets, against SQLite, PostgreSQL and Redis.
+//! One test binary (modules below) keeps link time down on a small machine.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+mod accounts;
+mod bad_input;
+mod presence;
+mod redis_limits;
+mod rooms;

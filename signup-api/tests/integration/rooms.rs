@@ -1,0 +1,107 @@
+//! Rooms: create, look up, join through placement; no shard means 503 no_capacity.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use surge_cluster::MemoryRegistry;
+
+use crate::common::{Db, TestApi, TestDb, assert_error, random_hex};
+
+#[tokio::test]
+async fn create_get_and_join_a_room() {
+    let test_db = TestDb::new(Db::Postgres);
+    let api = TestApi::start(&test_db.config(), None).await;
+    let (user_id, token) = api
+        .user(&format!("room-{}@example.com", random_hex()))
+        .await;
+    let (status, room) = api
+        .post("/v1/rooms", json!({"name": " Standup "}), Some(&token))
+        .await;
+    assert_eq!(status, 201, "{room}");
+    assert_eq!(room["name"], "Standup");
+    let id = room["id"].as_str().unwrap().to_owned();
+    let (status, got) = api.get(&format!("/v1/rooms/{id}"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(got, room);
+    // No body at all is fine too.
+    let res = api
+        .client
+        .post(api.url("/v1/rooms"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let res = api
+        .client
+        .post(api.url(&format!("/v1/rooms/{id}/join")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let join: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(join["room"], id.as_str());
+    assert_eq!(join["shard"], "shard-a");
+    assert_eq!(
+        join["signal_url"],
+        format!("http://127.0.0.1:9/v1/sfu/rooms/{id}/participants")
+    );
+    let claims = api
+        .token_key
+        .verify(
+            join["token"].as_str().unwrap(),
+            "shard-a",
+            Some(&id),
+            surge_cluster::token::unix_now(),
+        )
+        .unwrap();
+    assert_eq!(claims.sub, user_id);
+    assert_eq!(claims.name, "Test User");
+    assert!(claims.exp <= surge_cluster::token::unix_now() + 61);
+    assert_error(
+        &api.get("/v1/rooms/nope", None).await,
+        404,
+        "room_not_found",
+    );
+    assert_error(
+        &api.post("/v1/rooms/nope/join", json!({}), Some(&token))
+            .await,
+        404,
+        "room_not_found",
+    );
+    assert_error(
+        &api.post("/v1/rooms", json!({}), None).await,
+        401,
+        "invalid_session",
+    );
+    assert_error(
+        &api.post("/v1/rooms", json!({"name": "a\u{0000}b"}), Some(&token))
+            .await,
+        422,
+        "invalid_room_name",
+    );
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn joining_without_any_shard_is_503_no_capacity() {
+    let test_db = TestDb::new(Db::Sqlite);
+    let api = TestApi::start_with(&test_db.config(), None, Arc::new(MemoryRegistry::new())).await;
+    let (_, token) = api
+        .user(&format!("nocap-{}@example.com", random_hex()))
+        .await;
+    let (_, room) = api.post("/v1/rooms", json!({}), Some(&token)).await;
+    let res = api
+        .client
+        .post(api.url(&format!("/v1/rooms/{}/join", room["id"].as_str().unwrap())))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key("retry-after"));
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "no_capacity");
+    api.stop().await;
+}
