@@ -33,6 +33,8 @@ mod layer;
 mod rewrite;
 mod room;
 mod speaker;
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 
@@ -303,6 +305,9 @@ pub enum RoomError {
     /// No such track (it was unpublished, or its publisher left).
     #[error("no such track")]
     UnknownTrack,
+    /// The subscriber already receives another track on this mid.
+    #[error("mid {0} already carries another track")]
+    MidInUse(Mid),
     /// The track is not offered to this subscriber (own track, or it may not subscribe).
     #[error("participant {0} has no slot wanted for this track")]
     NoSlotWanted(ParticipantId),
