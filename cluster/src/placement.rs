@@ -187,6 +187,61 @@ mod tests {
         );
     }
 
+    #[test]
+    fn weight_follows_free_capacity() {
+        // b has three times a's free slots: it should get about three times the rooms.
+        let shards = vec![shard("a", 750), shard("b", 250)];
+        let b = (0..4000)
+            .filter(|i| choose_shard(&format!("room-{i}"), &shards).unwrap().id == "b")
+            .count();
+        assert!((2700..=3300).contains(&b), "b got {b} of 4000");
+    }
+
+    proptest::proptest! {
+        /// Whatever the shards, the choice accepts new rooms, does not depend on the
+        /// order shards are listed in, and survives the loss of any other shard.
+        #[test]
+        fn choice_is_valid_and_stable(
+            room in "[a-z0-9-]{1,24}",
+            loads in proptest::collection::vec((0u32..=1000, proptest::bool::ANY), 1..12),
+            gone in 0usize..12,
+        ) {
+            let shards: Vec<ShardInfo> = loads
+                .iter()
+                .enumerate()
+                .map(|(i, (participants, draining))| {
+                    let mut s = shard(&format!("s{i}"), *participants);
+                    if *draining {
+                        s.state = ShardState::Draining;
+                    }
+                    s
+                })
+                .collect();
+            let chosen = choose_shard(&room, &shards).map(|s| s.id.clone());
+            if let Some(id) = &chosen {
+                let s = shards.iter().find(|s| &s.id == id).unwrap();
+                proptest::prop_assert!(s.accepts_new_rooms());
+            } else {
+                proptest::prop_assert!(shards.iter().all(|s| !s.accepts_new_rooms()));
+            }
+            let mut reversed = shards.clone();
+            reversed.reverse();
+            proptest::prop_assert_eq!(
+                choose_shard(&room, &reversed).map(|s| s.id.clone()),
+                chosen.clone()
+            );
+            let gone = gone % shards.len();
+            if chosen.as_deref() != Some(shards[gone].id.as_str()) {
+                let mut fewer = shards.clone();
+                fewer.remove(gone);
+                proptest::prop_assert_eq!(
+                    choose_shard(&room, &fewer).map(|s| s.id.clone()),
+                    chosen
+                );
+            }
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn pins_hold_until_the_shard_dies() {
         let registry = Arc::new(MemoryRegistry::new());
