@@ -1,1 +1,81 @@
-//! The Surge load generator.
+//! The Surge load generator: open-loop signup floods (with logins and presence heartbeats)
+//! and calls with headless participants, with live progress and a report people can read.
+//!
+//! The binary is a thin shell over [`run`]; tests call the modes directly
+//! ([`signup::run`]) against an in-process Surge.
+
+pub mod client;
+pub mod duration;
+pub mod hash_rate;
+pub mod identity;
+mod progress;
+pub mod report;
+pub mod schedule;
+pub mod signup;
+pub mod stats;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// Command-line interface of `surge-loadgen`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "surge-loadgen",
+    version,
+    about = "Load generator for Surge: signup floods and calls, with a report"
+)]
+pub struct Cli {
+    /// Write result.json and report.html into this directory.
+    #[arg(long, global = true, env = "SURGE_LOADGEN_OUT")]
+    pub out: Option<PathBuf>,
+    /// No progress output (the verdict line is still printed).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The modes.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Open-loop signup flood (optionally with logins and presence heartbeats).
+    Signup(signup::SignupArgs),
+    /// Raw Argon2id hashes/s on this machine (the ceiling for signups/s).
+    HashRate(hash_rate::HashRateArgs),
+}
+
+/// Runs a mode; returns whether its verdict passed.
+pub async fn run(cli: Cli) -> anyhow::Result<bool> {
+    match cli.command {
+        Command::Signup(args) => {
+            let result = signup::run(&args, cli.quiet).await?;
+            println!("{}", result.verdict.line);
+            if let Some(dir) = &cli.out {
+                let written = report::write(dir, &result, &report::signup_page(&result))
+                    .context("writing the report")?;
+                println!("report: {}", written.html.display());
+            }
+            Ok(result.verdict.pass)
+        }
+        Command::HashRate(args) => {
+            let rate = tokio::task::spawn_blocking(move || hash_rate::measure(&args))
+                .await
+                .context("hash-rate thread")??;
+            println!(
+                "argon2id m={} KiB t={}: {:.1} hashes/s on {} threads ({:.1} ms per hash)",
+                rate.m_kib, rate.t, rate.hashes_per_s, rate.threads, rate.ms_per_hash
+            );
+            if let Some(dir) = &cli.out {
+                std::fs::create_dir_all(dir).context("creating --out")?;
+                std::fs::write(
+                    dir.join("hash-rate.json"),
+                    serde_json::to_vec_pretty(&rate)?,
+                )
+                .context("writing hash-rate.json")?;
+            }
+            Ok(true)
+        }
+    }
+}
