@@ -90,6 +90,9 @@ pub struct Request<'a, B: ?Sized> {
     /// A path under the base URL, or an absolute URL (signalling URLs are absolute).
     pub path: &'a str,
     pub bearer: Option<&'a str>,
+    /// Sent as `Idempotency-Key`, the same on every retry, so a retry of a request that
+    /// did succeed gets its original answer replayed instead of a 409.
+    pub idempotency_key: Option<&'a str>,
     pub body: Option<&'a B>,
 }
 
@@ -152,6 +155,9 @@ impl ApiClient {
         let mut req = self.pick().request(request.method.clone(), url);
         if let Some(token) = request.bearer {
             req = req.bearer_auth(token);
+        }
+        if let Some(key) = request.idempotency_key {
+            req = req.header("idempotency-key", key);
         }
         if let Some(body) = request.body {
             req = req.json(body);

@@ -480,6 +480,7 @@ fn next_request(
 }
 
 async fn one_signup(shared: &Shared, intent: Intent, body: Signup, at: Instant) {
+    let idempotency_key = format!("{:032x}", rand::rng().random::<u128>());
     let (last, retries) = shared
         .client
         .send_with_retries(
@@ -487,6 +488,7 @@ async fn one_signup(shared: &Shared, intent: Intent, body: Signup, at: Instant) 
                 method: Method::POST,
                 path: "/v1/accounts",
                 bearer: None,
+                idempotency_key: Some(&idempotency_key),
                 body: Some(&body),
             },
             at,
@@ -530,6 +532,7 @@ async fn follow_up(shared: &Shared, body: &Signup) {
                 method: Method::POST,
                 path: "/v1/sessions",
                 bearer: None,
+                idempotency_key: None,
                 body: Some(&login),
             },
             Instant::now(),
@@ -560,6 +563,7 @@ async fn follow_up(shared: &Shared, body: &Signup) {
                     method: Method::PUT,
                     path: "/v1/presence",
                     bearer: Some(&token),
+                    idempotency_key: None,
                     body: Some(&presence),
                 },
                 at,
