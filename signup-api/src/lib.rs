@@ -206,9 +206,6 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// How long Redis may take to answer before a request goes on without it.
-const REDIS_TIMEOUT: Duration = Duration::from_millis(300);
-
 /// A running API.
 pub struct Api {
     router: Router,
@@ -291,14 +288,9 @@ impl Api {
                     source,
                 };
                 let client = redis::Client::open(url.as_str()).map_err(redis_error)?;
-                let manager_config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(REDIS_TIMEOUT))
-                    .set_response_timeout(Some(REDIS_TIMEOUT))
-                    .set_number_of_retries(1)
-                    .set_max_delay(Duration::from_secs(2));
                 let conn = redis::aio::ConnectionManager::new_lazy_with_config(
                     client.clone(),
-                    manager_config,
+                    limits::redis_manager_config(),
                 )
                 .map_err(redis_error)?;
                 probes.push(Arc::new(RedisProbe(conn.clone())));

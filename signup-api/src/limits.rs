@@ -133,6 +133,19 @@ pub struct Limits {
     shared: Option<Arc<Shared>>,
 }
 
+/// How long Redis may take to answer before a request goes on without it.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// The connection settings every Redis user in the API shares: short timeouts and one
+/// retry, so a dead Redis costs a request at most a few hundred milliseconds.
+pub(crate) fn redis_manager_config() -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(REDIS_TIMEOUT))
+        .set_response_timeout(Some(REDIS_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_secs(2))
+}
+
 /// How long Redis is left alone after a failed command.
 const REDIS_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -165,6 +178,18 @@ impl Limits {
                 })
             }),
         }
+    }
+
+    /// Local plus shared limits on the Redis at `url` (connected lazily, with the short
+    /// timeouts the API uses).
+    pub fn with_redis_url(
+        config: LimitsConfig,
+        url: &str,
+        prefix: &str,
+    ) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let conn = ConnectionManager::new_lazy_with_config(client, redis_manager_config())?;
+        Ok(Self::new(config, Some((conn, prefix.to_owned()))))
     }
 
     /// Checks `action` for the client at `ip` against the local, then the shared limits.

@@ -554,6 +554,10 @@ function setupCall() {
     navigate('/');
     toast('You left the call');
   });
+  // A bigger or smaller tile asks the shard for a bigger or smaller layer.
+  new ResizeObserver(() => {
+    if (state.call) renderCall(state.call);
+  }).observe($('grid'));
   // Closing the tab leaves the room at once instead of waiting for the shard's timeout.
   window.addEventListener('pagehide', () => leaveCall());
 }
@@ -585,13 +589,22 @@ window.surge = {
       participants: [...state.call.participants.values()].map((p) => ({ id: p.id, name: p.name, muted: p.muted })),
       layers: Object.fromEntries(state.call.layers),
       history: state.call.history,
+      states: state.call.states,
     },
     contacts: [...state.contacts.values()],
   }),
   stats: async () => (state.call ? state.call.stats() : []),
   outboundStats: async () => (state.call ? state.call.outboundStats() : []),
-  /** Simulates losing the shard: closes the media connection as ICE failure would. */
-  dropConnection: () => state.call?.lost('test: connection dropped', state.call.generation),
+  /**
+   * Makes the shard forget this participant (DELETE of its resource) while the page keeps its
+   * connection: the page must notice on its own and rejoin, as when a shard dies.
+   */
+  forgetOnShard: async () => {
+    const call = state.call;
+    if (!call?.resource) return null;
+    const response = await fetch(call.resource, { method: 'DELETE', headers: { Authorization: `Bearer ${call.joinToken}` } });
+    return response.status;
+  },
 };
 
 async function start() {

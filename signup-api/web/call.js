@@ -110,6 +110,8 @@ export class Call {
     /** Participant ids that left this room (cleared on rejoin: the new session starts afresh). */
     this.gone = new Set();
     this.history = [];
+    /** Every state this call went through, in order (what tests read to see a rejoin). */
+    this.states = [CallState.CONNECTING];
   }
 
   /** Joins; on failure keeps retrying (with backoff and jitter) unless the error is final. */
@@ -412,6 +414,7 @@ export class Call {
   leave() {
     if (this.state === CallState.LEFT) return;
     this.generation += 1;
+    this.states.push(CallState.LEFT);
     this.state = CallState.LEFT;
     this.teardown();
     for (const track of this.localStream.getTracks()) track.stop();
@@ -420,6 +423,7 @@ export class Call {
   }
 
   setState(state, detail) {
+    if (this.states.at(-1) !== state) this.states.push(state);
     this.state = state;
     this.detail = detail;
     this.onChange();
@@ -447,6 +451,14 @@ export class Call {
             frameWidth: s.frameWidth ?? 0,
             frameHeight: s.frameHeight ?? 0,
             bytesReceived: s.bytesReceived ?? 0,
+            framesReceived: s.framesReceived ?? 0,
+            keyFramesDecoded: s.keyFramesDecoded ?? 0,
+            framesDropped: s.framesDropped ?? 0,
+            packetsLost: s.packetsLost ?? 0,
+            nackCount: s.nackCount ?? 0,
+            pliCount: s.pliCount ?? 0,
+            firCount: s.firCount ?? 0,
+            decoder: s.decoderImplementation ?? null,
             layer: this.layers.get(mid) ?? null,
           };
         } else if (s.kind === 'audio') {

@@ -6,6 +6,7 @@ mod common;
 
 mod accounts;
 mod bad_input;
+mod database_down;
 mod presence;
 mod redis_limits;
 mod rooms;
