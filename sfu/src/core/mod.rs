@@ -23,6 +23,10 @@
 //! [`Room::slot_ready`] with its mid. When the track or its publisher goes away the room emits
 //! [`Output::DropSlot`].
 //!
+//! [`Room::desired_bps`] tells what a subscriber would take with unlimited bandwidth (a
+//! good `desired` for str0m's `Bwe::set_bitrate`); [`Room::stats`] holds the counters to
+//! export (forwarded packets and bytes, layer switches, keyframe requests, time-outs).
+//!
 //! The hot path ([`Room::handle_rtp`]) does one hash lookup for the track, then walks that
 //! track's ready subscriber slots: no allocation, no lock, results handed to a callback.
 

@@ -105,7 +105,9 @@ struct Sink<'a> {
 
 impl Room {
     /// An empty room.
-    pub fn new(config: RoomConfig) -> Self {
+    pub fn new(mut config: RoomConfig) -> Self {
+        // A zero tick would make the timer due forever.
+        config.tick = config.tick.max(Duration::from_millis(1));
         Self {
             config,
             participants: FastMap::default(),
@@ -660,6 +662,39 @@ impl Room {
     /// The bitrate measured for a publisher layer (`None` until a full window was seen).
     pub fn layer_bitrate(&self, track: TrackId, layer: Layer) -> Option<u64> {
         self.tracks.get(&track)?.layers[layer.index()].meter.bps()
+    }
+
+    /// What `subscriber` would receive with unlimited bandwidth: per video slot the rate of
+    /// the largest active layer its size cap allows, plus the audio reserve per audio slot.
+    /// A good `desired` for str0m's `Bwe::set_bitrate`, so probing looks for room to go up.
+    pub fn desired_bps(&self, subscriber: ParticipantId, now: Instant) -> u64 {
+        let Some(p) = self.participants.get(&subscriber) else {
+            return 0;
+        };
+        let mut total = 0u64;
+        for (_, track_id) in &p.slots {
+            let Some(track) = self.tracks.get(track_id) else {
+                continue;
+            };
+            if track.kind.is_audio() {
+                total += self.config.audio_reserve_bps;
+                continue;
+            }
+            let Some(slot) = track.slots.iter().find(|s| s.subscriber == subscriber) else {
+                continue;
+            };
+            let Some(cap) = Layer::cap_for_height(slot.max_height) else {
+                continue;
+            };
+            let top = Layer::ALL
+                .into_iter()
+                .rfind(|l| *l <= cap && track.layer_active(*l, now))
+                .or_else(|| Layer::ALL.into_iter().find(|l| track.layer_active(*l, now)));
+            if let Some(layer) = top {
+                total += track.layer_bps(layer, &self.config);
+            }
+        }
+        total
     }
 
     fn slot(&self, subscriber: ParticipantId, out_mid: Mid) -> Option<&Slot> {

@@ -490,6 +490,26 @@ fn subscriber_gets_a_layer_that_fits_and_only_from_a_keyframe() {
 }
 
 #[test]
+fn layers_nobody_needs_produce_nothing() {
+    let (mut sim, track) = simulcast_room(2);
+    sim.run(Duration::from_millis(300));
+    for p in [pid(2), pid(3)] {
+        let out = sim.out_mid(p, track);
+        assert_eq!(sim.room.current_layer(p, out), Some(Layer::Mid));
+    }
+    for layer in [Layer::Low, Layer::High] {
+        for keyframe in [false, true] {
+            let n = sim.send_packet(pid(1), track.mid, Some(layer), keyframe, true, 900, true);
+            assert_eq!(n, 0, "{layer:?}");
+        }
+    }
+    assert_eq!(
+        sim.send_packet(pid(1), track.mid, Some(Layer::Mid), false, true, 900, true),
+        2
+    );
+}
+
+#[test]
 fn switch_waits_for_a_keyframe_of_the_target_layer() {
     let (mut sim, track) = simulcast_room(1);
     let out = sim.out_mid(pid(2), track);
@@ -709,6 +729,10 @@ fn estimate_is_shared_among_video_slots() {
         let out = sim.out_mid(pid(3), v);
         assert_eq!(sim.room.current_layer(pid(3), out), Some(Layer::Mid));
     }
+    // Unlimited, it would take both High layers and the audio.
+    let desired = sim.room.desired_bps(pid(3), sim.now);
+    let high = |v: TrackId| sim.room.layer_bitrate(v, Layer::High).unwrap();
+    assert_eq!(desired, high(v1) + high(v2) + config().audio_reserve_bps);
     // One slot paused by size: the other gets the whole share.
     let out1 = sim.out_mid(pid(3), v1);
     sim.room.set_max_height(pid(3), out1, 0, sim.now);
@@ -975,12 +999,12 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
 
     /// Sequence numbers (and timestamps, picture ids) stay continuous across layer
     /// switches, whatever the estimates, sizes, pauses and keyframe timing.
     #[test]
-    fn numbering_stays_continuous_across_switches(steps in prop::collection::vec(step(), 1..40)) {
+    fn numbering_stays_continuous_across_switches(steps in prop::collection::vec(step(), 1..60)) {
         let (mut sim, track) = simulcast_room(3);
         let mid = track.mid;
         for s in steps {
