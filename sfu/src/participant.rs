@@ -1,1 +1,850 @@
-//! A headless participant (placeholder while it is written).
+//! A headless conference participant on str0m, for tests, benchmarks and the load
+//! generator.
+//!
+//! It joins a room through the shard's HTTP signalling with a join token, publishes
+//! synthetic media (three VP8 simulcast layers `q`/`h`/`f` with valid VP8 payload
+//! descriptors, a keyframe every few seconds and on request, plus Opus with an audio
+//! level), subscribes to the others' tracks by answering the server's offers on the
+//! `surge` data channel, can cap what it receives (it tells the SFU with REMB and drops
+//! what exceeds the cap, like a thin link), and reports per remote track what it received.
+//!
+//! The synthetic payloads end in a tag byte (`0xA0 | layer` for video, `0xB0` for audio),
+//! so a receiver can tell which simulcast layer the SFU forwarded.
+//!
+//! ```no_run
+//! # async fn demo(url: &str, token: &str) -> Result<(), surge_sfu::participant::ParticipantError> {
+//! use surge_sfu::participant::{Participant, ParticipantConfig};
+//! let me = Participant::join(ParticipantConfig::new(url, token)).await?;
+//! tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+//! println!("{:?}", me.stats().tracks);
+//! me.leave().await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use str0m::bwe::Bitrate;
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::channel::ChannelId;
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+
+/// The rids the participant publishes, lowest first.
+pub const RIDS: [&str; 3] = ["q", "h", "f"];
+/// Default bitrates of the three layers, bits/s (roughly 180p, 360p, 720p).
+pub const LAYER_BPS: [u64; 3] = [150_000, 500_000, 1_500_000];
+const VIDEO_FPS: u32 = 30;
+const AUDIO_FRAME: Duration = Duration::from_millis(20);
+/// Opus at 32 kbit/s: 80 bytes per 20 ms.
+const AUDIO_PAYLOAD: usize = 80;
+const MAX_VIDEO_PAYLOAD: usize = 1_100;
+const VIDEO_TAG: u8 = 0xA0;
+const AUDIO_TAG: u8 = 0xB0;
+
+/// How to join and what to send.
+#[derive(Debug, Clone)]
+pub struct ParticipantConfig {
+    /// `POST` target: `<shard>/v1/sfu/rooms/{room}/participants`.
+    pub signal_url: String,
+    /// The join token.
+    pub token: String,
+    /// Publish the synthetic video (three simulcast layers).
+    pub video: bool,
+    /// Publish the synthetic audio.
+    pub audio: bool,
+    /// The audio level to send (0 = loudest, 127 = silence).
+    pub audio_level: u8,
+    /// Cap on what it receives, bits/s: announced with REMB and enforced by dropping.
+    pub max_receive_bps: Option<u64>,
+    /// Bitrates of the three layers (bits/s).
+    pub layer_bps: [u64; 3],
+    /// A keyframe on every layer this often.
+    pub keyframe_interval: Duration,
+    /// IP the participant's UDP socket binds.
+    pub bind_ip: IpAddr,
+}
+
+impl ParticipantConfig {
+    /// Publishes audio and three-layer video, receives without a cap.
+    pub fn new(signal_url: &str, token: &str) -> Self {
+        Self {
+            signal_url: signal_url.to_owned(),
+            token: token.to_owned(),
+            video: true,
+            audio: true,
+            audio_level: 30,
+            max_receive_bps: None,
+            layer_bps: LAYER_BPS,
+            keyframe_interval: Duration::from_secs(3),
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
+    }
+
+    /// Sends nothing, only receives.
+    pub fn subscriber_only(mut self) -> Self {
+        self.video = false;
+        self.audio = false;
+        self
+    }
+}
+
+/// Why a participant could not join or leave.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParticipantError {
+    /// The UDP socket could not be set up.
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    /// The HTTP request failed.
+    #[error("HTTP: {0}")]
+    Http(String),
+    /// The shard refused the join (`status`, `code` from the JSON error).
+    #[error("refused with {status}: {code}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The error code.
+        code: String,
+    },
+    /// The session could not be set up.
+    #[error("WebRTC: {0}")]
+    Rtc(String),
+}
+
+/// What arrived on one receiving m-line.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct TrackStats {
+    /// The m-line.
+    pub mid: String,
+    /// Whose track it carries (from the server's `tracks` message).
+    pub participant_id: Option<String>,
+    /// `audio` or `video`.
+    pub kind: String,
+    /// RTP packets received.
+    pub packets: u64,
+    /// Payload bytes received.
+    pub bytes: u64,
+    /// Video packets per layer (`q`, `h`, `f`).
+    pub layer_packets: [u64; 3],
+    /// The layer of the last video packet.
+    pub layer: Option<String>,
+    /// Bitrate over the last full second, bits/s.
+    pub bitrate_bps: u64,
+    /// Keyframes received.
+    pub keyframes: u64,
+}
+
+/// What a participant saw.
+#[derive(Debug, Clone, Default)]
+pub struct ParticipantStats {
+    /// Its id in the room.
+    pub participant_id: Option<String>,
+    /// From the start of the HTTP join to ICE+DTLS connected.
+    pub join_time: Option<Duration>,
+    /// Whether the session is connected.
+    pub connected: bool,
+    /// Per receiving m-line.
+    pub tracks: Vec<TrackStats>,
+    /// Every JSON message from the server (events), in order.
+    pub messages: Vec<serde_json::Value>,
+    /// RTP packets sent.
+    pub sent_packets: u64,
+    /// Datagrams dropped by the receive cap.
+    pub capped_drops: u64,
+    /// Renegotiations answered.
+    pub offers_answered: u64,
+}
+
+impl ParticipantStats {
+    /// The receiving tracks of `kind` (`audio`/`video`) that got packets.
+    pub fn receiving(&self, kind: &str) -> Vec<&TrackStats> {
+        self.tracks
+            .iter()
+            .filter(|t| t.kind == kind && t.packets > 0)
+            .collect()
+    }
+}
+
+/// A joined participant; its session runs on its own thread until [`Participant::leave`]
+/// (or drop).
+pub struct Participant {
+    stats: Arc<Mutex<ParticipantStats>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    location: Option<String>,
+    token: String,
+    client: reqwest::Client,
+    /// Messages to send on the data channel.
+    outbox: Arc<Mutex<Vec<String>>>,
+}
+
+impl Participant {
+    /// Joins: offers, posts the offer, starts the session thread.
+    pub async fn join(config: ParticipantConfig) -> Result<Self, ParticipantError> {
+        let started = Instant::now();
+        let socket = UdpSocket::bind(SocketAddr::new(config.bind_ip, 0))?;
+        let local = socket.local_addr()?;
+        let mut rtc = Rtc::builder().set_rtp_mode(true).build(started);
+        let candidate =
+            Candidate::host(local, "udp").map_err(|e| ParticipantError::Rtc(e.to_string()))?;
+        rtc.add_local_candidate(candidate);
+        let mut change = rtc.sdp_api();
+        let audio_mid = config
+            .audio
+            .then(|| change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+        let video_mid = config.video.then(|| {
+            let mut simulcast = Simulcast::new();
+            for rid in RIDS {
+                simulcast.send.push(SimulcastLayer::new(rid));
+            }
+            change.add_media(
+                MediaKind::Video,
+                Direction::SendOnly,
+                None,
+                None,
+                Some(simulcast),
+            )
+        });
+        let channel = change.add_channel("surge".to_owned());
+        let Some((offer, pending)) = change.apply() else {
+            return Err(ParticipantError::Rtc("nothing to offer".into()));
+        };
+        let client = reqwest::Client::new();
+        let response = client
+            .post(&config.signal_url)
+            .bearer_auth(&config.token)
+            .header("content-type", "application/sdp")
+            .body(offer.to_sdp_string())
+            .send()
+            .await
+            .map_err(|e| ParticipantError::Http(e.to_string()))?;
+        let status = response.status();
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response
+            .text()
+            .await
+            .map_err(|e| ParticipantError::Http(e.to_string()))?;
+        if status.as_u16() != 201 {
+            let code = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            return Err(ParticipantError::Refused {
+                status: status.as_u16(),
+                code,
+            });
+        }
+        let answer =
+            SdpAnswer::from_sdp_string(&body).map_err(|e| ParticipantError::Rtc(e.to_string()))?;
+        rtc.sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| ParticipantError::Rtc(e.to_string()))?;
+        let stats = Arc::new(Mutex::new(ParticipantStats {
+            participant_id: location
+                .as_deref()
+                .and_then(|l| l.rsplit('/').next())
+                .map(str::to_owned),
+            ..ParticipantStats::default()
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let outbox = Arc::new(Mutex::new(Vec::new()));
+        let mut session = Session {
+            rtc,
+            socket,
+            local,
+            config: config.clone(),
+            started,
+            channel_label: channel,
+            channel: None,
+            audio_mid,
+            video_mid,
+            stats: stats.clone(),
+            stop: stop.clone(),
+            outbox: outbox.clone(),
+            sender: None,
+            receiving: HashMap::new(),
+            bucket: TokenBucket::new(config.max_receive_bps),
+        };
+        let thread = std::thread::Builder::new()
+            .name("participant".into())
+            .spawn(move || session.run())?;
+        let base = config
+            .signal_url
+            .find("/v1/")
+            .map(|i| &config.signal_url[..i])
+            .unwrap_or(&config.signal_url)
+            .to_owned();
+        Ok(Self {
+            stats,
+            stop,
+            thread: Some(thread),
+            location: location.map(|l| format!("{base}{l}")),
+            token: config.token,
+            client,
+            outbox,
+        })
+    }
+
+    /// A snapshot of what it received so far.
+    pub fn stats(&self) -> ParticipantStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Sends a JSON message on the data channel (e.g. `{"type":"max_height",…}`).
+    pub fn send(&self, message: serde_json::Value) {
+        if let Ok(mut outbox) = self.outbox.lock() {
+            outbox.push(message.to_string());
+        }
+    }
+
+    /// Stops the session without telling the server (a vanished client).
+    pub fn vanish(mut self) {
+        self.stop_thread();
+    }
+
+    /// Leaves with `DELETE`, then stops the session.
+    pub async fn leave(mut self) -> Result<(), ParticipantError> {
+        let result = match &self.location {
+            Some(url) => self
+                .client
+                .delete(url)
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .map_err(|e| ParticipantError::Http(e.to_string()))
+                .and_then(|r| {
+                    if r.status().as_u16() == 204 {
+                        Ok(())
+                    } else {
+                        Err(ParticipantError::Refused {
+                            status: r.status().as_u16(),
+                            code: String::new(),
+                        })
+                    }
+                }),
+            None => Ok(()),
+        };
+        self.stop_thread();
+        result
+    }
+
+    fn stop_thread(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Participant {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
+/// Drops incoming datagrams above a rate, like a thin access link.
+struct TokenBucket {
+    rate_bps: Option<u64>,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate_bps: Option<u64>) -> Self {
+        Self {
+            rate_bps,
+            tokens: 0.0,
+            last: Instant::now(),
+        }
+    }
+
+    fn admit(&mut self, bytes: usize, now: Instant) -> bool {
+        let Some(rate) = self.rate_bps else {
+            return true;
+        };
+        // Half a second of burst: a keyframe fits, a sustained excess does not.
+        let capacity = rate as f64 / 8.0 * 0.5;
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * rate as f64 / 8.0).min(capacity);
+        if self.tokens >= bytes as f64 {
+            self.tokens -= bytes as f64;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The synthetic sender's state.
+struct Sender {
+    video_pt: Option<Pt>,
+    audio_pt: Option<Pt>,
+    seq: [u64; 3],
+    audio_seq: u64,
+    picture_id: [u16; 3],
+    tl0: [u8; 3],
+    next_frame: Instant,
+    next_audio: Instant,
+    next_keyframe: Instant,
+    keyframe_wanted: [bool; 3],
+    frame: u32,
+    audio_frame: u32,
+}
+
+struct Receiving {
+    kind: MediaKind,
+    window_start: Instant,
+    window_bytes: u64,
+}
+
+struct Session {
+    rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    config: ParticipantConfig,
+    started: Instant,
+    channel_label: ChannelId,
+    channel: Option<ChannelId>,
+    audio_mid: Option<Mid>,
+    video_mid: Option<Mid>,
+    stats: Arc<Mutex<ParticipantStats>>,
+    stop: Arc<AtomicBool>,
+    outbox: Arc<Mutex<Vec<String>>>,
+    sender: Option<Sender>,
+    receiving: HashMap<Mid, Receiving>,
+    bucket: TokenBucket,
+}
+
+impl Session {
+    fn run(&mut self) {
+        let mut buf = vec![0u8; 2048];
+        let mut next_remb = Instant::now();
+        while !self.stop.load(Ordering::Acquire) && self.rtc.is_alive() {
+            let timeout = match self.drain() {
+                Some(t) => t,
+                None => break,
+            };
+            let now = Instant::now();
+            self.send_media(now);
+            self.flush_outbox();
+            if now >= next_remb {
+                self.send_remb();
+                self.roll_windows(now);
+                next_remb = now + Duration::from_millis(500);
+            }
+            let mut wake = timeout.min(now + Duration::from_millis(50)).min(next_remb);
+            if let Some(s) = &self.sender {
+                wake = wake.min(s.next_frame).min(s.next_audio);
+            }
+            let wait = wake
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1));
+            let _ = self.socket.set_read_timeout(Some(wait));
+            match self.socket.recv_from(&mut buf) {
+                Ok((n, source)) => {
+                    let now = Instant::now();
+                    if !self.bucket.admit(n, now) {
+                        if let Ok(mut s) = self.stats.lock() {
+                            s.capped_drops += 1;
+                        }
+                        continue;
+                    }
+                    if let Ok(receive) = Receive::new(Protocol::Udp, source, self.local, &buf[..n])
+                    {
+                        let _ = self.rtc.handle_input(Input::Receive(now, receive));
+                    }
+                }
+                Err(_) => {
+                    let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
+                }
+            }
+        }
+        self.rtc.disconnect();
+        if let Ok(mut s) = self.stats.lock() {
+            s.connected = false;
+        }
+    }
+
+    /// Polls until `Timeout`; `None` when the session died.
+    fn drain(&mut self) -> Option<Instant> {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => return Some(t),
+                Ok(Output::Transmit(t)) => {
+                    let _ = self.socket.send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Event(e)) => self.handle_event(e),
+                Err(e) => {
+                    tracing::debug!(%e, "participant session failed");
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn handle_event(&mut self, event: Event) {
+        match event {
+            Event::Connected => {
+                let now = Instant::now();
+                if let Ok(mut s) = self.stats.lock() {
+                    s.connected = true;
+                    s.join_time = Some(now - self.started);
+                }
+                self.start_sender(now);
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.rtc.disconnect();
+            }
+            Event::ChannelOpen(id, _) if id == self.channel_label => {
+                self.channel = Some(id);
+            }
+            Event::ChannelData(data) => {
+                let Ok(message) = serde_json::from_slice::<serde_json::Value>(&data.data) else {
+                    return;
+                };
+                self.handle_message(message);
+            }
+            Event::KeyframeRequest(request) => {
+                if let Some(sender) = &mut self.sender {
+                    let index = request
+                        .rid
+                        .and_then(|r| RIDS.iter().position(|x| *x == &*r))
+                        .unwrap_or(2);
+                    sender.keyframe_wanted[index] = true;
+                }
+            }
+            Event::RtpPacket(packet) => self.received(packet),
+            _ => {}
+        }
+    }
+
+    fn handle_message(&mut self, message: serde_json::Value) {
+        match message["type"].as_str() {
+            Some("offer") => {
+                let Some(sdp) = message["sdp"].as_str() else {
+                    return;
+                };
+                let Ok(offer) = SdpOffer::from_sdp_string(sdp) else {
+                    return;
+                };
+                match self.rtc.sdp_api().accept_offer(offer) {
+                    Ok(answer) => {
+                        let reply =
+                            serde_json::json!({"type": "answer", "sdp": answer.to_sdp_string()});
+                        self.write_channel(&reply.to_string());
+                        if let Ok(mut s) = self.stats.lock() {
+                            s.offers_answered += 1;
+                        }
+                    }
+                    Err(e) => tracing::debug!(%e, "participant could not accept an offer"),
+                }
+            }
+            Some("tracks") => {
+                if let (Some(tracks), Ok(mut s)) = (message["tracks"].as_array(), self.stats.lock())
+                {
+                    for t in tracks {
+                        let mid = t["mid"].as_str().unwrap_or_default().to_owned();
+                        let entry = track_entry(&mut s, &mid);
+                        entry.participant_id = t["participant_id"].as_str().map(str::to_owned);
+                        entry.kind = t["kind"].as_str().unwrap_or_default().to_owned();
+                    }
+                }
+            }
+            _ => {}
+        }
+        if let Ok(mut s) = self.stats.lock() {
+            s.messages.push(message);
+        }
+    }
+
+    fn write_channel(&mut self, text: &str) -> bool {
+        let Some(id) = self.channel else {
+            return false;
+        };
+        self.rtc
+            .channel(id)
+            .is_some_and(|mut c| matches!(c.write(false, text.as_bytes()), Ok(true)))
+    }
+
+    fn flush_outbox(&mut self) {
+        if self.channel.is_none() {
+            return;
+        }
+        let queued = self
+            .outbox
+            .lock()
+            .map(|mut o| std::mem::take(&mut *o))
+            .unwrap_or_default();
+        for message in queued {
+            self.write_channel(&message);
+        }
+    }
+
+    fn received(&mut self, packet: RtpPacket) {
+        let now = Instant::now();
+        let Some(mid) = self
+            .rtc
+            .direct_api()
+            .stream_rx(&packet.header.ssrc)
+            .map(|s| s.mid())
+        else {
+            return;
+        };
+        let kind = self
+            .rtc
+            .media(mid)
+            .map(|m| m.kind())
+            .unwrap_or(MediaKind::Video);
+        let payload = &packet.payload;
+        if payload.is_empty() {
+            return;
+        }
+        let receiving = self.receiving.entry(mid).or_insert(Receiving {
+            kind,
+            window_start: now,
+            window_bytes: 0,
+        });
+        receiving.window_bytes += payload.len() as u64;
+        let Ok(mut s) = self.stats.lock() else {
+            return;
+        };
+        let entry = track_entry(&mut s, &mid.to_string());
+        if entry.kind.is_empty() {
+            entry.kind = if kind == MediaKind::Audio {
+                "audio"
+            } else {
+                "video"
+            }
+            .to_owned();
+        }
+        entry.packets += 1;
+        entry.bytes += payload.len() as u64;
+        if let Some(tag) = payload.last()
+            && kind == MediaKind::Video
+            && tag & 0xF0 == VIDEO_TAG
+        {
+            let index = usize::from(tag & 0x0F).min(2);
+            entry.layer_packets[index] += 1;
+            entry.layer = Some(RIDS[index].to_owned());
+        }
+        if kind == MediaKind::Video
+            && let Ok(d) = str0m::rtp::Vp8Descriptor::parse(payload)
+            && d.starts_keyframe(payload)
+        {
+            entry.keyframes += 1;
+        }
+    }
+
+    fn roll_windows(&mut self, now: Instant) {
+        let Ok(mut s) = self.stats.lock() else {
+            return;
+        };
+        for (mid, r) in &mut self.receiving {
+            let elapsed = now.saturating_duration_since(r.window_start);
+            if elapsed >= Duration::from_secs(1) {
+                let bps = (r.window_bytes as f64 * 8.0 / elapsed.as_secs_f64()) as u64;
+                track_entry(&mut s, &mid.to_string()).bitrate_bps = bps;
+                r.window_start = now;
+                r.window_bytes = 0;
+            }
+        }
+    }
+
+    /// Tells the SFU the receive cap on every video m-line (REMB).
+    fn send_remb(&mut self) {
+        let Some(cap) = self.config.max_receive_bps else {
+            return;
+        };
+        let mids: Vec<Mid> = self
+            .receiving
+            .iter()
+            .filter(|(_, r)| r.kind == MediaKind::Video)
+            .map(|(m, _)| *m)
+            .collect();
+        let mut api = self.rtc.direct_api();
+        for mid in mids {
+            if let Some(stream) = api.stream_rx_by_mid(mid, None) {
+                stream.request_remb(Bitrate::bps(cap));
+            }
+        }
+    }
+
+    fn start_sender(&mut self, now: Instant) {
+        if self.sender.is_some() {
+            return;
+        }
+        let find = |codec: Codec| {
+            self.rtc
+                .codec_config()
+                .find(|p| p.spec().codec == codec)
+                .map(|p| p.pt())
+        };
+        self.sender = Some(Sender {
+            video_pt: find(Codec::Vp8),
+            audio_pt: find(Codec::Opus),
+            seq: [1, 1, 1],
+            audio_seq: 1,
+            picture_id: [rand::random::<u16>() & 0x7FFF; 3],
+            tl0: [0; 3],
+            next_frame: now,
+            next_audio: now,
+            next_keyframe: now,
+            keyframe_wanted: [true; 3],
+            frame: 0,
+            audio_frame: 0,
+        });
+    }
+
+    fn send_media(&mut self, now: Instant) {
+        let Some(mut sender) = self.sender.take() else {
+            return;
+        };
+        let mut sent = 0u64;
+        if let (Some(mid), Some(pt)) = (self.video_mid, sender.video_pt) {
+            if now >= sender.next_keyframe {
+                sender.keyframe_wanted = [true; 3];
+                sender.next_keyframe = now + self.config.keyframe_interval;
+            }
+            while now >= sender.next_frame {
+                let ts = sender.frame.wrapping_mul(90_000 / VIDEO_FPS);
+                for (index, rid) in RIDS.iter().enumerate() {
+                    let keyframe = std::mem::take(&mut sender.keyframe_wanted[index]);
+                    let mut bytes =
+                        (self.config.layer_bps[index] / 8 / u64::from(VIDEO_FPS)) as usize;
+                    if keyframe {
+                        bytes *= 3;
+                    }
+                    sent += self.write_frame(
+                        mid,
+                        Rid::from(*rid),
+                        pt,
+                        index,
+                        &mut sender,
+                        ts,
+                        keyframe,
+                        bytes,
+                        now,
+                    );
+                }
+                sender.frame = sender.frame.wrapping_add(1);
+                sender.next_frame += Duration::from_secs(1) / VIDEO_FPS;
+            }
+        }
+        if let (Some(mid), Some(pt)) = (self.audio_mid, sender.audio_pt) {
+            while now >= sender.next_audio {
+                let mut payload = vec![0x5Au8; AUDIO_PAYLOAD];
+                payload[AUDIO_PAYLOAD - 1] = AUDIO_TAG;
+                let ext = ExtensionValues {
+                    audio_level: Some(
+                        -(i8::try_from(self.config.audio_level.min(127)).unwrap_or(127)),
+                    ),
+                    voice_activity: Some(self.config.audio_level < 90),
+                    ..ExtensionValues::default()
+                };
+                let ts = sender.audio_frame.wrapping_mul(960);
+                let seq = sender.audio_seq;
+                if let Some(stream) = self.rtc.direct_api().stream_tx_by_mid(mid, None) {
+                    stream.write_rtp(RtpWrite::new(pt, seq.into(), ts, now, payload).ext_vals(ext));
+                    sent += 1;
+                }
+                sender.audio_seq += 1;
+                sender.audio_frame = sender.audio_frame.wrapping_add(1);
+                sender.next_audio += AUDIO_FRAME;
+            }
+        }
+        self.sender = Some(sender);
+        if sent > 0
+            && let Ok(mut s) = self.stats.lock()
+        {
+            s.sent_packets += sent;
+        }
+    }
+
+    /// Packetizes one synthetic VP8 frame of `bytes` into RTP packets on layer `index`.
+    #[allow(clippy::too_many_arguments)]
+    fn write_frame(
+        &mut self,
+        mid: Mid,
+        rid: Rid,
+        pt: Pt,
+        index: usize,
+        sender: &mut Sender,
+        ts: u32,
+        keyframe: bool,
+        bytes: usize,
+        now: Instant,
+    ) -> u64 {
+        sender.picture_id[index] = (sender.picture_id[index] + 1) & 0x7FFF;
+        // Every frame is temporal layer 0 here, so TL0PICIDX advances per frame.
+        sender.tl0[index] = sender.tl0[index].wrapping_add(1);
+        let picture_id = sender.picture_id[index];
+        let packets = bytes.div_ceil(MAX_VIDEO_PAYLOAD).max(1);
+        let per_packet = (bytes / packets).max(16);
+        let mut api = self.rtc.direct_api();
+        let Some(stream) = api.stream_tx_by_mid(mid, Some(rid)) else {
+            return 0;
+        };
+        for n in 0..packets {
+            let first = n == 0;
+            let mut payload = Vec::with_capacity(per_packet + 16);
+            // Payload descriptor: X, S on the first packet, PID 0; then I (15-bit picture
+            // id), L (TL0PICIDX), T (TID byte).
+            payload.push(0x80 | if first { 0x10 } else { 0 });
+            payload.push(0x80 | 0x40 | 0x20);
+            payload.push(0x80 | (picture_id >> 8) as u8);
+            payload.push(picture_id as u8);
+            payload.push(sender.tl0[index]);
+            payload.push(0x00);
+            if first {
+                // VP8 frame tag: bit 0 clear for a keyframe; keyframes carry the start code
+                // and the frame size.
+                payload.push(if keyframe { 0x10 } else { 0x11 });
+                payload.push(0x02);
+                payload.push(0x00);
+                if keyframe {
+                    let (w, h): (u16, u16) = [(320, 180), (640, 360), (1280, 720)][index];
+                    payload.extend_from_slice(&[0x9d, 0x01, 0x2a]);
+                    payload.extend_from_slice(&w.to_le_bytes());
+                    payload.extend_from_slice(&h.to_le_bytes());
+                }
+            }
+            payload.resize(per_packet.max(payload.len() + 1), 0x42);
+            if let Some(last) = payload.last_mut() {
+                *last = VIDEO_TAG | index as u8;
+            }
+            let seq = sender.seq[index];
+            sender.seq[index] += 1;
+            stream.write_rtp(
+                RtpWrite::new(pt, seq.into(), ts, now, payload)
+                    .marker(n + 1 == packets)
+                    .nackable(true),
+            );
+        }
+        packets as u64
+    }
+}
+
+fn track_entry<'a>(stats: &'a mut ParticipantStats, mid: &str) -> &'a mut TrackStats {
+    if let Some(i) = stats.tracks.iter().position(|t| t.mid == mid) {
+        &mut stats.tracks[i]
+    } else {
+        stats.tracks.push(TrackStats {
+            mid: mid.to_owned(),
+            ..TrackStats::default()
+        });
+        let last = stats.tracks.len() - 1;
+        &mut stats.tracks[last]
+    }
+}

@@ -1,0 +1,166 @@
+//! The join endpoint's refusals, limits and draining, over real HTTP.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{ADMIN, TestShard};
+use surge_cluster::token::TokenKey;
+use surge_sfu::participant::{Participant, ParticipantError};
+
+async fn post(
+    url: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: &str,
+) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .header("content-type", content_type)
+        .body(body.to_owned());
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.json().await.unwrap_or_default();
+    (status, body, headers)
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused_with_their_code() {
+    let shard = TestShard::start().await;
+    let url = shard.url("room-a");
+    let mut expired = shard.claims("room-a", "u");
+    expired.exp = 1_000;
+    expired.iat = 900;
+    let mut wrong_shard = shard.claims("room-a", "u");
+    wrong_shard.shard = "another".into();
+    let cases = [
+        (None, "token_malformed"),
+        (Some("not.a.jwt".to_owned()), "token_malformed"),
+        (
+            Some(
+                TokenKey::generate()
+                    .issue(&shard.claims("room-a", "u"))
+                    .unwrap(),
+            ),
+            "token_invalid",
+        ),
+        (Some(shard.key.issue(&expired).unwrap()), "token_expired"),
+        (
+            Some(shard.key.issue(&wrong_shard).unwrap()),
+            "token_wrong_shard",
+        ),
+        (Some(shard.token("room-b", "u")), "token_wrong_room"),
+    ];
+    for (token, code) in cases {
+        let (status, body, _) = post(&url, token.as_deref(), "application/sdp", "v=0\r\n").await;
+        assert_eq!(status, 401, "{code}: {body}");
+        assert_eq!(body["error"]["code"], code, "{body}");
+    }
+    assert_eq!(shard.shard.status().participants, 0);
+    shard.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_sdp_is_a_400_and_changes_nothing() {
+    let shard = TestShard::start().await;
+    let token = shard.token("room", "u");
+    for body in [
+        "",
+        "hello",
+        "v=0\r\nm=video banana\r\n",
+        &"a".repeat(10_000),
+    ] {
+        let (status, json, _) =
+            post(&shard.url("room"), Some(&token), "application/sdp", body).await;
+        assert_eq!(status, 400, "{json}");
+        assert_eq!(json["error"]["code"], "invalid_sdp");
+    }
+    let (status, json, _) = post(&shard.url("room"), Some(&token), "application/json", "{}").await;
+    assert_eq!(status, 415, "{json}");
+    assert_eq!(json["error"]["code"], "unsupported_media_type");
+    let status = shard.shard.status();
+    assert_eq!((status.rooms, status.participants), (0, 0));
+    shard.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_room_is_a_409_and_a_full_shard_a_503() {
+    let shard = TestShard::start_with(|c| {
+        c.max_room_participants = 2;
+        c.max_participants = 3;
+    })
+    .await;
+    let a = shard.join("small", "a").await;
+    let b = shard.join("small", "b").await;
+    match Participant::join(shard.config("small", "c")).await {
+        Err(ParticipantError::Refused { status, code }) => {
+            assert_eq!((status, code.as_str()), (409, "room_full"));
+        }
+        other => panic!("expected room_full, got {:?}", other.map(|_| ())),
+    }
+    let c = shard.join("other", "c").await;
+    match Participant::join(shard.config("third", "d")).await {
+        Err(ParticipantError::Refused { status, code }) => {
+            assert_eq!((status, code.as_str()), (503, "shard_full"));
+        }
+        other => panic!("expected shard_full, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(shard.shard.status().participants, 3);
+    for p in [a, b, c] {
+        p.leave().await.unwrap();
+    }
+    assert_eq!(shard.shard.status().participants, 0);
+    shard.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_shard_refuses_joins_and_drains_when_empty() {
+    let shard = TestShard::start().await;
+    let a = shard.join("d", "a").await;
+    let client = reqwest::Client::new();
+    let drain = format!("http://{}/v1/sfu/drain", shard.addr);
+    let refused = client
+        .post(&drain)
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    let accepted = client.post(&drain).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(accepted.status().as_u16(), 202);
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        shard.shard.drain_requested(),
+    )
+    .await
+    .unwrap();
+    let (status, body, headers) = post(
+        &shard.url("d"),
+        Some(&shard.token("d", "b")),
+        "application/sdp",
+        "v=0\r\n",
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "draining");
+    assert!(headers.contains_key("retry-after"));
+    let status: serde_json::Value = client
+        .get(format!("http://{}/v1/sfu/status", shard.addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["state"], "draining");
+    assert_eq!(status["participants"], 1);
+    // The call goes on until it ends; then the shard is drained.
+    a.leave().await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), shard.shard.drained())
+        .await
+        .unwrap();
+    shard.stop().await;
+}
