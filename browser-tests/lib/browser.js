@@ -1,7 +1,7 @@
 // Shared set-up for the browser tests: the server under test, Chromium with a fake camera and
 // microphone, users that sign up through the web client, polling helpers and screenshots.
 
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { chromium } from 'playwright-core';
@@ -47,12 +47,33 @@ export async function newPerson(browser, name) {
     viewport: { width: 1280, height: 800 },
     permissions: ['camera', 'microphone', 'clipboard-read', 'clipboard-write'],
   });
+  if (process.env.SURGE_WEB_FROM_DISK) await serveWebFromDisk(context);
   const page = await context.newPage();
   page.setDefaultTimeout(30_000);
   const logs = [];
   page.on('console', (msg) => logs.push(`[${name}] ${msg.type()}: ${msg.text()}`));
   page.on('pageerror', (err) => logs.push(`[${name}] pageerror: ${err.message}`));
   return { name, context, page, logs };
+}
+
+const WEB_DIR = new URL('../../signup-api/web/', import.meta.url);
+const TYPES = { html: 'text/html', js: 'text/javascript', css: 'text/css' };
+
+/**
+ * Development aid (SURGE_WEB_FROM_DISK=1): serve the web client from signup-api/web/ instead of
+ * the copy embedded in the binary, so editing it needs no rebuild. Never set in scripts/test.
+ */
+async function serveWebFromDisk(context) {
+  await context.route(/\/(static\/[\w.-]+|rooms\/[^/]+)?$/, async (route) => {
+    const path = new URL(route.request().url()).pathname;
+    const name = path.startsWith('/static/') ? path.slice('/static/'.length) : 'index.html';
+    try {
+      const body = readFileSync(new URL(name, WEB_DIR));
+      await route.fulfill({ status: 200, body, contentType: TYPES[name.split('.').pop()] ?? 'application/octet-stream' });
+    } catch {
+      await route.continue();
+    }
+  });
 }
 
 /** An email no earlier run used. */

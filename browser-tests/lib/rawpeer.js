@@ -152,13 +152,27 @@
 
     /** Inbound video and audio stats, summed over the receiving m-lines. */
     async inbound() {
-      const out = { framesDecoded: 0, frameHeight: 0, frameWidth: 0, totalSamplesReceived: 0, videoBytes: 0 };
+      const out = {
+        framesDecoded: 0,
+        frameHeight: 0,
+        frameWidth: 0,
+        totalSamplesReceived: 0,
+        videoBytes: 0,
+        videoPacketsLost: 0,
+        videoPackets: 0,
+        pliCount: 0,
+        nackCount: 0,
+      };
       const report = await this.pc.getStats();
       report.forEach((s) => {
         if (s.type !== 'inbound-rtp') return;
         if (s.kind === 'video') {
           out.framesDecoded += s.framesDecoded ?? 0;
           out.videoBytes += s.bytesReceived ?? 0;
+          out.videoPackets += s.packetsReceived ?? 0;
+          out.videoPacketsLost += s.packetsLost ?? 0;
+          out.pliCount += s.pliCount ?? 0;
+          out.nackCount += s.nackCount ?? 0;
           out.frameHeight = Math.max(out.frameHeight, s.frameHeight ?? 0);
           out.frameWidth = Math.max(out.frameWidth, s.frameWidth ?? 0);
         } else if (s.kind === 'audio') {
