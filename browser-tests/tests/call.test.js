@@ -109,7 +109,10 @@ test('two people sign up, see each other online, call by link, and one leaves', 
 
     await step(t, 'bob joins by the link', async () => {
       await bob.page.goto(link);
-      await bob.page.getByRole('button', { name: 'Join call' }).click();
+      const join = bob.page.getByRole('button', { name: 'Join call' });
+      await join.waitFor();
+      await screenshot(bob.page, 'prejoin-bob');
+      await join.click();
       await eventually('bob to connect', async () => (await callState(bob))?.state === 'connected');
     });
 
@@ -137,6 +140,7 @@ test('two people sign up, see each other online, call by link, and one leaves', 
       const before = await callState(bob);
       assert.equal(await bob.page.evaluate(() => window.surge.forgetOnShard()), 204);
       await eventually('bob to show that he is reconnecting', async () => (await callState(bob)).states.includes('reconnecting'));
+      await screenshot(bob.page, 'call-bob-reconnecting');
       const after = await eventually('bob to be connected again as a new participant', async () => {
         const call = await callState(bob);
         return call.state === 'connected' && call.selfId && call.selfId !== before.selfId ? call : null;

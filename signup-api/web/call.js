@@ -240,11 +240,12 @@ export class Call {
   lost(reason, generation) {
     // Events from an attempt we already replaced (or a call we left) change nothing.
     if (this.state === CallState.LEFT || generation !== this.generation) return;
-    this.setState(CallState.RECONNECTING, `Reconnecting… (${reason})`);
     this.teardown();
+    // The old session's participants and tracks are gone with it; the rejoin brings them back.
     this.participants.clear();
     this.gone.clear();
     this.speaker = null;
+    this.setState(CallState.RECONNECTING, `Reconnecting… (${reason})`);
     this.connectWithRetry();
   }
 
