@@ -97,6 +97,7 @@ enum Output {
 struct Job {
     work: Work,
     reply: oneshot::Sender<Output>,
+    enqueued: Instant,
 }
 
 #[derive(Default)]
@@ -275,7 +276,11 @@ impl HashPool {
                 return Ok(None);
             }
             self.admit(&queues, lane)?;
-            let job = Job { work, reply };
+            let job = Job {
+                work,
+                reply,
+                enqueued: Instant::now(),
+            };
             match lane {
                 Lane::Login => queues.logins.push_back(job),
                 Lane::Signup => queues.signups.push_back(job),
@@ -336,6 +341,8 @@ fn worker(shared: &Shared, argon2: &Argon2<'static>) {
             .unwrap_or_else(PoisonError::into_inner)
             .running += 1;
         let started = Instant::now();
+        metrics::histogram!("surge_api_hash_queue_wait_seconds")
+            .record(started.duration_since(job.enqueued).as_secs_f64());
         let output = match job.work {
             Work::Hash(password) => Output::Hashed(hash_with(argon2, &mut memory, &password)),
             Work::Verify(password, phc) => {
@@ -522,6 +529,7 @@ mod tests {
             Job {
                 work: Work::Hash(String::new()),
                 reply,
+                enqueued: Instant::now(),
             }
         };
         // Signups may fill 75 ms of the 100 ms budget: 7 ahead is 70 ms, fine; 8 is not.

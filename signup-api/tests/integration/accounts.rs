@@ -211,3 +211,66 @@ async fn unreachable_database_is_one_line_at_start() {
     assert!(line.contains("127.0.0.1:1"), "{line}");
     assert!(!line.contains("hunter2"), "{line}");
 }
+
+/// A signup flood beyond the hashing capacity: every refusal is a 429 `overloaded` with
+/// Retry-After (never a 5xx, never a timeout), and a login during the flood still gets
+/// through on its reserved share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overload_is_429_with_retry_after_and_logins_keep_their_share() {
+    let test_db = TestDb::new(Db::Sqlite);
+    let mut config = test_db.config();
+    config.argon2_memory_kib = 8192;
+    config.argon2_iterations = 2;
+    config.hash_threads = 1;
+    config.latency_budget_ms = 200;
+    let api = TestApi::start(&config, None).await;
+    let tag = random_hex();
+    let email = format!("existing-{tag}@example.com");
+    assert_eq!(api.signup(&email).await.0, 201);
+    let signups = (0..300).map(|i| {
+        let client = api.client.clone();
+        let url = api.url("/v1/accounts");
+        let tag = tag.clone();
+        async move {
+            let r = client
+                .post(url)
+                .json(&json!({"email": format!("f{i}-{tag}@example.com"), "password": "correct horse battery", "display_name": "F"}))
+                .send()
+                .await
+                .unwrap();
+            let retry = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            (status, retry, body["error"]["code"].as_str().map(str::to_owned))
+        }
+    });
+    let login = async {
+        api.post(
+            "/v1/sessions",
+            json!({"email": email, "password": "correct horse battery"}),
+            None,
+        )
+        .await
+    };
+    let (results, login) = tokio::join!(futures::future::join_all(signups), login);
+    assert_eq!(login.0, 201, "login during the flood: {}", login.1);
+    let mut created = 0;
+    let mut overloaded = 0;
+    for (status, retry, code) in results {
+        match status {
+            201 => created += 1,
+            429 => {
+                assert_eq!(code.as_deref(), Some("overloaded"));
+                assert!(retry.is_some_and(|s| s >= 1));
+                overloaded += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(
+        created >= 1 && overloaded >= 1,
+        "{created} created, {overloaded} refused"
+    );
+    assert_eq!(api.accounts().await, 1 + created);
+    api.stop().await;
+}
