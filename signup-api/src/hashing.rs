@@ -314,11 +314,21 @@ fn worker(shared: &Shared, argon2: &Argon2<'static>) {
     loop {
         let job = {
             let mut queues = shared.queues.lock().unwrap_or_else(PoisonError::into_inner);
-            loop {
-                if let Some(job) = queues.logins.pop_front() {
-                    break job;
-                }
-                if let Some(job) = queues.signups.pop_front() {
+            let job = loop {
+                let next = match queues.logins.pop_front() {
+                    Some(job) => Some(job),
+                    None => queues.signups.pop_front(),
+                };
+                if let Some(job) = next {
+                    if job.reply.is_closed() {
+                        // The client left before its job started: skip it, it would burn
+                        // CPU for nobody (nothing was running, so nothing is freed early).
+                        metrics::counter!("surge_api_hash_skipped_total").increment(1);
+                        continue;
+                    }
+                    // Counted as running in the same critical section as the pop, so
+                    // admission never sees the job in neither place.
+                    queues.running += 1;
                     break job;
                 }
                 if queues.stopped {
@@ -328,18 +338,11 @@ fn worker(shared: &Shared, argon2: &Argon2<'static>) {
                     .wake
                     .wait(queues)
                     .unwrap_or_else(PoisonError::into_inner);
-            }
+            };
+            metrics::gauge!("surge_api_hash_queue_depth")
+                .set((queues.logins.len() + queues.signups.len()) as f64);
+            job
         };
-        if job.reply.is_closed() {
-            // The client left before its job started: nothing is running, nothing to free.
-            metrics::counter!("surge_api_hash_skipped_total").increment(1);
-            continue;
-        }
-        shared
-            .queues
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .running += 1;
         let started = Instant::now();
         metrics::histogram!("surge_api_hash_queue_wait_seconds")
             .record(started.duration_since(job.enqueued).as_secs_f64());

@@ -15,6 +15,7 @@ use surge_cluster::http::{ApiJson, HttpError, PeerAddr};
 
 use super::auth::{Session, new_token};
 use super::{AppState, busy, invalid, limited, now_secs, store_error};
+use crate::hashing::Lane;
 use crate::limits::Action;
 use crate::store::{Account, StoreError, StoredResponse};
 use crate::validate;
@@ -117,6 +118,13 @@ pub(crate) async fn signup(
         outcome("replayed");
         return Ok(replay(&stored, &print));
     }
+    // Before any database work: a flood beyond the hashing capacity is refused here, at
+    // the cost of a lock and a few arithmetic operations (the real admission follows).
+    state
+        .hasher
+        .check(Lane::Signup)
+        .inspect_err(|_| outcome("overloaded"))
+        .map_err(busy)?;
     // Duplicates are refused before any hashing: the answer is public anyway (409), and
     // a flood of retries must not cost a hash each. The unique index stays the real guard.
     if state
