@@ -4,6 +4,7 @@
 //! The binary is a thin shell over [`run`]; tests call the modes directly
 //! ([`signup::run`]) against an in-process Surge.
 
+pub mod calls;
 pub mod client;
 pub mod duration;
 pub mod hash_rate;
@@ -42,6 +43,8 @@ pub struct Cli {
 pub enum Command {
     /// Open-loop signup flood (optionally with logins and presence heartbeats).
     Signup(signup::SignupArgs),
+    /// Rooms of headless participants over real UDP, joined through the API.
+    Calls(calls::CallsArgs),
     /// Raw Argon2id hashes/s on this machine (the ceiling for signups/s).
     HashRate(hash_rate::HashRateArgs),
 }
@@ -54,6 +57,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<bool> {
             println!("{}", result.verdict.line);
             if let Some(dir) = &cli.out {
                 let written = report::write(dir, &result, &report::signup_page(&result))
+                    .context("writing the report")?;
+                println!("report: {}", written.html.display());
+            }
+            Ok(result.verdict.pass)
+        }
+        Command::Calls(args) => {
+            let result = calls::run(&args, cli.quiet).await?;
+            println!("{}", result.verdict.line);
+            if let Some(dir) = &cli.out {
+                let written = report::write(dir, &result, &report::calls_page(&result))
                     .context("writing the report")?;
                 println!("report: {}", written.html.display());
             }

@@ -226,3 +226,141 @@ pub(super) fn mix_table(out: &mut String, title: &str, mix: &Mix) {
     }
     out.push_str("</table>");
 }
+
+/// The report of a calls run.
+pub fn calls_page(r: &crate::calls::CallsResult) -> String {
+    let mut out = String::new();
+    page_head(
+        &mut out,
+        &format!(
+            "Surge calls load: {} rooms × ({} publishers + {} subscribers)",
+            r.rooms, r.publishers, r.subscribers
+        ),
+        r.verdict.pass,
+        &r.verdict.line,
+    );
+    let joined = r.participants.iter().filter(|p| p.joined).count();
+    kpis(
+        &mut out,
+        &[
+            ("joined", format!("{joined}/{}", r.participants.len())),
+            ("join p50", format!("{:.0} ms", r.join.p50_ms)),
+            ("join p99", format!("{:.0} ms", r.join.p99_ms)),
+            ("freezes", r.freezes.to_string()),
+            (
+                "audio shortfall",
+                format!("{:.2}%", r.audio_loss_mean * 100.0),
+            ),
+            ("packets rx/s", format!("{:.0}", r.received_packets_per_s)),
+        ],
+    );
+    let t = &r.timeline;
+    out.push_str(&svg::line_chart(
+        "Received media over time (all participants)",
+        "seconds into the run",
+        "Mbit/s",
+        &[
+            Series {
+                name: "video",
+                color: "#3a6fb5",
+                points: t
+                    .iter()
+                    .map(|p| (p.t, Some(p.video_rx_bps / 1e6)))
+                    .collect(),
+            },
+            Series {
+                name: "audio",
+                color: "#3a8d4f",
+                points: t
+                    .iter()
+                    .map(|p| (p.t, Some(p.audio_rx_bps / 1e6)))
+                    .collect(),
+            },
+        ],
+    ));
+    out.push_str(&svg::line_chart(
+        "Connected participants and frozen video tracks",
+        "seconds into the run",
+        "count",
+        &[
+            Series {
+                name: "connected",
+                color: "#3a8d4f",
+                points: t.iter().map(|p| (p.t, Some(p.connected as f64))).collect(),
+            },
+            Series {
+                name: "frozen tracks",
+                color: "#c0392b",
+                points: t
+                    .iter()
+                    .map(|p| (p.t, Some(p.frozen_tracks as f64)))
+                    .collect(),
+            },
+        ],
+    ));
+    out.push_str(&svg::histogram_chart(
+        "Join time distribution (offer sent → first media)",
+        "ms",
+        &r.join_distribution,
+        "#3a6fb5",
+    ));
+    let layer_bars: Vec<(String, f64, &str)> = r
+        .layer_mix
+        .0
+        .iter()
+        .map(|(k, v)| {
+            let color = match k.as_str() {
+                "f" => "#1f5f30",
+                "h" => "#3a8d4f",
+                "q" => "#7fc08f",
+                _ => "#c0392b",
+            };
+            (format!("layer {k}"), *v as f64, color)
+        })
+        .collect();
+    out.push_str(&svg::bar_chart(
+        "Layer each subscriber's video tracks ended on",
+        &layer_bars,
+    ));
+    out.push_str("<h2>Join and rejoin times</h2>");
+    percentile_table(&mut out, &[("join", &r.join), ("rejoin", &r.rejoin)]);
+    out.push_str("<h2>Per participant</h2><table><tr><th>room</th><th>role</th><th>cap</th><th>join ms</th><th>video tracks</th><th>layers (last)</th><th>video kbit/s (last s)</th><th>freezes</th><th>audio shortfall</th><th>rejoins</th></tr>");
+    for p in &r.participants {
+        let layers: Vec<String> = p
+            .video
+            .iter()
+            .map(|t| t.layer.clone().unwrap_or_else(|| "-".into()))
+            .collect();
+        let kbps: Vec<String> = p
+            .video
+            .iter()
+            .map(|t| format!("{:.0}", t.last_bps as f64 / 1000.0))
+            .collect();
+        let loss = p
+            .audio
+            .iter()
+            .filter_map(|t| t.loss_estimate)
+            .fold(0.0, f64::max);
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}%</td><td>{}</td></tr>",
+            p.room,
+            escape(&p.role),
+            p.index,
+            p.cap_bps
+                .map_or("-".to_owned(), |c| format!("{} kbit/s", c / 1000)),
+            p.join_ms.map_or_else(
+                || escape(p.error.as_deref().unwrap_or("-")),
+                |ms| format!("{ms:.0}")
+            ),
+            p.video.iter().filter(|t| t.packets > 0).count(),
+            escape(&layers.join(" ")),
+            kbps.join(" "),
+            p.video.iter().map(|t| t.freezes).sum::<u32>(),
+            loss * 100.0,
+            p.rejoins,
+        );
+    }
+    out.push_str("</table></body></html>\n");
+    out
+}

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use html::signup_page;
+pub use html::{calls_page, signup_page};
 
 /// Errors writing a report.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,785 @@
+//! `surge-loadgen calls`: rooms × (publishers + subscribers) of headless str0m
+//! participants over real UDP, joined through the API exactly as a browser would
+//! (sign up, log in, create a room, ask the API to join, offer to the shard it names).
+//!
+//! Each participant is watched by a task that samples its receive statistics every
+//! [`SAMPLE`]: join time (offer sent → first media received), received bitrate and layer
+//! per remote track, audio loss (estimated from Opus's fixed 50 packets/s), freezes
+//! (a video track receiving nothing for more than 500 ms), and rejoin time when its shard
+//! goes away (last media before → first media after rejoining through the API).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::RngExt;
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use surge_sfu::participant::{Participant, ParticipantConfig, ParticipantStats};
+use tokio::sync::Mutex as AsyncMutex;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::client::{ApiClient, ClientError, Request, RetryPolicy};
+use crate::duration::parse_duration;
+use crate::identity::IdentityFactory;
+use crate::progress::Progress;
+use crate::signup::Verdict;
+use crate::stats::{LatencyHistogram, Mix, Percentiles};
+
+/// How often each participant's statistics are sampled.
+pub const SAMPLE: Duration = Duration::from_millis(100);
+/// A video track silent longer than this is frozen.
+pub const FREEZE_GAP: Duration = Duration::from_millis(500);
+/// Opus sends one packet per 20 ms.
+const AUDIO_PACKETS_PER_S: f64 = 50.0;
+
+/// Flags of `surge-loadgen calls`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CallsArgs {
+    /// Base URL of the API (it hands out the shards' signalling URLs).
+    #[arg(
+        long,
+        env = "SURGE_LOADGEN_TARGET",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub target: String,
+    /// Number of rooms.
+    #[arg(long, default_value_t = 4)]
+    pub rooms: usize,
+    /// Publishers per room (audio + three-layer simulcast video; they also receive).
+    #[arg(long, default_value_t = 2)]
+    pub publishers: usize,
+    /// Subscribers per room (receive only).
+    #[arg(long, default_value_t = 6)]
+    pub subscribers: usize,
+    /// How long the calls last once everyone has joined.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Receive cap (bits/s) for some subscribers, so the SFU must pick lower layers.
+    #[arg(long)]
+    pub subscriber_cap_bps: Option<u64>,
+    /// How many subscribers per room get --subscriber-cap-bps.
+    #[arg(long, default_value_t = 2)]
+    pub capped_subscribers: usize,
+    /// Time between two joins (joins are staggered like people arriving).
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    pub join_interval: Duration,
+    /// Silence after which a participant assumes its shard died and rejoins via the API.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub rejoin_after: Duration,
+    /// Spread API requests over 127.0.0.1..=127.0.0.N (signups are limited per IP).
+    #[arg(long, default_value_t = 8)]
+    pub source_ips: usize,
+    /// Per-request timeout for API calls.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+impl CallsArgs {
+    /// Defaults for tests and library callers.
+    pub fn new(target: impl Into<String>) -> Self {
+        Self {
+            target: target.into(),
+            rooms: 4,
+            publishers: 2,
+            subscribers: 6,
+            duration: Duration::from_secs(60),
+            subscriber_cap_bps: None,
+            capped_subscribers: 2,
+            join_interval: Duration::from_millis(50),
+            rejoin_after: Duration::from_secs(3),
+            source_ips: 8,
+            timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Errors that stop a calls run before the calls start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallsError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{step} failed: {detail}")]
+    Api { step: &'static str, detail: String },
+    #[error("--rooms and --publishers + --subscribers must be at least 1")]
+    Empty,
+}
+
+/// What one remote track delivered to one participant.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TrackReport {
+    pub mid: String,
+    pub from: Option<String>,
+    pub kind: String,
+    pub packets: u64,
+    /// Mean received bitrate since the track's first packet.
+    pub mean_bps: u64,
+    /// Bitrate over the last second before the end.
+    pub last_bps: u64,
+    /// The layer of the last packet (`q`, `h`, `f`).
+    pub layer: Option<String>,
+    /// Share of packets per layer.
+    pub layer_share: [f64; 3],
+    pub keyframes: u64,
+    pub freezes: u32,
+    pub longest_gap_ms: f64,
+    /// Audio only: 1 − received / (50 packets/s × time receiving): the shortfall against
+    /// Opus's nominal rate, so it counts loss anywhere on the path (SFU, sockets, a
+    /// starved receiver), not only on the wire.
+    pub loss_estimate: Option<f64>,
+}
+
+/// One participant's view of the run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ParticipantReport {
+    pub room: usize,
+    pub role: String,
+    pub index: usize,
+    pub cap_bps: Option<u64>,
+    pub joined: bool,
+    pub error: Option<String>,
+    /// Offer sent → first media received.
+    pub join_ms: Option<f64>,
+    /// Offer sent → ICE and DTLS connected.
+    pub connect_ms: Option<f64>,
+    pub rejoins: u32,
+    pub rejoin_ms: Vec<f64>,
+    pub video: Vec<TrackReport>,
+    pub audio: Vec<TrackReport>,
+}
+
+impl ParticipantReport {
+    /// Whether it received video from `publishers` others (itself excluded).
+    fn got_all_video(&self, publishers: usize) -> bool {
+        self.video.iter().filter(|t| t.packets > 0).count() >= publishers
+    }
+}
+
+/// One second of the whole run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CallsPoint {
+    pub t: f64,
+    pub connected: u64,
+    /// Video received by all participants, bits/s.
+    pub video_rx_bps: f64,
+    pub audio_rx_bps: f64,
+    pub frozen_tracks: u64,
+}
+
+/// Everything a calls run measured; written as `result.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CallsResult {
+    pub target: String,
+    pub rooms: usize,
+    pub publishers: usize,
+    pub subscribers: usize,
+    pub duration_secs: f64,
+    pub join: Percentiles,
+    pub join_distribution: Vec<(f64, u64)>,
+    pub rejoin: Percentiles,
+    pub participants: Vec<ParticipantReport>,
+    /// Subscribers by the layer they ended on, e.g. `"f": 20, "q": 4`.
+    pub layer_mix: Mix,
+    pub freezes: u64,
+    pub audio_loss_mean: f64,
+    /// Packets all participants received per second (≈ what the SFU forwarded).
+    pub received_packets_per_s: f64,
+    pub timeline: Vec<CallsPoint>,
+    pub verdict: Verdict,
+}
+
+/// A user who can join rooms.
+#[derive(Debug, Clone)]
+struct User {
+    session: String,
+}
+
+/// Signs up and logs in one user (retrying when shed).
+async fn make_user(
+    api: &ApiClient,
+    factory: &IdentityFactory,
+    seq: u64,
+) -> Result<User, CallsError> {
+    let policy = RetryPolicy {
+        max_retries: 20,
+        max_wait: Duration::from_secs(120),
+        jitter: 0.25,
+    };
+    let signup = factory.valid(seq, &mut rand::rng());
+    let key = format!("{:032x}", rand::rng().random::<u128>());
+    let (a, _) = api
+        .send_with_retries(
+            &Request {
+                method: Method::POST,
+                path: "/v1/accounts",
+                bearer: None,
+                idempotency_key: Some(&key),
+                body: Some(&signup),
+            },
+            Instant::now(),
+            policy,
+            |_, _| {},
+        )
+        .await;
+    if a.status() != Some(201) {
+        return Err(CallsError::Api {
+            step: "signup",
+            detail: format!("{:?} {:?}", a.outcome, a.code),
+        });
+    }
+    let login = json!({"email": signup.email, "password": signup.password});
+    let (a, _) = api
+        .send_with_retries(
+            &Request {
+                method: Method::POST,
+                path: "/v1/sessions",
+                bearer: None,
+                idempotency_key: None,
+                body: Some(&login),
+            },
+            Instant::now(),
+            policy,
+            |_, _| {},
+        )
+        .await;
+    let session = a
+        .body
+        .as_ref()
+        .and_then(|b| b["token"].as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| CallsError::Api {
+            step: "login",
+            detail: format!("{:?} {:?}", a.outcome, a.code),
+        })?;
+    Ok(User { session })
+}
+
+async fn create_room(api: &ApiClient, user: &User, n: usize) -> Result<String, CallsError> {
+    let body = json!({"name": format!("Load test room {n}")});
+    let a = api
+        .send(
+            &Request {
+                method: Method::POST,
+                path: "/v1/rooms",
+                bearer: Some(&user.session),
+                idempotency_key: None,
+                body: Some(&body),
+            },
+            Instant::now(),
+        )
+        .await;
+    a.body
+        .as_ref()
+        .and_then(|b| b["id"].as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| CallsError::Api {
+            step: "create room",
+            detail: format!("{:?} {:?}", a.outcome, a.code),
+        })
+}
+
+/// Asks the API where to join, then offers to that shard.
+async fn join(
+    api: &ApiClient,
+    user: &User,
+    room: &str,
+    template: &ParticipantConfig,
+) -> Result<Participant, String> {
+    let policy = RetryPolicy {
+        max_retries: 10,
+        max_wait: Duration::from_secs(10),
+        jitter: 0.25,
+    };
+    let (a, _) = api
+        .send_with_retries::<()>(
+            &Request {
+                method: Method::POST,
+                path: &format!("/v1/rooms/{room}/join"),
+                bearer: Some(&user.session),
+                idempotency_key: None,
+                body: None,
+            },
+            Instant::now(),
+            policy,
+            |_, _| {},
+        )
+        .await;
+    let body = a
+        .body
+        .ok_or_else(|| format!("join: {:?} {:?}", a.outcome, a.code))?;
+    let (Some(url), Some(token)) = (body["signal_url"].as_str(), body["token"].as_str()) else {
+        return Err(format!("join answer without signal_url/token: {body}"));
+    };
+    let mut config = template.clone();
+    config.signal_url = url.to_owned();
+    config.token = token.to_owned();
+    Participant::join(config).await.map_err(|e| e.to_string())
+}
+
+/// Per remote track, what the watcher remembers between samples.
+#[derive(Debug, Clone)]
+struct TrackWatch {
+    report: TrackReport,
+    first_at: Option<Instant>,
+    last_change: Option<Instant>,
+    last_packets: u64,
+    last_bytes: u64,
+}
+
+/// Live view shared with the progress ticker and the timeline.
+#[derive(Debug, Default, Clone)]
+struct Live {
+    connected: bool,
+    video_bytes: u64,
+    audio_bytes: u64,
+    packets: u64,
+    frozen: u64,
+}
+
+struct Watcher {
+    report: ParticipantReport,
+    tracks: Vec<TrackWatch>,
+    /// Tracks of earlier sessions (before a rejoin), kept for the totals.
+    retired: Vec<TrackWatch>,
+    joined_at: Instant,
+    first_media: Option<Instant>,
+    last_media: Option<Instant>,
+}
+
+impl Watcher {
+    fn sample(&mut self, stats: &ParticipantStats, now: Instant, live: &mut Live) {
+        if self.report.connect_ms.is_none() {
+            self.report.connect_ms = stats.join_time.map(|d| d.as_secs_f64() * 1000.0);
+        }
+        live.connected = stats.connected;
+        let mut frozen = 0;
+        for t in &stats.tracks {
+            let w = match self.tracks.iter().position(|w| w.report.mid == t.mid) {
+                Some(i) => &mut self.tracks[i],
+                None => {
+                    self.tracks.push(TrackWatch {
+                        report: TrackReport {
+                            mid: t.mid.clone(),
+                            kind: t.kind.clone(),
+                            ..Default::default()
+                        },
+                        first_at: None,
+                        last_change: None,
+                        last_packets: 0,
+                        last_bytes: 0,
+                    });
+                    let last = self.tracks.len() - 1;
+                    &mut self.tracks[last]
+                }
+            };
+            w.report.from.clone_from(&t.participant_id);
+            if t.packets > w.last_packets {
+                if w.first_at.is_none() {
+                    w.first_at = Some(now);
+                }
+                if let Some(prev) = w.last_change {
+                    let gap = now.duration_since(prev);
+                    if t.kind == "video" && gap > FREEZE_GAP {
+                        w.report.freezes += 1;
+                    }
+                    let gap_ms = gap.as_secs_f64() * 1000.0;
+                    if gap_ms > w.report.longest_gap_ms {
+                        w.report.longest_gap_ms = gap_ms;
+                    }
+                }
+                w.last_change = Some(now);
+                if self.first_media.is_none() {
+                    self.first_media = Some(now);
+                    self.report.join_ms =
+                        Some(now.duration_since(self.joined_at).as_secs_f64() * 1000.0);
+                }
+                self.last_media = Some(now);
+            } else if t.kind == "video"
+                && w.last_change
+                    .is_some_and(|c| now.duration_since(c) > FREEZE_GAP)
+            {
+                frozen += 1;
+            }
+            let bytes = t.bytes.saturating_sub(w.last_bytes);
+            if t.kind == "video" {
+                live.video_bytes += bytes;
+            } else {
+                live.audio_bytes += bytes;
+            }
+            live.packets += t.packets.saturating_sub(w.last_packets);
+            w.last_packets = t.packets;
+            w.last_bytes = t.bytes;
+            let r = &mut w.report;
+            r.packets = t.packets;
+            r.last_bps = t.bitrate_bps;
+            r.layer.clone_from(&t.layer);
+            r.keyframes = t.keyframes;
+            let total: u64 = t.layer_packets.iter().sum();
+            if total > 0 {
+                for (share, n) in r.layer_share.iter_mut().zip(t.layer_packets) {
+                    *share = n as f64 / total as f64;
+                }
+            }
+            if let Some(first) = w.first_at {
+                let secs = now.duration_since(first).as_secs_f64();
+                if secs >= 1.0 {
+                    r.mean_bps = (t.bytes as f64 * 8.0 / secs) as u64;
+                    if t.kind == "audio" {
+                        let expected = secs * AUDIO_PACKETS_PER_S;
+                        r.loss_estimate = Some((1.0 - t.packets as f64 / expected).max(0.0));
+                    }
+                }
+            }
+        }
+        live.frozen = frozen;
+    }
+
+    /// Starts a fresh session's tracks after a rejoin.
+    fn rejoined(&mut self) {
+        self.retired.append(&mut self.tracks);
+    }
+
+    fn finish(mut self) -> ParticipantReport {
+        for w in self.tracks {
+            let r = w.report;
+            if r.kind == "video" {
+                self.report.video.push(r);
+            } else {
+                self.report.audio.push(r);
+            }
+        }
+        self.report.video.sort_by(|a, b| a.mid.cmp(&b.mid));
+        self.report
+    }
+}
+
+struct Slot {
+    room: usize,
+    role: &'static str,
+    index: usize,
+    template: ParticipantConfig,
+    user: User,
+}
+
+/// Runs one participant from join to the end of the run, rejoining if its shard dies.
+async fn run_participant(
+    api: ApiClient,
+    slot: Slot,
+    room_id: String,
+    end: Instant,
+    rejoin_after: Duration,
+    live: Arc<AsyncMutex<Live>>,
+) -> ParticipantReport {
+    let joined_at = Instant::now();
+    let mut w = Watcher {
+        report: ParticipantReport {
+            room: slot.room,
+            role: slot.role.to_owned(),
+            index: slot.index,
+            cap_bps: slot.template.max_receive_bps,
+            ..Default::default()
+        },
+        tracks: Vec::new(),
+        retired: Vec::new(),
+        joined_at,
+        first_media: None,
+        last_media: None,
+    };
+    let mut participant = match join(&api, &slot.user, &room_id, &slot.template).await {
+        Ok(p) => p,
+        Err(e) => {
+            w.report.error = Some(e);
+            return w.finish();
+        }
+    };
+    w.report.joined = true;
+    let mut interval = tokio::time::interval(SAMPLE);
+    while Instant::now() < end {
+        interval.tick().await;
+        let now = Instant::now();
+        let stats = participant.stats();
+        {
+            let mut l = live.lock().await;
+            w.sample(&stats, now, &mut l);
+        }
+        let silent = w
+            .last_media
+            .is_some_and(|last| now.duration_since(last) > rejoin_after);
+        if silent {
+            // The shard is gone (or the path to it): leave without a word, as a browser
+            // whose server vanished would, and rejoin through the API.
+            let lost_at = w.last_media.unwrap_or(now);
+            tracing::info!(room = slot.room, index = slot.index, "silent; rejoining");
+            let old = participant;
+            let _ = tokio::task::spawn_blocking(move || old.vanish()).await;
+            w.rejoined();
+            w.report.rejoins += 1;
+            loop {
+                match join(&api, &slot.user, &room_id, &slot.template).await {
+                    Ok(p) => {
+                        participant = p;
+                        break;
+                    }
+                    Err(e) if Instant::now() < end => {
+                        tracing::warn!(error = %e, "rejoin failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(e) => {
+                        w.report.error = Some(format!("rejoin: {e}"));
+                        return w.finish();
+                    }
+                }
+            }
+            // Wait for media on the new session; the gap counts from the last packet seen.
+            let deadline = end.min(Instant::now() + Duration::from_secs(10));
+            loop {
+                tokio::time::sleep(SAMPLE).await;
+                let now = Instant::now();
+                let stats = participant.stats();
+                if stats.tracks.iter().any(|t| t.packets > 0) {
+                    w.report
+                        .rejoin_ms
+                        .push(now.duration_since(lost_at).as_secs_f64() * 1000.0);
+                    let mut l = live.lock().await;
+                    w.sample(&stats, now, &mut l);
+                    break;
+                }
+                if now >= deadline {
+                    break;
+                }
+            }
+        }
+    }
+    let final_stats = participant.stats();
+    {
+        let mut l = live.lock().await;
+        w.sample(&final_stats, Instant::now(), &mut l);
+        l.connected = false;
+    }
+    let _ = participant.leave().await;
+    w.finish()
+}
+
+/// Runs the calls and returns what they measured.
+pub async fn run(args: &CallsArgs, quiet: bool) -> Result<CallsResult, CallsError> {
+    if args.rooms == 0 || args.publishers + args.subscribers == 0 {
+        return Err(CallsError::Empty);
+    }
+    let api = ApiClient::new(&args.target, args.source_ips, args.timeout)?;
+    let factory = IdentityFactory::new(IdentityFactory::random_tag(&mut rand::rng()));
+    let per_room = args.publishers + args.subscribers;
+    let total = args.rooms * per_room;
+
+    // Users, a few at a time (each costs the server two Argon2 hashes).
+    let mut users = Vec::with_capacity(total);
+    let mut pending = JoinSet::new();
+    let mut next = 0u64;
+    while users.len() < total {
+        while pending.len() < 4 && (next as usize) < total {
+            let (api, factory) = (api.clone(), factory.clone());
+            let seq = next;
+            pending.spawn(async move { make_user(&api, &factory, seq).await });
+            next += 1;
+        }
+        match pending.join_next().await {
+            Some(Ok(user)) => users.push(user?),
+            Some(Err(e)) => {
+                return Err(CallsError::Api {
+                    step: "signup",
+                    detail: e.to_string(),
+                });
+            }
+            None => break,
+        }
+    }
+    let mut rooms = Vec::with_capacity(args.rooms);
+    for r in 0..args.rooms {
+        rooms.push(create_room(&api, &users[r * per_room], r).await?);
+    }
+
+    // Joins are staggered; the calls last `duration` after the last join.
+    let join_span = args.join_interval * total as u32;
+    let end = Instant::now() + join_span + args.duration;
+    let start = Instant::now();
+    let live: Vec<Arc<AsyncMutex<Live>>> = (0..total).map(|_| Default::default()).collect();
+    let mut tasks = JoinSet::new();
+    let mut users = users.into_iter();
+    for (r, room_id) in rooms.iter().enumerate() {
+        for i in 0..per_room {
+            let Some(user) = users.next() else { break };
+            let publisher = i < args.publishers;
+            let sub_index = i.saturating_sub(args.publishers);
+            let template = {
+                let c = ParticipantConfig::new("", "");
+                let mut c = if publisher { c } else { c.subscriber_only() };
+                if !publisher && sub_index < args.capped_subscribers {
+                    c.max_receive_bps = args.subscriber_cap_bps;
+                }
+                c
+            };
+            let slot = Slot {
+                room: r,
+                role: if publisher { "publisher" } else { "subscriber" },
+                index: if publisher { i } else { sub_index },
+                template,
+                user,
+            };
+            let live = live[r * per_room + i].clone();
+            tasks.spawn(run_participant(
+                api.clone(),
+                slot,
+                room_id.clone(),
+                end,
+                args.rejoin_after,
+                live,
+            ));
+            tokio::time::sleep(args.join_interval).await;
+        }
+    }
+
+    // Sample the whole run once a second for the timeline and the progress line.
+    let mut progress = Progress::new(end.duration_since(start), quiet);
+    let mut timeline = Vec::new();
+    let mut packets_total = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let mut last_tick = Instant::now();
+    while Instant::now() < end {
+        tick.tick().await;
+        let now = Instant::now();
+        let dt = now.duration_since(last_tick).as_secs_f64().max(1e-3);
+        last_tick = now;
+        let mut p = CallsPoint {
+            t: now.duration_since(start).as_secs_f64(),
+            ..Default::default()
+        };
+        for l in &live {
+            let mut l = l.lock().await;
+            p.connected += u64::from(l.connected);
+            p.video_rx_bps += l.video_bytes as f64 * 8.0 / dt;
+            p.audio_rx_bps += l.audio_bytes as f64 * 8.0 / dt;
+            p.frozen_tracks += l.frozen;
+            packets_total += l.packets;
+            l.video_bytes = 0;
+            l.audio_bytes = 0;
+            l.packets = 0;
+        }
+        progress.update(
+            now.duration_since(start),
+            &format!(
+                "connected {}/{total} | video rx {:.1} Mbit/s | frozen tracks {}",
+                p.connected,
+                p.video_rx_bps / 1e6,
+                p.frozen_tracks
+            ),
+        );
+        timeline.push(p);
+    }
+    progress.finish();
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut participants = Vec::with_capacity(total);
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(r) => participants.push(r),
+            Err(e) => tracing::error!(error = %e, "participant task failed"),
+        }
+    }
+    participants.sort_by_key(|p| (p.room, p.role.clone(), p.index));
+    Ok(summarise(
+        args,
+        participants,
+        timeline,
+        packets_total,
+        elapsed,
+    ))
+}
+
+fn summarise(
+    args: &CallsArgs,
+    participants: Vec<ParticipantReport>,
+    timeline: Vec<CallsPoint>,
+    packets_total: u64,
+    elapsed: f64,
+) -> CallsResult {
+    let mut join = LatencyHistogram::new();
+    let mut rejoin = LatencyHistogram::new();
+    let mut layer_mix = Mix::default();
+    let mut freezes = 0u64;
+    let mut losses = Vec::new();
+    let mut missing = 0usize;
+    let mut failed_joins = 0usize;
+    for p in &participants {
+        if let Some(ms) = p.join_ms {
+            join.record(Duration::from_secs_f64(ms / 1000.0));
+        }
+        for ms in &p.rejoin_ms {
+            rejoin.record(Duration::from_secs_f64(ms / 1000.0));
+        }
+        if !p.joined || p.error.is_some() {
+            failed_joins += 1;
+        }
+        // Publishers see the other publishers; subscribers see all of them.
+        let expected = if p.role == "publisher" {
+            args.publishers.saturating_sub(1)
+        } else {
+            args.publishers
+        };
+        if !p.got_all_video(expected) {
+            missing += 1;
+        }
+        for t in &p.video {
+            freezes += u64::from(t.freezes);
+            if p.role == "subscriber" {
+                layer_mix.add(t.layer.clone().unwrap_or_else(|| "none".to_owned()));
+            }
+        }
+        losses.extend(p.audio.iter().filter_map(|t| t.loss_estimate));
+    }
+    let audio_loss_mean = if losses.is_empty() {
+        0.0
+    } else {
+        losses.iter().sum::<f64>() / losses.len() as f64
+    };
+    let join_p = join.percentiles();
+    let pass = failed_joins == 0 && missing == 0 && !participants.is_empty();
+    let line = format!(
+        "{}: {} rooms × ({} publishers + {} subscribers) for {:.0}s; {} joined, {} without all video; join p50 {:.0} ms p99 {:.0} ms; layers {}; {} freezes; audio shortfall {:.2}%; {} rejoins",
+        if pass { "PASS" } else { "FAIL" },
+        args.rooms,
+        args.publishers,
+        args.subscribers,
+        elapsed,
+        participants.len() - failed_joins,
+        missing,
+        join_p.p50_ms,
+        join_p.p99_ms,
+        layer_mix
+            .0
+            .iter()
+            .map(|(k, v)| format!("{k}:{v}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        freezes,
+        audio_loss_mean * 100.0,
+        rejoin.len(),
+    );
+    CallsResult {
+        target: args.target.clone(),
+        rooms: args.rooms,
+        publishers: args.publishers,
+        subscribers: args.subscribers,
+        duration_secs: elapsed,
+        join: join_p,
+        join_distribution: join.distribution(30),
+        rejoin: rejoin.percentiles(),
+        participants,
+        layer_mix,
+        freezes,
+        audio_loss_mean,
+        received_packets_per_s: packets_total as f64 / elapsed.max(1e-9),
+        timeline,
+        verdict: Verdict { pass, line },
+    }
+}
