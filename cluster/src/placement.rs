@@ -50,6 +50,34 @@ pub fn choose_shard<'a>(room: &str, shards: &'a [ShardInfo]) -> Option<&'a Shard
         .max_by(|a, b| score(room, a).total_cmp(&score(room, b)))
 }
 
+/// The `n` shards that accept new rooms with the best rendezvous scores for `room`, best
+/// first.
+pub fn candidates<'a>(room: &str, shards: &'a [ShardInfo], n: usize) -> Vec<&'a ShardInfo> {
+    let mut ranked: Vec<(f64, &ShardInfo)> = shards
+        .iter()
+        .filter(|s| s.accepts_new_rooms())
+        .map(|s| (score(room, s), s))
+        .collect();
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
+    ranked.into_iter().take(n).map(|(_, s)| s).collect()
+}
+
+/// Of rendezvous candidates (best first) with their pinned-room counts, the one whose
+/// rooms fill the least of its room capacity; ties keep the rendezvous order.
+///
+/// Rendezvous alone spreads rooms like independent coin flips (±8% at 100 rooms a
+/// shard); taking the emptier of the two best candidates ("two choices") keeps shards
+/// within a few rooms of each other, while each room still has only two possible homes.
+pub fn least_filled<'a>(candidates: &[&'a ShardInfo], pinned: &[u32]) -> Option<&'a ShardInfo> {
+    let fill = |i: usize| {
+        let rooms = f64::from(pinned.get(i).copied().unwrap_or(0));
+        rooms / f64::from(candidates[i].capacity.max_rooms.max(1))
+    };
+    (0..candidates.len())
+        .min_by(|&a, &b| fill(a).total_cmp(&fill(b)).then(a.cmp(&b)))
+        .map(|i| candidates[i])
+}
+
 /// Places rooms through a registry.
 #[derive(Clone)]
 pub struct Placer {
@@ -75,6 +103,26 @@ impl Placer {
         &self.registry
     }
 
+    /// A home for a room that has none (or lost it): the less filled of its two best
+    /// rendezvous candidates.
+    async fn choose_new<'a>(
+        &self,
+        room: &str,
+        shards: &'a [ShardInfo],
+    ) -> Result<&'a ShardInfo, PlacementError> {
+        let best = candidates(room, shards, 2);
+        let pinned = if best.len() > 1 {
+            let ids: Vec<String> = best.iter().map(|s| s.id.clone()).collect();
+            self.registry.pinned_rooms(&ids).await?
+        } else {
+            Vec::new()
+        };
+        least_filled(&best, &pinned).ok_or_else(|| {
+            metrics::counter!("surge_placements_total", "outcome" => "no_capacity").increment(1);
+            PlacementError::NoCapacity
+        })
+    }
+
     /// The shard `room` lives on: its current pin if that shard is alive and active,
     /// otherwise a new choice, pinned atomically (another replica's concurrent pin wins
     /// and is returned).
@@ -91,10 +139,7 @@ impl Placer {
             metrics::counter!("surge_placements_total", "outcome" => "pinned").increment(1);
             return Ok(shard.clone());
         }
-        let Some(choice) = choose_shard(room, &shards) else {
-            metrics::counter!("surge_placements_total", "outcome" => "no_capacity").increment(1);
-            return Err(PlacementError::NoCapacity);
-        };
+        let choice = self.choose_new(room, &shards).await?;
         let winner = self
             .registry
             .pin_room(room, &choice.id, pinned.as_deref(), self.pin_ttl)
@@ -195,6 +240,22 @@ mod tests {
             .filter(|i| choose_shard(&format!("room-{i}"), &shards).unwrap().id == "b")
             .count();
         assert!((2700..=3300).contains(&b), "b got {b} of 4000");
+    }
+
+    #[test]
+    fn two_choices_prefer_the_emptier_shard() {
+        let (a, b) = (shard("a", 0), shard("b", 0));
+        assert_eq!(least_filled(&[&a, &b], &[5, 3]).unwrap().id, "b");
+        assert_eq!(
+            least_filled(&[&a, &b], &[3, 3]).unwrap().id,
+            "a",
+            "ties keep rank"
+        );
+        assert_eq!(least_filled(&[&a], &[]).unwrap().id, "a");
+        assert!(least_filled(&[], &[]).is_none());
+        let mut big = shard("big", 0);
+        big.capacity.max_rooms = 4000;
+        assert_eq!(least_filled(&[&a, &big], &[100, 300]).unwrap().id, "big");
     }
 
     proptest::proptest! {

@@ -2,7 +2,7 @@
 //! draining, and which shard each room is pinned to. One trait, two backends: memory for a
 //! single node, Redis for a cluster ([`crate::registry_redis::RedisRegistry`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -121,6 +121,13 @@ pub trait ShardRegistry: Send + Sync + 'static {
         rooms: &[String],
         ttl: Duration,
     ) -> Result<(), RegistryError>;
+
+    /// How many live pins name each of `shards` (in the same order): the rooms placed on a
+    /// shard, occupied or about to be. Placement uses it to even out new rooms; a backend
+    /// that cannot tell reports zeros (placement then falls back to pure rendezvous).
+    async fn pinned_rooms(&self, shards: &[String]) -> Result<Vec<u32>, RegistryError> {
+        Ok(vec![0; shards.len()])
+    }
 }
 
 struct Entry<T> {
@@ -132,7 +139,72 @@ struct Entry<T> {
 struct MemoryState {
     shards: HashMap<String, Entry<ShardInfo>>,
     drain_requests: HashMap<String, Instant>,
-    pins: HashMap<String, Entry<String>>,
+    pins: Pins,
+}
+
+/// Room pins with their expiry order and per-shard counts, so expired pins are dropped
+/// (a long-running single node does not accumulate every room it ever saw) and counts
+/// cost no scan.
+#[derive(Default)]
+struct Pins {
+    by_room: HashMap<String, Entry<String>>,
+    by_expiry: BTreeSet<(Instant, String)>,
+    per_shard: HashMap<String, u32>,
+}
+
+impl Pins {
+    /// Drops every pin expired at `now`.
+    fn expire(&mut self, now: Instant) {
+        while let Some((expires, room)) = self.by_expiry.first().cloned() {
+            if expires > now {
+                break;
+            }
+            self.by_expiry.pop_first();
+            if let Some(entry) = self.by_room.remove(&room) {
+                self.uncount(&entry.value);
+            }
+        }
+    }
+
+    fn uncount(&mut self, shard: &str) {
+        if let Some(n) = self.per_shard.get_mut(shard) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_shard.remove(shard);
+            }
+        }
+    }
+
+    fn get(&self, room: &str) -> Option<&String> {
+        self.by_room.get(room).map(|e| &e.value)
+    }
+
+    fn set(&mut self, room: &str, shard: &str, expires: Instant) {
+        if let Some(old) = self.by_room.remove(room) {
+            self.by_expiry.remove(&(old.expires, room.to_owned()));
+            self.uncount(&old.value);
+        }
+        self.by_expiry.insert((expires, room.to_owned()));
+        *self.per_shard.entry(shard.to_owned()).or_default() += 1;
+        self.by_room.insert(
+            room.to_owned(),
+            Entry {
+                value: shard.to_owned(),
+                expires,
+            },
+        );
+    }
+
+    fn extend(&mut self, room: &str, shard: &str, expires: Instant) {
+        if let Some(entry) = self.by_room.get_mut(room)
+            && entry.value == shard
+            && entry.expires < expires
+        {
+            self.by_expiry.remove(&(entry.expires, room.to_owned()));
+            self.by_expiry.insert((expires, room.to_owned()));
+            entry.expires = expires;
+        }
+    }
 }
 
 /// The single-node registry: the same contract in one process, on tokio's clock so tests
@@ -232,13 +304,9 @@ impl ShardRegistry for MemoryRegistry {
     }
 
     async fn room_pin(&self, room: &str) -> Result<Option<String>, RegistryError> {
-        let now = Instant::now();
-        let state = self.lock();
-        Ok(state
-            .pins
-            .get(room)
-            .filter(|e| e.expires > now)
-            .map(|e| e.value.clone()))
+        let mut state = self.lock();
+        state.pins.expire(Instant::now());
+        Ok(state.pins.get(room).cloned())
     }
 
     async fn pin_room(
@@ -250,21 +318,11 @@ impl ShardRegistry for MemoryRegistry {
     ) -> Result<String, RegistryError> {
         let now = Instant::now();
         let mut state = self.lock();
-        let current = state
-            .pins
-            .get(room)
-            .filter(|e| e.expires > now)
-            .map(|e| e.value.clone());
-        match current {
-            Some(pinned) if Some(pinned.as_str()) != replace => Ok(pinned),
+        state.pins.expire(now);
+        match state.pins.get(room) {
+            Some(pinned) if Some(pinned.as_str()) != replace => Ok(pinned.clone()),
             _ => {
-                state.pins.insert(
-                    room.to_owned(),
-                    Entry {
-                        value: shard.to_owned(),
-                        expires: now + ttl,
-                    },
-                );
+                state.pins.set(room, shard, now + ttl);
                 Ok(shard.to_owned())
             }
         }
@@ -278,14 +336,20 @@ impl ShardRegistry for MemoryRegistry {
     ) -> Result<(), RegistryError> {
         let now = Instant::now();
         let mut state = self.lock();
+        state.pins.expire(now);
         for room in rooms {
-            if let Some(entry) = state.pins.get_mut(room)
-                && entry.value == shard
-            {
-                entry.expires = entry.expires.max(now + ttl);
-            }
+            state.pins.extend(room, shard, now + ttl);
         }
         Ok(())
+    }
+
+    async fn pinned_rooms(&self, shards: &[String]) -> Result<Vec<u32>, RegistryError> {
+        let mut state = self.lock();
+        state.pins.expire(Instant::now());
+        Ok(shards
+            .iter()
+            .map(|id| state.pins.per_shard.get(id).copied().unwrap_or(0))
+            .collect())
     }
 }
 

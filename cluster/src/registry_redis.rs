@@ -6,6 +6,9 @@
 //! - `P{registry}:deadlines` — sorted set, shard id → the moment (Redis's clock, ms) its
 //!   entry expires unless heartbeated again;
 //! - `P{registry}:drains` — hash, shard id → when an operator asked it to drain;
+//! - `P{registry}:pinned:<shard>` — sorted set, room → when its pin expires: how many
+//!   rooms are placed on a shard, for even placement (an approximate count: a room moved
+//!   away stays counted on its old shard until its pin there would have expired);
 //! - `Ppin:<room>` — string, the shard a room is pinned to, with a PX TTL.
 //!
 //! Liveness is judged by Redis's own clock (`TIME` inside the scripts), never by the
@@ -99,10 +102,38 @@ end
 return 0
 ";
 
+/// Adds rooms (ARGV[2..]) to a shard's pinned-room index with an expiry ARGV[1] ms from
+/// now (never shortening one), dropping expired members.
+const INDEX_PINS: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'GT', now + ttl, ARGV[i])
+end
+if redis.call('PTTL', KEYS[1]) < ttl then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return 1
+";
+
+/// Live members of each pinned-room index in KEYS.
+const PINNED_COUNTS: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[i] = redis.call('ZCOUNT', key, '(' .. now, '+inf')
+end
+return out
+";
+
 struct Keys {
     shards: String,
     deadlines: String,
     drains: String,
+    pinned_prefix: String,
     pin_prefix: String,
 }
 
@@ -112,12 +143,17 @@ impl Keys {
             shards: format!("{prefix}{{registry}}:shards"),
             deadlines: format!("{prefix}{{registry}}:deadlines"),
             drains: format!("{prefix}{{registry}}:drains"),
+            pinned_prefix: format!("{prefix}{{registry}}:pinned:"),
             pin_prefix: format!("{prefix}pin:"),
         }
     }
 
     fn pin(&self, room: &str) -> String {
         format!("{}{room}", self.pin_prefix)
+    }
+
+    fn pinned(&self, shard: &str) -> String {
+        format!("{}{shard}", self.pinned_prefix)
     }
 }
 
@@ -127,6 +163,8 @@ struct Scripts {
     request_drain: Script,
     pin_room: Script,
     refresh_pin: Script,
+    index_pins: Script,
+    pinned_counts: Script,
 }
 
 impl Scripts {
@@ -137,6 +175,8 @@ impl Scripts {
             request_drain: Script::new(REQUEST_DRAIN),
             pin_room: Script::new(PIN_ROOM),
             refresh_pin: Script::new(REFRESH_PIN),
+            index_pins: Script::new(INDEX_PINS),
+            pinned_counts: Script::new(PINNED_COUNTS),
         }
     }
 }
@@ -279,6 +319,8 @@ impl ShardRegistry for RedisRegistry {
             .ignore()
             .hdel(&self.keys.drains, id)
             .ignore()
+            .del(self.keys.pinned(id))
+            .ignore()
             .query_async(&mut conn)
             .await
             .map_err(|e| unavailable("deregister", e))?;
@@ -345,7 +387,8 @@ impl ShardRegistry for RedisRegistry {
         ttl: Duration,
     ) -> Result<String, RegistryError> {
         let mut conn = self.conn.clone();
-        self.scripts
+        let winner: String = self
+            .scripts
             .pin_room
             .key(self.keys.pin(room))
             .arg(shard)
@@ -354,7 +397,23 @@ impl ShardRegistry for RedisRegistry {
             .arg(replace.unwrap_or_default())
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| unavailable("pin_room", e))
+            .map_err(|e| unavailable("pin_room", e))?;
+        if winner == shard {
+            // A separate step: the pin and the index live in different slots on Redis
+            // Cluster. Losing it only makes the count a little low for a while.
+            let indexed: Result<i64, _> = self
+                .scripts
+                .index_pins
+                .key(self.keys.pinned(shard))
+                .arg(ttl_ms(ttl))
+                .arg(room)
+                .invoke_async(&mut conn)
+                .await;
+            if let Err(e) = indexed {
+                tracing::debug!(%e, "could not index a new pin");
+            }
+        }
+        Ok(winner)
     }
 
     async fn refresh_pins(
@@ -370,6 +429,13 @@ impl ShardRegistry for RedisRegistry {
             // restart flushed the script cache.
             let mut pipe = redis::pipe();
             pipe.load_script(&self.scripts.refresh_pin).ignore();
+            pipe.load_script(&self.scripts.index_pins).ignore();
+            let mut index = self.scripts.index_pins.prepare_invoke();
+            index.key(self.keys.pinned(shard)).arg(ttl);
+            for room in batch {
+                index.arg(room);
+            }
+            pipe.invoke_script(&index).ignore();
             let invocations: Vec<_> = batch
                 .iter()
                 .map(|room| {
@@ -387,5 +453,20 @@ impl ShardRegistry for RedisRegistry {
                 .map_err(|e| unavailable("refresh_pins", e))?;
         }
         Ok(())
+    }
+
+    async fn pinned_rooms(&self, shards: &[String]) -> Result<Vec<u32>, RegistryError> {
+        if shards.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let mut invocation = self.scripts.pinned_counts.prepare_invoke();
+        for shard in shards {
+            invocation.key(self.keys.pinned(shard));
+        }
+        invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| unavailable("pinned_rooms", e))
     }
 }

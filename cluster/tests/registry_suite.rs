@@ -293,6 +293,43 @@ async fn no_capacity_is_a_clear_error(registry: Arc<dyn ShardRegistry>) {
     assert_eq!(registry.room_pin("lonely").await.unwrap(), None);
 }
 
+async fn new_rooms_spread_evenly(registry: Arc<dyn ShardRegistry>) {
+    for id in ["a", "b", "c"] {
+        registry.heartbeat(&shard(id, 0), LONG).await.unwrap();
+    }
+    // Two replicas, as in a cluster.
+    let placers = [Placer::new(registry.clone()), Placer::new(registry.clone())];
+    let mut counts: HashMap<String, u32> = HashMap::new();
+    for i in 0..300 {
+        let placed = placers[i % 2].place(&format!("room-{i}")).await.unwrap();
+        *counts.entry(placed.id).or_default() += 1;
+    }
+    for n in counts.values() {
+        assert!((90..=110).contains(n), "{counts:?}");
+    }
+    let ids: Vec<String> = ["a", "b", "c", "nobody"].map(String::from).to_vec();
+    let pinned = registry.pinned_rooms(&ids).await.unwrap();
+    assert_eq!(pinned, [counts["a"], counts["b"], counts["c"], 0]);
+}
+
+async fn pinned_counts_follow_pins(registry: Arc<dyn ShardRegistry>) {
+    let ids: Vec<String> = ["a", "b"].map(String::from).to_vec();
+    registry.pin_room("r1", "a", None, LONG).await.unwrap();
+    registry.pin_room("r2", "a", None, SHORT).await.unwrap();
+    registry.pin_room("r3", "b", None, LONG).await.unwrap();
+    // A lost race does not count for the loser.
+    registry.pin_room("r3", "a", None, LONG).await.unwrap();
+    assert_eq!(registry.pinned_rooms(&ids).await.unwrap(), [2, 1]);
+    // An occupied room's refresh keeps it counted; an empty room's pin expires.
+    registry
+        .refresh_pins("b", &["r3".into()], LONG)
+        .await
+        .unwrap();
+    wait_until_unpinned(&*registry, "r2").await;
+    assert_eq!(registry.pinned_rooms(&ids).await.unwrap(), [1, 1]);
+    assert!(registry.pinned_rooms(&[]).await.unwrap().is_empty());
+}
+
 /// Runs every scenario against one backend; `$make` builds a fresh registry and a
 /// clean-up future for it.
 macro_rules! suite {
@@ -318,6 +355,8 @@ macro_rules! suite {
             scenario!(pins_expire_unless_refreshed);
             scenario!(other_versions_are_skipped);
             scenario!(no_capacity_is_a_clear_error);
+            scenario!(new_rooms_spread_evenly);
+            scenario!(pinned_counts_follow_pins);
         }
     };
 }

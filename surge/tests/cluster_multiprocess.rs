@@ -315,30 +315,56 @@ async fn join_call(cluster: &Cluster, api: usize, room: &str) -> (Participant, S
     }
 }
 
-/// Video packets received from the others, summed.
-fn video_packets(p: &Participant) -> u64 {
-    p.stats().receiving("video").iter().map(|t| t.packets).sum()
+/// Packets of `kind` received from the others, summed.
+fn packets(p: &Participant, kind: &str) -> u64 {
+    p.stats().receiving(kind).iter().map(|t| t.packets).sum()
 }
 
-/// Waits until each participant's received video count grows past what it was.
-async fn wait_media(participants: &[&Participant], within: Duration) -> Duration {
+/// Waits until each participant's received `kind` packet count grows past what it was.
+async fn wait_kind(participants: &[&Participant], kind: &str, within: Duration) -> Duration {
     let start = Instant::now();
-    let before: Vec<u64> = participants.iter().map(|p| video_packets(p)).collect();
+    let before: Vec<u64> = participants.iter().map(|p| packets(p, kind)).collect();
     loop {
         let flowing = participants
             .iter()
             .zip(&before)
-            .all(|(p, b)| video_packets(p) > *b + 10);
+            .all(|(p, b)| packets(p, kind) > *b + 10);
         if flowing {
             return start.elapsed();
         }
+        if std::env::var_os("CLUSTER_TEST_TRACE").is_some() {
+            for p in participants {
+                let st = p.stats();
+                eprintln!(
+                    "{:.1}s {:?} connected={} join={:?} tracks={:?}",
+                    start.elapsed().as_secs_f64(),
+                    st.participant_id,
+                    st.connected,
+                    st.join_time,
+                    st.tracks
+                        .iter()
+                        .map(|t| (&t.kind, t.packets))
+                        .collect::<Vec<_>>()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(950)).await;
+        }
         assert!(
             start.elapsed() < within,
-            "media did not flow within {within:?}: {:?}",
+            "{kind} did not flow within {within:?}: {:?}",
             participants.iter().map(|p| p.stats()).collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits until audio and video both flow to every participant; returns when audio
+/// started and when video did.
+async fn wait_media(participants: &[&Participant], within: Duration) -> (Duration, Duration) {
+    let start = Instant::now();
+    let audio = wait_kind(participants, "audio", within).await;
+    wait_kind(participants, "video", within).await;
+    (audio, start.elapsed())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -412,7 +438,12 @@ async fn a_killed_shard_costs_only_its_own_rooms() {
     let (k1, s) = join_call(&cluster, 0, &safe_room).await;
     assert_eq!(s, "sfu-0");
     let (k2, _) = join_call(&cluster, 1, &safe_room).await;
-    wait_media(&[&d1, &d2, &k1, &k2], Duration::from_secs(60)).await;
+    let (audio, video) = wait_media(&[&d1, &d2, &k1, &k2], Duration::from_secs(90)).await;
+    println!(
+        "fresh calls: audio after {:.2} s, video after {:.2} s",
+        audio.as_secs_f64(),
+        video.as_secs_f64()
+    );
 
     let pins_before: HashMap<String, Option<String>> = {
         let mut pins = HashMap::new();
@@ -429,20 +460,26 @@ async fn a_killed_shard_costs_only_its_own_rooms() {
     // live shard, and media flows again.
     d1.vanish();
     d2.vanish();
-    let (n1, s1) = join_call(&cluster, 0, &doomed_room).await;
-    let (n2, s2) = join_call(&cluster, 1, &doomed_room).await;
+    let ((n1, s1), (n2, s2)) = tokio::join!(
+        join_call(&cluster, 0, &doomed_room),
+        join_call(&cluster, 1, &doomed_room)
+    );
+    let rejoined = killed_at.elapsed();
     assert_eq!(s1, s2, "the rejoined participants were split");
     assert_ne!(s1, victim);
-    wait_media(&[&n1, &n2], Duration::from_secs(60)).await;
-    let resumed = killed_at.elapsed();
+    let (audio, video) = wait_media(&[&n1, &n2], Duration::from_secs(90)).await;
     println!(
-        "media resumed {:.2} s after the SIGKILL (shard TTL 3 s, debug build, busy machine)",
-        resumed.as_secs_f64()
+        "after the SIGKILL: rejoined in {:.2} s, audio resumed in {:.2} s, video in {:.2} s \
+         (shard TTL 3 s, debug build, busy machine)",
+        rejoined.as_secs_f64(),
+        (rejoined + audio).as_secs_f64(),
+        (rejoined + video).as_secs_f64()
     );
+    let resumed = rejoined + audio;
     assert!(resumed < Duration::from_secs(60));
 
     // The other call never noticed: still flowing, still on its shard.
-    wait_media(&[&k1, &k2], Duration::from_secs(30)).await;
+    wait_media(&[&k1, &k2], Duration::from_secs(60)).await;
     assert!(k1.stats().connected && k2.stats().connected);
 
     // Every room of the survivors keeps its shard; each of the victim's rooms is placed
@@ -480,7 +517,7 @@ async fn sigterm_drains_a_shard_then_it_exits_zero() {
     let (p1, s) = join_call(&cluster, 0, &room).await;
     assert_eq!(s, draining);
     let (p2, _) = join_call(&cluster, 0, &room).await;
-    wait_media(&[&p1, &p2], Duration::from_secs(60)).await;
+    wait_media(&[&p1, &p2], Duration::from_secs(90)).await;
 
     cluster.shard_mut(draining).signal("-TERM");
 
@@ -532,9 +569,9 @@ async fn sigterm_drains_a_shard_then_it_exits_zero() {
     }
 
     // Its call goes on, and it keeps running while the call lasts.
-    wait_media(&[&p1, &p2], Duration::from_secs(30)).await;
+    wait_media(&[&p1, &p2], Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    wait_media(&[&p1, &p2], Duration::from_secs(30)).await;
+    wait_media(&[&p1, &p2], Duration::from_secs(60)).await;
     assert!(
         cluster.shard_mut(draining).running(),
         "it left during a call"
