@@ -437,7 +437,14 @@ impl Session {
                 None => break,
             };
             let now = Instant::now();
-            self.send_media(now);
+            if timeout <= now {
+                let _ = self.rtc.handle_input(Input::Timeout(now));
+                continue;
+            }
+            if self.send_media(now) {
+                // Drain what was just written before waiting.
+                continue;
+            }
             self.flush_outbox();
             if now >= next_remb {
                 self.send_remb();
@@ -707,9 +714,10 @@ impl Session {
         });
     }
 
-    fn send_media(&mut self, now: Instant) {
+    /// Writes the frames that are due; whether it wrote any.
+    fn send_media(&mut self, now: Instant) -> bool {
         let Some(mut sender) = self.sender.take() else {
-            return;
+            return false;
         };
         let mut sent = 0u64;
         if let (Some(mid), Some(pt)) = (self.video_mid, sender.video_pt) {
@@ -770,6 +778,7 @@ impl Session {
         {
             s.sent_packets += sent;
         }
+        sent > 0
     }
 
     /// Packetizes one synthetic VP8 frame of `bytes` into RTP packets on layer `index`.

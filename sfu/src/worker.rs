@@ -37,6 +37,8 @@ const MAX_WAIT: Duration = Duration::from_millis(20);
 const METRICS_FLUSH: Duration = Duration::from_secs(1);
 /// Remote addresses remembered per participant (ICE may try several).
 const MAX_ADDRS_PER_PEER: usize = 8;
+/// Due timeouts handled inline per drain before the session goes back to the heap.
+const MAX_DUE_ROUNDS: u32 = 8;
 /// Datagrams read in one go before sessions are drained.
 const RECV_BATCH: usize = 64;
 
@@ -124,6 +126,7 @@ pub(crate) fn bind_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 /// Counters kept locally and flushed to `metrics` once a second.
 #[derive(Default)]
 struct Counters {
+    datagrams: u64,
     packets_in: u64,
     bytes_in: u64,
     packets_out: u64,
@@ -139,6 +142,15 @@ struct Counters {
 impl Counters {
     fn flush(&mut self) {
         let c = std::mem::take(self);
+        tracing::debug!(
+            datagrams = c.datagrams,
+            packets_in = c.packets_in,
+            packets_out = c.packets_out,
+            keyframe_requests = c.keyframe_requests,
+            layer_switches = c.layer_switches,
+            nacks = c.nacks,
+            "worker counters (last second)"
+        );
         metrics::counter!(m::PACKETS_IN).increment(c.packets_in);
         metrics::counter!(m::BYTES_IN).increment(c.bytes_in);
         metrics::counter!(m::PACKETS_OUT).increment(c.packets_out);
@@ -295,6 +307,7 @@ impl Worker {
         if Some(source) == self.waker_addr {
             return;
         }
+        self.counters.datagrams += 1;
         let pid = match self.by_addr.get(&source) {
             Some(pid) => *pid,
             None => {
@@ -337,7 +350,8 @@ impl Worker {
         if let Some(entry) = self.rooms.get_mut(&peer.room) {
             entry.room.handle_activity(pid, now);
         }
-        self.mark_dirty(pid);
+        // str0m holds one decoded RTP packet at a time: drain before the next input.
+        self.drain_peer(pid, now);
     }
 
     fn mark_dirty(&mut self, pid: ParticipantId) {
@@ -412,6 +426,7 @@ impl Worker {
     /// Polls one session until it returns `Timeout`, acting on what it emits.
     fn drain_peer(&mut self, pid: ParticipantId, now: Instant) {
         self.negotiate_if_needed(pid, now);
+        let mut due_rounds = 0;
         loop {
             let Some(peer) = self.peers.get_mut(&pid) else {
                 return;
@@ -422,6 +437,15 @@ impl Worker {
             }
             match peer.rtc.poll_output() {
                 Ok(Output::Timeout(at)) => {
+                    // Due already (the pacer releasing queued packets, a retransmit):
+                    // handle it now rather than after a trip through the socket wait.
+                    if at <= now && due_rounds < MAX_DUE_ROUNDS {
+                        due_rounds += 1;
+                        if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                            tracing::debug!(participant = %pid, %e, "timeout input failed");
+                        }
+                        continue;
+                    }
                     peer.timeout = at;
                     self.schedule(pid);
                     return;
