@@ -587,4 +587,30 @@ async fn sigterm_drains_a_shard_then_it_exits_zero() {
         .expect("the drained shard did not exit");
     assert!(status.success(), "exit status {status:?}");
     assert!(cluster.live().await.iter().all(|s| s.id != draining));
+
+    // An operator drains the other one through the API's admin endpoint: idle, it stops.
+    let url = format!("{}/v1/admin/shards/sfu-0/drain", cluster.apis[0].base);
+    let refused = cluster.client.post(&url).send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    let accepted = cluster
+        .client
+        .post(&url)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status().as_u16(), 202);
+    let status = cluster
+        .shard_mut("sfu-0")
+        .wait_exit(Duration::from_secs(60))
+        .await
+        .expect("the shard drained by an operator did not exit");
+    assert!(status.success(), "exit status {status:?}");
+    let (code, body) = cluster
+        .post(
+            &format!("{}/v1/rooms/{room}/join", cluster.apis[0].base),
+            None,
+        )
+        .await;
+    assert_eq!((code, &body["error"]["code"]), (503, &json!("no_capacity")));
 }
