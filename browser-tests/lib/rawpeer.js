@@ -182,13 +182,25 @@
       return out;
     },
 
-    /** Outbound video per simulcast rid. */
+    /** Outbound video per simulcast rid, with the loss the shard reports back (RTCP RR). */
     async outbound() {
       const layers = {};
       const report = await this.pc.getStats();
+      const remote = {};
+      report.forEach((s) => {
+        if (s.type === 'remote-inbound-rtp') remote[s.localId] = s;
+      });
       report.forEach((s) => {
         if (s.type === 'outbound-rtp' && s.kind === 'video') {
-          layers[s.rid ?? '-'] = { framesSent: s.framesSent ?? 0, frameHeight: s.frameHeight ?? 0, bytesSent: s.bytesSent ?? 0 };
+          layers[s.rid ?? '-'] = {
+            framesSent: s.framesSent ?? 0,
+            frameHeight: s.frameHeight ?? 0,
+            bytesSent: s.bytesSent ?? 0,
+            packetsSent: s.packetsSent ?? 0,
+            lostAtShard: remote[s.id]?.packetsLost ?? null,
+            targetBitrate: s.targetBitrate ?? null,
+            limitation: s.qualityLimitationReason ?? null,
+          };
         }
       });
       return layers;

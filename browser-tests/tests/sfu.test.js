@@ -128,7 +128,8 @@ test('asking for 720p moves up a layer, on a keyframe, and the video keeps decod
         return latest.framesDecoded >= atSwitch.framesDecoded + 30 && latest.frameHeight > 180;
       }, { timeout: 60_000 });
     } catch (err) {
-      err.message += ` (at the switch ${JSON.stringify(atSwitch)}; latest ${JSON.stringify(latest)})`;
+      const sent = await publisher.page.evaluate(() => window.rawPeer.outbound()).catch(() => null);
+      err.message += ` (at the switch ${JSON.stringify(atSwitch)}; latest ${JSON.stringify(latest)}; publisher ${JSON.stringify(sent)})`;
       throw err;
     }
   }));

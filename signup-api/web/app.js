@@ -40,6 +40,8 @@ function navigate(path) {
 function show(view) {
   for (const name of ['auth', 'home', 'prejoin', 'call']) $(`view-${name}`).hidden = name !== view;
   document.body.dataset.view = view;
+  const titles = { auth: 'Sign up or log in', home: 'Contacts and calls', prejoin: 'Join a call', call: 'In a call' };
+  document.title = `${titles[view]} · Surge`;
 }
 
 function route() {
@@ -268,6 +270,8 @@ function onPresence(update) {
   renderContacts();
 }
 
+const KNOWN_STATUSES = new Set(['online', 'away', 'busy', 'offline']);
+
 function renderContacts() {
   const list = $('contact-list');
   const contacts = [...state.contacts.values()].sort((a, b) =>
@@ -275,7 +279,8 @@ function renderContacts() {
   );
   list.replaceChildren(
     ...contacts.map((c) => {
-      const status = c.status || 'offline';
+      // Only known statuses reach the markup (the template below is HTML).
+      const status = KNOWN_STATUSES.has(c.status) ? c.status : 'offline';
       const item = document.createElement('li');
       item.className = 'contact';
       item.dataset.userId = c.user_id;
