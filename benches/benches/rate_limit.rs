@@ -60,6 +60,8 @@ fn shared(c: &mut Criterion) {
         std::env::var("SURGE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
     let Ok(rt) = Runtime::new() else { return };
     let prefix = format!("bench:{}:", std::process::id());
+    // The connection manager spawns its driver: create it inside the runtime.
+    let _entered = rt.enter();
     let Ok(limits) = Limits::with_redis_url(generous(), &url, &prefix) else {
         eprintln!("skipping the Redis rate-limit benches: bad URL {url}");
         return;

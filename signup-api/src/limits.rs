@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 use redis::aio::ConnectionManager;
 
@@ -210,7 +210,6 @@ impl Limits {
 
     /// The in-process limits alone (the first line; also what holds while Redis is down).
     pub fn check_local(&self, action: Action, key: u128) -> Result<(), Limited> {
-        let clock = DefaultClock::default();
         let keyed = match action {
             Action::Signup => &self.local.signup_ip,
             Action::Login => &self.local.login_ip,
@@ -219,7 +218,7 @@ impl Limits {
             && let Err(not_until) = limiter.check_key(&key)
         {
             return Err(Limited {
-                retry_after: not_until.wait_time_from(clock.now()),
+                retry_after: not_until.wait_time_from(limiter.clock().now()),
             });
         }
         if action == Action::Signup
@@ -227,7 +226,7 @@ impl Limits {
             && let Err(not_until) = limiter.check()
         {
             return Err(Limited {
-                retry_after: not_until.wait_time_from(clock.now()),
+                retry_after: not_until.wait_time_from(limiter.clock().now()),
             });
         }
         Ok(())
