@@ -45,6 +45,9 @@ pub(crate) struct Shared {
     pub rooms: AtomicU32,
     pub participants: AtomicU32,
     pub egress_bps: AtomicU64,
+    /// RTP packets forwarded / received since start (flushed by workers once a second).
+    pub packets_out_total: AtomicU64,
+    pub packets_in_total: AtomicU64,
     /// Nanoseconds the workers spent busy (not waiting for packets), for the load figure.
     pub busy_nanos: AtomicU64,
     pub occupied_rooms: Mutex<BTreeSet<String>>,
@@ -151,6 +154,9 @@ impl Shared {
                 .map(|w| w.public_addr.to_string())
                 .collect(),
             capacity: self.capacity(),
+            forwarded_packets: self.packets_out_total.load(Ordering::Relaxed),
+            received_packets: self.packets_in_total.load(Ordering::Relaxed),
+            busy_seconds: self.busy_nanos.load(Ordering::Relaxed) as f64 / 1e9,
         }
     }
 
@@ -181,6 +187,12 @@ pub struct ShardStatus {
     pub media_addrs: Vec<String>,
     /// Limits.
     pub capacity: ShardCapacity,
+    /// RTP packets forwarded to subscribers since start (updated once a second).
+    pub forwarded_packets: u64,
+    /// RTP packets received from publishers since start (updated once a second).
+    pub received_packets: u64,
+    /// CPU time the worker threads spent busy since start, seconds.
+    pub busy_seconds: f64,
 }
 
 /// A running shard; clones share it.
@@ -247,6 +259,8 @@ impl Shard {
             participants: AtomicU32::new(0),
             egress_bps: AtomicU64::new(0),
             busy_nanos: AtomicU64::new(0),
+            packets_out_total: AtomicU64::new(0),
+            packets_in_total: AtomicU64::new(0),
             occupied_rooms: Mutex::new(BTreeSet::new()),
             draining: AtomicBool::new(false),
             drain_started: Mutex::new(None),

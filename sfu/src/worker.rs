@@ -225,6 +225,7 @@ impl Worker {
         let mut last_flush = Instant::now();
         let mut current_wait = Duration::ZERO;
         loop {
+            let loop_start = Instant::now();
             loop {
                 match commands.try_recv() {
                     Ok(Command::Stop) | Err(TryRecvError::Disconnected) => return,
@@ -243,20 +244,23 @@ impl Worker {
             {
                 current_wait = wait;
             }
-            let idle_from = Instant::now();
-            let mut first = true;
-            for _ in 0..RECV_BATCH {
+            // Everything but the first (blocking) read counts as busy time.
+            let blocked_from = Instant::now();
+            let mut blocked = Duration::ZERO;
+            let mut nonblocking = false;
+            for n in 0..RECV_BATCH {
                 let received = self.socket.recv_from(&mut buf);
-                if first {
-                    self.add_busy(idle_from, false);
-                    first = false;
-                    // Later reads in this batch must not block.
-                    let _ = self.socket.set_nonblocking(true);
+                if n == 0 {
+                    blocked = blocked_from.elapsed();
                 }
                 match received {
                     Ok((len, source)) => {
                         let now = Instant::now();
                         self.handle_datagram(source, &buf[..len], now);
+                        if !nonblocking {
+                            // Later reads in this batch must not block.
+                            nonblocking = self.socket.set_nonblocking(true).is_ok();
+                        }
                     }
                     Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                         break;
@@ -269,25 +273,32 @@ impl Worker {
                     }
                 }
             }
-            let _ = self.socket.set_nonblocking(false);
-            let busy_from = Instant::now();
-            self.handle_timers(busy_from);
-            self.drain_dirty(Instant::now());
-            if busy_from.duration_since(last_flush) >= METRICS_FLUSH {
-                self.counters.flush();
-                last_flush = busy_from;
+            if nonblocking {
+                let _ = self.socket.set_nonblocking(false);
             }
-            self.add_busy(busy_from, true);
+            let now = Instant::now();
+            self.handle_timers(now);
+            self.drain_dirty(Instant::now());
+            if now.duration_since(last_flush) >= METRICS_FLUSH {
+                self.publish_totals();
+                self.counters.flush();
+                last_flush = now;
+            }
+            let busy = loop_start.elapsed().saturating_sub(blocked);
+            self.shared
+                .busy_nanos
+                .fetch_add(busy.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
-    fn add_busy(&self, since: Instant, busy: bool) {
-        if busy {
-            let nanos = since.elapsed().as_nanos() as u64;
-            self.shared
-                .busy_nanos
-                .fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
-        }
+    fn publish_totals(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.shared
+            .packets_out_total
+            .fetch_add(self.counters.packets_out, Relaxed);
+        self.shared
+            .packets_in_total
+            .fetch_add(self.counters.packets_in, Relaxed);
     }
 
     /// The earliest session or room timeout.
@@ -609,6 +620,7 @@ impl Worker {
         for pid in pids {
             self.remove_peer(pid, "stopped", now);
         }
+        self.publish_totals();
         self.counters.flush();
     }
 }
