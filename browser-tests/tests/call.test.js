@@ -47,15 +47,18 @@ async function waitForMediaFrom(person, other) {
     const s = stats.find((p) => p.name === other.displayName);
     return s && s.video?.framesDecoded > 0 && s.audio?.totalSamplesReceived > 0 ? s : null;
   }, { timeout: 90_000 });
-  // Audio keeps flowing: the sample count rises between two looks. (Video continuity across
-  // layer switches is the SFU test's subject: tests/sfu.test.js.)
+  // Both keep flowing: the sample and frame counts rise between two looks (a frozen picture
+  // after the first keyframe would not).
   let latest = null;
   try {
-    await eventually(`${person.name}'s audio from ${other.name} to keep arriving`, async () => {
+    await eventually(`${person.name}'s audio and video from ${other.name} to keep arriving`, async () => {
       const stats = await remoteStats(person);
       latest = stats.find((p) => p.name === other.displayName) ?? stats;
-      return latest.audio?.totalSamplesReceived > first.audio.totalSamplesReceived;
-    }, { timeout: 30_000 });
+      return (
+        latest.audio?.totalSamplesReceived > first.audio.totalSamplesReceived &&
+        latest.video?.framesDecoded >= first.video.framesDecoded + 10
+      );
+    }, { timeout: 45_000 });
   } catch (err) {
     err.message += ` (first ${JSON.stringify(first)}, latest ${JSON.stringify(latest)})`;
     throw err;
