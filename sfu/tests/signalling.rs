@@ -164,3 +164,66 @@ async fn a_draining_shard_refuses_joins_and_drains_when_empty() {
         .unwrap();
     shard.stop().await;
 }
+
+/// What a browser needs from the answer: ICE-lite, a 127.0.0.1 host candidate, the passive
+/// DTLS role, and `a=rid:… recv` + `a=simulcast:recv` so it sends three layers.
+#[tokio::test]
+async fn the_answer_asks_for_simulcast_and_is_ice_lite() {
+    use str0m::media::{Direction, MediaKind, Simulcast, SimulcastLayer};
+    let shard = TestShard::start().await;
+    let mut rtc = str0m::Rtc::new(std::time::Instant::now());
+    rtc.add_local_candidate(
+        str0m::Candidate::host("127.0.0.1:5000".parse().unwrap(), "udp").unwrap(),
+    );
+    let mut change = rtc.sdp_api();
+    change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+    let mut simulcast = Simulcast::new();
+    for rid in ["q", "h", "f"] {
+        simulcast.send.push(SimulcastLayer::new(rid));
+    }
+    change.add_media(
+        MediaKind::Video,
+        Direction::SendRecv,
+        None,
+        None,
+        Some(simulcast),
+    );
+    change.add_channel("surge".into());
+    let (offer, _pending) = change.apply().unwrap();
+    let response = reqwest::Client::new()
+        .post(shard.url("browser"))
+        .bearer_auth(shard.token("browser", "u"))
+        .header("content-type", "application/sdp")
+        .body(offer.to_sdp_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.starts_with("/v1/sfu/rooms/browser/participants/"),
+        "{location}"
+    );
+    assert_eq!(response.headers()["content-type"], "application/sdp");
+    let answer = response.text().await.unwrap();
+    for needle in [
+        "a=ice-lite",
+        "a=setup:passive",
+        "a=simulcast:recv q;h;f",
+        "a=rid:q recv",
+        "a=rid:f recv",
+        "127.0.0.1",
+        "m=application",
+    ] {
+        assert!(answer.contains(needle), "{needle} missing in\n{answer}");
+    }
+    let deleted = reqwest::Client::new()
+        .delete(format!("http://{}{location}", shard.addr))
+        .bearer_auth(shard.token("browser", "u"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+    assert_eq!(shard.shard.status().participants, 0);
+    shard.stop().await;
+}

@@ -647,3 +647,38 @@ impl Worker {
         self.mark_dirty(f.subscriber);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn h264_keyframes_are_recognised_in_single_stap_a_and_fu_a() {
+        assert!(h264_keyframe(&[0x65, 1, 2]));
+        assert!(h264_keyframe(&[0x67, 1, 2]));
+        assert!(!h264_keyframe(&[0x41, 1, 2]));
+        // STAP-A carrying an SPS.
+        assert!(h264_keyframe(&[
+            0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x01, 0x68
+        ]));
+        // FU-A: start of an IDR, then a middle fragment.
+        assert!(h264_keyframe(&[0x7C, 0x85, 0]));
+        assert!(!h264_keyframe(&[0x7C, 0x05, 0]));
+        // Truncated input never panics.
+        for cut in [&[][..], &[0x78], &[0x78, 0xFF, 0xFF], &[0x7C]] {
+            assert!(!h264_keyframe(cut));
+        }
+    }
+
+    #[test]
+    fn vp8_keyframes_come_from_the_descriptor_and_frame_tag() {
+        // X, S; I with a 15-bit picture id; then the frame tag (bit 0 clear: keyframe).
+        let key = [0x90, 0x80, 0x81, 0x02, 0x10, 0x02, 0x00];
+        let delta = [0x90, 0x80, 0x81, 0x02, 0x11, 0x02, 0x00];
+        let parse = |p: &[u8]| Vp8Descriptor::parse(p).ok();
+        assert!(is_keyframe(Codec::Vp8, &key, parse(&key).as_ref()));
+        assert!(!is_keyframe(Codec::Vp8, &delta, parse(&delta).as_ref()));
+        assert!(!is_keyframe(Codec::Vp8, &[0x90], parse(&[0x90]).as_ref()));
+        assert!(!is_keyframe(Codec::Opus, &key, None));
+    }
+}
