@@ -122,6 +122,9 @@ test('two people sign up, see each other online, call by link, and one leaves', 
     await step(t, 'each decodes the other\'s video and receives their audio', async () => {
       const atAlice = await waitForMediaFrom(alice, bob);
       const atBob = await waitForMediaFrom(bob, alice);
+      // The web client publishes its camera as three simulcast layers.
+      const sent = await alice.page.evaluate(() => window.surge.outboundStats());
+      assert.deepEqual(sent.map((l) => l.rid).sort(), ['f', 'h', 'q'], JSON.stringify(sent));
       t.diagnostic(`alice sees bob at ${atAlice.video.frameWidth}x${atAlice.video.frameHeight}; bob sees alice at ${atBob.video.frameWidth}x${atBob.video.frameHeight}`);
       await eventually('both tiles in alice\'s grid', async () => (await alice.page.locator('#grid .tile').count()) === 2);
       await screenshot(alice.page, 'call-alice');
