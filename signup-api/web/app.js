@@ -364,6 +364,7 @@ function setupRooms() {
 
   $('copy-link').addEventListener('click', () => copyText($('room-link').value, $('room-link')));
   $('call-copy-link').addEventListener('click', () => copyText(roomUrl(state.call?.roomId ?? ''), null));
+  $('alone-copy-link').addEventListener('click', () => copyText(roomUrl(state.call?.roomId ?? ''), null));
 
   $('form-join').addEventListener('submit', (event) => {
     event.preventDefault();
@@ -529,6 +530,8 @@ function renderCall(call) {
       announce(`${name} left the call`);
     }
   }
+
+  $('call-alone').hidden = call.participants.size > 0 || call.state !== CallState.CONNECTED;
 
   $('toggle-mic').setAttribute('aria-pressed', String(call.muted.audio));
   $('toggle-mic').textContent = call.muted.audio ? 'Unmute' : 'Mute';
