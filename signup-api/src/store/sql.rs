@@ -14,7 +14,10 @@ use super::{Account, Credentials, Room, Store, StoreError, StoredResponse};
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/0001_accounts.sql"))];
 
 /// How long a request waits for a database connection before answering 503.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a write waits for SQLite's single writer connection.
+const SQLITE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn classify(e: sqlx::Error) -> StoreError {
     match &e {
@@ -107,7 +110,9 @@ pub async fn connect(
         }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            // Writes queue here for the one connection; a local file does not "go down",
+            // so waiting longer only absorbs bursts (hashing already paces signups).
+            .acquire_timeout(SQLITE_WRITE_TIMEOUT)
             .connect_with(options.clone())
             .await
             .map_err(StoreError::Unavailable)?;
