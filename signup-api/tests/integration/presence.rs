@@ -9,13 +9,13 @@ use serde_json::{Value, json};
 use crate::common::{Db, TestApi, TestDb, assert_error, random_hex, redis_url};
 
 /// Reads SSE `presence` events from a response body.
-struct Events {
+pub struct Events {
     body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
     buffer: String,
 }
 
 impl Events {
-    fn new(res: reqwest::Response) -> Self {
+    pub fn new(res: reqwest::Response) -> Self {
         Self {
             body: Box::pin(res.bytes_stream()),
             buffer: String::new(),
@@ -23,7 +23,7 @@ impl Events {
     }
 
     /// The next presence event's data; panics after a generous 30 s.
-    async fn next(&mut self) -> Value {
+    pub async fn next(&mut self) -> Value {
         tokio::time::timeout(Duration::from_secs(30), async {
             loop {
                 if let Some(end) = self.buffer.find("\n\n") {
@@ -47,7 +47,7 @@ impl Events {
 async fn presence_flow(redis: Option<(String, String)>) {
     let test_db = TestDb::new(Db::Sqlite);
     let mut config = test_db.config();
-    config.presence_ttl_secs = 1;
+    config.presence_ttl_secs = 3;
     let api = TestApi::start(&config, redis).await;
     let tag = random_hex();
     let (_, alice) = api.user(&format!("alice-{tag}@example.com")).await;
@@ -97,7 +97,7 @@ async fn presence_flow(redis: Option<(String, String)>) {
         .unwrap();
     assert_eq!(req.status(), 200);
     let body: Value = req.json().await.unwrap();
-    assert_eq!(body, json!({"status": "online", "ttl_secs": 1}));
+    assert_eq!(body, json!({"status": "online", "ttl_secs": 3}));
     assert_eq!(
         events.next().await,
         json!({"user_id": bob_id, "status": "online"})
@@ -151,4 +151,68 @@ async fn presence_in_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_on_redis() {
     presence_flow(Some((redis_url(), format!("test:{}:", random_hex())))).await;
+}
+
+/// The pub/sub connection resubscribes by itself: after Redis restarts, a contact's
+/// heartbeat reaches the SSE stream again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_stream_survives_a_redis_restart() {
+    use crate::redis_limits::{OwnRedis, free_port};
+    let port = free_port();
+    let redis = OwnRedis::start(port).await;
+    let test_db = TestDb::new(Db::Sqlite);
+    let mut config = test_db.config();
+    config.presence_ttl_secs = 30;
+    let api = TestApi::start(&config, Some((redis.url(), "restart:".into()))).await;
+    let tag = random_hex();
+    let (_, alice) = api.user(&format!("alice-{tag}@example.com")).await;
+    let bob_email = format!("bob-{tag}@example.com");
+    let (bob_id, bob) = api.user(&bob_email).await;
+    let (status, _) = api
+        .post("/v1/contacts", json!({"email": bob_email}), Some(&alice))
+        .await;
+    assert_eq!(status, 201);
+    let res = api
+        .client
+        .get(api.url("/v1/presence/stream"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    let mut events = Events::new(res);
+    assert_eq!(events.next().await["status"], "offline");
+    redis.kill().await;
+    let redis = OwnRedis::start(port).await;
+    // Heartbeat until the store answers again (503 presence_unavailable meanwhile) and
+    // the listener has resubscribed; each status differs so each one is a change.
+    let statuses = ["online", "away", "busy"];
+    let mut seen = None;
+    for i in 0..60 {
+        let status = statuses[i % 3];
+        let res = api
+            .client
+            .put(api.url("/v1/presence"))
+            .bearer_auth(&bob)
+            .json(&json!({"status": status}))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 200 {
+            let got = tokio::time::timeout(Duration::from_millis(500), events.next()).await;
+            if let Ok(event) = got {
+                assert_eq!(event["user_id"], bob_id.as_str());
+                seen = Some(event);
+                break;
+            }
+        } else {
+            assert_eq!(res.status(), 503);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        seen.is_some(),
+        "presence changes flow again after Redis restarted"
+    );
+    api.stop().await;
+    redis.kill().await;
 }

@@ -51,13 +51,13 @@ async fn two_instances_share_one_rate_budget() {
 }
 
 /// A Redis of our own on a free loopback port.
-struct OwnRedis {
+pub struct OwnRedis {
     port: u16,
     child: tokio::process::Child,
 }
 
 impl OwnRedis {
-    async fn start(port: u16) -> Self {
+    pub async fn start(port: u16) -> Self {
         let child = tokio::process::Command::new("redis-server")
             .args([
                 "--port",
@@ -86,16 +86,16 @@ impl OwnRedis {
         panic!("redis-server did not start on {port}");
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    async fn kill(mut self) {
+    pub async fn kill(mut self) {
         self.child.kill().await.unwrap();
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
