@@ -29,6 +29,9 @@ use crate::registry::{RegistryError, SCHEMA_VERSION, ShardInfo, ShardRegistry, S
 /// Room pins refreshed per pipelined round trip.
 const REFRESH_BATCH: usize = 256;
 
+/// Distinct unreadable entries remembered as already logged.
+const MAX_REPORTED: usize = 1024;
+
 /// Registers or refreshes a shard. A shard whose previous entry had already expired (or
 /// never existed) is a new incarnation, so a drain request left for its predecessor is
 /// dropped. Returns 1 when a drain request stands.
@@ -267,11 +270,15 @@ impl RedisRegistry {
     fn report_skipped(&self, id: &str, raw: &[u8], reason: &str) {
         metrics::counter!("surge_registry_entries_skipped_total").increment(1);
         let fingerprint = crate::registry::fingerprint(raw);
-        let first = self
-            .reported
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((id.to_owned(), fingerprint));
+        let first = {
+            let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
+            if reported.len() >= MAX_REPORTED {
+                // Bounded memory whatever gets written into Redis; the cost is that old
+                // bad entries are reported again once.
+                reported.clear();
+            }
+            reported.insert((id.to_owned(), fingerprint))
+        };
         if first {
             tracing::warn!(
                 shard = id,
