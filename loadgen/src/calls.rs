@@ -463,6 +463,41 @@ struct Slot {
     user: User,
 }
 
+/// What the participants of one room tell each other: a publisher receives nothing when
+/// it is alone, and str0m takes longer than a run to declare a dead path failed, so the
+/// first participant to notice its shard is gone tells its room mates (a browser would
+/// learn it from ICE consent failing, ~30 s later).
+#[derive(Debug, Default)]
+struct RoomSignal {
+    /// Bumped each time someone in the room noticed its shard died.
+    generation: std::sync::atomic::AtomicU64,
+    /// The room's last media before the latest loss.
+    lost_at: std::sync::Mutex<Option<Instant>>,
+}
+
+impl RoomSignal {
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Reports a loss seen from generation `seen`; returns the generation to adopt.
+    fn lost(&self, seen: u64, at: Instant) -> u64 {
+        let mut lost_at = self.lost_at.lock().unwrap_or_else(|e| e.into_inner());
+        if self.generation() == seen {
+            *lost_at = Some(at);
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+                + 1
+        } else {
+            self.generation()
+        }
+    }
+
+    fn lost_at(&self) -> Option<Instant> {
+        *self.lost_at.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Runs one participant from join to the end of the run, rejoining if its shard dies.
 async fn run_participant(
     api: ApiClient,
@@ -471,6 +506,7 @@ async fn run_participant(
     end: Instant,
     rejoin_after: Duration,
     live: Arc<AsyncMutex<Live>>,
+    room: Arc<RoomSignal>,
 ) -> ParticipantReport {
     let joined_at = Instant::now();
     let mut w = Watcher {
@@ -487,6 +523,7 @@ async fn run_participant(
         first_media: None,
         last_media: None,
     };
+    let mut generation = room.generation();
     let mut participant = match join(&api, &slot.user, &room_id, &slot.template).await {
         Ok(p) => p,
         Err(e) => {
@@ -507,48 +544,66 @@ async fn run_participant(
         let silent = w
             .last_media
             .is_some_and(|last| now.duration_since(last) > rejoin_after);
-        if silent {
-            // The shard is gone (or the path to it): leave without a word, as a browser
-            // whose server vanished would, and rejoin through the API.
-            let lost_at = w.last_media.unwrap_or(now);
-            tracing::info!(room = slot.room, index = slot.index, "silent; rejoining");
-            let old = participant;
-            let _ = tokio::task::spawn_blocking(move || old.vanish()).await;
-            w.rejoined();
-            w.report.rejoins += 1;
-            loop {
-                match join(&api, &slot.user, &room_id, &slot.template).await {
-                    Ok(p) => {
-                        participant = p;
-                        break;
-                    }
-                    Err(e) if Instant::now() < end => {
-                        tracing::warn!(error = %e, "rejoin failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                    Err(e) => {
-                        w.report.error = Some(format!("rejoin: {e}"));
-                        return w.finish();
-                    }
+        let lost_at = if silent {
+            let at = w.last_media.unwrap_or(now);
+            generation = room.lost(generation, at);
+            room.lost_at().unwrap_or(at)
+        } else if room.generation() != generation {
+            generation = room.generation();
+            room.lost_at().unwrap_or(now)
+        } else {
+            continue;
+        };
+        // The shard is gone (or the path to it): drop the session without a word, as a
+        // browser whose server vanished would, and rejoin through the API.
+        tracing::info!(
+            room = slot.room,
+            index = slot.index,
+            "shard lost; rejoining"
+        );
+        let expects_media = w.first_media.is_some();
+        let old = participant;
+        let _ = tokio::task::spawn_blocking(move || old.vanish()).await;
+        w.rejoined();
+        w.report.rejoins += 1;
+        loop {
+            match join(&api, &slot.user, &room_id, &slot.template).await {
+                Ok(p) => {
+                    participant = p;
+                    break;
+                }
+                Err(e) if Instant::now() < end => {
+                    tracing::warn!(error = %e, "rejoin failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => {
+                    w.report.error = Some(format!("rejoin: {e}"));
+                    return w.finish();
                 }
             }
-            // Wait for media on the new session; the gap counts from the last packet seen.
-            let deadline = end.min(Instant::now() + Duration::from_secs(10));
-            loop {
-                tokio::time::sleep(SAMPLE).await;
-                let now = Instant::now();
-                let stats = participant.stats();
-                if stats.tracks.iter().any(|t| t.packets > 0) {
-                    w.report
-                        .rejoin_ms
-                        .push(now.duration_since(lost_at).as_secs_f64() * 1000.0);
-                    let mut l = live.lock().await;
-                    w.sample(&stats, now, &mut l);
-                    break;
-                }
-                if now >= deadline {
-                    break;
-                }
+        }
+        // Back when media flows again (or, for one who receives nothing, when connected);
+        // the interruption counts from the room's last packet before the loss.
+        let deadline = end.min(Instant::now() + Duration::from_secs(15));
+        loop {
+            tokio::time::sleep(SAMPLE).await;
+            let now = Instant::now();
+            let stats = participant.stats();
+            let back = if expects_media {
+                stats.tracks.iter().any(|t| t.packets > 0)
+            } else {
+                stats.connected
+            };
+            if back {
+                w.report
+                    .rejoin_ms
+                    .push(now.duration_since(lost_at).as_secs_f64() * 1000.0);
+                let mut l = live.lock().await;
+                w.sample(&stats, now, &mut l);
+                break;
+            }
+            if now >= deadline {
+                break;
             }
         }
     }
@@ -607,6 +662,7 @@ pub async fn run(args: &CallsArgs, quiet: bool) -> Result<CallsResult, CallsErro
     let mut tasks = JoinSet::new();
     let mut users = users.into_iter();
     for (r, room_id) in rooms.iter().enumerate() {
+        let signal = Arc::new(RoomSignal::default());
         for i in 0..per_room {
             let Some(user) = users.next() else { break };
             let publisher = i < args.publishers;
@@ -634,6 +690,7 @@ pub async fn run(args: &CallsArgs, quiet: bool) -> Result<CallsResult, CallsErro
                 end,
                 args.rejoin_after,
                 live,
+                signal.clone(),
             ));
             tokio::time::sleep(args.join_interval).await;
         }
@@ -745,7 +802,7 @@ fn summarise(
     let join_p = join.percentiles();
     let pass = failed_joins == 0 && missing == 0 && !participants.is_empty();
     let line = format!(
-        "{}: {} rooms × ({} publishers + {} subscribers) for {:.0}s; {} joined, {} without all video; join p50 {:.0} ms p99 {:.0} ms; layers {}; {} freezes; audio shortfall {:.2}%; {} rejoins",
+        "{}: {} rooms × ({} publishers + {} subscribers) for {:.0}s; {} joined, {} without all video; join p50 {:.0} ms p99 {:.0} ms; layers {}; {} freezes; audio shortfall {:.2}%; {} rejoins (p50 {:.0} ms)",
         if pass { "PASS" } else { "FAIL" },
         args.rooms,
         args.publishers,
@@ -764,6 +821,7 @@ fn summarise(
         freezes,
         audio_loss_mean * 100.0,
         rejoin.len(),
+        rejoin.percentiles().p50_ms,
     );
     CallsResult {
         target: args.target.clone(),
