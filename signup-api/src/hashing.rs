@@ -49,6 +49,10 @@ impl HashParams {
 }
 
 const OUTPUT_LEN: usize = 32;
+
+/// Bounds of [`Shared::trust_milli`].
+const TRUST_MAX: u64 = 1000;
+const TRUST_MIN: u64 = 200;
 const SALT_LEN: usize = 16;
 
 /// Which queue a job goes to.
@@ -95,6 +99,7 @@ enum Output {
 }
 
 struct Job {
+    lane: Lane,
     work: Work,
     reply: oneshot::Sender<Output>,
     enqueued: Instant,
@@ -117,9 +122,42 @@ struct Shared {
     login_reserve: f64,
     /// Exponentially weighted mean of recent hash times, in nanoseconds.
     hash_nanos: AtomicU64,
+    /// Feedback on the estimate, in thousandths (1000 = trust it fully). When jobs wait
+    /// longer than their lane's budget (the machine slowed down faster than the mean
+    /// followed), the admitted depth shrinks at once; it grows back slowly while waits
+    /// stay well inside the budget.
+    trust_milli: AtomicU64,
     params: HashParams,
     /// A hash of a random password, verified against for unknown emails.
     dummy: String,
+}
+
+impl Shared {
+    /// The longest expected queueing delay `lane` may be admitted with.
+    fn lane_budget(&self, lane: Lane) -> Duration {
+        match lane {
+            Lane::Login => self.budget,
+            Lane::Signup => self.budget.mul_f64(1.0 - self.login_reserve),
+        }
+    }
+
+    /// Adjusts the trust in the estimate from one job's real wait: multiplicative
+    /// decrease on a miss, additive increase while comfortably inside the budget.
+    fn learn(&self, lane: Lane, waited: Duration) {
+        let budget = self.lane_budget(lane);
+        let old = self.trust_milli.load(Ordering::Relaxed);
+        let new = if waited > budget {
+            (old * 85 / 100).max(TRUST_MIN)
+        } else if waited < budget / 2 {
+            (old + 5).min(TRUST_MAX)
+        } else {
+            old
+        };
+        if new != old {
+            self.trust_milli.store(new, Ordering::Relaxed);
+            metrics::gauge!("surge_api_hash_admission_trust").set(new as f64 / TRUST_MAX as f64);
+        }
+    }
 }
 
 /// Settings for [`HashPool::start`].
@@ -161,6 +199,7 @@ impl HashPool {
             budget: config.budget,
             login_reserve: config.login_reserve.clamp(0.0, 0.9),
             hash_nanos: AtomicU64::new(duration_nanos(measured)),
+            trust_milli: AtomicU64::new(TRUST_MAX),
             params: config.params,
             dummy,
         });
@@ -243,16 +282,16 @@ impl HashPool {
         let hash = self.hash_time().as_secs_f64();
         let threads = s.threads as f64;
         let waiting_all = (queues.logins.len() + queues.signups.len() + queues.running) as f64;
-        let (ahead, budget) = match lane {
+        let trust = s.trust_milli.load(Ordering::Relaxed) as f64 / TRUST_MAX as f64;
+        let ahead = match lane {
             // Logins jump the signup queue: only running jobs and other logins are ahead.
-            Lane::Login => (
-                (queues.logins.len() + queues.running) as f64,
-                s.budget.as_secs_f64(),
-            ),
-            Lane::Signup => (
-                waiting_all,
-                s.budget.as_secs_f64() * (1.0 - s.login_reserve),
-            ),
+            Lane::Login => (queues.logins.len() + queues.running) as f64,
+            Lane::Signup => waiting_all,
+        };
+        // Logins are few and go first; the feedback governs the flood lane only.
+        let budget = match lane {
+            Lane::Login => s.lane_budget(lane).as_secs_f64(),
+            Lane::Signup => s.lane_budget(lane).as_secs_f64() * trust,
         };
         // With `ahead` jobs in front, this job starts after about ahead/threads hash times
         // (jobs in front of it that are running have on average half their time left, but
@@ -277,6 +316,7 @@ impl HashPool {
             }
             self.admit(&queues, lane)?;
             let job = Job {
+                lane,
                 work,
                 reply,
                 enqueued: Instant::now(),
@@ -344,8 +384,11 @@ fn worker(shared: &Shared, argon2: &Argon2<'static>) {
             job
         };
         let started = Instant::now();
-        metrics::histogram!("surge_api_hash_queue_wait_seconds")
-            .record(started.duration_since(job.enqueued).as_secs_f64());
+        let waited = started.duration_since(job.enqueued);
+        metrics::histogram!("surge_api_hash_queue_wait_seconds").record(waited.as_secs_f64());
+        if job.lane == Lane::Signup {
+            shared.learn(job.lane, waited);
+        }
         let output = match job.work {
             Work::Hash(password) => Output::Hashed(hash_with(argon2, &mut memory, &password)),
             Work::Verify(password, phc) => {
@@ -523,6 +566,24 @@ mod tests {
     }
 
     #[test]
+    fn missed_budgets_shrink_the_admitted_depth_then_it_recovers() {
+        let pool = pool(100, 1);
+        let s = &pool.shared;
+        s.learn(Lane::Signup, Duration::from_millis(200));
+        let after_miss = s.trust_milli.load(Ordering::Relaxed);
+        assert_eq!(after_miss, 850);
+        for _ in 0..100 {
+            s.learn(Lane::Signup, Duration::from_millis(500));
+        }
+        assert_eq!(s.trust_milli.load(Ordering::Relaxed), TRUST_MIN);
+        for _ in 0..1000 {
+            s.learn(Lane::Signup, Duration::from_millis(1));
+        }
+        assert_eq!(s.trust_milli.load(Ordering::Relaxed), TRUST_MAX);
+        pool.stop();
+    }
+
+    #[test]
     fn admission_refuses_deep_queues_and_keeps_room_for_logins() {
         let pool = pool(100, 1);
         pool.shared.hash_nanos.store(10_000_000, Ordering::Relaxed); // 10 ms per hash
@@ -530,6 +591,7 @@ mod tests {
         let dummy = || {
             let (reply, _) = oneshot::channel();
             Job {
+                lane: Lane::Signup,
                 work: Work::Hash(String::new()),
                 reply,
                 enqueued: Instant::now(),
