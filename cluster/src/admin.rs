@@ -33,6 +33,8 @@ pub struct ShardView {
     pub accepts_new_rooms: bool,
     /// Free participant slots, the weight placement gives it.
     pub free_participants: u32,
+    /// Rooms placed on it (occupied, or placed and not yet joined).
+    pub pinned_rooms: u32,
 }
 
 /// `GET /v1/admin/shards`.
@@ -110,15 +112,20 @@ fn registry_error(e: RegistryError) -> HttpError {
 }
 
 async fn list_shards(State(state): State<AdminState>) -> Result<ApiJson<ShardList>, HttpError> {
-    let shards = state
+    let live = state.registry.live_shards().await.map_err(registry_error)?;
+    let ids: Vec<String> = live.iter().map(|s| s.id.clone()).collect();
+    let pinned = state
         .registry
-        .live_shards()
+        .pinned_rooms(&ids)
         .await
-        .map_err(registry_error)?
+        .map_err(registry_error)?;
+    let shards = live
         .into_iter()
-        .map(|info| ShardView {
+        .enumerate()
+        .map(|(i, info)| ShardView {
             accepts_new_rooms: info.accepts_new_rooms(),
             free_participants: info.free_participants(),
+            pinned_rooms: pinned.get(i).copied().unwrap_or(0),
             info,
         })
         .collect();
@@ -216,7 +223,11 @@ mod tests {
 
     #[tokio::test]
     async fn lists_shards_with_load_and_state() {
-        let (router, _) = app(Some("s3cret")).await;
+        let (router, registry) = app(Some("s3cret")).await;
+        registry
+            .pin_room("r1", "sfu-0", None, Duration::from_secs(60))
+            .await
+            .unwrap();
         let (status, body, _) =
             call(&router, "GET", "/v1/admin/shards", Some("Bearer s3cret")).await;
         assert_eq!(status, StatusCode::OK);
@@ -227,6 +238,7 @@ mod tests {
         assert_eq!(shard["capacity"]["max_rooms"], 10);
         assert_eq!(shard["free_participants"], 93);
         assert_eq!(shard["accepts_new_rooms"], true);
+        assert_eq!(shard["pinned_rooms"], 1);
     }
 
     #[tokio::test]

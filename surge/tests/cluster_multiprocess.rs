@@ -410,7 +410,13 @@ async fn rooms_spread_evenly_and_both_apis_agree() {
             .json()
             .await
             .unwrap();
-        assert_eq!(body["shards"].as_array().unwrap().len(), 3, "{body}");
+        let shards = body["shards"].as_array().unwrap();
+        assert_eq!(shards.len(), 3, "{body}");
+        let pinned: u64 = shards
+            .iter()
+            .filter_map(|s| s["pinned_rooms"].as_u64())
+            .sum();
+        assert_eq!(pinned, 330, "{body}");
     }
 }
 
