@@ -437,6 +437,11 @@ impl Worker {
     /// Polls one session until it returns `Timeout`, acting on what it emits.
     fn drain_peer(&mut self, pid: ParticipantId, now: Instant) {
         self.negotiate_if_needed(pid, now);
+        if let Some(peer) = self.peers.get_mut(&pid)
+            && !peer.outbox.is_empty()
+        {
+            peer.flush_outbox();
+        }
         let mut due_rounds = 0;
         loop {
             let Some(peer) = self.peers.get_mut(&pid) else {

@@ -148,7 +148,9 @@ impl Peer {
 
     /// Sends a JSON message on the `surge` data channel, or queues it until it opens.
     pub fn send_json(&mut self, message: String) {
-        if let Some(id) = self.channel
+        // Behind queued messages, to keep their order.
+        if self.outbox.is_empty()
+            && let Some(id) = self.channel
             && let Some(mut channel) = self.rtc.channel(id)
             && let Ok(true) = channel.write(false, message.as_bytes())
         {
@@ -165,18 +167,19 @@ impl Peer {
         let Some(id) = self.channel else {
             return;
         };
-        let queued = std::mem::take(&mut self.outbox);
-        let mut rest = Vec::new();
-        for message in queued {
-            let sent = self
+        let mut sent = 0;
+        for message in &self.outbox {
+            let ok = self
                 .rtc
                 .channel(id)
                 .is_some_and(|mut c| matches!(c.write(false, message.as_bytes()), Ok(true)));
-            if !sent {
-                rest.push(message);
+            if !ok {
+                // The SCTP buffer is full: the rest waits, in order, for the next drain.
+                break;
             }
+            sent += 1;
         }
-        self.outbox = rest;
+        self.outbox.drain(..sent);
     }
 
     /// The estimate the room should plan with: TWCC, capped by what the client asked
