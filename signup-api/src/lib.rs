@@ -309,6 +309,7 @@ impl Api {
         };
         presence::spawn_sweeper(presence.clone(), Duration::from_secs(1), tasks.clone());
         spawn_limit_eviction(limits.clone(), tasks.clone());
+        spawn_session_cleanup(store.clone(), tasks.clone());
         let state = routes::AppState(Arc::new(routes::Inner {
             store: store.clone(),
             hasher: hasher.clone(),
@@ -368,6 +369,27 @@ fn spawn_limit_eviction(limits: Limits, shutdown: CancellationToken) {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = tick.tick() => limits.evict_idle(),
+            }
+        }
+    });
+}
+
+/// Deletes expired sessions every ten minutes, so the table does not grow forever.
+fn spawn_session_cleanup(store: Arc<dyn Store>, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let now = i64::try_from(surge_cluster::token::unix_now()).unwrap_or(i64::MAX);
+            match store.delete_expired_sessions(now).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(n, "expired sessions deleted"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "expired-session cleanup failed; next round retries")
+                }
             }
         }
     });

@@ -102,6 +102,8 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> Result<Option<Account>, StoreError>;
     async fn delete_session(&self, token_hash: &str) -> Result<(), StoreError>;
+    /// Deletes sessions that expired before `now`; returns how many.
+    async fn delete_expired_sessions(&self, now: i64) -> Result<u64, StoreError>;
     /// Adds `contact_id` to `owner_id`'s contacts (idempotent).
     async fn add_contact(
         &self,

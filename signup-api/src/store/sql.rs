@@ -116,14 +116,21 @@ pub async fn connect(
             .connect_with(options.clone())
             .await
             .map_err(StoreError::Unavailable)?;
-        let store = SqliteStore {
-            writer: writer.clone(),
-            reader: SqlitePoolOptions::new()
+        // An in-memory database exists only inside its one connection: reads share it.
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let reader = if in_memory {
+            writer.clone()
+        } else {
+            SqlitePoolOptions::new()
                 .max_connections(max_connections.max(1))
                 .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_with(options.read_only(true))
                 .await
-                .map_err(StoreError::Unavailable)?,
+                .map_err(StoreError::Unavailable)?
+        };
+        let store = SqliteStore {
+            writer: writer.clone(),
+            reader,
         };
         sqlx::raw_sql("CREATE TABLE IF NOT EXISTS surge_migrations (version BIGINT PRIMARY KEY)")
             .execute(&writer)
@@ -370,6 +377,15 @@ macro_rules! sql_store {
                     .execute(self.writer())
                     .await
                     .map(|_| ())
+                    .map_err(classify)
+            }
+
+            async fn delete_expired_sessions(&self, now: i64) -> Result<u64, StoreError> {
+                sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+                    .bind(now)
+                    .execute(self.writer())
+                    .await
+                    .map(|r| r.rows_affected())
                     .map_err(classify)
             }
 

@@ -274,3 +274,18 @@ async fn overload_is_429_with_retry_after_and_logins_keep_their_share() {
     assert_eq!(api.accounts().await, 1 + created);
     api.stop().await;
 }
+
+/// `sqlite::memory:` works too (reads share the one connection that holds the data).
+#[tokio::test]
+async fn in_memory_sqlite_works() {
+    let mut config = surge_signup_api::ApiConfig::with_database("sqlite::memory:");
+    config.argon2_memory_kib = 64;
+    config.argon2_iterations = 1;
+    config.signup_ip_per_min = 0;
+    config.login_ip_per_min = 0;
+    let api = TestApi::start(&config, None).await;
+    let (_, token) = api.user("mem@example.com").await;
+    assert_eq!(api.get("/v1/me", Some(&token)).await.0, 200);
+    assert_eq!(api.accounts().await, 1);
+    api.stop().await;
+}

@@ -140,6 +140,9 @@ async fn forged_and_expired_sessions_are_refused() {
         "invalid_session",
     );
     assert_error(&api.get("/v1/me", None).await, 401, "invalid_session");
+    let store = api.api.as_ref().unwrap().store();
+    let now = i64::try_from(surge_cluster::token::unix_now()).unwrap();
+    assert_eq!(store.delete_expired_sessions(now).await.unwrap(), 1);
     for forged in [
         "x",
         &"A".repeat(43),
