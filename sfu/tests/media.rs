@@ -157,3 +157,52 @@ async fn garbage_datagrams_are_dropped_and_calls_go_on() {
     bob.leave().await.unwrap();
     shard.stop().await;
 }
+
+/// Client messages on the data channel: a mute reaches the others as an event, and a
+/// subscriber that asks for a small size gets the low layer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mute_and_max_height_from_the_data_channel_take_effect() {
+    let shard = TestShard::start().await;
+    let mut config = shard.config("ctl", "alice");
+    config.layer_bps = [60_000, 200_000, 600_000];
+    let alice = Participant::join(config).await.unwrap();
+    let bob = Participant::join(shard.config("ctl", "bob").subscriber_only())
+        .await
+        .unwrap();
+    // First the top layer (nothing limits it), then the small size it asks for.
+    let got = wait_for(&bob, LONG, |s| {
+        s.receiving("video")
+            .first()
+            .is_some_and(|t| t.layer.as_deref() == Some("f"))
+    })
+    .await;
+    assert_eq!(got.receiving("video")[0].layer.as_deref(), Some("f"));
+    let video_mid = got.receiving("video")[0].mid.clone();
+    bob.send(serde_json::json!({"type": "max_height", "mid": video_mid, "height": 180}));
+    let got = wait_for(&bob, LONG, |s| {
+        s.receiving("video")
+            .first()
+            .is_some_and(|t| t.layer.as_deref() == Some("q"))
+    })
+    .await;
+    assert_eq!(
+        got.receiving("video")[0].layer.as_deref(),
+        Some("q"),
+        "{:?}",
+        got.tracks
+    );
+    alice.send(serde_json::json!({"type": "mute", "kind": "audio", "muted": true}));
+    let got = wait_for(&bob, LONG, |s| {
+        s.messages.iter().any(|m| m["type"] == "muted")
+    })
+    .await;
+    let muted = got.messages.iter().find(|m| m["type"] == "muted");
+    assert!(
+        muted.is_some_and(|m| m["kind"] == "audio" && m["muted"] == true),
+        "{:?}",
+        got.messages
+    );
+    alice.leave().await.unwrap();
+    bob.leave().await.unwrap();
+    shard.stop().await;
+}
