@@ -565,6 +565,42 @@ mod tests {
         ));
     }
 
+    /// A client that leaves while its hash runs does not free the slot: the job stays
+    /// counted until the worker has finished it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_disconnect_does_not_free_a_running_slot() {
+        let pool = HashPool::start(&PoolConfig {
+            // Slow enough (hundreds of ms) that the checks below run while it hashes.
+            params: HashParams {
+                m_kib: 64 * 1024,
+                t: 3,
+                p: 1,
+            },
+            threads: 1,
+            budget: Duration::from_secs(60),
+            login_reserve: 0.25,
+        })
+        .unwrap();
+        let client = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.hash("correct horse battery".into()).await })
+        };
+        while pool.lock().running == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        client.abort();
+        let _ = client.await;
+        assert_eq!(
+            pool.lock().running,
+            1,
+            "still counted after the client left"
+        );
+        while pool.lock().running == 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        pool.stop();
+    }
+
     #[test]
     fn missed_budgets_shrink_the_admitted_depth_then_it_recovers() {
         let pool = pool(100, 1);
