@@ -28,6 +28,7 @@ impl TestShard {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut SfuConfig)) -> Self {
+        init_tracing();
         let shard_id = format!("test-{:x}", rand::random::<u32>());
         let mut config = SfuConfig::for_tests(&shard_id);
         tweak(&mut config);
@@ -114,10 +115,12 @@ pub async fn wait_for(
     }
 }
 
+/// Logs to the test output when `RUST_LOG` is set (e.g. `RUST_LOG=surge_sfu=debug`).
 pub fn init_tracing() {
-    let _ = tracing_subscriber_try_init();
-}
-
-fn tracing_subscriber_try_init() -> Result<(), ()> {
-    Ok(())
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
 }
