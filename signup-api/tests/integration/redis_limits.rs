@@ -50,6 +50,32 @@ async fn two_instances_share_one_rate_budget() {
     b.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_one_global_signup_rate() {
+    let test_db = TestDb::new(Db::Sqlite);
+    let mut config = test_db.config();
+    // Per-IP limits off; all signups together: a burst of 3, then 1 a minute.
+    config.signup_global_per_min = 1;
+    config.signup_global_burst = 3;
+    let prefix = format!("test:{}:", random_hex());
+    let a = TestApi::start(&config, Some((redis_url(), prefix.clone()))).await;
+    let b = TestApi::start(&config, Some((redis_url(), prefix))).await;
+    let tag = random_hex();
+    let mut created = 0;
+    for i in 0..8 {
+        let api = if i % 2 == 0 { &a } else { &b };
+        let (status, body) = api.signup(&format!("global{i}-{tag}@example.com")).await;
+        match status.as_u16() {
+            201 => created += 1,
+            429 => assert_eq!(body["error"]["code"], "rate_limited"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(created, 3, "one global budget across both replicas");
+    a.stop().await;
+    b.stop().await;
+}
+
 /// A Redis of our own on a free loopback port.
 pub struct OwnRedis {
     port: u16,
