@@ -17,6 +17,9 @@ use surge_cluster::http::{ApiJson, HttpError};
 use surge_cluster::token::{JoinClaims, unix_now};
 
 use crate::metrics_names as m;
+use axum::http::Method;
+use tower_http::cors::{Any, CorsLayer};
+
 use crate::shard::Shared;
 use crate::worker::{Command, JoinRefusal, JoinRequest, LeaveRequest};
 
@@ -26,15 +29,34 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 const WORKER_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/v1/sfu/rooms/{room}/participants", post(join))
+    // In a cluster the web client comes from the API's origin and signals to the shard's.
+    // Credentials are bearer tokens, never cookies, so any origin may call.
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::POST, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([header::LOCATION, header::RETRY_AFTER]);
+    let participants = Router::new()
+        .route(
+            "/v1/sfu/rooms/{room}/participants",
+            post(join).options(preflight),
+        )
         .route(
             "/v1/sfu/rooms/{room}/participants/{participant}",
-            delete(leave),
+            delete(leave).options(preflight),
         )
+        .layer(cors);
+    Router::new()
+        .merge(participants)
         .route("/v1/sfu/drain", post(drain))
         .route("/v1/sfu/status", get(status))
         .with_state(shared)
+}
+
+/// The CORS layer answers preflights itself; this route only makes OPTIONS a method the
+/// path knows, so the request reaches the layer instead of the 405 fallback.
+async fn preflight() -> StatusCode {
+    StatusCode::NO_CONTENT
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -51,7 +73,14 @@ fn refuse(code: &'static str, error: HttpError) -> HttpError {
     error
 }
 
-fn verify(shared: &Shared, headers: &HeaderMap, room: &str) -> Result<JoinClaims, HttpError> {
+/// Checks the bearer join token for `room` on this shard. `at` is the time its expiry is
+/// judged at; `None` skips expiry (leaving a call that outlasted its token).
+fn verify(
+    shared: &Shared,
+    headers: &HeaderMap,
+    room: &str,
+    at: Option<u64>,
+) -> Result<JoinClaims, HttpError> {
     let Some(token) = bearer(headers) else {
         return Err(refuse(
             "token_malformed",
@@ -61,10 +90,15 @@ fn verify(shared: &Shared, headers: &HeaderMap, room: &str) -> Result<JoinClaims
             ),
         ));
     };
-    shared
-        .token_key
-        .verify(token, &shared.shard_id, Some(room), unix_now())
-        .map_err(|e| refuse(e.code(), HttpError::unauthorized(e.code(), e.to_string())))
+    let verified = match at {
+        Some(now) => shared
+            .token_key
+            .verify(token, &shared.shard_id, Some(room), now),
+        None => shared
+            .token_key
+            .verify_ignoring_expiry(token, &shared.shard_id, Some(room)),
+    };
+    verified.map_err(|e| refuse(e.code(), HttpError::unauthorized(e.code(), e.to_string())))
 }
 
 fn draining() -> HttpError {
@@ -98,7 +132,7 @@ async fn join(
     if shared.draining.load(Ordering::Acquire) {
         return Err(draining());
     }
-    let claims = verify(&shared, &headers, &room)?;
+    let claims = verify(&shared, &headers, &room, Some(unix_now()))?;
     let is_sdp = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -200,7 +234,9 @@ async fn leave(
     Path((room, participant)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, HttpError> {
-    let claims = verify(&shared, &headers, &room)?;
+    // The participant id in the path plus a validly signed token for this room and user
+    // identify the leaver; the join token's short expiry must not trap people in a call.
+    let claims = verify(&shared, &headers, &room, None)?;
     let Ok(participant) = u64::from_str_radix(&participant, 16) else {
         return Err(HttpError::not_found("no such participant in this room"));
     };

@@ -217,13 +217,50 @@ async fn the_answer_asks_for_simulcast_and_is_ice_lite() {
     ] {
         assert!(answer.contains(needle), "{needle} missing in\n{answer}");
     }
-    let deleted = reqwest::Client::new()
-        .delete(format!("http://{}{location}", shard.addr))
-        .bearer_auth(shard.token("browser", "u"))
+    let delete = |token: String| {
+        reqwest::Client::new()
+            .delete(format!("http://{}{location}", shard.addr))
+            .bearer_auth(token)
+            .send()
+    };
+    // Someone else's token cannot remove this participant.
+    let refused = delete(shard.token("browser", "intruder")).await.unwrap();
+    assert_eq!(refused.status().as_u16(), 404);
+    // A call outlasts its join token: leaving works with the expired token.
+    let mut expired = shard.claims("browser", "u");
+    expired.exp = 1_000;
+    expired.iat = 900;
+    let deleted = delete(shard.key.issue(&expired).unwrap()).await.unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+    assert_eq!(shard.shard.status().participants, 0);
+    shard.stop().await;
+}
+
+/// Shards in a cluster are another origin than the API that serves the web client, so the
+/// signalling routes answer CORS preflights and expose `Location`.
+#[tokio::test]
+async fn signalling_is_reachable_from_another_origin() {
+    let shard = TestShard::start().await;
+    let preflight = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, shard.url("cors"))
+        .header("origin", "http://api.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
         .send()
         .await
         .unwrap();
-    assert_eq!(deleted.status().as_u16(), 204);
-    assert_eq!(shard.shard.status().participants, 0);
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let headers = preflight.headers();
+    assert_eq!(headers["access-control-allow-origin"], "*");
+    let allowed = headers["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(allowed.contains("authorization"), "{allowed}");
+    let (_, _, headers) = post(&shard.url("cors"), None, "application/sdp", "v=0\r\n").await;
+    assert_eq!(headers["access-control-allow-origin"], "*");
     shard.stop().await;
 }
