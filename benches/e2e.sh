@@ -8,7 +8,8 @@
 # Usage: benches/e2e.sh            (release build; see the variables below)
 #        SURGE_E2E_PROFILE=dev benches/e2e.sh   (quicker to build, slower to run)
 # Writes $OUT/e2e.md plus each run's result.json and report.html; prints the table.
-# SURGE_E2E_APPEND=1 also appends the table to benches/RESULTS.md.
+# SURGE_E2E_APPEND=1 also appends the table to benches/e2e-results.md (the history to compare
+# releases with).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -63,6 +64,8 @@ step "signup flood: $SIGNUP_RATE/s for ${SIGNUP_SECS}s, no retries"
   --duration "${SIGNUP_SECS}s" --max-retries 0 --duplicate-share 0 --invalid-share 0 \
   | tee "$OUT/signup.txt" || true
 
+# The counter and CPU window also covers the calls' set-up (32 users signing up and logging
+# in: ~2 Argon2 hashes each), so packets per core is a slight underestimate.
 step "calls: $ROOMS rooms x ($PUBS publishers + $SUBS subscribers) for ${CALL_SECS}s"
 out0=$(metric surge_sfu_rtp_packets_out_total); cpu0=$(cpu_secs); t0=$(date +%s.%N)
 "$LOADGEN" --quiet --out "$OUT/calls" calls --target "$BASE" --rooms "$ROOMS" \
@@ -115,6 +118,6 @@ print()
 PY
 
 if [ -n "${SURGE_E2E_APPEND:-}" ]; then
-  cat "$OUT/e2e.md" >> benches/RESULTS.md
+  cat "$OUT/e2e.md" >> benches/e2e-results.md
 fi
 echo "reports in $OUT" >&2

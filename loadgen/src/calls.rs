@@ -802,7 +802,7 @@ fn summarise(
     let join_p = join.percentiles();
     let pass = failed_joins == 0 && missing == 0 && !participants.is_empty();
     let line = format!(
-        "{}: {} rooms × ({} publishers + {} subscribers) for {:.0}s; {} joined, {} without all video; join p50 {:.0} ms p99 {:.0} ms; layers {}; {} freezes; audio shortfall {:.2}%; {} rejoins (p50 {:.0} ms)",
+        "{}: {} rooms × ({} publishers + {} subscribers) for {:.0}s; {} joined, {} without all video; join p50 {:.0} ms p99 {:.0} ms; layers {}; {} freezes; audio shortfall {:.2}%; {}",
         if pass { "PASS" } else { "FAIL" },
         args.rooms,
         args.publishers,
@@ -820,8 +820,16 @@ fn summarise(
             .join(" "),
         freezes,
         audio_loss_mean * 100.0,
-        rejoin.len(),
-        rejoin.percentiles().p50_ms,
+        if rejoin.is_empty() {
+            "0 rejoins".to_owned()
+        } else {
+            format!(
+                "{} rejoins (p50 {:.0} ms, max {:.0} ms)",
+                rejoin.len(),
+                rejoin.quantile_ms(0.5),
+                rejoin.percentiles().max_ms
+            )
+        },
     );
     CallsResult {
         target: args.target.clone(),
