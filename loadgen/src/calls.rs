@@ -849,3 +849,110 @@ fn summarise(
         verdict: Verdict { pass, line },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use surge_sfu::participant::TrackStats;
+
+    fn watcher(start: Instant) -> Watcher {
+        Watcher {
+            report: ParticipantReport::default(),
+            tracks: Vec::new(),
+            retired: Vec::new(),
+            joined_at: start,
+            first_media: None,
+            last_media: None,
+        }
+    }
+
+    fn stats(video_packets: u64, audio_packets: u64) -> ParticipantStats {
+        ParticipantStats {
+            connected: true,
+            join_time: Some(Duration::from_millis(80)),
+            tracks: vec![
+                TrackStats {
+                    mid: "1".into(),
+                    kind: "video".into(),
+                    packets: video_packets,
+                    bytes: video_packets * 1000,
+                    layer_packets: [0, video_packets, 0],
+                    layer: (video_packets > 0).then(|| "h".to_owned()),
+                    ..Default::default()
+                },
+                TrackStats {
+                    mid: "2".into(),
+                    kind: "audio".into(),
+                    packets: audio_packets,
+                    bytes: audio_packets * 80,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn join_time_freezes_layers_and_audio_shortfall() {
+        let start = Instant::now();
+        let mut w = watcher(start);
+        let mut live = Live::default();
+        // Nothing for 300 ms, then video and audio every 100 ms for 2 s...
+        w.sample(&stats(0, 0), start + Duration::from_millis(100), &mut live);
+        let mut v = 0;
+        let mut a = 0;
+        let mut t = Duration::from_millis(300);
+        while t <= Duration::from_millis(2300) {
+            v += 3;
+            a += 5;
+            w.sample(&stats(v, a), start + t, &mut live);
+            t += SAMPLE;
+        }
+        // ...then video stops for 800 ms (a freeze) while audio goes on, then resumes.
+        for _ in 0..8 {
+            a += 5;
+            w.sample(&stats(v, a), start + t, &mut live);
+            t += SAMPLE;
+        }
+        assert_eq!(live.frozen, 1);
+        v += 3;
+        a += 5;
+        w.sample(&stats(v, a), start + t, &mut live);
+        assert_eq!(live.frozen, 0);
+        let r = w.finish();
+        assert_eq!(r.join_ms, Some(300.0));
+        assert_eq!(r.connect_ms, Some(80.0));
+        let video = &r.video[0];
+        assert_eq!(video.freezes, 1);
+        assert!((800.0..1000.0).contains(&video.longest_gap_ms), "{video:?}");
+        assert_eq!(video.layer.as_deref(), Some("h"));
+        assert_eq!(video.layer_share, [0.0, 1.0, 0.0]);
+        // 5 packets per 100 ms is Opus's 50 per second: no shortfall.
+        let loss = r.audio[0].loss_estimate.unwrap();
+        assert!(loss < 0.06, "{loss}");
+    }
+
+    #[test]
+    fn the_first_to_notice_a_lost_shard_bumps_the_room_generation_once() {
+        let room = RoomSignal::default();
+        let t = Instant::now();
+        assert_eq!(room.lost(0, t), 1);
+        // A room mate who noticed at the same time adopts the new generation.
+        assert_eq!(room.lost(0, t + Duration::from_millis(50)), 1);
+        assert_eq!(room.lost_at(), Some(t));
+        assert_eq!(room.generation(), 1);
+        assert_eq!(room.lost(1, t + Duration::from_secs(9)), 2);
+    }
+
+    #[test]
+    fn a_publisher_expects_the_other_publishers_video() {
+        let mut p = ParticipantReport::default();
+        assert!(p.got_all_video(0));
+        assert!(!p.got_all_video(1));
+        p.video.push(TrackReport {
+            packets: 10,
+            ..Default::default()
+        });
+        assert!(p.got_all_video(1));
+    }
+}
