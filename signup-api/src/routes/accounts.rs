@@ -1,9 +1,10 @@
 //! Signup, login, logout and `/v1/me`.
 //!
 //! A signup passes, cheapest first: the body limit and JSON parsing (the router), field
-//! validation, the local then shared rate limits, an idempotency replay, a duplicate-email
-//! check, and admission to the hashing pool; only then is the password hashed, and only
-//! after that is a database connection taken to write the account.
+//! validation, the local then shared rate limits, a first overload check (no database
+//! work before it), an idempotency replay, a duplicate-email check, and admission to the
+//! hashing pool; only then is the password hashed, and only after that is a database
+//! connection taken to write the account.
 
 use axum::Json;
 use axum::extract::State;
@@ -114,17 +115,19 @@ pub(crate) async fn signup(
             }
         }
     };
-    if let Some(stored) = stored_for(&key).await? {
-        outcome("replayed");
-        return Ok(replay(&stored, &print));
-    }
-    // Before any database work: a flood beyond the hashing capacity is refused here, at
-    // the cost of a lock and a few arithmetic operations (the real admission follows).
+    // Before any database work, the idempotency lookup included: a flood beyond the
+    // hashing capacity is refused here at the cost of a lock and a few arithmetic
+    // operations (the real admission follows). A retry of a request that already
+    // succeeded gets its stored answer once the flood lets it through.
     state
         .hasher
         .check(Lane::Signup)
         .inspect_err(|_| outcome("overloaded"))
         .map_err(busy)?;
+    if let Some(stored) = stored_for(&key).await? {
+        outcome("replayed");
+        return Ok(replay(&stored, &print));
+    }
     // Duplicates are refused before any hashing: the answer is public anyway (409), and
     // a flood of retries must not cost a hash each. The unique index stays the real guard.
     if state
