@@ -3,72 +3,38 @@
 //! `surge up` serves them): participants sign up, create rooms, join through the API and
 //! exchange media over real UDP on 127.0.0.1.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use surge_cluster::{MemoryRegistry, TokenKey};
 use surge_loadgen::calls::{self, CallsArgs};
 use surge_loadgen::report;
-use surge_sfu::{SfuConfig, Shard, ShardDeps};
-use surge_signup_api::{Api, ApiConfig, ApiDeps};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_run_against_an_in_process_surge() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config =
-        ApiConfig::with_database(format!("sqlite://{}/surge.db", dir.path().display()));
-    config.argon2_memory_kib = 64;
-    config.argon2_iterations = 1;
+    let mut config = common::cheap_api_config(dir.path());
     config.signup_ip_per_min = 0;
     config.login_ip_per_min = 0;
-    config.latency_budget_ms = 10_000;
     let registry = Arc::new(MemoryRegistry::new());
     let token_key = TokenKey::generate();
     let shutdown = CancellationToken::new();
-    let listener = surge_cluster::http::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shard = Shard::start(
-        &SfuConfig::for_tests("loadgen-test"),
-        ShardDeps {
-            registry: registry.clone(),
-            token_key: token_key.clone(),
-            admin_token: None,
-            default_signal_url: format!("http://{addr}"),
-        },
-    )
-    .await
-    .unwrap();
-    let api = Api::start(
-        &config,
-        ApiDeps {
-            registry,
-            token_key,
-            redis_url: None,
-            redis_prefix: "unused:".into(),
-            admin_token: None,
-            shutdown: shutdown.clone(),
-        },
-    )
-    .await
-    .unwrap();
+    let (listener, base) = common::listen().await;
+    let shard = common::start_shard("loadgen-test", &base, registry.clone(), &token_key).await;
+    let api = common::start_api(&config, registry, token_key, shutdown.clone()).await;
     let mut probes = api.probes();
     probes.extend(shard.probes());
-    let router = surge_cluster::http::finish_router(
-        api.router()
-            .merge(shard.router())
-            .merge(surge_cluster::http::ops_routes(probes)),
-    );
-    let server = tokio::spawn(surge_cluster::http::serve(
+    let server = common::serve(
         listener,
-        router,
+        api.router().merge(shard.router()),
+        probes,
         shutdown.clone(),
-        Duration::from_secs(5),
-    ));
+    );
 
-    let mut args = CallsArgs::new(format!("http://{addr}"));
+    let mut args = CallsArgs::new(base);
     args.rooms = 2;
     args.publishers = 2;
     args.subscribers = 2;

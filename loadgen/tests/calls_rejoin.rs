@@ -3,74 +3,25 @@
 //! rejoin through the API (which places the room on the surviving shard) and report how
 //! long the media was interrupted.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use surge_cluster::{MemoryRegistry, ShardRegistry, TokenKey};
 use surge_loadgen::calls::{self, CallsArgs};
-use surge_sfu::{SfuConfig, Shard, ShardDeps};
-use surge_signup_api::{Api, ApiConfig, ApiDeps};
 use tokio_util::sync::CancellationToken;
-
-async fn serve(router: axum::Router) -> (String, CancellationToken) {
-    let listener = surge_cluster::http::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(surge_cluster::http::serve(
-        listener,
-        surge_cluster::http::finish_router(router),
-        stop.clone(),
-        Duration::from_secs(1),
-    ));
-    (format!("http://{addr}"), stop)
-}
-
-async fn start_shard(
-    id: &str,
-    registry: Arc<MemoryRegistry>,
-    key: &TokenKey,
-) -> (Shard, CancellationToken) {
-    // The shard needs its URL before it starts; bind first, then serve its router.
-    let listener = surge_cluster::http::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shard = Shard::start(
-        &SfuConfig::for_tests(id),
-        ShardDeps {
-            registry,
-            token_key: key.clone(),
-            admin_token: None,
-            default_signal_url: format!("http://{addr}"),
-        },
-    )
-    .await
-    .unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(surge_cluster::http::serve(
-        listener,
-        surge_cluster::http::finish_router(shard.router()),
-        stop.clone(),
-        Duration::from_secs(1),
-    ));
-    (shard, stop)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn participants_rejoin_when_their_shard_dies() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config =
-        ApiConfig::with_database(format!("sqlite://{}/surge.db", dir.path().display()));
-    config.argon2_memory_kib = 64;
-    config.argon2_iterations = 1;
+    let mut config = common::cheap_api_config(dir.path());
     config.signup_ip_per_min = 0;
     config.login_ip_per_min = 0;
     let registry = Arc::new(MemoryRegistry::new());
     let key = TokenKey::generate();
-    let (a, stop_a) = start_shard("shard-a", registry.clone(), &key).await;
-    let (b, stop_b) = start_shard("shard-b", registry.clone(), &key).await;
+    let (a, stop_a) = common::serve_shard("shard-a", registry.clone(), &key).await;
+    let (b, stop_b) = common::serve_shard("shard-b", registry.clone(), &key).await;
     for _ in 0..100 {
         if registry.live_shards().await.unwrap().len() == 2 {
             break;
@@ -79,20 +30,10 @@ async fn participants_rejoin_when_their_shard_dies() {
     }
     assert_eq!(registry.live_shards().await.unwrap().len(), 2);
     let shutdown = CancellationToken::new();
-    let api = Api::start(
-        &config,
-        ApiDeps {
-            registry: registry.clone(),
-            token_key: key,
-            redis_url: None,
-            redis_prefix: "unused:".into(),
-            admin_token: None,
-            shutdown: shutdown.clone(),
-        },
-    )
-    .await
-    .unwrap();
-    let (base, stop_api) = serve(api.router()).await;
+    let api = common::start_api(&config, registry.clone(), key, shutdown.clone()).await;
+    let (listener, base) = common::listen().await;
+    let stop_api = CancellationToken::new();
+    common::serve(listener, api.router(), api.probes(), stop_api.clone());
 
     let mut args = CallsArgs::new(base);
     args.rooms = 1;

@@ -2,56 +2,35 @@
 //! A short signup run against the real API, in process, on SQLite in a temp dir with cheap
 //! Argon2: every answer must be one the contract allows, and every 201 must be an account.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use surge_cluster::{MemoryRegistry, TokenKey};
 use surge_loadgen::signup::{self, SignupArgs};
-use surge_signup_api::{Api, ApiConfig, ApiDeps};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signup_run_against_the_in_process_api() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config =
-        ApiConfig::with_database(format!("sqlite://{}/surge.db", dir.path().display()));
-    config.argon2_memory_kib = 64;
-    config.argon2_iterations = 1;
+    let mut config = common::cheap_api_config(dir.path());
     config.hash_threads = 1;
-    config.latency_budget_ms = 10_000;
     // Per-IP limits stay on, but generous: the run spreads over four loopback addresses.
     config.signup_ip_per_min = 6_000;
     config.signup_ip_burst = 100;
     let shutdown = CancellationToken::new();
-    let api = Api::start(
+    let api = common::start_api(
         &config,
-        ApiDeps {
-            registry: Arc::new(MemoryRegistry::new()),
-            token_key: TokenKey::generate(),
-            redis_url: None,
-            redis_prefix: "unused:".into(),
-            admin_token: None,
-            shutdown: shutdown.clone(),
-        },
-    )
-    .await
-    .unwrap();
-    let listener = surge_cluster::http::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = surge_cluster::http::finish_router(
-        api.router()
-            .merge(surge_cluster::http::ops_routes(api.probes())),
-    );
-    let server = tokio::spawn(surge_cluster::http::serve(
-        listener,
-        router,
+        Arc::new(MemoryRegistry::new()),
+        TokenKey::generate(),
         shutdown.clone(),
-        Duration::from_secs(5),
-    ));
+    )
+    .await;
+    let (listener, base) = common::listen().await;
+    let server = common::serve(listener, api.router(), api.probes(), shutdown.clone());
 
-    let mut args = SignupArgs::new(format!("http://{addr}"));
+    let mut args = SignupArgs::new(base);
     args.rate = Some(25.0);
     args.duration = Some(Duration::from_secs(3));
     args.duplicate_share = 0.1;

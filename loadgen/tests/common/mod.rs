@@ -1,0 +1,103 @@
+//! What the loadgen's end-to-end tests share: an in-process Surge (API and SFU shards on
+//! loopback listeners, as `surge up` composes them) with cheap password hashing.
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use surge_cluster::{MemoryRegistry, TokenKey};
+use surge_sfu::{SfuConfig, Shard, ShardDeps};
+use surge_signup_api::{Api, ApiConfig, ApiDeps};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// An API config on a SQLite file in `dir`, with Argon2 cheap enough for tests and a
+/// latency budget that never sheds.
+pub fn cheap_api_config(dir: &std::path::Path) -> ApiConfig {
+    let mut config = ApiConfig::with_database(format!("sqlite://{}/surge.db", dir.display()));
+    config.argon2_memory_kib = 64;
+    config.argon2_iterations = 1;
+    config.latency_budget_ms = 10_000;
+    config
+}
+
+/// A loopback listener on an ephemeral port and its base URL.
+pub async fn listen() -> (TcpListener, String) {
+    let listener = surge_cluster::http::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    (listener, base)
+}
+
+/// Serves `router` (with the ops routes of `probes`) on `listener` until `stop` fires.
+pub fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    probes: Vec<Arc<dyn surge_cluster::http::Probe>>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    let router =
+        surge_cluster::http::finish_router(router.merge(surge_cluster::http::ops_routes(probes)));
+    tokio::spawn(surge_cluster::http::serve(
+        listener,
+        router,
+        stop,
+        Duration::from_secs(5),
+    ))
+}
+
+/// Starts the API on the in-memory registry (no Redis).
+pub async fn start_api(
+    config: &ApiConfig,
+    registry: Arc<MemoryRegistry>,
+    token_key: TokenKey,
+    shutdown: CancellationToken,
+) -> Api {
+    Api::start(
+        config,
+        ApiDeps {
+            registry,
+            token_key,
+            redis_url: None,
+            redis_prefix: "unused:".into(),
+            admin_token: None,
+            shutdown,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// Starts shard `id` whose signalling URL is `base` (the listener it will be served on).
+pub async fn start_shard(
+    id: &str,
+    base: &str,
+    registry: Arc<MemoryRegistry>,
+    token_key: &TokenKey,
+) -> Shard {
+    Shard::start(
+        &SfuConfig::for_tests(id),
+        ShardDeps {
+            registry,
+            token_key: token_key.clone(),
+            admin_token: None,
+            default_signal_url: base.to_owned(),
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// A shard on a listener of its own; cancelling the token stops serving it.
+pub async fn serve_shard(
+    id: &str,
+    registry: Arc<MemoryRegistry>,
+    token_key: &TokenKey,
+) -> (Shard, CancellationToken) {
+    let (listener, base) = listen().await;
+    let shard = start_shard(id, &base, registry, token_key).await;
+    let stop = CancellationToken::new();
+    serve(listener, shard.router(), shard.probes(), stop.clone());
+    (shard, stop)
+}
