@@ -54,6 +54,48 @@ async fn serve(
     .context("serving HTTP")
 }
 
+/// Starts the API on the backends the shared flags selected.
+async fn start_api(
+    config: &surge_signup_api::ApiConfig,
+    common: &Common,
+    backends: &backends::Backends,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Api> {
+    Api::start(
+        config,
+        ApiDeps {
+            registry: backends.registry.clone(),
+            token_key: backends.token_key.clone(),
+            redis_url: common.redis_url.clone(),
+            redis_prefix: common.redis_prefix.clone(),
+            admin_token: common.admin_token.clone(),
+            shutdown,
+        },
+    )
+    .await
+    .context("starting the API")
+}
+
+/// Starts a shard whose signalling is served on `local` unless `--signal-url` says otherwise.
+async fn start_shard(
+    config: &surge_sfu::SfuConfig,
+    common: &Common,
+    backends: &backends::Backends,
+    local: std::net::SocketAddr,
+) -> anyhow::Result<Shard> {
+    Shard::start(
+        config,
+        ShardDeps {
+            registry: backends.registry.clone(),
+            token_key: backends.token_key.clone(),
+            admin_token: common.admin_token.clone(),
+            default_signal_url: format!("http://{local}"),
+        },
+    )
+    .await
+    .context("starting the SFU shard")
+}
+
 async fn up(args: UpArgs) -> anyhow::Result<()> {
     surge_cluster::telemetry::install_metrics();
     let shutdown = CancellationToken::new();
@@ -62,30 +104,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let local = listener
         .local_addr()
         .context("reading the listener's address")?;
-    let shard = Shard::start(
-        &args.sfu,
-        ShardDeps {
-            registry: backends.registry.clone(),
-            token_key: backends.token_key.clone(),
-            admin_token: args.common.admin_token.clone(),
-            default_signal_url: format!("http://{local}"),
-        },
-    )
-    .await
-    .context("starting the SFU shard")?;
-    let api = Api::start(
-        &args.api,
-        ApiDeps {
-            registry: backends.registry.clone(),
-            token_key: backends.token_key.clone(),
-            redis_url: args.common.redis_url.clone(),
-            redis_prefix: args.common.redis_prefix.clone(),
-            admin_token: args.common.admin_token.clone(),
-            shutdown: shutdown.clone(),
-        },
-    )
-    .await
-    .context("starting the API")?;
+    let shard = start_shard(&args.sfu, &args.common, &backends, local).await?;
+    let api = start_api(&args.api, &args.common, &backends, shutdown.clone()).await?;
     println!("Surge is up. Point a browser at http://{local}/ (Ctrl-C stops it)");
     cancel_on_signal(shutdown.clone());
     let mut probes = api.probes();
@@ -103,19 +123,7 @@ async fn api(args: ApiArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let backends = backends::build(&args.common, false).await?;
     let listener = http::bind(args.common.listen).await?;
-    let api = Api::start(
-        &args.api,
-        ApiDeps {
-            registry: backends.registry.clone(),
-            token_key: backends.token_key,
-            redis_url: args.common.redis_url.clone(),
-            redis_prefix: args.common.redis_prefix.clone(),
-            admin_token: args.common.admin_token.clone(),
-            shutdown: shutdown.clone(),
-        },
-    )
-    .await
-    .context("starting the API")?;
+    let api = start_api(&args.api, &args.common, &backends, shutdown.clone()).await?;
     tracing::info!(listen = %args.common.listen, "API serving");
     cancel_on_signal(shutdown.clone());
     let admin = surge_cluster::admin::router(backends.registry, args.common.admin_token.clone());
@@ -134,17 +142,7 @@ async fn sfu(args: SfuArgs) -> anyhow::Result<()> {
     let local = listener
         .local_addr()
         .context("reading the listener's address")?;
-    let shard = Shard::start(
-        &args.sfu,
-        ShardDeps {
-            registry: backends.registry,
-            token_key: backends.token_key,
-            admin_token: args.common.admin_token.clone(),
-            default_signal_url: format!("http://{local}"),
-        },
-    )
-    .await
-    .context("starting the SFU shard")?;
+    let shard = start_shard(&args.sfu, &args.common, &backends, local).await?;
     tracing::info!(listen = %local, "SFU shard serving");
     let stop_serving = CancellationToken::new();
     let drained = {
