@@ -229,30 +229,13 @@ async fn make_user(
             detail: format!("{:?} {:?}", a.outcome, a.code),
         });
     }
-    let login = json!({"email": signup.email, "password": signup.password});
-    let (a, _) = api
-        .send_with_retries(
-            &Request {
-                method: Method::POST,
-                path: "/v1/sessions",
-                bearer: None,
-                idempotency_key: None,
-                body: Some(&login),
-            },
-            Instant::now(),
-            policy,
-            |_, _| {},
-        )
+    let (a, session) = api
+        .login(&signup.email, &signup.password, policy, |_, _| {})
         .await;
-    let session = a
-        .body
-        .as_ref()
-        .and_then(|b| b["token"].as_str())
-        .map(str::to_owned)
-        .ok_or_else(|| CallsError::Api {
-            step: "login",
-            detail: format!("{:?} {:?}", a.outcome, a.code),
-        })?;
+    let session = session.ok_or_else(|| CallsError::Api {
+        step: "login",
+        detail: format!("{:?} {:?}", a.outcome, a.code),
+    })?;
     Ok(User { session })
 }
 

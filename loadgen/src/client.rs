@@ -215,6 +215,43 @@ impl ApiClient {
         }
     }
 
+    /// Logs in (`POST /v1/sessions`), retrying under `policy`; returns the last attempt and
+    /// the session token when it succeeded.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        policy: RetryPolicy,
+        on_attempt: impl FnMut(&Attempt, u32),
+    ) -> (Attempt, Option<String>) {
+        #[derive(Serialize)]
+        struct Login<'a> {
+            email: &'a str,
+            password: &'a str,
+        }
+        let (last, _) = self
+            .send_with_retries(
+                &Request {
+                    method: Method::POST,
+                    path: "/v1/sessions",
+                    bearer: None,
+                    idempotency_key: None,
+                    body: Some(&Login { email, password }),
+                },
+                Instant::now(),
+                policy,
+                on_attempt,
+            )
+            .await;
+        let token = last
+            .body
+            .as_ref()
+            .and_then(|b| b.get("token"))
+            .and_then(|t| t.as_str())
+            .map(str::to_owned);
+        (last, token)
+    }
+
     /// Sends, and on 429/503 waits as told and tries again under `policy`. `on_attempt`
     /// sees every attempt (for the statistics). Returns the last attempt.
     pub async fn send_with_retries<B: Serialize + ?Sized>(

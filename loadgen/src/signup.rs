@@ -516,37 +516,13 @@ async fn one_signup(shared: &Shared, intent: Intent, body: Signup, at: Instant) 
 
 /// Logs the new user in, then sends its presence heartbeats.
 async fn follow_up(shared: &Shared, body: &Signup) {
-    #[derive(Serialize)]
-    struct Login<'a> {
-        email: &'a str,
-        password: &'a str,
-    }
-    let login = Login {
-        email: &body.email,
-        password: &body.password,
-    };
-    let (last, _) = shared
+    let (_, token) = shared
         .client
-        .send_with_retries(
-            &Request {
-                method: Method::POST,
-                path: "/v1/sessions",
-                bearer: None,
-                idempotency_key: None,
-                body: Some(&login),
-            },
-            Instant::now(),
-            shared.policy,
-            |a, _| lock(&shared.stats).login.record(a),
-        )
+        .login(&body.email, &body.password, shared.policy, |a, _| {
+            lock(&shared.stats).login.record(a)
+        })
         .await;
-    let Some(token) = last
-        .body
-        .as_ref()
-        .and_then(|b| b.get("token"))
-        .and_then(|t| t.as_str())
-        .map(str::to_owned)
-    else {
+    let Some(token) = token else {
         return;
     };
     let presence = serde_json::json!({ "status": "online" });

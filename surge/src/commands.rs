@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use surge_cluster::http::{self, Probe};
+use surge_cluster::registry::RegistryProbe;
 use surge_sfu::{Shard, ShardDeps};
 use surge_signup_api::{Api, ApiDeps};
 use tokio_util::sync::CancellationToken;
@@ -40,9 +41,12 @@ async fn serve(
     common: &Common,
     listener: tokio::net::TcpListener,
     router: axum::Router,
-    probes: Vec<Arc<dyn Probe>>,
+    mut probes: Vec<Arc<dyn Probe>>,
+    backends: &backends::Backends,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Every listener's readiness includes the shard registry (Redis in a cluster).
+    probes.push(Arc::new(RegistryProbe(backends.registry.clone())));
     let router = http::finish_router(router.merge(http::ops_routes(probes)));
     http::serve(
         listener,
@@ -110,9 +114,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     cancel_on_signal(shutdown.clone());
     let mut probes = api.probes();
     probes.extend(shard.probes());
-    let admin = surge_cluster::admin::router(backends.registry, args.common.admin_token.clone());
+    let admin =
+        surge_cluster::admin::router(backends.registry.clone(), args.common.admin_token.clone());
     let router = api.router().merge(shard.router()).merge(admin);
-    serve(&args.common, listener, router, probes, shutdown).await?;
+    serve(&args.common, listener, router, probes, &backends, shutdown).await?;
     shard.stop().await;
     api.stop().await;
     Ok(())
@@ -126,9 +131,18 @@ async fn api(args: ApiArgs) -> anyhow::Result<()> {
     let api = start_api(&args.api, &args.common, &backends, shutdown.clone()).await?;
     tracing::info!(listen = %args.common.listen, "API serving");
     cancel_on_signal(shutdown.clone());
-    let admin = surge_cluster::admin::router(backends.registry, args.common.admin_token.clone());
+    let admin =
+        surge_cluster::admin::router(backends.registry.clone(), args.common.admin_token.clone());
     let router = api.router().merge(admin);
-    serve(&args.common, listener, router, api.probes(), shutdown).await?;
+    serve(
+        &args.common,
+        listener,
+        router,
+        api.probes(),
+        &backends,
+        shutdown,
+    )
+    .await?;
     api.stop().await;
     Ok(())
 }
@@ -163,6 +177,7 @@ async fn sfu(args: SfuArgs) -> anyhow::Result<()> {
         listener,
         shard.router(),
         shard.probes(),
+        &backends,
         stop_serving,
     )
     .await?;
