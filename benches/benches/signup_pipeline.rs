@@ -61,7 +61,6 @@ fn http(c: &mut Criterion) {
             token_key: TokenKey::generate(),
             redis_url: None,
             redis_prefix: "bench:".into(),
-            admin_token: None,
             shutdown: shutdown.clone(),
         },
     ));

@@ -177,7 +177,6 @@ async fn main() {
             token_key: TokenKey::generate(),
             redis_url: None,
             redis_prefix: "cap:".into(),
-            admin_token: None,
             shutdown: shutdown.clone(),
         },
     )

@@ -166,8 +166,6 @@ pub struct ApiDeps {
     pub redis_url: Option<String>,
     /// Prefix of every Redis key this API writes.
     pub redis_prefix: String,
-    /// Bearer token for admin endpoints (none yet on the API).
-    pub admin_token: Option<String>,
     /// Cancelled on shutdown; long-lived responses (SSE) end when it fires.
     pub shutdown: CancellationToken,
 }

@@ -72,7 +72,6 @@ async fn start_api(
             token_key: backends.token_key.clone(),
             redis_url: common.redis_url.clone(),
             redis_prefix: common.redis_prefix.clone(),
-            admin_token: common.admin_token.clone(),
             shutdown,
         },
     )

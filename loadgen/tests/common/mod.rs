@@ -61,7 +61,6 @@ pub async fn start_api(
             token_key,
             redis_url: None,
             redis_prefix: "unused:".into(),
-            admin_token: None,
             shutdown,
         },
     )

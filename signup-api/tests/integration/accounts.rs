@@ -199,7 +199,6 @@ async fn unreachable_database_is_one_line_at_start() {
             token_key: surge_cluster::TokenKey::generate(),
             redis_url: None,
             redis_prefix: "x:".into(),
-            admin_token: None,
             shutdown: tokio_util::sync::CancellationToken::new(),
         },
     )

@@ -128,7 +128,6 @@ impl TestApi {
                 token_key: token_key.clone(),
                 redis_url,
                 redis_prefix,
-                admin_token: None,
                 shutdown: shutdown.clone(),
             },
         )
