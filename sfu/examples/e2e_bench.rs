@@ -21,6 +21,11 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() {
+    // RUST_LOG=surge_sfu::worker=debug shows each worker's counters once a second.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let args: Vec<u64> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -29,6 +34,7 @@ async fn main() {
     let subscribers = args.get(1).copied().unwrap_or(4) as usize;
     let seconds = args.get(2).copied().unwrap_or(10);
     let workers = args.get(3).copied().unwrap_or(1) as usize;
+    let scale = args.get(4).copied().unwrap_or(1);
 
     let mut config = SfuConfig::for_tests("bench");
     config.workers = Some(workers);
@@ -71,23 +77,28 @@ async fn main() {
     for r in 0..rooms {
         let room = format!("bench-{r}");
         let url = format!("http://{addr}/v1/sfu/rooms/{room}/participants");
-        participants.push(
-            Participant::join(ParticipantConfig::new(&url, &token(&room, "pub")))
-                .await
-                .unwrap(),
-        );
+        let mut publisher = ParticipantConfig::new(&url, &token(&room, "pub"));
+        publisher.layer_bps = publisher.layer_bps.map(|b| b * scale);
+        if scale == 0 {
+            // Idle sessions only: what keeping them alive costs.
+            publisher = publisher.subscriber_only();
+        }
+        participants.push(Participant::join(publisher).await.unwrap());
         for s in 0..subscribers {
-            let config =
+            let mut config =
                 ParticipantConfig::new(&url, &token(&room, &format!("sub{s}"))).subscriber_only();
+            config.receive_interval = Some(Duration::from_millis(2));
             participants.push(Participant::join(config).await.unwrap());
         }
     }
     // Let ICE, DTLS, negotiation and layer choice settle.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let before = shard.status();
+    let cpu_before = worker_cpu_seconds();
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let after = shard.status();
+    let cpu = worker_cpu_seconds() - cpu_before;
     let elapsed = started.elapsed().as_secs_f64();
     let forwarded = (after.forwarded_packets - before.forwarded_packets) as f64;
     let received = (after.received_packets - before.received_packets) as f64;
@@ -107,6 +118,13 @@ async fn main() {
             busy / elapsed / streams as f64 * 100.0
         );
     }
+    if cpu > 0.0 {
+        println!(
+            "worker thread CPU {:.2} s/s: forwarded per worker CPU-second {:.0} pkt/s/core",
+            cpu / elapsed,
+            forwarded / cpu
+        );
+    }
     let mut layers = [0u64; 3];
     for p in &participants {
         for t in p.stats().receiving("video") {
@@ -122,4 +140,33 @@ async fn main() {
     drop(participants);
     stop.cancel();
     shard.stop().await;
+}
+
+/// User + system CPU seconds of the shard's worker threads, from /proc (Linux).
+fn worker_cpu_seconds() -> f64 {
+    let mut ticks = 0u64;
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            let Some((comm, rest)) = stat.split_once(") ") else {
+                continue;
+            };
+            if !comm.contains("sfu-worker") {
+                continue;
+            }
+            let fields: Vec<&str> = rest.split(' ').collect();
+            // After "pid (comm) ": state is field 0, utime 11, stime 12.
+            ticks += fields
+                .get(11)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            ticks += fields
+                .get(12)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    ticks as f64 / 100.0
 }

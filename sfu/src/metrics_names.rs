@@ -22,6 +22,8 @@ pub const NACKS: &str = "surge_sfu_nacks_total";
 pub const EGRESS_BPS: &str = "surge_sfu_egress_estimate_bps";
 /// Counter: datagrams dropped, by `reason`.
 pub const DATAGRAMS_DROPPED: &str = "surge_sfu_datagrams_dropped_total";
+/// Counter: `sendmsg` calls; datagrams out over this is what GSO batching saves.
+pub const SEND_SYSCALLS: &str = "surge_sfu_send_syscalls_total";
 /// Counter: joins refused, by `code`.
 pub const JOINS_REFUSED: &str = "surge_sfu_joins_refused_total";
 /// Counter: participants removed, by `reason` (left, timeout, ice, drain).

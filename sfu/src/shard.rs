@@ -226,14 +226,17 @@ impl Shard {
         }
         let mut handles = Vec::with_capacity(count);
         let mut receivers = Vec::with_capacity(count);
-        for (socket, public_addr) in &sockets {
+        let mut udps = Vec::with_capacity(count);
+        for (socket, public_addr) in sockets {
             let (tx, rx) = std::sync::mpsc::channel();
-            let waker = crate::worker::Waker::new(socket).map_err(|source| StartError::Bind {
-                addr: *public_addr,
-                source,
-            })?;
+            let (udp, waker) =
+                crate::worker::Udp::new(socket).map_err(|source| StartError::Bind {
+                    addr: public_addr,
+                    source,
+                })?;
+            udps.push((udp, public_addr));
             handles.push(WorkerHandle {
-                public_addr: *public_addr,
+                public_addr,
                 commands: tx,
                 waker,
             });
@@ -268,11 +271,11 @@ impl Shard {
             stopped: AtomicBool::new(false),
         });
         let mut threads = Vec::with_capacity(count);
-        for ((index, (socket, public_addr)), rx) in sockets.into_iter().enumerate().zip(receivers) {
+        for ((index, (udp, public_addr)), rx) in udps.into_iter().enumerate().zip(receivers) {
             let shared = shared.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("sfu-worker-{index}"))
-                .spawn(move || crate::worker::run(index, socket, public_addr, rx, shared))
+                .spawn(move || crate::worker::run(index, udp, public_addr, rx, shared))
                 .map_err(StartError::Thread)?;
             threads.push(thread);
         }

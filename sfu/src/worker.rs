@@ -8,7 +8,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
@@ -19,6 +18,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Input, Output};
 use surge_cluster::token::JoinClaims;
 
+use crate::core::hash::FastMap;
 use crate::core::{ParticipantId, ParticipantInfo, Room, RoomConfig};
 use crate::metrics_names as m;
 use crate::shard::Shared;
@@ -26,21 +26,28 @@ use crate::stun;
 
 mod peer;
 mod route;
+mod udp;
 
 use peer::Peer;
+use udp::RxBatch;
+pub(crate) use udp::{Udp, Waker};
 
-/// Largest datagram we accept; WebRTC stays below ~1500 bytes.
-const RECV_BUFFER: usize = 2048;
 /// The loop looks at its command queue at least this often.
 const MAX_WAIT: Duration = Duration::from_millis(20);
+/// How late a session or room timer may be served, so that one wake-up serves several.
+const TIMER_SLACK: Duration = Duration::from_millis(1);
 /// Counters are flushed to the metrics registry this often (not per packet).
 const METRICS_FLUSH: Duration = Duration::from_secs(1);
 /// Remote addresses remembered per participant (ICE may try several).
 const MAX_ADDRS_PER_PEER: usize = 8;
-/// Due timeouts handled inline per drain before the session goes back to the heap.
-const MAX_DUE_ROUNDS: u32 = 8;
-/// Datagrams read in one go before sessions are drained.
-const RECV_BATCH: usize = 64;
+/// Due timeouts handled inline per drain before the session goes back to the heap: enough
+/// for a burst of paced packets (str0m's pacer wants a timeout per packet it lets out).
+const MAX_DUE_ROUNDS: u32 = 64;
+/// A timeout this close counts as due: after each packet it lets out, str0m's pacer asks
+/// for a timeout one microsecond ahead, which is not worth a trip through the wait.
+const DUE_AHEAD: Duration = Duration::from_micros(50);
+/// Batches read (up to `quinn_udp::BATCH_SIZE` datagrams each) before timers get a turn.
+const RECV_ROUNDS: usize = 8;
 
 /// A request to join a room, answered on `reply`.
 pub(crate) struct JoinRequest {
@@ -81,38 +88,6 @@ pub(crate) struct WorkerHandle {
     pub waker: Waker,
 }
 
-/// Wakes a worker blocked in `recv` by sending its socket one byte from a socket of its
-/// own; the worker recognises the source and ignores the datagram.
-pub(crate) struct Waker {
-    socket: UdpSocket,
-    target: SocketAddr,
-}
-
-impl Waker {
-    pub fn new(worker: &UdpSocket) -> std::io::Result<Self> {
-        let mut target = worker.local_addr()?;
-        if target.ip().is_unspecified() {
-            target.set_ip(match target {
-                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        let bind: SocketAddr = SocketAddr::new(target.ip(), 0);
-        let socket = UdpSocket::bind(bind)?;
-        socket.set_nonblocking(true)?;
-        Ok(Self { socket, target })
-    }
-
-    fn addr(&self) -> Option<SocketAddr> {
-        self.socket.local_addr().ok()
-    }
-
-    /// Best effort: a full socket buffer means the worker is awake anyway.
-    pub fn wake(&self) {
-        let _ = self.socket.send_to(&[0], self.target);
-    }
-}
-
 /// Binds a worker socket with large kernel buffers (bursts of video).
 pub(crate) fn bind_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let domain = socket2::Domain::for_address(addr);
@@ -137,6 +112,11 @@ struct Counters {
     dropped_garbage: u64,
     dropped_unknown: u64,
     dropped_stun_unknown: u64,
+    dropped_send: u64,
+    send_syscalls: u64,
+    /// Loop turns and session timeouts handled: the fixed cost of keeping sessions alive.
+    wakeups: u64,
+    session_timeouts: u64,
 }
 
 impl Counters {
@@ -149,6 +129,9 @@ impl Counters {
             keyframe_requests = c.keyframe_requests,
             layer_switches = c.layer_switches,
             nacks = c.nacks,
+            send_syscalls = c.send_syscalls,
+            wakeups = c.wakeups,
+            session_timeouts = c.session_timeouts,
             "worker counters (last second)"
         );
         metrics::counter!(m::PACKETS_IN).increment(c.packets_in);
@@ -163,6 +146,9 @@ impl Counters {
             .increment(c.dropped_unknown);
         metrics::counter!(m::DATAGRAMS_DROPPED, "reason" => "stun_unknown_ufrag")
             .increment(c.dropped_stun_unknown);
+        metrics::counter!(m::DATAGRAMS_DROPPED, "reason" => "send_failed")
+            .increment(c.dropped_send);
+        metrics::counter!(m::SEND_SYSCALLS).increment(c.send_syscalls);
     }
 }
 
@@ -176,15 +162,18 @@ struct RoomEntry {
 }
 
 pub(crate) struct Worker {
-    socket: UdpSocket,
+    udp: Udp,
+    rx: RxBatch,
     public_addr: SocketAddr,
-    waker_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     rooms: HashMap<String, RoomEntry>,
-    peers: HashMap<ParticipantId, Peer>,
+    /// By server-chosen random id: the fast hasher is safe here and shows per packet.
+    peers: FastMap<ParticipantId, Peer>,
     by_addr: HashMap<SocketAddr, ParticipantId>,
     by_ufrag: HashMap<String, ParticipantId>,
     timers: BinaryHeap<Reverse<(Instant, ParticipantId)>>,
+    /// The earliest room tick (rooms only get an earlier one when someone joins).
+    rooms_due: Option<Instant>,
     dirty: Vec<ParticipantId>,
     counters: Counters,
     /// Reused scratch space for the room's forward decisions.
@@ -194,22 +183,22 @@ pub(crate) struct Worker {
 /// The thread body.
 pub(crate) fn run(
     index: usize,
-    socket: UdpSocket,
+    udp: Udp,
     public_addr: SocketAddr,
     commands: Receiver<Command>,
     shared: Arc<Shared>,
 ) {
-    let waker_addr = shared.workers.get(index).and_then(|w| w.waker.addr());
     let mut worker = Worker {
-        socket,
+        udp,
+        rx: RxBatch::new(),
         public_addr,
-        waker_addr,
         shared,
         rooms: HashMap::new(),
-        peers: HashMap::new(),
+        peers: FastMap::default(),
         by_addr: HashMap::new(),
         by_ufrag: HashMap::new(),
         timers: BinaryHeap::new(),
+        rooms_due: None,
         dirty: Vec::new(),
         counters: Counters::default(),
         forwards: Vec::with_capacity(64),
@@ -221,9 +210,8 @@ pub(crate) fn run(
 
 impl Worker {
     fn run_loop(&mut self, commands: &Receiver<Command>) {
-        let mut buf = vec![0u8; RECV_BUFFER];
         let mut last_flush = Instant::now();
-        let mut current_wait = Duration::ZERO;
+        let mut more_waiting = false;
         loop {
             let loop_start = Instant::now();
             loop {
@@ -235,51 +223,52 @@ impl Worker {
                 }
             }
             self.drain_dirty(Instant::now());
+            self.udp.flush();
 
-            let wait = self.next_wake().saturating_duration_since(Instant::now());
-            // At least 1 ms: a zero read timeout means "block forever".
-            let wait = wait.clamp(Duration::from_millis(1), MAX_WAIT);
-            if wait.abs_diff(current_wait) >= Duration::from_millis(1)
-                && self.socket.set_read_timeout(Some(wait)).is_ok()
-            {
-                current_wait = wait;
-            }
-            // Everything but the first (blocking) read counts as busy time.
-            let blocked_from = Instant::now();
+            // Everything but the wait counts as busy time.
             let mut blocked = Duration::ZERO;
-            let mut nonblocking = false;
-            for n in 0..RECV_BATCH {
-                let received = self.socket.recv_from(&mut buf);
-                if n == 0 {
-                    blocked = blocked_from.elapsed();
-                }
-                match received {
-                    Ok((len, source)) => {
-                        let now = Instant::now();
-                        self.handle_datagram(source, &buf[..len], now);
-                        if !nonblocking {
-                            // Later reads in this batch must not block.
-                            nonblocking = self.socket.set_nonblocking(true).is_ok();
-                        }
-                    }
-                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                        break;
-                    }
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        // ICMP errors (port unreachable) surface here on Linux; not fatal.
-                        tracing::trace!(%e, "UDP receive error");
-                        break;
-                    }
-                }
+            let mut readable = more_waiting;
+            if !more_waiting {
+                let wait_from = Instant::now();
+                // Timers are served in bunches: a wake-up per session timeout would cost more
+                // than the timeouts themselves, and pacing and RTCP tolerate a millisecond.
+                let wait = (self.next_wake() + TIMER_SLACK)
+                    .saturating_duration_since(wait_from)
+                    .min(MAX_WAIT);
+                readable = self.udp.wait(wait);
+                blocked = wait_from.elapsed();
             }
-            if nonblocking {
-                let _ = self.socket.set_nonblocking(false);
+            self.counters.wakeups += 1;
+            more_waiting = false;
+            for round in 0..RECV_ROUNDS {
+                if !readable {
+                    break;
+                }
+                if self.udp.recv(&mut self.rx) == 0 {
+                    break;
+                }
+                let now = Instant::now();
+                // Taken out for the loop so the handlers may borrow the worker.
+                let rx = std::mem::replace(&mut self.rx, RxBatch::empty());
+                rx.for_each(|source, data| self.handle_datagram(source, data, now));
+                let full = rx.was_full();
+                self.rx = rx;
+                // Subscribers now hold this batch's packets: out in as few sends as may be.
+                self.drain_dirty(now);
+                self.udp.flush();
+                if !full {
+                    break;
+                }
+                more_waiting = round + 1 == RECV_ROUNDS;
             }
             let now = Instant::now();
             self.handle_timers(now);
             self.drain_dirty(Instant::now());
+            self.udp.flush();
             if now.duration_since(last_flush) >= METRICS_FLUSH {
+                let sent = self.udp.take_sent();
+                self.counters.dropped_send += sent.dropped;
+                self.counters.send_syscalls += sent.syscalls;
                 self.publish_totals();
                 self.counters.flush();
                 last_flush = now;
@@ -305,19 +294,10 @@ impl Worker {
     fn next_wake(&self) -> Instant {
         let far = Instant::now() + MAX_WAIT;
         let session = self.timers.peek().map(|Reverse((t, _))| *t).unwrap_or(far);
-        let room = self
-            .rooms
-            .values()
-            .filter_map(|r| r.room.poll_timeout())
-            .min()
-            .unwrap_or(far);
-        session.min(room).min(far)
+        session.min(self.rooms_due.unwrap_or(far)).min(far)
     }
 
     fn handle_datagram(&mut self, source: SocketAddr, data: &[u8], now: Instant) {
-        if Some(source) == self.waker_addr {
-            return;
-        }
         self.counters.datagrams += 1;
         let pid = match self.by_addr.get(&source) {
             Some(pid) => *pid,
@@ -384,12 +364,16 @@ impl Worker {
                 continue;
             };
             peer.scheduled = None;
-            if peer.timeout <= now
-                && let Err(e) = peer.rtc.handle_input(Input::Timeout(now))
-            {
-                tracing::debug!(participant = %pid, %e, "timeout input failed");
+            if peer.timeout <= now {
+                self.counters.session_timeouts += 1;
+                if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                    tracing::debug!(participant = %pid, %e, "timeout input failed");
+                }
             }
             self.mark_dirty(pid);
+        }
+        if self.rooms_due.is_none_or(|t| t > now) {
+            return;
         }
         let due: Vec<String> = self
             .rooms
@@ -403,6 +387,11 @@ impl Worker {
             }
             self.drain_room(&name, now);
         }
+        self.rooms_due = self
+            .rooms
+            .values()
+            .filter_map(|r| r.room.poll_timeout())
+            .min();
     }
 
     /// Drains every session that got input or a write, until all are idle.
@@ -435,7 +424,7 @@ impl Worker {
     }
 
     /// Polls one session until it returns `Timeout`, acting on what it emits.
-    fn drain_peer(&mut self, pid: ParticipantId, now: Instant) {
+    fn drain_peer(&mut self, pid: ParticipantId, mut now: Instant) {
         self.negotiate_if_needed(pid, now);
         if let Some(peer) = self.peers.get_mut(&pid)
             && !peer.outbox.is_empty()
@@ -455,8 +444,11 @@ impl Worker {
                 Ok(Output::Timeout(at)) => {
                     // Due already (the pacer releasing queued packets, a retransmit):
                     // handle it now rather than after a trip through the socket wait.
-                    if at <= now && due_rounds < MAX_DUE_ROUNDS {
+                    if at <= now + DUE_AHEAD && due_rounds < MAX_DUE_ROUNDS {
                         due_rounds += 1;
+                        // str0m ignores a timeout earlier than the last time it saw.
+                        now = now.max(at);
+                        self.counters.session_timeouts += 1;
                         if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
                             tracing::debug!(participant = %pid, %e, "timeout input failed");
                         }
@@ -467,12 +459,7 @@ impl Worker {
                     return;
                 }
                 Ok(Output::Transmit(transmit)) => {
-                    if let Err(e) = self
-                        .socket
-                        .send_to(&transmit.contents, transmit.destination)
-                    {
-                        tracing::trace!(%e, "UDP send failed");
-                    }
+                    self.udp.queue(transmit.destination, &transmit.contents);
                 }
                 Ok(Output::Event(event)) => self.handle_event(pid, event, now),
                 Err(e) => {
@@ -556,6 +543,9 @@ impl Worker {
             return;
         }
         entry.members.push(pid);
+        if let Some(tick) = entry.room.poll_timeout() {
+            self.rooms_due = Some(self.rooms_due.map_or(tick, |t| t.min(tick)));
+        }
         self.by_ufrag.insert(peer.ufrag.clone(), pid);
         self.peers.insert(pid, peer);
         if reply.send(Ok(answer)).is_err() {
@@ -625,6 +615,7 @@ impl Worker {
         for pid in pids {
             self.remove_peer(pid, "stopped", now);
         }
+        self.udp.flush();
         self.publish_totals();
         self.counters.flush();
     }
