@@ -13,30 +13,22 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use surge_cluster::placement::{Placer, choose_shard};
-use surge_cluster::registry::{
-    MemoryRegistry, SCHEMA_VERSION, ShardCapacity, ShardInfo, ShardLoad, ShardRegistry, ShardState,
-};
+use surge_cluster::registry::{MemoryRegistry, ShardInfo, ShardRegistry};
 use tokio::runtime::Runtime;
 
 const SHARDS: usize = 3;
 const IN_FLIGHT: usize = 64;
 
 fn shard(i: usize) -> ShardInfo {
-    ShardInfo {
-        version: SCHEMA_VERSION,
-        id: format!("sfu-{i}"),
-        signal_url: format!("http://10.0.0.{i}:8080"),
-        media_addr: format!("10.0.0.{i}:5000"),
-        capacity: ShardCapacity {
-            max_rooms: 100_000,
-            max_participants: 100_000,
-        },
-        load: ShardLoad {
-            participants: (i as u32 * 37) % 500,
-            ..ShardLoad::default()
-        },
-        state: ShardState::Active,
-    }
+    let mut shard = ShardInfo::new(
+        format!("sfu-{i}"),
+        format!("http://10.0.0.{i}:8080"),
+        format!("10.0.0.{i}:5000"),
+        100_000,
+        100_000,
+    );
+    shard.load.participants = (i as u32 * 37) % 500;
+    shard
 }
 
 fn choose(c: &mut Criterion) {

@@ -163,7 +163,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::registry::{MemoryRegistry, SCHEMA_VERSION, ShardCapacity, ShardLoad};
+    use crate::registry::{MemoryRegistry, ShardLoad};
     use axum::body::Body;
     use http_body_util::BodyExt;
     use std::time::Duration;
@@ -171,21 +171,13 @@ mod tests {
 
     fn shard(id: &str) -> ShardInfo {
         ShardInfo {
-            version: SCHEMA_VERSION,
-            id: id.into(),
-            signal_url: format!("http://{id}.test"),
-            media_addr: "127.0.0.1:5000".into(),
-            capacity: ShardCapacity {
-                max_rooms: 10,
-                max_participants: 100,
-            },
             load: ShardLoad {
                 rooms: 2,
                 participants: 7,
                 egress_bps: 1_000_000,
                 cpu: 0.25,
             },
-            state: ShardState::Active,
+            ..ShardInfo::new(id, format!("http://{id}.test"), "127.0.0.1:5000", 10, 100)
         }
     }
 

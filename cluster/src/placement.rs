@@ -170,24 +170,12 @@ impl Placer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{MemoryRegistry, SCHEMA_VERSION, ShardCapacity, ShardLoad};
+    use crate::registry::MemoryRegistry;
 
     fn shard(id: &str, participants: u32) -> ShardInfo {
-        ShardInfo {
-            version: SCHEMA_VERSION,
-            id: id.into(),
-            signal_url: format!("http://{id}"),
-            media_addr: "127.0.0.1:5000".into(),
-            capacity: ShardCapacity {
-                max_rooms: 1000,
-                max_participants: 1000,
-            },
-            load: ShardLoad {
-                participants,
-                ..ShardLoad::default()
-            },
-            state: ShardState::Active,
-        }
+        let mut shard = ShardInfo::new(id, format!("http://{id}"), "127.0.0.1:5000", 1000, 1000);
+        shard.load.participants = participants;
+        shard
     }
 
     #[test]

@@ -60,6 +60,28 @@ pub struct ShardInfo {
 }
 
 impl ShardInfo {
+    /// A shard as it announces itself on start: active, nothing placed on it yet.
+    pub fn new(
+        id: impl Into<String>,
+        signal_url: impl Into<String>,
+        media_addr: impl Into<String>,
+        max_rooms: u32,
+        max_participants: u32,
+    ) -> Self {
+        Self {
+            version: SCHEMA_VERSION,
+            id: id.into(),
+            signal_url: signal_url.into(),
+            media_addr: media_addr.into(),
+            capacity: ShardCapacity {
+                max_rooms,
+                max_participants,
+            },
+            load: ShardLoad::default(),
+            state: ShardState::Active,
+        }
+    }
+
     /// Free participant slots, the weight placement uses.
     pub fn free_participants(&self) -> u32 {
         self.capacity

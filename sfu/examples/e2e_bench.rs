@@ -3,29 +3,26 @@
 //! layers + Opus) and N subscribers; reports forwarded RTP packets per second and per
 //! busy worker-CPU-second (SRTP included), and the CPU cost per forwarded stream.
 //!
-//! `cargo run --release -p surge-sfu --example e2e_bench -- [rooms] [subscribers] [seconds] [workers]`
+//! `cargo run --release -p surge-sfu --example e2e_bench -- [rooms] [subscribers] [seconds] [workers] [rate×]`
+//!
+//! `rate×` multiplies the publishers' layer bitrates (0: publishers send nothing, which
+//! measures what idle sessions cost). The shard is the one the tests use (`tests/common`).
 //!
 //! The participants run in the same process and compete for the same cores, so the
 //! per-core figure (packets per busy worker second) is the one to compare.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use surge_cluster::http::{finish_router, serve};
-use surge_cluster::registry::MemoryRegistry;
-use surge_cluster::token::{JoinClaims, TokenKey, unix_now};
-use surge_sfu::participant::{Participant, ParticipantConfig};
-use surge_sfu::{SfuConfig, Shard, ShardDeps};
-use tokio_util::sync::CancellationToken;
+use surge_sfu::participant::Participant;
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "support/thread_cpu.rs"]
+mod thread_cpu;
 
 #[tokio::main]
 async fn main() {
-    // RUST_LOG=surge_sfu::worker=debug shows each worker's counters once a second.
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
     let args: Vec<u64> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -36,48 +33,12 @@ async fn main() {
     let workers = args.get(3).copied().unwrap_or(1) as usize;
     let scale = args.get(4).copied().unwrap_or(1);
 
-    let mut config = SfuConfig::for_tests("bench");
-    config.workers = Some(workers);
-    let key = TokenKey::generate();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shard = Shard::start(
-        &config,
-        ShardDeps {
-            registry: Arc::new(MemoryRegistry::new()),
-            token_key: key.clone(),
-            admin_token: None,
-            default_signal_url: format!("http://{addr}"),
-        },
-    )
-    .await
-    .unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(serve(
-        listener,
-        finish_router(shard.router()),
-        stop.clone(),
-        Duration::from_secs(1),
-    ));
-    let token = |room: &str, user: &str| {
-        let now = unix_now();
-        key.issue(&JoinClaims {
-            sub: user.to_owned(),
-            name: user.to_owned(),
-            room: room.to_owned(),
-            shard: "bench".to_owned(),
-            publish: true,
-            subscribe: true,
-            iat: now,
-            exp: now + 3600,
-        })
-        .unwrap()
-    };
+    // RUST_LOG=surge_sfu::worker=debug shows each worker's counters once a second.
+    let bench = common::TestShard::start_with(|c| c.workers = Some(workers)).await;
     let mut participants = Vec::new();
     for r in 0..rooms {
         let room = format!("bench-{r}");
-        let url = format!("http://{addr}/v1/sfu/rooms/{room}/participants");
-        let mut publisher = ParticipantConfig::new(&url, &token(&room, "pub"));
+        let mut publisher = bench.config(&room, "pub");
         publisher.layer_bps = publisher.layer_bps.map(|b| b * scale);
         if scale == 0 {
             // Idle sessions only: what keeping them alive costs.
@@ -85,20 +46,19 @@ async fn main() {
         }
         participants.push(Participant::join(publisher).await.unwrap());
         for s in 0..subscribers {
-            let mut config =
-                ParticipantConfig::new(&url, &token(&room, &format!("sub{s}"))).subscriber_only();
+            let mut config = bench.config(&room, &format!("sub{s}")).subscriber_only();
             config.receive_interval = Some(Duration::from_millis(2));
             participants.push(Participant::join(config).await.unwrap());
         }
     }
     // Let ICE, DTLS, negotiation and layer choice settle.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let before = shard.status();
-    let cpu_before = worker_cpu_seconds();
+    let before = bench.shard.status();
+    let cpu_before = thread_cpu::threads_named("sfu-worker");
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let after = shard.status();
-    let cpu = worker_cpu_seconds() - cpu_before;
+    let after = bench.shard.status();
+    let cpu = thread_cpu::threads_named("sfu-worker") - cpu_before;
     let elapsed = started.elapsed().as_secs_f64();
     let forwarded = (after.forwarded_packets - before.forwarded_packets) as f64;
     let received = (after.received_packets - before.received_packets) as f64;
@@ -138,35 +98,5 @@ async fn main() {
     }
     println!("subscribers' current video layer q/h/f: {layers:?}");
     drop(participants);
-    stop.cancel();
-    shard.stop().await;
-}
-
-/// User + system CPU seconds of the shard's worker threads, from /proc (Linux).
-fn worker_cpu_seconds() -> f64 {
-    let mut ticks = 0u64;
-    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
-        for task in tasks.flatten() {
-            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-                continue;
-            };
-            let Some((comm, rest)) = stat.split_once(") ") else {
-                continue;
-            };
-            if !comm.contains("sfu-worker") {
-                continue;
-            }
-            let fields: Vec<&str> = rest.split(' ').collect();
-            // After "pid (comm) ": state is field 0, utime 11, stime 12.
-            ticks += fields
-                .get(11)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
-            ticks += fields
-                .get(12)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-    }
-    ticks as f64 / 100.0
+    bench.stop().await;
 }

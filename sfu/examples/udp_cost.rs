@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 use quinn_udp::{Transmit, UdpSockRef, UdpSocketState};
 
+#[path = "support/thread_cpu.rs"]
+mod thread_cpu;
+
 const RECEIVERS: usize = 20;
 const DATAGRAM: usize = 1_200;
 
@@ -51,7 +54,7 @@ fn main() {
     let payload = vec![0x5Au8; DATAGRAM * 8];
     for run in [1usize, 2, 4, 8] {
         let run = run.min(state.max_gso_segments());
-        let cpu_start = thread_cpu_seconds();
+        let cpu_start = thread_cpu::this_thread();
         let started = Instant::now();
         let mut datagrams = 0u64;
         let mut next = 0usize;
@@ -70,7 +73,7 @@ fn main() {
                 next += 1;
             }
         }
-        let cpu = thread_cpu_seconds() - cpu_start;
+        let cpu = thread_cpu::this_thread() - cpu_start;
         println!(
             "{run} datagram(s) per sendmsg: {:.2} µs of sender CPU per datagram, {:.0} datagrams per CPU-second",
             cpu / datagrams as f64 * 1e6,
@@ -81,18 +84,4 @@ fn main() {
     for thread in threads {
         let _ = thread.join();
     }
-}
-
-/// This thread's user + system CPU seconds, from /proc (Linux; clock ticks of 10 ms).
-fn thread_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
-    let Some((_, rest)) = stat.rsplit_once(") ") else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split(' ').collect();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<u64>().ok()))
-        .sum();
-    ticks as f64 / 100.0
 }

@@ -436,6 +436,10 @@ impl Session {
     fn run(&mut self) {
         let mut buf = vec![0u8; 2048];
         let mut next_remb = Instant::now();
+        // Interval reads drain the socket until it is empty; blocking reads wait per datagram.
+        let _ = self
+            .socket
+            .set_nonblocking(self.config.receive_interval.is_some());
         while !self.stop.load(Ordering::Acquire) && self.rtc.is_alive() {
             let timeout = match self.drain() {
                 Some(t) => t,
@@ -465,7 +469,6 @@ impl Session {
                 .max(Duration::from_millis(1));
             if let Some(interval) = self.config.receive_interval {
                 std::thread::sleep(wait.min(interval));
-                let _ = self.socket.set_nonblocking(true);
                 let mut got = false;
                 while let Ok((n, source)) = self.socket.recv_from(&mut buf) {
                     got = true;

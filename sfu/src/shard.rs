@@ -13,8 +13,7 @@ use serde::Serialize;
 use surge_cluster::http::Probe;
 use surge_cluster::placement::DEFAULT_PIN_TTL;
 use surge_cluster::registry::{
-    DEFAULT_SHARD_TTL, HEARTBEAT_INTERVAL, SCHEMA_VERSION, ShardCapacity, ShardInfo, ShardLoad,
-    ShardState,
+    DEFAULT_SHARD_TTL, HEARTBEAT_INTERVAL, ShardCapacity, ShardInfo, ShardLoad, ShardState,
 };
 use surge_cluster::{ShardRegistry, TokenKey};
 use tokio::time::Instant;
@@ -390,11 +389,6 @@ async fn heartbeat(shared: Arc<Shared>, registry: Arc<dyn ShardRegistry>, stop: 
         let status = shared.status();
         metrics::gauge!(crate::metrics_names::EGRESS_BPS).set(status.egress_bps as f64);
         let info = ShardInfo {
-            version: SCHEMA_VERSION,
-            id: shared.shard_id.clone(),
-            signal_url: shared.signal_url.clone(),
-            media_addr: status.media_addrs.first().cloned().unwrap_or_default(),
-            capacity: status.capacity,
             load: ShardLoad {
                 rooms: status.rooms,
                 participants: status.participants,
@@ -402,6 +396,13 @@ async fn heartbeat(shared: Arc<Shared>, registry: Arc<dyn ShardRegistry>, stop: 
                 cpu,
             },
             state: status.state,
+            ..ShardInfo::new(
+                shared.shard_id.clone(),
+                shared.signal_url.clone(),
+                status.media_addrs.first().cloned().unwrap_or_default(),
+                status.capacity.max_rooms,
+                status.capacity.max_participants,
+            )
         };
         match registry.heartbeat(&info, DEFAULT_SHARD_TTL).await {
             Ok(true) => shared.begin_drain(),

@@ -8,26 +8,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn surge() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_surge"));
-    cmd.env_remove("RUST_LOG")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null());
-    for (key, _) in std::env::vars() {
-        if key.starts_with("SURGE_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
-}
+mod common;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{free_port, surge};
 
 struct Running {
     child: Child,

@@ -9,7 +9,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,6 +16,9 @@ use serde_json::{Value, json};
 use surge_cluster::registry::{ShardInfo, ShardRegistry, ShardState};
 use surge_cluster::{JoinClaims, RedisRegistry, TokenKey};
 use surge_sfu::participant::{Participant, ParticipantConfig, ParticipantError};
+
+mod common;
+use common::free_port;
 
 const TOKEN_KEY: &str = "cluster-test-token-key-0123456789abcdef";
 const ADMIN_TOKEN: &str = "cluster-test-admin";
@@ -38,14 +40,6 @@ fn unique() -> String {
         .unwrap()
         .subsec_nanos();
     format!("{}_{nanos:x}", std::process::id())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A child process killed when the test ends, however it ends.
@@ -88,17 +82,10 @@ impl Drop for Proc {
     }
 }
 
+/// The binary, quiet on stdout, its warnings in the test's output.
 fn surge() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_surge"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("SURGE_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+    let mut cmd = common::surge();
+    cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
     cmd
 }
 

@@ -8,30 +8,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use surge_cluster::RedisRegistry;
-use surge_cluster::registry::{
-    MemoryRegistry, SCHEMA_VERSION, ShardCapacity, ShardInfo, ShardLoad, ShardRegistry, ShardState,
-};
+use surge_cluster::registry::{MemoryRegistry, ShardInfo, ShardRegistry};
 
 /// Runs after a test to remove what it left behind.
 pub type Cleanup = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// An active shard `id` with room for 1000 participants, `participants` of them taken.
 pub fn shard(id: &str, participants: u32) -> ShardInfo {
-    ShardInfo {
-        version: SCHEMA_VERSION,
-        id: id.into(),
-        signal_url: format!("http://{id}.test"),
-        media_addr: "127.0.0.1:5000".into(),
-        capacity: ShardCapacity {
-            max_rooms: 1000,
-            max_participants: 1000,
-        },
-        load: ShardLoad {
-            participants,
-            ..ShardLoad::default()
-        },
-        state: ShardState::Active,
-    }
+    let mut shard = ShardInfo::new(
+        id,
+        format!("http://{id}.test"),
+        "127.0.0.1:5000",
+        1000,
+        1000,
+    );
+    shard.load.participants = participants;
+    shard
 }
 
 pub fn redis_url() -> String {

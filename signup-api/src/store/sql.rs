@@ -86,6 +86,37 @@ impl SqliteStore {
     }
 }
 
+/// Applies the migrations not yet recorded, inside the open transaction `$tx`. A macro
+/// because the SQL and the steps are the same for both databases and only the
+/// transaction's type differs.
+macro_rules! apply_migrations {
+    ($tx:ident) => {
+        sqlx::raw_sql("CREATE TABLE IF NOT EXISTS surge_migrations (version BIGINT PRIMARY KEY)")
+            .execute(&mut *$tx)
+            .await
+            .map_err(classify)?;
+        for (version, sql) in MIGRATIONS {
+            let done: Option<(i64,)> =
+                sqlx::query_as("SELECT version FROM surge_migrations WHERE version = $1")
+                    .bind(version)
+                    .fetch_optional(&mut *$tx)
+                    .await
+                    .map_err(classify)?;
+            if done.is_none() {
+                sqlx::raw_sql(*sql)
+                    .execute(&mut *$tx)
+                    .await
+                    .map_err(classify)?;
+                sqlx::query("INSERT INTO surge_migrations (version) VALUES ($1)")
+                    .bind(version)
+                    .execute(&mut *$tx)
+                    .await
+                    .map_err(classify)?;
+            }
+        }
+    };
+}
+
 /// Opens the database at `url` (`sqlite://…` or `postgres://…`), creating the SQLite file
 /// and its directory when missing, and applies the migrations. `schema` puts every table
 /// in a PostgreSQL schema of that name (created when missing).
@@ -132,31 +163,10 @@ pub async fn connect(
             writer: writer.clone(),
             reader,
         };
-        sqlx::raw_sql("CREATE TABLE IF NOT EXISTS surge_migrations (version BIGINT PRIMARY KEY)")
-            .execute(&writer)
-            .await
-            .map_err(classify)?;
-        for (version, sql) in MIGRATIONS {
-            let done: Option<(i64,)> =
-                sqlx::query_as("SELECT version FROM surge_migrations WHERE version = $1")
-                    .bind(version)
-                    .fetch_optional(&writer)
-                    .await
-                    .map_err(classify)?;
-            if done.is_none() {
-                let mut tx = writer.begin().await.map_err(classify)?;
-                sqlx::raw_sql(*sql)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-                sqlx::query("INSERT INTO surge_migrations (version) VALUES ($1)")
-                    .bind(version)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-                tx.commit().await.map_err(classify)?;
-            }
-        }
+        // One writer connection: nothing else can race the migrations.
+        let mut tx = writer.begin().await.map_err(classify)?;
+        apply_migrations!(tx);
+        tx.commit().await.map_err(classify)?;
         Ok(Box::new(store))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         let mut options = PgConnectOptions::from_str(url).map_err(StoreError::Other)?;
@@ -192,29 +202,7 @@ pub async fn connect(
             .execute(&mut *tx)
             .await
             .map_err(classify)?;
-        sqlx::raw_sql("CREATE TABLE IF NOT EXISTS surge_migrations (version BIGINT PRIMARY KEY)")
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        for (version, sql) in MIGRATIONS {
-            let done: Option<(i64,)> =
-                sqlx::query_as("SELECT version FROM surge_migrations WHERE version = $1")
-                    .bind(version)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-            if done.is_none() {
-                sqlx::raw_sql(*sql)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-                sqlx::query("INSERT INTO surge_migrations (version) VALUES ($1)")
-                    .bind(version)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-            }
-        }
+        apply_migrations!(tx);
         tx.commit().await.map_err(classify)?;
         Ok(Box::new(PgStore { pool }))
     } else {

@@ -6,10 +6,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use surge_cluster::registry::SCHEMA_VERSION;
-use surge_cluster::{
-    MemoryRegistry, ShardCapacity, ShardInfo, ShardLoad, ShardRegistry, ShardState, TokenKey,
-};
+use surge_cluster::{MemoryRegistry, ShardInfo, ShardRegistry, TokenKey};
 use surge_signup_api::{Api, ApiConfig, ApiDeps};
 use tokio_util::sync::CancellationToken;
 
@@ -85,18 +82,7 @@ pub struct TestApi {
 }
 
 pub fn shard(id: &str) -> ShardInfo {
-    ShardInfo {
-        version: SCHEMA_VERSION,
-        id: id.into(),
-        signal_url: "http://127.0.0.1:9".into(),
-        media_addr: "127.0.0.1:9".into(),
-        capacity: ShardCapacity {
-            max_rooms: 100,
-            max_participants: 1000,
-        },
-        load: ShardLoad::default(),
-        state: ShardState::Active,
-    }
+    ShardInfo::new(id, "http://127.0.0.1:9", "127.0.0.1:9", 100, 1000)
 }
 
 impl TestApi {
