@@ -2,14 +2,15 @@
 //! included: two real `Rtc`s connected in memory (ICE, DTLS, SRTP keys from the handshake)
 //! and driven on a virtual clock, with no sockets.
 //!
-//! - `egress/write_rtp+poll/1`: the SFU side (built as `Peer::accept` builds it: RTP mode,
-//!   ICE lite, BWE from 1 Mbps with the 100 kbps..2.5 Mbps target, stats every second)
+//! - `egress/write_rtp+poll/1`: the SFU side (built from `surge_sfu::session`, as the shard
+//!   builds it: RTP mode, ICE lite, BWE from 1 Mbps with the 100 kbps..2.5 Mbps target)
 //!   writes one 1,100-byte VP8 packet to its send-only m-line the way `write_forward` does
 //!   (`stream_tx_by_mid(..).write_rtp(..)`, nackable, a VP8 picture-id patch; the stream
 //!   got its RTX SSRC from the negotiation), then polls until `Output::Timeout`, collecting
 //!   the SRTP datagrams. str0m answers a write with a timeout that is already due (its
-//!   pacer releases the packet on `Input::Timeout`): like Surge's worker, the bench feeds
-//!   it at once and polls on, so the packet leaves within the step. Before each write the
+//!   pacer releases the packet on `Input::Timeout`): with the worker's rule
+//!   (`session::DUE_AHEAD`, `session::MAX_DUE_ROUNDS`) the bench feeds it at once and polls
+//!   on, so the packet leaves within the step. Before each write the
 //!   virtual clock moves one packet gap (10 ms) and every timer that fell due meanwhile is
 //!   fired with `Input::Timeout` as a worker would, so pacing, TWCC, RTCP, stats and BWE
 //!   ticks are paid for in the figure, per packet.
@@ -40,21 +41,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use str0m::bwe::Bitrate;
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Receive, Transmit};
 use str0m::rtp::{RtpWrite, Vp8Descriptor};
 use str0m::{Candidate, Event, Input, Output, Rtc};
+use surge_sfu::session;
 
 /// The SFU's and the client's made-up loopback addresses: nothing is bound to them.
 const SFU_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 5000);
 const CLIENT_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 6000);
-/// What `Peer::accept` starts the estimate at, and the range it then asks BWE for.
-const INITIAL_ESTIMATE: Bitrate = Bitrate::kbps(1_000);
-const MIN_BITRATE: Bitrate = Bitrate::kbps(100);
-const DESIRED_BITRATE: Bitrate = Bitrate::kbps(2_500);
 const PAYLOAD_LEN: usize = 1_100;
 /// One packet every 10 ms: 0.9 Mbps of payload, under what the pacer lets out at the
 /// initial estimate (1.1 × 1 Mbps), so its queue stays short without relying on BWE growth.
@@ -64,8 +61,6 @@ const SHUTTLE_EVERY: u64 = 32;
 /// Packets the client encrypts per (untimed) ingress chunk: 2.56 s of virtual time, so the
 /// SFU's STUN answers and feedback reach the client well before ICE gives up on it.
 const INGRESS_CHUNK: u64 = 256;
-/// Due timeouts handled in one drain before waiting (Surge's worker: the same).
-const MAX_DUE_ROUNDS: u32 = 8;
 /// Packets pushed through before measuring: the session is past its start-up (BWE's
 /// initial probes, the first reports) by then.
 const WARM_UP_PACKETS: u64 = 1_000;
@@ -107,9 +102,14 @@ impl Endpoint {
         let mut due_rounds = 0;
         loop {
             match self.rtc.poll_output().expect("poll_output") {
-                Output::Timeout(at) if at <= self.clock && due_rounds < MAX_DUE_ROUNDS => {
+                Output::Timeout(at)
+                    if at <= self.clock + session::DUE_AHEAD
+                        && due_rounds < session::MAX_DUE_ROUNDS =>
+                {
                     due_rounds += 1;
                     self.due += 1;
+                    // As the worker does: str0m ignores a timeout earlier than its clock.
+                    self.clock = self.clock.max(at);
                     self.rtc
                         .handle_input(Input::Timeout(self.clock))
                         .expect("handle_input(Timeout)");
@@ -137,7 +137,7 @@ impl Endpoint {
         while self.wake <= now {
             // A timer already in the past (str0m asks to be polled right away) fires now.
             let at = self.wake.max(self.clock);
-            self.clock = at;
+            self.clock = self.clock.max(at);
             self.wakes += 1;
             self.rtc
                 .handle_input(Input::Timeout(at))
@@ -213,16 +213,12 @@ impl Pair {
         // Through text, as it would come over signalling.
         let offer = SdpOffer::from_sdp_string(&offer.to_sdp_string()).expect("offer parses");
 
-        // As `Peer::accept` builds it.
-        let mut sfu = Rtc::builder()
-            .set_rtp_mode(true)
-            .set_ice_lite(true)
-            .enable_bwe(Some(INITIAL_ESTIMATE))
-            .set_stats_interval(Some(Duration::from_secs(1)))
-            .build(start);
+        // As the shard builds it.
+        let mut sfu = session::rtc_config().build(start);
         sfu.add_local_candidate(Candidate::host(sfu_addr, "udp").expect("candidate"));
         let answer = sfu.sdp_api().accept_offer(offer).expect("an answer");
-        sfu.bwe().set_bitrate(MIN_BITRATE, DESIRED_BITRATE);
+        sfu.bwe()
+            .set_bitrate(session::MIN_BITRATE, session::START_DESIRED_BITRATE);
         client
             .sdp_api()
             .accept_answer(pending, answer)

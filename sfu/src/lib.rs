@@ -15,6 +15,7 @@ use surge_cluster::{ShardRegistry, TokenKey};
 pub mod core;
 mod metrics_names;
 pub mod participant;
+pub mod session;
 mod shard;
 mod signalling;
 mod stun;

@@ -21,6 +21,7 @@ use surge_cluster::token::JoinClaims;
 use crate::core::hash::FastMap;
 use crate::core::{ParticipantId, ParticipantInfo, Room, RoomConfig};
 use crate::metrics_names as m;
+use crate::session::{DUE_AHEAD, MAX_DUE_ROUNDS};
 use crate::shard::Shared;
 use crate::stun;
 
@@ -40,12 +41,6 @@ const TIMER_SLACK: Duration = Duration::from_millis(1);
 const METRICS_FLUSH: Duration = Duration::from_secs(1);
 /// Remote addresses remembered per participant (ICE may try several).
 const MAX_ADDRS_PER_PEER: usize = 8;
-/// Due timeouts handled inline per drain before the session goes back to the heap: enough
-/// for a burst of paced packets (str0m's pacer wants a timeout per packet it lets out).
-const MAX_DUE_ROUNDS: u32 = 64;
-/// A timeout this close counts as due: after each packet it lets out, str0m's pacer asks
-/// for a timeout one microsecond ahead, which is not worth a trip through the wait.
-const DUE_AHEAD: Duration = Duration::from_micros(50);
 /// Batches read (up to `quinn_udp::BATCH_SIZE` datagrams each) before timers get a turn.
 const RECV_ROUNDS: usize = 8;
 

@@ -4,9 +4,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use str0m::bwe::Bitrate;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::media::{MediaKind, Mid, Pt, Rid};
@@ -14,6 +13,7 @@ use str0m::{Candidate, Rtc};
 use surge_cluster::token::JoinClaims;
 
 use crate::core::{ParticipantId, TrackId};
+use crate::session;
 
 /// Where an outgoing m-line is in its negotiation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,9 +89,6 @@ pub(super) struct Peer {
     pub nacks_seen: HashMap<Mid, u64>,
 }
 
-/// Initial egress estimate before TWCC reports.
-const INITIAL_ESTIMATE: Bitrate = Bitrate::kbps(1_000);
-
 impl Peer {
     /// A session for `offer`: RTP mode, ICE-lite, one host candidate (this worker's
     /// public address), bandwidth estimation on. Returns it with its SDP answer.
@@ -103,22 +100,15 @@ impl Peer {
         public_addr: SocketAddr,
         now: Instant,
     ) -> Result<(Self, SdpAnswer), String> {
-        let mut rtc = Rtc::builder()
-            .set_rtp_mode(true)
-            .set_ice_lite(true)
-            .enable_bwe(Some(INITIAL_ESTIMATE))
-            .set_stats_interval(Some(Duration::from_secs(1)))
-            .build(now);
+        let mut rtc = session::rtc_config().build(now);
         let candidate = Candidate::host(public_addr, "udp").map_err(|e| e.to_string())?;
         rtc.add_local_candidate(candidate);
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
             .map_err(|e| e.to_string())?;
-        // Probe toward what one high layer plus audio needs; the room lowers layers when
-        // the estimate stays below.
         rtc.bwe()
-            .set_bitrate(Bitrate::kbps(100), Bitrate::kbps(2_500));
+            .set_bitrate(session::MIN_BITRATE, session::START_DESIRED_BITRATE);
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag.clone();
         tracing::debug!(participant = %pid, %ufrag, "session created");
         Ok((

@@ -317,7 +317,7 @@ impl Worker {
         let desired = (videos * 2_000 + audios * 60).max(300);
         peer.rtc
             .bwe()
-            .set_bitrate(Bitrate::kbps(100), Bitrate::kbps(desired));
+            .set_bitrate(crate::session::MIN_BITRATE, Bitrate::kbps(desired));
         let tracks: Vec<serde_json::Value> = peer
             .slots
             .iter()
