@@ -36,16 +36,20 @@ const CHROMIUM_ARGS = [
   '--autoplay-policy=no-user-gesture-required',
 ];
 
-export async function launchBrowser() {
-  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+/** Chromium with the agreed flags, plus `args` (e.g. host-resolver rules for a named origin). */
+export async function launchBrowser({ args = [] } = {}) {
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: [...CHROMIUM_ARGS, ...args] });
 }
 
-/** A browser context (its own cookies and storage: a separate person) with a page open on the app. */
-export async function newPerson(browser, name) {
+/**
+ * A browser context (its own cookies and storage: a separate person) with a page open on the
+ * app. `devices` are the media permissions it grants (a person without a camera: ['microphone']).
+ */
+export async function newPerson(browser, name, { devices = ['camera', 'microphone'] } = {}) {
   const context = await browser.newContext({
     baseURL: BASE_URL,
     viewport: { width: 1280, height: 800 },
-    permissions: ['camera', 'microphone', 'clipboard-read', 'clipboard-write'],
+    permissions: [...devices, 'clipboard-read', 'clipboard-write'],
   });
   if (process.env.SURGE_WEB_FROM_DISK) await serveWebFromDisk(context);
   const page = await context.newPage();

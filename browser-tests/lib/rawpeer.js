@@ -60,10 +60,9 @@
 
     /**
      * Joins `roomId`: publishes camera (three simulcast layers) and microphone when `publish`,
-     * otherwise only receives. Resolves once the shard answered the offer.
+     * otherwise only receives. Resolves once the API relayed the shard's answer.
      */
     async join(token, roomId, publish) {
-      const join = await call('POST', `/v1/rooms/${encodeURIComponent(roomId)}/join`, { token });
       const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
       this.pc = pc;
       pc.addEventListener('track', (event) => sinkTrack(event.track));
@@ -93,19 +92,18 @@
         pc.onicegatheringstatechange = () => pc.iceGatheringState === 'complete' && resolve();
         setTimeout(resolve, 3000);
       });
-      const response = await fetch(join.signal_url, {
+      const response = await fetch(`/v1/rooms/${encodeURIComponent(roomId)}/participants`, {
         method: 'POST',
-        headers: { Authorization: `Bearer ${join.token}`, 'Content-Type': 'application/sdp' },
+        headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/sdp' },
         body: pc.localDescription.sdp,
       });
       const answer = await response.text();
-      if (response.status !== 201) throw new Error(`signalling POST: ${response.status} ${answer}`);
+      if (response.status !== 201) throw new Error(`join POST: ${response.status} ${answer}`);
       this.location = response.headers.get('Location');
-      this.joinToken = join.token;
-      this.signalUrl = join.signal_url;
+      this.token = token;
       this.answerSdp = answer;
       await pc.setRemoteDescription({ type: 'answer', sdp: answer });
-      return { location: this.location, shard: join.shard };
+      return { location: this.location };
     },
 
     onMessage(message) {
@@ -208,8 +206,7 @@
 
     /** Leaves with DELETE on the participant resource; resolves to the HTTP status. */
     async leave() {
-      const url = new URL(this.location, this.signalUrl).href;
-      const response = await fetch(url, { method: 'DELETE', headers: { Authorization: `Bearer ${this.joinToken}` } });
+      const response = await fetch(this.location, { method: 'DELETE', headers: { Authorization: `Bearer ${this.token}` } });
       this.pc.close();
       return response.status;
     },

@@ -5,6 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { launchBrowser, newPerson, signUp, uniqueEmail, eventually, screenshot, dumpLogs } from '../lib/browser.js';
+import { callState, waitForMediaFrom, waitConnected } from '../lib/call.js';
 
 let browser;
 let alice;
@@ -29,41 +30,6 @@ async function addContact(person, other) {
 
 function contactStatus(person, other) {
   return person.page.locator('#contact-list li', { hasText: other.displayName }).getAttribute('data-status');
-}
-
-/** The remote participants' receive stats as the web client reports them. */
-function remoteStats(person) {
-  return person.page.evaluate(() => window.surge.stats());
-}
-
-function callState(person) {
-  return person.page.evaluate(() => window.surge.state().call);
-}
-
-/** Waits until `person` decodes video and receives audio from exactly one other participant. */
-async function waitForMediaFrom(person, other) {
-  const first = await eventually(`${person.name} to decode ${other.name}'s video and audio`, async () => {
-    const stats = await remoteStats(person);
-    const s = stats.find((p) => p.name === other.displayName);
-    return s && s.video?.framesDecoded > 0 && s.audio?.totalSamplesReceived > 0 ? s : null;
-  }, { timeout: 90_000 });
-  // Both keep flowing: the sample and frame counts rise between two looks (a frozen picture
-  // after the first keyframe would not).
-  let latest = null;
-  try {
-    await eventually(`${person.name}'s audio and video from ${other.name} to keep arriving`, async () => {
-      const stats = await remoteStats(person);
-      latest = stats.find((p) => p.name === other.displayName) ?? stats;
-      return (
-        latest.audio?.totalSamplesReceived > first.audio.totalSamplesReceived &&
-        latest.video?.framesDecoded >= first.video.framesDecoded + 10
-      );
-    }, { timeout: 45_000 });
-  } catch (err) {
-    err.message += ` (first ${JSON.stringify(first)}, latest ${JSON.stringify(latest)})`;
-    throw err;
-  }
-  return first;
 }
 
 /** One step of a scenario: its name goes to the output, and prefixes its failure. */
@@ -107,7 +73,7 @@ test('two people sign up, see each other online, call by link, and one leaves', 
       assert.match(link, /\/rooms\/[^/]+$/);
       await alice.page.getByRole('link', { name: 'Join the call' }).click();
       await alice.page.getByRole('button', { name: 'Join call' }).click();
-      await eventually('alice to connect', async () => (await callState(alice))?.state === 'connected');
+      await waitConnected(alice);
     });
 
     await step(t, 'bob joins by the link', async () => {
@@ -116,7 +82,7 @@ test('two people sign up, see each other online, call by link, and one leaves', 
       await join.waitFor();
       await screenshot(bob.page, 'prejoin-bob');
       await join.click();
-      await eventually('bob to connect', async () => (await callState(bob))?.state === 'connected');
+      await waitConnected(bob);
     });
 
     await step(t, 'each decodes the other\'s video and receives their audio', async () => {

@@ -1,5 +1,5 @@
-// Issue 3, the real-browser test of the SFU shard: a page joins a room through the signalling
-// (join tokens from the API), publishes camera video as three simulcast layers and the
+// Issue 3, the real-browser test of the SFU shard: a page joins a room through the API (which
+// relays the offer to the shard), publishes camera video as three simulcast layers and the
 // microphone; a second page decodes the video and receives the audio; the subscriber's
 // `max_height` picks the layer it gets, and the stream stays decodable across the switch;
 // leaving with DELETE tells the others.
@@ -47,7 +47,7 @@ async function withLogs(fn) {
 // The tests below share one call and run in order (node:test runs a file's tests serially).
 let room;
 
-test('a browser joins through the API and the signalling, and publishes three simulcast layers', () =>
+test('a browser joins through the API, which relays the offer to the shard, and publishes three simulcast layers', () =>
   withLogs(async () => {
     const pubToken = await publisher.page.evaluate(
       ([email, password]) => window.rawPeer.account('Pat Publisher', email, password),
@@ -57,7 +57,7 @@ test('a browser joins through the API and the signalling, and publishes three si
     assert.ok(room.id, 'the API created a room');
 
     const joined = await publisher.page.evaluate(([token, id]) => window.rawPeer.join(token, id, true), [pubToken, room.id]);
-    assert.match(joined.location, /\/v1\/sfu\/rooms\/[^/]+\/participants\/[^/]+$/);
+    assert.match(joined.location, /^\/v1\/rooms\/[^/]+\/participants\/[0-9a-f]{16}$/);
     const answer = await publisher.page.evaluate(() => window.rawPeer.answerSdp);
     // Chrome sends three layers only when the answer asks for them.
     assert.match(answer, /a=simulcast:recv [qhf;]+/);

@@ -1,6 +1,7 @@
-//! Operators' view of the cluster: list the shards with their load and state, and ask one
-//! to drain. Every route needs `Authorization: Bearer <admin token>`; without a configured
-//! token the routes do not exist (404), so an unconfigured deployment exposes nothing.
+//! Operators' view of the cluster: list the shards with their load and state, ask one to
+//! drain, and see how this process's dependencies answer. Every route needs
+//! `Authorization: Bearer <admin token>`; without a configured token the routes do not
+//! exist (404), so an unconfigured deployment exposes nothing.
 
 use std::sync::Arc;
 
@@ -13,15 +14,29 @@ use axum::routing::{get, post};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::health::{DependencyStatus, Health};
 use crate::http::{ApiJson, HttpError};
 use crate::registry::{RegistryError, ShardInfo, ShardRegistry, ShardState};
 
 #[derive(Clone)]
 struct AdminState {
     registry: Arc<dyn ShardRegistry>,
-    /// SHA-256 of the admin token: comparing fixed-size digests in constant time reveals
-    /// neither the token's bytes nor its length through timing.
+}
+
+/// SHA-256 of the admin token: comparing fixed-size digests in constant time reveals
+/// neither the token's bytes nor its length through timing.
+#[derive(Clone)]
+struct Guard {
     token_digest: [u8; 32],
+}
+
+/// `GET /v1/admin/status`: whether this process serves, and its dependencies' last checks.
+#[derive(Debug, Serialize)]
+pub struct ProcessStatus {
+    pub ready: bool,
+    /// Why it is not ready (draining, stopped), when it is not.
+    pub not_ready: Vec<String>,
+    pub dependencies: Vec<DependencyStatus>,
 }
 
 /// One shard as the admin listing shows it.
@@ -53,18 +68,43 @@ pub struct DrainAccepted {
 /// The admin routes, or an empty router (every admin path then answers the JSON 404)
 /// when `admin_token` is `None` or empty.
 pub fn router(registry: Arc<dyn ShardRegistry>, admin_token: Option<String>) -> Router {
+    guarded(
+        Router::new()
+            .route("/v1/admin/shards", get(list_shards))
+            .route("/v1/admin/shards/{id}/drain", post(drain_shard))
+            .with_state(AdminState { registry }),
+        admin_token,
+    )
+}
+
+/// `GET /v1/admin/status` for this process (every listener has it), or an empty router
+/// without an admin token.
+pub fn status_router(health: Health, admin_token: Option<String>) -> Router {
+    guarded(
+        Router::new()
+            .route("/v1/admin/status", get(process_status))
+            .with_state(health),
+        admin_token,
+    )
+}
+
+fn guarded(routes: Router, admin_token: Option<String>) -> Router {
     let Some(token) = admin_token.filter(|t| !t.is_empty()) else {
         return Router::new();
     };
-    let state = AdminState {
-        registry,
+    let guard = Guard {
         token_digest: digest(token.as_bytes()),
     };
-    Router::new()
-        .route("/v1/admin/shards", get(list_shards))
-        .route("/v1/admin/shards/{id}/drain", post(drain_shard))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
-        .with_state(state)
+    routes.route_layer(middleware::from_fn_with_state(guard, authorize))
+}
+
+async fn process_status(State(health): State<Health>) -> ApiJson<ProcessStatus> {
+    let not_ready = health.ready().err().unwrap_or_default();
+    ApiJson(ProcessStatus {
+        ready: not_ready.is_empty(),
+        not_ready,
+        dependencies: health.dependencies(),
+    })
 }
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
@@ -84,7 +124,7 @@ fn bearer(request: &Request) -> Option<&[u8]> {
         .flatten()
 }
 
-async fn authorize(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+async fn authorize(State(state): State<Guard>, request: Request, next: Next) -> Response {
     let granted = bearer(&request)
         .is_some_and(|presented| constant_time_eq(&digest(presented), &state.token_digest));
     if granted {
@@ -286,6 +326,34 @@ mod tests {
             .await
             .unwrap();
         assert!(!drain, "an unauthorised drain changed nothing");
+    }
+
+    #[tokio::test]
+    async fn status_shows_dependencies_to_admins_only() {
+        struct Redis;
+        #[async_trait::async_trait]
+        impl crate::health::Dependency for Redis {
+            fn name(&self) -> &'static str {
+                "redis"
+            }
+            async fn check(&self) -> Result<(), String> {
+                Err("Connection refused (os error 111)".into())
+            }
+        }
+        let health = Health::new(vec![], vec![Arc::new(Redis)]);
+        health.check_now().await;
+        let router = crate::http::finish_router(status_router(health, Some("s3cret".into())));
+        let (status, _, _) = call(&router, "GET", "/v1/admin/status", None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, body, _) =
+            call(&router, "GET", "/v1/admin/status", Some("Bearer s3cret")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["ready"], true, "{body}");
+        let redis = &body["dependencies"][0];
+        assert_eq!(redis["name"], "redis");
+        assert_eq!(redis["up"], false);
+        assert_eq!(redis["error"], "Connection refused (os error 111)");
+        assert!(redis["checked_at"].as_u64().is_some());
     }
 
     #[tokio::test]

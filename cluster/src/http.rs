@@ -1,24 +1,24 @@
 //! HTTP conventions shared by every Surge listener: one JSON error shape with a stable
 //! `code`, a JSON extractor whose rejections use that shape, JSON 404/405, a body-size
-//! limit, health and readiness probes, Prometheus metrics, and graceful shutdown.
+//! limit, liveness and readiness routes, Prometheus metrics, and graceful shutdown.
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
+use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Router, extract::FromRequestParts};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
+
+use crate::health::Health;
 
 /// Bodies larger than this are refused with `413 payload_too_large` before any parsing.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
@@ -183,85 +183,29 @@ pub fn payload_too_large() -> HttpError {
     )
 }
 
-/// The client's address as the listener saw it, when the router was served with
-/// connect info (in-process tests without it get `None`).
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub Option<SocketAddr>);
-
-impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        let addr = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<SocketAddr>>()
-            .map(|info| info.0);
-        Ok(Self(addr))
-    }
-}
-
-/// Something a node depends on whose health decides `/readyz`.
-#[async_trait]
-pub trait Probe: Send + Sync {
-    fn name(&self) -> &'static str;
-    async fn check(&self) -> Result<(), String>;
-}
-
-#[derive(Clone)]
-struct Probes(Arc<Vec<Arc<dyn Probe>>>);
-
-/// `/healthz` (the process answers), `/readyz` (every probe answers within a second) and
-/// `/metrics` (Prometheus text).
-pub fn ops_routes(probes: Vec<Arc<dyn Probe>>) -> Router {
+/// `/healthz` (the process answers), `/readyz` (it can serve: started and not draining;
+/// never a backend's health, see [`crate::health`]) and `/metrics` (Prometheus text).
+pub fn ops_routes(health: Health) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(Probes(Arc::new(probes)))
+        .with_state(health)
 }
 
 async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
-async fn readyz(State(probes): State<Probes>) -> Response {
-    let checks = probes.0.iter().map(|probe| async move {
-        let result = match tokio::time::timeout(Duration::from_secs(1), probe.check()).await {
-            Ok(result) => result,
-            Err(_) => Err("timed out after 1 s".to_owned()),
-        };
-        (probe.name(), result)
-    });
-    let results = futures::future::join_all(checks).await;
-    let failed: Vec<String> = results
-        .iter()
-        .filter_map(|(name, r)| r.as_ref().err().map(|e| format!("{name}: {e}")))
-        .collect();
-    let report: serde_json::Map<String, serde_json::Value> = results
-        .iter()
-        .map(|(name, r)| {
-            let v = match r {
-                Ok(()) => "ok".to_owned(),
-                Err(e) => e.clone(),
-            };
-            ((*name).to_owned(), serde_json::Value::String(v))
-        })
-        .collect();
-    if failed.is_empty() {
-        axum::Json(serde_json::json!({ "status": "ready", "checks": report })).into_response()
-    } else {
-        let mut response = HttpError::unavailable(
+async fn readyz(State(health): State<Health>) -> Response {
+    match health.ready() {
+        Ok(()) => axum::Json(serde_json::json!({ "status": "ready" })).into_response(),
+        Err(closed) => HttpError::unavailable(
             "not_ready",
-            format!("backends not answering: {}", failed.join("; ")),
+            format!("not serving: {}", closed.join("; ")),
             Duration::from_secs(1),
         )
-        .into_response();
-        tracing::warn!(failed = %failed.join("; "), "readiness check failed");
-        response.extensions_mut().insert(report);
-        response
+        .into_response(),
     }
 }
 
@@ -393,7 +337,7 @@ mod tests {
         finish_router(
             Router::new()
                 .route("/echo", post(echo))
-                .merge(ops_routes(vec![])),
+                .merge(ops_routes(Health::new(vec![], vec![]))),
         )
     }
 
@@ -467,41 +411,48 @@ mod tests {
         assert_eq!(retry_after_secs(Duration::from_secs(3)), 3);
     }
 
-    struct Down;
-    #[async_trait]
-    impl Probe for Down {
-        fn name(&self) -> &'static str {
-            "database"
-        }
-        async fn check(&self) -> Result<(), String> {
-            Err("connection refused".into())
-        }
-    }
-
     #[tokio::test]
-    async fn readiness_fails_when_a_backend_is_down() {
-        let app = ops_routes(vec![Arc::new(Down)]);
-        let res = app
-            .clone()
-            .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
+    async fn readiness_follows_the_gates_only() {
+        struct Down;
+        #[async_trait::async_trait]
+        impl crate::health::Dependency for Down {
+            fn name(&self) -> &'static str {
+                "database"
+            }
+            async fn check(&self) -> Result<(), String> {
+                Err("connection refused".into())
+            }
+        }
+        let draining = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = draining.clone();
+        let gate: crate::health::Gate = std::sync::Arc::new(move || {
+            if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                Err("draining".to_owned())
+            } else {
+                Ok(())
+            }
+        });
+        let health = Health::new(vec![gate], vec![std::sync::Arc::new(Down)]);
+        health.check_now().await;
+        let app = ops_routes(health);
+        let get = |path: &'static str| {
+            let app = app.clone();
+            async move {
+                app.oneshot(Request::get(path).body(Body::empty()).unwrap())
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(get("/readyz").await.status(), 200, "a dead backend is not a reason to leave the Service");
+        draining.store(true, std::sync::atomic::Ordering::SeqCst);
+        let res = get("/readyz").await;
         assert_eq!(res.status(), 503);
         assert!(res.headers().contains_key("retry-after"));
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
         let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(body["error"]["code"], "not_ready");
-        assert!(
-            body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("database")
-        );
-        let res = app
-            .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
+        assert!(body["error"]["message"].as_str().unwrap().contains("draining"));
+        assert_eq!(get("/healthz").await.status(), 200);
     }
 }
 

@@ -1,9 +1,12 @@
-//! What Surge nodes share: the HTTP conventions every listener follows, the join tokens the
+//! What Surge nodes share: the HTTP conventions every listener follows (client addresses
+//! behind proxies, readiness and dependency health), the join tokens the
 //! API issues and SFU shards verify, the shard registry and room placement, and telemetry
 //! set-up. Both `signup-api` and `sfu` build on this crate so the two halves agree on the
 //! wire formats by construction.
 
 pub mod admin;
+pub mod client_addr;
+pub mod health;
 pub mod http;
 pub mod placement;
 pub mod registry;

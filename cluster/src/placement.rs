@@ -2,11 +2,16 @@
 //! rendezvous hashing on free capacity, and is pinned there atomically so every API replica
 //! agrees. Rendezvous hashing keeps placement stable: adding or losing a shard moves only
 //! the rooms that must move.
+//!
+//! A room stays on its shard while that shard is alive, draining or not: a participant who
+//! joins (or rejoins) a call during a rolling update lands with the others. It moves only
+//! when its shard is gone, either by the registry's reckoning or because the caller found
+//! it unreachable ([`Placer::replace`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::registry::{RegistryError, ShardInfo, ShardRegistry, ShardState};
+use crate::registry::{RegistryError, ShardInfo, ShardRegistry};
 
 /// How long a fresh pin lives before the shard refreshes it (the time a client has to join).
 pub const DEFAULT_PIN_TTL: Duration = Duration::from_secs(60);
@@ -123,22 +128,49 @@ impl Placer {
         })
     }
 
-    /// The shard `room` lives on: its current pin if that shard is alive and active,
-    /// otherwise a new choice, pinned atomically (another replica's concurrent pin wins
-    /// and is returned).
+    /// The shard `room` lives on: its current pin if that shard is alive (draining or
+    /// not), otherwise a new choice, pinned atomically (another replica's concurrent pin
+    /// wins and is returned).
     pub async fn place(&self, room: &str) -> Result<ShardInfo, PlacementError> {
         // Two independent reads: issued together they cost one round trip on Redis.
         let (shards, pinned) =
             tokio::join!(self.registry.live_shards(), self.registry.room_pin(room));
         let (shards, pinned) = (shards?, pinned?);
         if let Some(id) = &pinned
-            && let Some(shard) = shards
-                .iter()
-                .find(|s| &s.id == id && s.state == ShardState::Active)
+            && let Some(shard) = shards.iter().find(|s| &s.id == id)
         {
             metrics::counter!("surge_placements_total", "outcome" => "pinned").increment(1);
             return Ok(shard.clone());
         }
+        self.pin_new(room, shards, pinned).await
+    }
+
+    /// The live shard `room` is pinned to now, if any; places nothing.
+    pub async fn current(&self, room: &str) -> Result<Option<ShardInfo>, PlacementError> {
+        let (shards, pinned) =
+            tokio::join!(self.registry.live_shards(), self.registry.room_pin(room));
+        let (shards, pinned) = (shards?, pinned?);
+        Ok(pinned.and_then(|id| shards.into_iter().find(|s| s.id == id)))
+    }
+
+    /// Moves `room` off `gone`, a shard the caller could not reach (or that no longer
+    /// hosts the room and takes no new ones), without waiting for the registry to notice:
+    /// a new choice among the other shards, pinned only if the room is still pinned to
+    /// `gone` (or not at all), so replicas that saw the same failure agree on one new home.
+    pub async fn replace(&self, room: &str, gone: &str) -> Result<ShardInfo, PlacementError> {
+        let mut shards = self.registry.live_shards().await?;
+        shards.retain(|s| s.id != gone);
+        self.pin_new(room, shards, Some(gone.to_owned())).await
+    }
+
+    /// Chooses a home for `room` among `shards` and pins it there unless another replica
+    /// changed the pin from `pinned` first (then that replica's choice is returned).
+    async fn pin_new(
+        &self,
+        room: &str,
+        shards: Vec<ShardInfo>,
+        pinned: Option<String>,
+    ) -> Result<ShardInfo, PlacementError> {
         let choice = self.choose_new(room, &shards).await?;
         let winner = self
             .registry
@@ -154,7 +186,7 @@ impl Placer {
                 room,
                 from = pinned.as_deref().unwrap_or_default(),
                 to = %winner,
-                "room re-placed: its shard is gone or draining"
+                "room re-placed: its shard is gone"
             );
         }
         metrics::counter!("surge_placements_total", "outcome" => outcome).increment(1);
@@ -170,7 +202,7 @@ impl Placer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::MemoryRegistry;
+    use crate::registry::{MemoryRegistry, ShardState};
 
     fn shard(id: &str, participants: u32) -> ShardInfo {
         let mut shard = ShardInfo::new(id, format!("http://{id}"), "127.0.0.1:5000", 1000, 1000);
@@ -306,5 +338,45 @@ mod tests {
         registry.heartbeat(&shard(other, 0), ttl).await.unwrap();
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(placer.place("room").await.unwrap().id, other);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_draining_shard_keeps_its_rooms_and_gets_no_new_ones() {
+        let registry = Arc::new(MemoryRegistry::new());
+        let ttl = Duration::from_secs(60);
+        registry.heartbeat(&shard("a", 0), ttl).await.unwrap();
+        registry.heartbeat(&shard("b", 0), ttl).await.unwrap();
+        let placer = Placer::new(registry.clone());
+        let home = placer.place("meeting").await.unwrap().id;
+        assert!(registry.request_drain(&home).await.unwrap());
+        assert_eq!(
+            placer.place("meeting").await.unwrap().id,
+            home,
+            "a rejoin during the drain lands with the others"
+        );
+        for i in 0..20 {
+            let id = placer.place(&format!("new-{i}")).await.unwrap().id;
+            assert_ne!(id, home, "a draining shard takes no new room");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreachable_shard_loses_its_room_at_once_and_replicas_agree() {
+        let registry = Arc::new(MemoryRegistry::new());
+        let ttl = Duration::from_secs(60);
+        for id in ["a", "b", "c"] {
+            registry.heartbeat(&shard(id, 0), ttl).await.unwrap();
+        }
+        let (one, two) = (Placer::new(registry.clone()), Placer::new(registry.clone()));
+        let dead = one.place("room").await.unwrap().id;
+        // Both replicas find the shard unreachable while the registry still lists it.
+        let first = one.replace("room", &dead).await.unwrap().id;
+        let second = two.replace("room", &dead).await.unwrap().id;
+        assert_ne!(first, dead);
+        assert_eq!(first, second, "the second replica adopts the first one's choice");
+        assert_eq!(two.place("room").await.unwrap().id, first);
+        // The moved room stays where it went, even if the old shard turns up again.
+        let again = one.replace("room", &dead).await.unwrap().id;
+        assert_eq!(again, first);
     }
 }

@@ -50,7 +50,8 @@ pub struct ShardLoad {
 pub struct ShardInfo {
     pub version: u32,
     pub id: String,
-    /// Base URL of the shard's signalling listener, handed to clients.
+    /// Base URL of the shard's internal HTTP listener, where the API relays joins and
+    /// leaves (never handed to clients).
     pub signal_url: String,
     /// Public media address (ip:port of its first worker).
     pub media_addr: String,
@@ -397,13 +398,13 @@ pub(crate) fn fingerprint(raw: &[u8]) -> u64 {
     })
 }
 
-/// Readiness probe: the registry answers.
-pub struct RegistryProbe(pub std::sync::Arc<dyn ShardRegistry>);
+/// The registry as a dependency: it answers.
+pub struct RegistryDependency(pub std::sync::Arc<dyn ShardRegistry>);
 
 #[async_trait]
-impl crate::http::Probe for RegistryProbe {
+impl crate::health::Dependency for RegistryDependency {
     fn name(&self) -> &'static str {
-        "shard_registry"
+        "registry"
     }
 
     async fn check(&self) -> Result<(), String> {

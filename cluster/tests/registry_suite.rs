@@ -169,7 +169,7 @@ async fn pin_agreement_under_concurrency(registry: Arc<dyn ShardRegistry>) {
     assert_eq!(placed.len(), 1, "{placed:?}");
 }
 
-async fn replacement_when_shard_dies_or_drains(registry: Arc<dyn ShardRegistry>) {
+async fn replacement_when_shard_dies_not_when_it_drains(registry: Arc<dyn ShardRegistry>) {
     registry
         .heartbeat(&shard("victim", 0), Duration::from_secs(4))
         .await
@@ -198,16 +198,29 @@ async fn replacement_when_shard_dies_or_drains(registry: Arc<dyn ShardRegistry>)
         assert_eq!(registry.room_pin(room).await.unwrap(), Some(now));
     }
 
-    // Draining b moves b's rooms (on their next join) and nothing else.
+    // Draining b keeps b's rooms where they are (their meetings stay together); new rooms
+    // go to a only.
     let mut current = HashMap::new();
     for room in before.keys() {
         current.insert(room.clone(), placer.place(room).await.unwrap().id);
     }
     assert!(registry.request_drain("b").await.unwrap());
     for (room, shard) in &current {
-        let now = placer.place(room).await.unwrap().id;
-        assert_eq!(now, "a", "{room} was on {shard}");
+        assert_eq!(&placer.place(room).await.unwrap().id, shard, "{room} moved");
     }
+    for i in 0..20 {
+        assert_eq!(placer.place(&format!("new-{i}")).await.unwrap().id, "a");
+    }
+
+    // A shard the API finds unreachable loses its rooms at once, before the registry
+    // notices; two replicas that both saw it agree on the new home.
+    registry.heartbeat(&shard("c", 0), LONG).await.unwrap();
+    let other = Placer::new(registry.clone());
+    let (room, _) = current.iter().find(|(_, s)| *s == "a").unwrap();
+    let moved = placer.replace(room, "a").await.unwrap().id;
+    assert_eq!(moved, "c", "b is draining, so c is the only home left");
+    assert_eq!(other.replace(room, "a").await.unwrap().id, "c");
+    assert_eq!(registry.room_pin(room).await.unwrap().as_deref(), Some("c"));
 }
 
 async fn pins_expire_unless_refreshed(registry: Arc<dyn ShardRegistry>) {
@@ -351,7 +364,7 @@ macro_rules! suite {
             scenario!(register_heartbeat_expire);
             scenario!(draining_state);
             scenario!(pin_agreement_under_concurrency);
-            scenario!(replacement_when_shard_dies_or_drains);
+            scenario!(replacement_when_shard_dies_not_when_it_drains);
             scenario!(pins_expire_unless_refreshed);
             scenario!(other_versions_are_skipped);
             scenario!(no_capacity_is_a_clear_error);

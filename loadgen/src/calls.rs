@@ -15,12 +15,14 @@ use rand::RngExt;
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use surge_sfu::participant::{Participant, ParticipantConfig, ParticipantStats};
+use surge_sfu::participant::{
+    Participant, ParticipantConfig, ParticipantError, ParticipantStats,
+};
 use tokio::sync::Mutex as AsyncMutex;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::client::{ApiClient, ClientError, Request, RetryPolicy};
+use crate::client::{ApiClient, ClientError, Request, RetryPolicy, SourceIps};
 use crate::duration::parse_duration;
 use crate::identity::IdentityFactory;
 use crate::progress::Progress;
@@ -68,9 +70,13 @@ pub struct CallsArgs {
     /// Silence after which a participant assumes its shard died and rejoins via the API.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub rejoin_after: Duration,
-    /// Spread API requests over 127.0.0.1..=127.0.0.N (signups are limited per IP).
-    #[arg(long, default_value_t = 8)]
-    pub source_ips: usize,
+    /// Local addresses API requests are sent from (signups are limited per client): a count
+    /// N (127.0.0.1..=127.0.0.N) or a list of addresses and ranges, as for `signup`.
+    #[arg(long, default_value = "8")]
+    pub source_ips: SourceIps,
+    /// PEM file of extra CA certificates to trust for an https:// target.
+    #[arg(long, env = "SURGE_LOADGEN_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// Per-request timeout for API calls.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -89,7 +95,8 @@ impl CallsArgs {
             capped_subscribers: 2,
             join_interval: Duration::from_millis(50),
             rejoin_after: Duration::from_secs(3),
-            source_ips: 8,
+            source_ips: SourceIps::count(8),
+            ca_cert: None,
             timeout: Duration::from_secs(15),
         }
     }
@@ -263,7 +270,8 @@ async fn create_room(api: &ApiClient, user: &User, n: usize) -> Result<String, C
         })
 }
 
-/// Asks the API where to join, then offers to that shard.
+/// Joins through the API, which places the room and relays the offer to its shard; retries
+/// while the API sheds the join (429/503) or the shard's answer does not come.
 async fn join(
     api: &ApiClient,
     user: &User,
@@ -275,30 +283,24 @@ async fn join(
         max_wait: Duration::from_secs(10),
         jitter: 0.25,
     };
-    let (a, _) = api
-        .send_with_retries::<()>(
-            &Request {
-                method: Method::POST,
-                path: &format!("/v1/rooms/{room}/join"),
-                bearer: Some(&user.session),
-                idempotency_key: None,
-                body: None,
-            },
-            Instant::now(),
-            policy,
-            |_, _| {},
-        )
-        .await;
-    let body = a
-        .body
-        .ok_or_else(|| format!("join: {:?} {:?}", a.outcome, a.code))?;
-    let (Some(url), Some(token)) = (body["signal_url"].as_str(), body["token"].as_str()) else {
-        return Err(format!("join answer without signal_url/token: {body}"));
-    };
     let mut config = template.clone();
-    config.signal_url = url.to_owned();
-    config.token = token.to_owned();
-    Participant::join(config).await.map_err(|e| e.to_string())
+    config.signal_url = format!("{}/v1/rooms/{room}/participants", api.base());
+    config.token = user.session.clone();
+    let mut retry = 0;
+    loop {
+        config.http = Some(api.http());
+        let error = match Participant::join(config.clone()).await {
+            Ok(participant) => return Ok(participant),
+            Err(e) => e,
+        };
+        let shed = matches!(&error, ParticipantError::Refused { status: 429 | 503, .. })
+            || matches!(&error, ParticipantError::Http(_));
+        retry += 1;
+        match policy.wait(retry, None).filter(|_| shed) {
+            Some(wait) => tokio::time::sleep(wait).await,
+            None => return Err(format!("join: {error}")),
+        }
+    }
 }
 
 /// Per remote track, what the watcher remembers between samples.
@@ -605,7 +607,12 @@ pub async fn run(args: &CallsArgs, quiet: bool) -> Result<CallsResult, CallsErro
     if args.rooms == 0 || args.publishers + args.subscribers == 0 {
         return Err(CallsError::Empty);
     }
-    let api = ApiClient::new(&args.target, args.source_ips, args.timeout)?;
+    let api = ApiClient::new(
+        &args.target,
+        &args.source_ips,
+        args.timeout,
+        args.ca_cert.as_deref(),
+    )?;
     let factory = IdentityFactory::new(IdentityFactory::random_tag(&mut rand::rng()));
     let per_room = args.publishers + args.subscribers;
     let total = args.rooms * per_room;

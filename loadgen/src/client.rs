@@ -1,8 +1,11 @@
-//! A thin HTTP client for the Surge API: spreads connections over several loopback
-//! source addresses (so per-IP limits see many users), classifies each attempt, and
+//! A thin HTTP client for the Surge API: spreads connections over several local source
+//! addresses (so per-client limits, directly or behind a proxy, see many users), speaks
+//! HTTPS (trusting an extra CA for a staging certificate), classifies each attempt, and
 //! retries after `Retry-After` the way a well-behaved client does.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -19,8 +22,80 @@ use crate::stats::AttemptOutcome;
 pub enum ClientError {
     #[error("building the HTTP client: {0}")]
     Build(#[from] reqwest::Error),
-    #[error("--source-ips must be between 1 and 254, got {0}")]
-    SourceIps(usize),
+    #[error("--ca-cert {path}: {reason}")]
+    CaCert { path: String, reason: String },
+}
+
+/// Most source addresses one run spreads over.
+const MAX_SOURCE_IPS: usize = 1024;
+
+/// The local addresses the HTTP clients bind, used round-robin; empty lets the OS choose.
+///
+/// Parsed from `--source-ips`: a count `N` (1: the OS chooses; more: `127.0.0.1..=127.0.0.N`),
+/// or a comma-separated list of addresses and IPv4 ranges, e.g.
+/// `127.0.0.2,127.0.0.3` or `127.0.0.2-127.0.0.9`. Every address of 127.0.0.0/8 is local on
+/// Linux, so a flood through a proxy on 127.0.0.1 arrives from many clients.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceIps(Vec<IpAddr>);
+
+impl SourceIps {
+    /// `127.0.0.1..=127.0.0.n` (no binding at all for `n` ≤ 1).
+    pub fn count(n: usize) -> Self {
+        if n <= 1 {
+            return Self::default();
+        }
+        Self(
+            (1..=n.min(254))
+                .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i as u8)))
+                .collect(),
+        )
+    }
+
+    pub fn addrs(&self) -> &[IpAddr] {
+        &self.0
+    }
+}
+
+impl FromStr for SourceIps {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if let Ok(n) = text.parse::<usize>() {
+            return if (1..=254).contains(&n) {
+                Ok(Self::count(n))
+            } else {
+                Err(format!("a count must be between 1 and 254, got {n}"))
+            };
+        }
+        let mut addrs = Vec::new();
+        for item in text.split(',').map(str::trim) {
+            match item.split_once('-') {
+                Some((first, last)) => {
+                    let parse = |s: &str| {
+                        s.trim()
+                            .parse::<Ipv4Addr>()
+                            .map_err(|_| format!("{s:?} in the range {item:?} is not an IPv4 address"))
+                    };
+                    let (first, last) = (parse(first)?.to_bits(), parse(last)?.to_bits());
+                    if last < first || (last - first) as usize >= MAX_SOURCE_IPS {
+                        return Err(format!(
+                            "the range {item:?} must go upwards and span at most {MAX_SOURCE_IPS} addresses"
+                        ));
+                    }
+                    addrs.extend((first..=last).map(|b| IpAddr::V4(Ipv4Addr::from_bits(b))));
+                }
+                None => addrs.push(
+                    item.parse::<IpAddr>()
+                        .map_err(|_| format!("{item:?} is not an IP address, a range or a count"))?,
+                ),
+            }
+            if addrs.len() > MAX_SOURCE_IPS {
+                return Err(format!("at most {MAX_SOURCE_IPS} source addresses"));
+            }
+        }
+        Ok(Self(addrs))
+    }
 }
 
 /// One attempt's result.
@@ -105,23 +180,35 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
-    /// `source_ips` > 1 binds client `i` to `127.0.0.(i+1)`; 1 lets the OS choose.
-    pub fn new(base: &str, source_ips: usize, timeout: Duration) -> Result<Self, ClientError> {
-        if !(1..=254).contains(&source_ips) {
-            return Err(ClientError::SourceIps(source_ips));
-        }
-        let clients = (0..source_ips)
-            .map(|i| {
-                let mut b = Client::builder()
+    /// One client per source address (one unbound client when there are none); each trusts
+    /// the PEM certificates in `ca_cert` besides the system's roots.
+    pub fn new(
+        base: &str,
+        sources: &SourceIps,
+        timeout: Duration,
+        ca_cert: Option<&Path>,
+    ) -> Result<Self, ClientError> {
+        let roots = match ca_cert {
+            Some(path) => read_certs(path)?,
+            None => Vec::new(),
+        };
+        let binds: Vec<Option<IpAddr>> = if sources.addrs().is_empty() {
+            vec![None]
+        } else {
+            sources.addrs().iter().copied().map(Some).collect()
+        };
+        let clients = binds
+            .into_iter()
+            .map(|bind| {
+                Client::builder()
                     .timeout(timeout)
                     .connect_timeout(timeout)
                     .tcp_nodelay(true)
                     .pool_idle_timeout(Duration::from_secs(30))
-                    .user_agent(concat!("surge-loadgen/", env!("CARGO_PKG_VERSION")));
-                if source_ips > 1 {
-                    b = b.local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, i as u8 + 1)));
-                }
-                b.build()
+                    .user_agent(concat!("surge-loadgen/", env!("CARGO_PKG_VERSION")))
+                    .local_address(bind)
+                    .tls_certs_merge(roots.clone())
+                    .build()
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
@@ -129,6 +216,11 @@ impl ApiClient {
             clients,
             next: Default::default(),
         })
+    }
+
+    /// One of the clients (round-robin), for callers that make their own requests.
+    pub fn http(&self) -> Client {
+        self.pick().clone()
     }
 
     pub fn base(&self) -> &str {
@@ -282,6 +374,19 @@ impl ApiClient {
     }
 }
 
+fn read_certs(path: &Path) -> Result<Vec<reqwest::Certificate>, ClientError> {
+    let error = |reason: String| ClientError::CaCert {
+        path: path.display().to_string(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| error(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| error(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(error("no PEM certificate in it".to_owned()));
+    }
+    Ok(certs)
+}
+
 /// `Retry-After` as delta-seconds (the form Surge sends); HTTP dates count as one second.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
@@ -329,9 +434,45 @@ mod tests {
     }
 
     #[test]
-    fn source_ip_count_is_checked() {
-        assert!(ApiClient::new("http://127.0.0.1:1", 0, Duration::from_secs(1)).is_err());
-        assert!(ApiClient::new("http://127.0.0.1:1", 255, Duration::from_secs(1)).is_err());
-        assert!(ApiClient::new("http://127.0.0.1:1/", 4, Duration::from_secs(1)).is_ok());
+    fn source_ips_parse_counts_lists_and_ranges() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!("1".parse::<SourceIps>().unwrap(), SourceIps::default());
+        assert_eq!(
+            "3".parse::<SourceIps>().unwrap().addrs(),
+            [ip("127.0.0.1"), ip("127.0.0.2"), ip("127.0.0.3")]
+        );
+        assert_eq!(
+            "127.0.0.2, 127.0.0.5-127.0.0.7,::1"
+                .parse::<SourceIps>()
+                .unwrap()
+                .addrs(),
+            [
+                ip("127.0.0.2"),
+                ip("127.0.0.5"),
+                ip("127.0.0.6"),
+                ip("127.0.0.7"),
+                ip("::1")
+            ]
+        );
+        for bad in ["0", "255", "127.0.0.9-127.0.0.2", "localhost", "127.0.0.1-::1", "10.0.0.0-10.1.0.0", ""] {
+            assert!(bad.parse::<SourceIps>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn clients_are_built_per_source_address() {
+        let sources: SourceIps = "127.0.0.2-127.0.0.5".parse().unwrap();
+        let api = ApiClient::new("http://127.0.0.1:1/", &sources, Duration::from_secs(1), None)
+            .unwrap();
+        assert_eq!(api.clients.len(), 4);
+        assert_eq!(api.base(), "http://127.0.0.1:1");
+        let missing = ApiClient::new(
+            "https://127.0.0.1:1",
+            &SourceIps::default(),
+            Duration::from_secs(1),
+            Some(Path::new("/nonexistent/ca.pem")),
+        )
+        .unwrap_err();
+        assert!(missing.to_string().starts_with("--ca-cert /nonexistent/ca.pem"), "{missing}");
     }
 }

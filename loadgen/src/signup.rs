@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::client::{ApiClient, Attempt, ClientError, Request, RetryPolicy};
+use crate::client::{ApiClient, Attempt, ClientError, Request, RetryPolicy, SourceIps};
 use crate::duration::parse_duration;
 use crate::identity::{IdentityFactory, Intent, Signup};
 use crate::progress::Progress;
@@ -72,9 +72,16 @@ pub struct SignupArgs {
     /// Per-request timeout; a request that takes longer counts as a timeout.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// Spread connections over 127.0.0.1..=127.0.0.N (for APIs that limit per IP).
-    #[arg(long, default_value_t = 1)]
-    pub source_ips: usize,
+    /// Local addresses to send from, round-robin, so per-client limits (directly, or behind
+    /// a proxy with --trusted-proxies) see many clients: a count N (127.0.0.1..=127.0.0.N;
+    /// 1 lets the OS choose), or a list of addresses and ranges, e.g.
+    /// 127.0.0.2-127.0.0.9,127.0.0.20.
+    #[arg(long, default_value = "1")]
+    pub source_ips: SourceIps,
+    /// PEM file of extra CA certificates to trust for an https:// target (a staging
+    /// Ingress with its own certificate).
+    #[arg(long, env = "SURGE_LOADGEN_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// Requests in flight above which new arrivals are dropped and counted as a loadgen
     /// overload (the run then fails: the schedule was not kept).
     #[arg(long, default_value_t = 20_000)]
@@ -105,7 +112,8 @@ impl SignupArgs {
             max_retries: 3,
             max_retry_wait: Duration::from_secs(60),
             timeout: Duration::from_secs(10),
-            source_ips: 1,
+            source_ips: SourceIps::default(),
+            ca_cert: None,
             max_in_flight: 20_000,
             drain_timeout: Duration::from_secs(120),
             seed: None,
@@ -358,7 +366,12 @@ pub async fn run(args: &SignupArgs, quiet: bool) -> Result<SignupResult, SignupE
         return Err(SignupError::Share("--duplicate-share + --invalid-share"));
     }
     let schedule = args.schedule()?;
-    let client = ApiClient::new(&args.target, args.source_ips, args.timeout)?;
+    let client = ApiClient::new(
+        &args.target,
+        &args.source_ips,
+        args.timeout,
+        args.ca_cert.as_deref(),
+    )?;
     let seed = args.seed.unwrap_or_else(|| rand::rng().random());
     let mut rng = StdRng::seed_from_u64(seed);
     let run_tag = IdentityFactory::random_tag(&mut rng);

@@ -25,12 +25,10 @@ async fn calls_run_against_an_in_process_surge() {
     let (listener, base) = common::listen().await;
     let shard = common::start_shard("loadgen-test", &base, registry.clone(), &token_key).await;
     let api = common::start_api(&config, registry, token_key, shutdown.clone()).await;
-    let mut probes = api.probes();
-    probes.extend(shard.probes());
     let server = common::serve(
         listener,
         api.router().merge(shard.router()),
-        probes,
+        vec![shard.ready_gate()],
         shutdown.clone(),
     );
 
@@ -41,7 +39,7 @@ async fn calls_run_against_an_in_process_surge() {
     args.capped_subscribers = 1;
     args.subscriber_cap_bps = Some(500_000);
     args.duration = Duration::from_secs(15);
-    args.source_ips = 1;
+    args.source_ips = Default::default();
     let r = calls::run(&args, true).await.unwrap();
 
     // The verdict is about the SFU (and this busy two-core box); here we check that the

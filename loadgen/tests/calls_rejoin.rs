@@ -33,7 +33,7 @@ async fn participants_rejoin_when_their_shard_dies() {
     let api = common::start_api(&config, registry.clone(), key, shutdown.clone()).await;
     let (listener, base) = common::listen().await;
     let stop_api = CancellationToken::new();
-    common::serve(listener, api.router(), api.probes(), stop_api.clone());
+    common::serve(listener, api.router(), Vec::new(), stop_api.clone());
 
     let mut args = CallsArgs::new(base);
     args.rooms = 1;
@@ -41,7 +41,7 @@ async fn participants_rejoin_when_their_shard_dies() {
     args.subscribers = 1;
     args.duration = Duration::from_secs(25);
     args.rejoin_after = Duration::from_secs(2);
-    args.source_ips = 1;
+    args.source_ips = Default::default();
     let run = tokio::spawn(async move { calls::run(&args, true).await });
 
     // Wait until the call is on one shard, let media flow, then kill that shard.

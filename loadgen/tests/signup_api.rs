@@ -28,7 +28,7 @@ async fn signup_run_against_the_in_process_api() {
     )
     .await;
     let (listener, base) = common::listen().await;
-    let server = common::serve(listener, api.router(), api.probes(), shutdown.clone());
+    let server = common::serve(listener, api.router(), Vec::new(), shutdown.clone());
 
     let mut args = SignupArgs::new(base);
     args.rate = Some(25.0);
@@ -38,7 +38,7 @@ async fn signup_run_against_the_in_process_api() {
     args.login_share = 0.3;
     args.heartbeats = 1;
     args.heartbeat_interval = Duration::from_millis(100);
-    args.source_ips = 4;
+    args.source_ips = surge_loadgen::client::SourceIps::count(4);
     args.seed = Some(7);
     let r = signup::run(&args, true).await.unwrap();
 

@@ -93,7 +93,7 @@ async fn signup_run_against_a_scripted_api() {
     args.login_share = 0.5;
     args.heartbeats = 2;
     args.heartbeat_interval = Duration::from_millis(200);
-    args.source_ips = 3;
+    args.source_ips = surge_loadgen::client::SourceIps::count(3);
     args.seed = Some(42);
     let r = signup::run(&args, true).await.unwrap();
 

@@ -1,7 +1,7 @@
 //! The Surge SFU shard.
 //!
 //! The facade the `surge` binary uses: [`SfuConfig`] (flags), [`Shard::start`],
-//! [`Shard::router`], [`Shard::probes`], draining and [`Shard::stop`]. The headless test
+//! [`Shard::router`], [`Shard::ready_gate`], draining and [`Shard::stop`]. The headless test
 //! and load participant is [`participant`].
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use surge_cluster::http::Probe;
+use surge_cluster::health::Gate;
 use surge_cluster::{ShardRegistry, TokenKey};
 
 pub mod core;
@@ -30,8 +30,10 @@ pub struct SfuConfig {
     #[arg(long, env = "SURGE_SHARD_ID", default_value = "local")]
     pub shard_id: String,
 
-    /// Public base URL of this shard's signalling listener, handed to clients by the API
-    /// (default: the address the listener bound).
+    /// Base URL at which the API replicas reach this shard's HTTP listener (signalling is
+    /// cluster-internal: clients talk only to the API, which relays). In Kubernetes, the
+    /// pod's DNS name through the shards' headless Service. Default: the address the
+    /// listener bound (loopback when it bound every interface).
     #[arg(long, env = "SURGE_SIGNAL_URL")]
     pub signal_url: Option<String>,
 
@@ -114,7 +116,7 @@ pub struct ShardDeps {
     pub token_key: TokenKey,
     /// Bearer token for `POST /v1/sfu/drain`; the endpoint is disabled without it.
     pub admin_token: Option<String>,
-    /// The signalling base URL to advertise when `--signal-url` is not given.
+    /// The internal signalling base URL to advertise when `--signal-url` is not given.
     pub default_signal_url: String,
 }
 
@@ -139,8 +141,8 @@ impl Shard {
         signalling::router(self.shared())
     }
 
-    /// Readiness probes: the workers are running.
-    pub fn probes(&self) -> Vec<Arc<dyn Probe>> {
-        vec![Arc::new(shard::WorkersProbe(self.shared()))]
+    /// Readiness: the workers run and the shard is not draining.
+    pub fn ready_gate(&self) -> Gate {
+        shard::ready_gate(self.shared())
     }
 }

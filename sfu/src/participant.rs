@@ -1,7 +1,8 @@
 //! A headless conference participant on str0m, for tests, benchmarks and the load
 //! generator.
 //!
-//! It joins a room through the shard's HTTP signalling with a join token, publishes
+//! It joins a room by posting its SDP offer with a bearer token (a session token for the
+//! API's `/v1/rooms/{id}/participants`, or a join token for a shard's own route), publishes
 //! synthetic media (three VP8 simulcast layers `q`/`h`/`f` with valid VP8 payload
 //! descriptors, a keyframe every few seconds and on request, plus Opus with an audio
 //! level), subscribes to the others' tracks by answering the server's offers on the
@@ -51,10 +52,14 @@ const AUDIO_TAG: u8 = 0xB0;
 /// How to join and what to send.
 #[derive(Debug, Clone)]
 pub struct ParticipantConfig {
-    /// `POST` target: `<shard>/v1/sfu/rooms/{room}/participants`.
+    /// `POST` target: `<api>/v1/rooms/{room}/participants` (or a shard's
+    /// `/v1/sfu/rooms/{room}/participants`).
     pub signal_url: String,
-    /// The join token.
+    /// The bearer token: a session token for the API, a join token for a shard.
     pub token: String,
+    /// The HTTP client to signal with (one that trusts a staging CA, or binds a source
+    /// address); a default one when `None`.
+    pub http: Option<reqwest::Client>,
     /// Publish the synthetic video (three simulcast layers).
     pub video: bool,
     /// Publish the synthetic audio.
@@ -81,6 +86,7 @@ impl ParticipantConfig {
         Self {
             signal_url: signal_url.to_owned(),
             token: token.to_owned(),
+            http: None,
             video: true,
             audio: true,
             audio_level: 30,
@@ -221,7 +227,7 @@ impl Participant {
         let Some((offer, pending)) = change.apply() else {
             return Err(ParticipantError::Rtc("nothing to offer".into()));
         };
-        let client = reqwest::Client::new();
+        let client = config.http.clone().unwrap_or_default();
         let response = client
             .post(&config.signal_url)
             .bearer_auth(&config.token)

@@ -8,9 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde::Serialize;
-use surge_cluster::http::Probe;
+use surge_cluster::health::Gate;
 use surge_cluster::placement::DEFAULT_PIN_TTL;
 use surge_cluster::registry::{
     DEFAULT_SHARD_TTL, HEARTBEAT_INTERVAL, ShardCapacity, ShardInfo, ShardLoad, ShardState,
@@ -95,6 +94,14 @@ impl Shared {
         ok
     }
 
+    /// Whether a participant is in `room` on this shard now.
+    pub fn hosts(&self, room: &str) -> bool {
+        self.occupied_rooms
+            .lock()
+            .map(|rooms| rooms.contains(room))
+            .unwrap_or(false)
+    }
+
     pub fn release_room(&self, room: &str) {
         let _ = self
             .rooms
@@ -115,7 +122,7 @@ impl Shared {
 
     pub fn begin_drain(&self) {
         if !self.draining.swap(true, Ordering::AcqRel) {
-            tracing::info!(deadline = ?self.drain_deadline, "draining: no new joins");
+            tracing::info!(deadline = ?self.drain_deadline, "draining: no new rooms; hosted rooms stay open");
             if let Ok(mut started) = self.drain_started.lock() {
                 *started = Some(Instant::now());
             }
@@ -374,6 +381,7 @@ async fn heartbeat(shared: Arc<Shared>, registry: Arc<dyn ShardRegistry>, stop: 
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_busy = 0u64;
     let mut last_at = Instant::now();
+    let mut registry_down = false;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -404,39 +412,42 @@ async fn heartbeat(shared: Arc<Shared>, registry: Arc<dyn ShardRegistry>, stop: 
                 status.capacity.max_participants,
             )
         };
-        match registry.heartbeat(&info, DEFAULT_SHARD_TTL).await {
-            Ok(true) => shared.begin_drain(),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(%e, "registry heartbeat failed"),
+        // Without the registry the calls go on; only new placements miss this shard.
+        let beat = registry.heartbeat(&info, DEFAULT_SHARD_TTL).await;
+        if let Ok(true) = beat {
+            shared.begin_drain();
         }
         let rooms: Vec<String> = shared
             .occupied_rooms
             .lock()
             .map(|r| r.iter().cloned().collect())
             .unwrap_or_default();
-        if let Err(e) = registry
+        let refreshed = registry
             .refresh_pins(&shared.shard_id, &rooms, DEFAULT_PIN_TTL)
-            .await
-        {
-            tracing::warn!(%e, "refreshing room pins failed");
+            .await;
+        let failure = beat.err().or(refreshed.err());
+        match (&failure, registry_down) {
+            (Some(e), false) => {
+                tracing::warn!(%e, "registry unreachable: calls go on; heartbeats retry every second");
+            }
+            (None, true) => tracing::info!("registry answers again: heartbeats resumed"),
+            _ => {}
         }
+        registry_down = failure.is_some();
     }
 }
 
-/// Ready while the shard is not stopped (its worker threads run until `stop`).
-pub(crate) struct WorkersProbe(pub Arc<Shared>);
-
-#[async_trait]
-impl Probe for WorkersProbe {
-    fn name(&self) -> &'static str {
-        "sfu_workers"
-    }
-
-    async fn check(&self) -> Result<(), String> {
-        if self.0.stopped.load(Ordering::Acquire) {
+/// Ready while the workers run and the shard is not draining. A draining shard keeps its
+/// calls and still answers the API (its per-shard Services publish not-ready addresses);
+/// it only leaves the pool of new work.
+pub(crate) fn ready_gate(shared: Arc<Shared>) -> Gate {
+    Arc::new(move || {
+        if shared.stopped.load(Ordering::Acquire) {
             Err("the shard is stopped".to_owned())
+        } else if shared.draining.load(Ordering::Acquire) {
+            Err("the shard is draining".to_owned())
         } else {
             Ok(())
         }
-    }
+    })
 }

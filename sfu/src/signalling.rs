@@ -1,6 +1,9 @@
 //! HTTP signalling (see `docs/signalling.md`): WHIP-style join and leave, drain, status.
 //! Everything after the join (renegotiation, room events) flows over the `surge` data
 //! channel and is handled by the worker that owns the participant.
+//!
+//! This listener is cluster-internal: browsers and the loadgen talk to the API, which
+//! relays joins and leaves here (so there is no CORS, and no TLS of its own).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,9 +20,6 @@ use surge_cluster::http::{ApiJson, HttpError};
 use surge_cluster::token::{JoinClaims, unix_now};
 
 use crate::metrics_names as m;
-use axum::http::Method;
-use tower_http::cors::{Any, CorsLayer};
-
 use crate::shard::Shared;
 use crate::worker::{Command, JoinRefusal, JoinRequest, LeaveRequest};
 
@@ -29,34 +29,15 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 const WORKER_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    // In a cluster the web client comes from the API's origin and signals to the shard's.
-    // Credentials are bearer tokens, never cookies, so any origin may call.
-    let cors = CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods([Method::POST, Method::DELETE])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-        .expose_headers([header::LOCATION, header::RETRY_AFTER]);
-    let participants = Router::new()
-        .route(
-            "/v1/sfu/rooms/{room}/participants",
-            post(join).options(preflight),
-        )
+    Router::new()
+        .route("/v1/sfu/rooms/{room}/participants", post(join))
         .route(
             "/v1/sfu/rooms/{room}/participants/{participant}",
-            delete(leave).options(preflight),
+            delete(leave).get(present),
         )
-        .layer(cors);
-    Router::new()
-        .merge(participants)
         .route("/v1/sfu/drain", post(drain))
         .route("/v1/sfu/status", get(status))
         .with_state(shared)
-}
-
-/// The CORS layer answers preflights itself; this route only makes OPTIONS a method the
-/// path knows, so the request reaches the layer instead of the 405 fallback.
-async fn preflight() -> StatusCode {
-    StatusCode::NO_CONTENT
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -106,7 +87,7 @@ fn draining() -> HttpError {
         "draining",
         HttpError::unavailable(
             "draining",
-            "this shard is draining and takes no new participants; ask the API for another",
+            "this shard is draining and takes no new rooms; ask the API for another",
             RETRY_AFTER,
         ),
     )
@@ -129,7 +110,9 @@ async fn join(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    if shared.draining.load(Ordering::Acquire) {
+    // A draining shard keeps admitting joins to the rooms it hosts (a meeting stays
+    // together during an update); the worker has the final word if the room just closed.
+    if shared.draining.load(Ordering::Acquire) && !shared.hosts(&room) {
         return Err(draining());
     }
     let claims = verify(&shared, &headers, &room, Some(unix_now()))?;
@@ -236,8 +219,30 @@ async fn leave(
 ) -> Result<StatusCode, HttpError> {
     // The participant id in the path plus a validly signed token for this room and user
     // identify the leaver; the join token's short expiry must not trap people in a call.
-    let claims = verify(&shared, &headers, &room, None)?;
-    let Ok(participant) = u64::from_str_radix(&participant, 16) else {
+    ask_worker(&shared, room, &participant, &headers, Command::Leave).await
+}
+
+/// `204` while the token's user has this participant in the room: a client whose media
+/// stopped asks (through the API) whether its shard still has it, to rejoin at once when
+/// the shard is gone instead of waiting out a network blip.
+async fn present(
+    State(shared): State<Arc<Shared>>,
+    Path((room, participant)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, HttpError> {
+    ask_worker(&shared, room, &participant, &headers, Command::Lookup).await
+}
+
+/// Sends a request about one participant of `room` to its worker; `204` when it is there.
+async fn ask_worker(
+    shared: &Shared,
+    room: String,
+    participant: &str,
+    headers: &HeaderMap,
+    command: fn(LeaveRequest) -> Command,
+) -> Result<StatusCode, HttpError> {
+    let claims = verify(shared, headers, &room, None)?;
+    let Ok(participant) = u64::from_str_radix(participant, 16) else {
         return Err(HttpError::not_found("no such participant in this room"));
     };
     let (reply, done) = tokio::sync::oneshot::channel();
@@ -248,7 +253,7 @@ async fn leave(
         user: claims.sub,
         reply,
     };
-    if worker.commands.send(Command::Leave(request)).is_err() {
+    if worker.commands.send(command(request)).is_err() {
         return Err(HttpError::not_found("no such participant"));
     }
     worker.waker.wake();

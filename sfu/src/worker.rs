@@ -62,7 +62,8 @@ pub(crate) enum JoinRefusal {
     InvalidSdp(String),
 }
 
-/// A request to leave, answered with whether the participant existed.
+/// A request to leave (or, as `Command::Lookup`, only to know whether the participant is
+/// here), answered with whether the user's participant exists in the room.
 pub(crate) struct LeaveRequest {
     pub room: String,
     pub participant: u64,
@@ -73,6 +74,7 @@ pub(crate) struct LeaveRequest {
 pub(crate) enum Command {
     Join(Box<JoinRequest>),
     Leave(LeaveRequest),
+    Lookup(LeaveRequest),
     Stop,
 }
 
@@ -214,6 +216,12 @@ impl Worker {
                     Ok(Command::Stop) | Err(TryRecvError::Disconnected) => return,
                     Ok(Command::Join(request)) => self.join(*request, Instant::now()),
                     Ok(Command::Leave(request)) => self.leave(request, Instant::now()),
+                    Ok(Command::Lookup(request)) => {
+                        let here = self.peers.get(&ParticipantId(request.participant)).is_some_and(
+                            |p| p.room == request.room && p.user == request.user,
+                        );
+                        let _ = request.reply.send(here);
+                    }
                     Err(TryRecvError::Empty) => break,
                 }
             }
@@ -475,16 +483,18 @@ impl Worker {
             reply,
         } = request;
         let pid = ParticipantId(participant);
-        if self
-            .shared
-            .draining
-            .load(std::sync::atomic::Ordering::Acquire)
+        let limit = self.shared.limits.max_room_participants as usize;
+        let new_room = !self.rooms.contains_key(&room);
+        // Draining: no new rooms, but joins and rejoins to the rooms it hosts go on.
+        if new_room
+            && self
+                .shared
+                .draining
+                .load(std::sync::atomic::Ordering::Acquire)
         {
             let _ = reply.send(Err(JoinRefusal::Draining));
             return;
         }
-        let limit = self.shared.limits.max_room_participants as usize;
-        let new_room = !self.rooms.contains_key(&room);
         if let Some(entry) = self.rooms.get(&room)
             && entry.members.len() >= limit
         {

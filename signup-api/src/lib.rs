@@ -1,14 +1,16 @@
 //! Surge's signup, login, presence and rooms API.
 //!
 //! The facade the `surge` binary uses: [`ApiConfig`] (flags), [`Api::start`],
-//! [`Api::router`], [`Api::probes`], [`Api::stop`] and [`migrate`]. Inside: a
+//! [`Api::router`], [`Api::dependencies`], [`Api::stop`] and [`migrate`]. Inside: a
 //! [`store::Store`] (PostgreSQL or SQLite), an Argon2id [`hashing::HashPool`], rate
-//! [`limits::Limits`] (governor + Redis) and [`presence::Presence`] (memory or Redis).
+//! [`limits::Limits`] (governor + Redis), [`presence::Presence`] (memory or Redis) and the
+//! relay of joins and leaves to the shards.
 
 pub mod hashing;
 pub mod limits;
 pub mod presence;
 mod routes;
+mod shards;
 pub mod store;
 pub mod validate;
 
@@ -17,7 +19,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::Router;
-use surge_cluster::http::Probe;
+use surge_cluster::client_addr::{ForwardedHeader, TrustedProxies, parse_cidr};
+use surge_cluster::health::Dependency;
 use surge_cluster::{Placer, ShardRegistry, TokenKey};
 use tokio_util::sync::CancellationToken;
 
@@ -105,6 +108,16 @@ pub struct ApiConfig {
     /// Seconds a room join token lasts.
     #[arg(long, env = "SURGE_JOIN_TOKEN_TTL_SECS", default_value_t = 60)]
     pub join_token_ttl_secs: u64,
+
+    /// Proxies (comma-separated CIDRs or addresses) whose forwarding header is believed: a
+    /// request from one of them is keyed on the right-most untrusted address of the chain.
+    /// Empty: every client is its socket address.
+    #[arg(long, env = "SURGE_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// The header the trusted proxies write the client chain into.
+    #[arg(long, env = "SURGE_CLIENT_IP_HEADER", value_enum, default_value_t = ForwardedHeader::XForwardedFor)]
+    pub client_ip_header: ForwardedHeader,
 }
 
 impl ApiConfig {
@@ -129,6 +142,8 @@ impl ApiConfig {
             presence_ttl_secs: 30,
             session_ttl_secs: 7 * 24 * 3600,
             join_token_ttl_secs: 60,
+            trusted_proxies: Vec::new(),
+            client_ip_header: ForwardedHeader::XForwardedFor,
         }
     }
 
@@ -182,6 +197,8 @@ pub enum StartError {
     },
     #[error("password hashing: {0}")]
     Hashing(#[from] HashError),
+    #[error("the HTTP client for the shards: {0}")]
+    Relay(#[from] reqwest::Error),
     #[error("redis {url}: {source}")]
     Redis {
         url: String,
@@ -207,16 +224,16 @@ fn redact(url: &str) -> String {
 /// A running API.
 pub struct Api {
     router: Router,
-    probes: Vec<Arc<dyn Probe>>,
+    dependencies: Vec<Arc<dyn Dependency>>,
     hasher: HashPool,
     store: Arc<dyn Store>,
     tasks: CancellationToken,
 }
 
-struct DatabaseProbe(Arc<dyn Store>);
+struct DatabaseDependency(Arc<dyn Store>);
 
 #[async_trait]
-impl Probe for DatabaseProbe {
+impl Dependency for DatabaseDependency {
     fn name(&self) -> &'static str {
         "database"
     }
@@ -225,10 +242,10 @@ impl Probe for DatabaseProbe {
     }
 }
 
-struct RedisProbe(redis::aio::ConnectionManager);
+struct RedisDependency(redis::aio::ConnectionManager);
 
 #[async_trait]
-impl Probe for RedisProbe {
+impl Dependency for RedisDependency {
     fn name(&self) -> &'static str {
         "redis"
     }
@@ -278,7 +295,8 @@ impl Api {
             "password hashing pool ready"
         );
         let tasks = deps.shutdown.child_token();
-        let mut probes: Vec<Arc<dyn Probe>> = vec![Arc::new(DatabaseProbe(store.clone()))];
+        let mut dependencies: Vec<Arc<dyn Dependency>> =
+            vec![Arc::new(DatabaseDependency(store.clone()))];
         let (limits, presence): (Limits, Arc<dyn Presence>) = match &deps.redis_url {
             Some(url) => {
                 let redis_error = |source| StartError::Redis {
@@ -291,7 +309,7 @@ impl Api {
                     limits::redis_manager_config(),
                 )
                 .map_err(redis_error)?;
-                probes.push(Arc::new(RedisProbe(conn.clone())));
+                dependencies.push(Arc::new(RedisDependency(conn.clone())));
                 let limits = Limits::new(
                     config.limits(),
                     Some((conn.clone(), deps.redis_prefix.clone())),
@@ -314,6 +332,7 @@ impl Api {
             limits,
             presence,
             placer: Placer::new(deps.registry),
+            shards: shards::ShardClient::new()?,
             token_key: deps.token_key,
             settings: routes::Settings {
                 session_ttl: Duration::from_secs(config.session_ttl_secs),
@@ -322,9 +341,10 @@ impl Api {
             },
             shutdown: deps.shutdown,
         }));
+        let proxies = TrustedProxies::new(config.trusted_proxies.clone(), config.client_ip_header);
         Ok(Self {
-            router: routes::router(state),
-            probes,
+            router: routes::router(state, proxies),
+            dependencies,
             hasher,
             store,
             tasks,
@@ -336,9 +356,10 @@ impl Api {
         self.router.clone()
     }
 
-    /// Readiness probes: the database, and Redis when configured.
-    pub fn probes(&self) -> Vec<Arc<dyn Probe>> {
-        self.probes.clone()
+    /// What the API uses but serves without (answering 503s or on local limits while it
+    /// is gone): the database, and Redis when configured. Never readiness gates.
+    pub fn dependencies(&self) -> Vec<Arc<dyn Dependency>> {
+        self.dependencies.clone()
     }
 
     /// The account store (tests and tools).
@@ -434,5 +455,22 @@ mod tests {
         assert_eq!(cli.api.database_url, DEFAULT_DATABASE_URL);
         assert_eq!(cli.api.argon2_memory_kib, 19 * 1024);
         assert!(Cli::try_parse_from(["x", "--latency-budget-ms", "soon"]).is_err());
+        assert!(cli.api.trusted_proxies.is_empty());
+        let cli = Cli::try_parse_from([
+            "x",
+            "--trusted-proxies",
+            "10.0.0.0/8, 127.0.0.1,fd00::/8",
+            "--client-ip-header",
+            "forwarded",
+        ])
+        .unwrap();
+        let nets: Vec<String> = cli.api.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        assert_eq!(nets, ["10.0.0.0/8", "127.0.0.1/32", "fd00::/8"]);
+        assert_eq!(cli.api.client_ip_header, ForwardedHeader::Forwarded);
+        let err = Cli::try_parse_from(["x", "--trusted-proxies", "10.0.0.0/8,nonsense"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("not a CIDR"), "{err}");
     }
 }

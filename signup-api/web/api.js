@@ -89,6 +89,37 @@ export async function request(method, path, { body, headers = {}, token = sessio
   return text ? JSON.parse(text) : null;
 }
 
+/**
+ * Joins a call: the SDP offer goes to the API, which relays it to the room's media server
+ * (one origin for everything; media then flows straight to that server). Resolves to
+ * `{ sdp, resource }`: the SDP answer and the URL that represents this participant.
+ */
+export async function joinCall(roomId, offerSdp, token = session.token()) {
+  let response;
+  try {
+    response = await fetch(`/v1/rooms/${encodeURIComponent(roomId)}/participants`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/sdp' },
+      body: offerSdp,
+    });
+  } catch (err) {
+    throw new ApiError(0, 'network', `Cannot reach the server (${err.message})`);
+  }
+  if (response.status !== 201) throw await errorFrom(response);
+  const location = response.headers.get('Location');
+  return { sdp: await response.text(), resource: location ? new URL(location, window.location.href).href : null };
+}
+
+/** Leaves a call: DELETE of its participant resource. `keepalive` lets it outlive the page. */
+export function leaveCall(resource, { keepalive = false, token = session.token() } = {}) {
+  return fetch(resource, { method: 'DELETE', headers: { Authorization: `Bearer ${token}` }, keepalive });
+}
+
+/** Whether the call server still has this participant: resolves to the response (200 or 404). */
+export function checkCall(resource, token = session.token()) {
+  return fetch(resource, { headers: { Authorization: `Bearer ${token}` } });
+}
+
 /** The API's endpoints, one function each. */
 export const api = {
   signUp: (account, idempotencyKey) =>
@@ -106,5 +137,7 @@ export const api = {
   addContact: (email) => request('POST', '/v1/contacts', { body: { email } }),
   createRoom: (name) => request('POST', '/v1/rooms', { body: name ? { name } : {} }),
   room: (roomId) => request('GET', `/v1/rooms/${encodeURIComponent(roomId)}`),
-  joinRoom: (roomId) => request('POST', `/v1/rooms/${encodeURIComponent(roomId)}/join`),
+  joinCall,
+  leaveCall,
+  checkCall,
 };

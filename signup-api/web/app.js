@@ -610,7 +610,7 @@ window.surge = {
   forgetOnShard: async () => {
     const call = state.call;
     if (!call?.resource) return null;
-    const response = await fetch(call.resource, { method: 'DELETE', headers: { Authorization: `Bearer ${call.joinToken}` } });
+    const response = await api.leaveCall(call.resource);
     return response.status;
   },
 };

@@ -1,8 +1,9 @@
-// One call in one room: joins through the API, signals with the shard (WHIP-style POST, then
-// the `surge` data channel, see docs/signalling.md), publishes the camera as three simulcast
-// layers, tracks who is in the room, and rejoins by itself when the shard is lost.
+// One call in one room: joins through the API (WHIP-style POST of the offer, which the API
+// relays to the room's shard; then the `surge` data channel, see docs/signalling.md),
+// publishes the camera as three simulcast layers, tracks who is in the room, and rejoins by
+// itself when the shard is lost.
 
-import { api, errorFrom, ApiError } from './api.js';
+import { api, ApiError } from './api.js';
 
 /** Simulcast layers: quarter, half and full resolution, lowest first (what Chrome expects). */
 export const SIMULCAST_ENCODINGS = [
@@ -22,12 +23,10 @@ const RECONNECT_MAX_MS = 10_000;
 /** Errors that a new attempt cannot fix: the user must act (log in again, another room). */
 const FATAL_CODES = new Set(['room_full', 'not_found', 'room_not_found', 'unauthorized', 'invalid_session', 'forbidden']);
 
-/** A join token the shard refused is replaced by a fresh one; a refused session is final. */
+/** Errors a retry cannot fix: an expired session, a room that does not exist, a full room. */
 function isFinal(err) {
   if (!(err instanceof ApiError)) return false;
-  if (FATAL_CODES.has(err.code)) return true;
-  if (err.status === 401) return !String(err.code).startsWith('token_');
-  return err.status === 404;
+  return FATAL_CODES.has(err.code) || err.status === 401 || err.status === 404;
 }
 
 /** Call states the UI shows. */
@@ -89,7 +88,6 @@ export class Call {
     this.participants = new Map();
     this.selfId = null;
     this.speaker = null;
-    this.room = null;
     this.muted = { audio: false, video: false };
     /** mid → participant id, from the server's `tracks` messages. */
     this.midOwners = new Map();
@@ -101,7 +99,6 @@ export class Call {
     this.pc = null;
     this.channel = null;
     this.resource = null;
-    this.joinToken = null;
     this.attempt = 0;
     this.generation = 0;
     this.signalQueue = Promise.resolve();
@@ -146,11 +143,6 @@ export class Call {
   }
 
   async connect(generation) {
-    const join = await api.joinRoom(this.roomId);
-    if (generation !== this.generation) return;
-    this.room = join.room ?? this.room;
-    this.joinToken = join.token;
-
     const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
     this.pc = pc;
     const channel = pc.createDataChannel('surge');
@@ -165,22 +157,15 @@ export class Call {
 
     await pc.setLocalDescription(await pc.createOffer());
     await waitForGathering(pc, GATHER_TIMEOUT_MS);
-    let response;
-    try {
-      response = await fetch(join.signal_url, {
-        method: 'POST',
-        headers: { Authorization: `Bearer ${join.token}`, 'Content-Type': 'application/sdp' },
-        body: pc.localDescription.sdp,
-      });
-    } catch (err) {
-      throw new ApiError(0, 'network', `Cannot reach the media server (${err.message})`);
-    }
-    if (response.status !== 201 && !response.ok) throw await errorFrom(response);
-    const location = response.headers.get('Location');
-    this.resource = location ? new URL(location, join.signal_url).href : null;
-    const answer = await response.text();
     if (generation !== this.generation) return;
-    await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+    const joined = await api.joinCall(this.roomId, pc.localDescription.sdp);
+    if (generation !== this.generation) {
+      // Replaced (or left) while the join was on its way: that participant is not wanted.
+      if (joined.resource) api.leaveCall(joined.resource, { keepalive: true }).catch(() => {});
+      return;
+    }
+    this.resource = joined.resource;
+    await pc.setRemoteDescription({ type: 'answer', sdp: joined.sdp });
     // ICE that never completes (a blocked UDP port) would otherwise leave us waiting forever.
     clearTimeout(this.connectTimer);
     this.connectTimer = setTimeout(() => {
@@ -227,6 +212,7 @@ export class Call {
       case 'disconnected':
         this.disconnectTimer = setTimeout(() => this.lost('the media connection dropped', generation), DISCONNECTED_GRACE_MS);
         this.setState(this.state, 'Connection unstable…');
+        this.checkServer(pc, generation);
         break;
       case 'failed':
         this.lost('the media connection failed', generation);
@@ -234,6 +220,24 @@ export class Call {
       default:
         this.onChange();
     }
+  }
+
+  /**
+   * Media stopped: ask the API whether the call server still has us. When it is gone (a
+   * crashed or killed shard) rejoin at once; when it is there, or the API cannot be reached
+   * (our own network may be down), wait out the grace period as before.
+   */
+  async checkServer(pc, generation) {
+    const resource = this.resource;
+    if (!resource) return;
+    let response;
+    try {
+      response = await api.checkCall(resource);
+    } catch {
+      return;
+    }
+    if (generation !== this.generation || this.pc !== pc || pc.connectionState === 'connected') return;
+    if (response.status === 404) this.lost('the media server is gone', generation);
   }
 
   /** The shard is gone or unreachable: rejoin through the API (maybe on another shard). */
@@ -405,9 +409,7 @@ export class Call {
     this.signalQueue = Promise.resolve();
     if (pc) pc.close();
     // Tell the old shard we are gone when it can still hear us; it times us out otherwise.
-    if (this.resource && this.joinToken) {
-      fetch(this.resource, { method: 'DELETE', headers: { Authorization: `Bearer ${this.joinToken}` }, keepalive: true }).catch(() => {});
-    }
+    if (this.resource) api.leaveCall(this.resource, { keepalive: true }).catch(() => {});
     this.resource = null;
   }
 
@@ -507,8 +509,12 @@ export function describeJoinError(err) {
       return 'This room does not exist (check the link).';
     case 'shard_full':
     case 'draining':
+    case 'no_capacity':
     case 'overloaded':
       return 'The media servers are busy.';
+    case 'shard_unavailable':
+    case 'registry_unavailable':
+      return 'The media server is not answering.';
     case 'rate_limited':
       return 'Too many attempts right now.';
     case 'network':

@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use surge_cluster::http::{self, Probe};
-use surge_cluster::registry::RegistryProbe;
+use surge_cluster::health::{self, Dependency, Gate, Health};
+use surge_cluster::http;
+use surge_cluster::registry::RegistryDependency;
 use surge_sfu::{Shard, ShardDeps};
 use surge_signup_api::{Api, ApiDeps};
 use tokio_util::sync::CancellationToken;
@@ -37,20 +38,30 @@ fn cancel_on_signal(token: CancellationToken) {
     });
 }
 
+/// Serves `router` with what every listener has: liveness, readiness (the `gates` only),
+/// metrics, and the admin status of the `dependencies`, which a background task checks.
 async fn serve(
     common: &Common,
     listener: tokio::net::TcpListener,
     router: axum::Router,
-    mut probes: Vec<Arc<dyn Probe>>,
+    gates: Vec<Gate>,
+    mut dependencies: Vec<Arc<dyn Dependency>>,
     backends: &backends::Backends,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    // Every listener's readiness includes the shard registry (Redis in a cluster).
-    probes.push(Arc::new(RegistryProbe(backends.registry.clone())));
-    let router = http::finish_router(router.merge(http::ops_routes(probes)));
+    // Every process uses the shard registry (Redis in a cluster).
+    dependencies.push(Arc::new(RegistryDependency(backends.registry.clone())));
+    let health = Health::new(gates, dependencies);
+    health.spawn_monitor(health::CHECK_INTERVAL, shutdown.child_token());
+    let router = router
+        .merge(http::ops_routes(health.clone()))
+        .merge(surge_cluster::admin::status_router(
+            health,
+            common.admin_token.clone(),
+        ));
     http::serve(
         listener,
-        router,
+        http::finish_router(router),
         shutdown,
         Duration::from_secs(common.shutdown_grace_secs),
     )
@@ -79,7 +90,8 @@ async fn start_api(
     .context("starting the API")
 }
 
-/// Starts a shard whose signalling is served on `local` unless `--signal-url` says otherwise.
+/// Starts a shard whose signalling is served on `local` unless `--signal-url` says otherwise
+/// (a listener on every interface is reached on loopback by the API in the same process).
 async fn start_shard(
     config: &surge_sfu::SfuConfig,
     common: &Common,
@@ -92,11 +104,24 @@ async fn start_shard(
             registry: backends.registry.clone(),
             token_key: backends.token_key.clone(),
             admin_token: common.admin_token.clone(),
-            default_signal_url: format!("http://{local}"),
+            default_signal_url: format!("http://{}", reachable(local)),
         },
     )
     .await
     .context("starting the SFU shard")
+}
+
+/// `local` with an unspecified address (0.0.0.0, ::) replaced by loopback.
+fn reachable(local: std::net::SocketAddr) -> std::net::SocketAddr {
+    match local.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            (std::net::Ipv4Addr::LOCALHOST, local.port()).into()
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            (std::net::Ipv6Addr::LOCALHOST, local.port()).into()
+        }
+        _ => local,
+    }
 }
 
 async fn up(args: UpArgs) -> anyhow::Result<()> {
@@ -111,12 +136,19 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let api = start_api(&args.api, &args.common, &backends, shutdown.clone()).await?;
     println!("Surge is up. Point a browser at http://{local}/ (Ctrl-C stops it)");
     cancel_on_signal(shutdown.clone());
-    let mut probes = api.probes();
-    probes.extend(shard.probes());
     let admin =
         surge_cluster::admin::router(backends.registry.clone(), args.common.admin_token.clone());
     let router = api.router().merge(shard.router()).merge(admin);
-    serve(&args.common, listener, router, probes, &backends, shutdown).await?;
+    serve(
+        &args.common,
+        listener,
+        router,
+        vec![shard.ready_gate()],
+        api.dependencies(),
+        &backends,
+        shutdown,
+    )
+    .await?;
     shard.stop().await;
     api.stop().await;
     Ok(())
@@ -137,7 +169,8 @@ async fn api(args: ApiArgs) -> anyhow::Result<()> {
         &args.common,
         listener,
         router,
-        api.probes(),
+        Vec::new(),
+        api.dependencies(),
         &backends,
         shutdown,
     )
@@ -175,7 +208,8 @@ async fn sfu(args: SfuArgs) -> anyhow::Result<()> {
         &args.common,
         listener,
         shard.router(),
-        shard.probes(),
+        vec![shard.ready_gate()],
+        Vec::new(),
         &backends,
         stop_serving,
     )

@@ -89,13 +89,9 @@ fn surge() -> Command {
     cmd
 }
 
-/// What an API's join answer carries.
-#[derive(Debug, Clone)]
-struct Join {
-    shard: String,
-    signal_url: String,
-    token: String,
-}
+/// An offer that passes the API's checks but not the shard's: the API places the room and
+/// relays it, and the shard refuses it with `invalid_sdp`. Enough to place rooms cheaply.
+const PLACEHOLDER_OFFER: &str = "v=0\r\n";
 
 struct Cluster {
     prefix: String,
@@ -253,17 +249,33 @@ impl Cluster {
         body["id"].as_str().unwrap().to_owned()
     }
 
-    async fn join(&self, api: usize, room: &str) -> Join {
+    /// Places `room` through API `api` (a join whose offer the shard refuses) and returns
+    /// the shard it is pinned to.
+    async fn place(&self, api: usize, room: &str) -> String {
         let base = &self.apis[api % self.apis.len()].base;
-        let (status, body) = self
-            .post(&format!("{base}/v1/rooms/{room}/join"), None)
-            .await;
-        assert_eq!(status, 200, "{body}");
-        Join {
-            shard: body["shard"].as_str().unwrap().to_owned(),
-            signal_url: body["signal_url"].as_str().unwrap().to_owned(),
-            token: body["token"].as_str().unwrap().to_owned(),
-        }
+        let response = self
+            .client
+            .post(format!("{base}/v1/rooms/{room}/participants"))
+            .bearer_auth(&self.session)
+            .header("content-type", "application/sdp")
+            .body(PLACEHOLDER_OFFER)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (400, &json!("invalid_sdp")),
+            "{body}"
+        );
+        self.registry.room_pin(room).await.unwrap().unwrap()
+    }
+
+    /// The URL a participant posts its offer to (through API `api`).
+    fn participants_url(&self, api: usize, room: &str) -> String {
+        let base = &self.apis[api % self.apis.len()].base;
+        format!("{base}/v1/rooms/{room}/participants")
     }
 
     fn shard_mut(&mut self, id: &str) -> &mut Proc {
@@ -279,21 +291,24 @@ impl Cluster {
                 return rooms;
             }
             let room = self.create_room(i).await;
-            let join = self.join(i, &room).await;
-            rooms.insert(room, join.shard);
+            let shard = self.place(i, &room).await;
+            rooms.insert(room, shard);
         }
         panic!("placement never reached every shard: {rooms:?}");
     }
 }
 
-/// Joins `room` through the API, retrying while placement still names a shard that does
-/// not answer (as a real client does after its shard died).
+/// Joins `room` through the API (which relays the offer to the room's shard), retrying
+/// while the API sheds the join, as a real client does; returns the shard it landed on.
 async fn join_call(cluster: &Cluster, api: usize, room: &str) -> (Participant, String) {
     let deadline = Instant::now() + Duration::from_secs(60);
+    let url = cluster.participants_url(api, room);
     loop {
-        let join = cluster.join(api, room).await;
-        match Participant::join(ParticipantConfig::new(&join.signal_url, &join.token)).await {
-            Ok(p) => return (p, join.shard),
+        match Participant::join(ParticipantConfig::new(&url, &cluster.session)).await {
+            Ok(p) => {
+                let shard = cluster.registry.room_pin(room).await.unwrap().unwrap();
+                return (p, shard);
+            }
             Err(e) => {
                 assert!(Instant::now() < deadline, "could not join {room}: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -362,8 +377,8 @@ async fn rooms_spread_evenly_and_both_apis_agree() {
     let mut per_shard: HashMap<String, usize> = HashMap::new();
     for i in 0..300 {
         let room = cluster.create_room(i).await;
-        let join = cluster.join(i, &room).await;
-        *per_shard.entry(join.shard).or_default() += 1;
+        let shard = cluster.place(i, &room).await;
+        *per_shard.entry(shard).or_default() += 1;
     }
     println!("300 rooms over 3 shards: {per_shard:?}");
     assert_eq!(per_shard.len(), 3, "{per_shard:?}");
@@ -377,12 +392,8 @@ async fn rooms_spread_evenly_and_both_apis_agree() {
     // The same new room asked from both APIs at the same moment lands on one shard.
     for i in 0..30 {
         let room = cluster.create_room(i).await;
-        let (a, b) = tokio::join!(cluster.join(0, &room), cluster.join(1, &room));
-        assert_eq!(a.shard, b.shard, "room {room}");
-        assert_eq!(
-            cluster.registry.room_pin(&room).await.unwrap(),
-            Some(a.shard)
-        );
+        let (a, b) = tokio::join!(cluster.place(0, &room), cluster.place(1, &room));
+        assert_eq!(a, b, "room {room}");
     }
 
     // The admin listing through either API shows the three shards.
@@ -479,15 +490,14 @@ async fn a_killed_shard_costs_only_its_own_rooms() {
     // on a survivor at its next join.
     for (room, shard) in &rooms {
         if shard == victim {
-            let join = cluster.join(0, room).await;
-            assert_ne!(join.shard, victim, "{room}");
+            assert_ne!(cluster.place(0, room).await, victim, "{room}");
         } else {
             assert_eq!(
                 cluster.registry.room_pin(room).await.unwrap(),
                 pins_before[room],
                 "{room} moved"
             );
-            assert_eq!(&cluster.join(1, room).await.shard, shard, "{room}");
+            assert_eq!(&cluster.place(1, room).await, shard, "{room}");
         }
     }
     assert!(cluster.live().await.iter().all(|s| s.id != victim));
@@ -528,11 +538,15 @@ async fn sigterm_drains_a_shard_then_it_exits_zero() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // No new room goes to it.
+    // No new room goes to it, but a late joiner of its call lands there, with the others.
     for i in 0..20 {
         let new_room = cluster.create_room(i).await;
-        assert_eq!(cluster.join(i, &new_room).await.shard, "sfu-0");
+        assert_eq!(cluster.place(i, &new_room).await, "sfu-0");
     }
+    let (p3, s) = join_call(&cluster, 0, &room).await;
+    assert_eq!(s, draining, "the late joiner was split from the meeting");
+    wait_media(&[&p1, &p2, &p3], Duration::from_secs(90)).await;
+    p3.leave().await.unwrap();
 
     // The shard itself refuses a new room, even with a valid token for it.
     let key = TokenKey::from_secret(TOKEN_KEY.as_bytes()).unwrap();
@@ -599,11 +613,16 @@ async fn sigterm_drains_a_shard_then_it_exits_zero() {
         .await
         .expect("the shard drained by an operator did not exit");
     assert!(status.success(), "exit status {status:?}");
-    let (code, body) = cluster
-        .post(
-            &format!("{}/v1/rooms/{room}/join", cluster.apis[0].base),
-            None,
-        )
-        .await;
-    assert_eq!((code, &body["error"]["code"]), (503, &json!("no_capacity")));
+    let response = cluster
+        .client
+        .post(cluster.participants_url(0, &room))
+        .bearer_auth(&cluster.session)
+        .header("content-type", "application/sdp")
+        .body(PLACEHOLDER_OFFER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "no_capacity", "{body}");
 }

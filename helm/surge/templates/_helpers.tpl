@@ -178,13 +178,8 @@ podAntiAffinity:
 {{- if eq $sfu.networkMode "podPort" -}}
 {{- $mediaFirst := int64 $sfu.media.nodePortBase -}}
 {{- $mediaEnd := add $mediaFirst (mul (int64 $sfu.replicas) (int64 $sfu.workers)) -}}
-{{- $httpFirst := int64 $sfu.media.httpNodePortBase -}}
-{{- $httpEnd := add $httpFirst (int64 $sfu.replicas) -}}
-{{- if and (gt (int64 $sfu.replicas) 0) (lt $mediaFirst $httpEnd) (lt $httpFirst $mediaEnd) -}}
-{{- fail (printf "sfu.media: the UDP NodePorts %d-%d and the signalling NodePorts %d-%d of %d shards overlap; move nodePortBase or httpNodePortBase" $mediaFirst (sub $mediaEnd 1) $httpFirst (sub $httpEnd 1) (int64 $sfu.replicas)) -}}
-{{- end -}}
-{{- if or (gt $mediaEnd 65536) (gt $httpEnd 65536) -}}
-{{- fail "sfu.media: the NodePorts of all shards must stay below 65536" -}}
+{{- if gt $mediaEnd 32768 -}}
+{{- fail (printf "sfu.media: the UDP NodePorts %d-%d of %d shards go past 32767, the end of Kubernetes' default NodePort range; lower nodePortBase, shards or workers" $mediaFirst (sub $mediaEnd 1) (int64 $sfu.replicas)) -}}
 {{- end -}}
 {{- end -}}
 {{- $hpa := .Values.api.autoscaling -}}
@@ -204,6 +199,19 @@ its whole pool, plus room for the migration Job and an operator's psql.
 {{- $api := .Values.api -}}
 {{- $pods := ternary $api.autoscaling.maxReplicas $api.replicas $api.autoscaling.enabled -}}
 {{- max 100 (add (mul (int64 $pods) (int64 $api.databaseMaxConnections)) 10) -}}
+{{- end -}}
+
+{{/*
+The internal URL the API relays signalling to: the pod's name through the headless Service
+(which publishes not-ready, draining shards), or sfu.signalUrl. SURGE_SHARD_ID is defined
+before SURGE_SIGNAL_URL in the pod, so Kubernetes expands it.
+*/}}
+{{- define "surge.sfu.signalUrl" -}}
+{{- if .Values.sfu.signalUrl -}}
+{{- .Values.sfu.signalUrl -}}
+{{- else -}}
+{{- printf "http://$(SURGE_SHARD_ID).%s.%s.svc.%s:%d" (include "surge.component" (dict "root" . "component" "sfu")) .Release.Namespace .Values.clusterDomain (int64 .Values.sfu.httpPort) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The grace period a stopping shard gets: the drain deadline plus a margin by default. */}}

@@ -30,15 +30,17 @@ pub async fn listen() -> (TcpListener, String) {
     (listener, base)
 }
 
-/// Serves `router` (with the ops routes of `probes`) on `listener` until `stop` fires.
+/// Serves `router` (with the ops routes, ready while the `gates` are open) on `listener`
+/// until `stop` fires.
 pub fn serve(
     listener: TcpListener,
     router: axum::Router,
-    probes: Vec<Arc<dyn surge_cluster::http::Probe>>,
+    gates: Vec<surge_cluster::health::Gate>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    let health = surge_cluster::health::Health::new(gates, Vec::new());
     let router =
-        surge_cluster::http::finish_router(router.merge(surge_cluster::http::ops_routes(probes)));
+        surge_cluster::http::finish_router(router.merge(surge_cluster::http::ops_routes(health)));
     tokio::spawn(surge_cluster::http::serve(
         listener,
         router,
@@ -97,6 +99,6 @@ pub async fn serve_shard(
     let (listener, base) = listen().await;
     let shard = start_shard(id, &base, registry, token_key).await;
     let stop = CancellationToken::new();
-    serve(listener, shard.router(), shard.probes(), stop.clone());
+    serve(listener, shard.router(), vec![shard.ready_gate()], stop.clone());
     (shard, stop)
 }

@@ -12,7 +12,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use surge_cluster::http::{ApiJson, HttpError, PeerAddr};
+use surge_cluster::client_addr::ClientIp;
+use surge_cluster::http::{ApiJson, HttpError};
 
 use super::auth::{Session, new_token};
 use super::{AppState, busy, invalid, limited, now_secs, store_error};
@@ -86,7 +87,7 @@ fn outcome(name: &'static str) {
 /// `POST /v1/accounts`.
 pub(crate) async fn signup(
     State(state): State<AppState>,
-    PeerAddr(peer): PeerAddr,
+    ClientIp(client): ClientIp,
     headers: HeaderMap,
     ApiJson(req): ApiJson<SignupRequest>,
 ) -> Result<Response, HttpError> {
@@ -96,7 +97,7 @@ pub(crate) async fn signup(
     let key = idempotency_key(&headers)?;
     state
         .limits
-        .check(Action::Signup, peer.map(|p| p.ip()))
+        .check(Action::Signup, client)
         .await
         .inspect_err(|_| outcome("rate_limited"))
         .map_err(limited)?;
@@ -221,12 +222,12 @@ fn invalid_credentials() -> HttpError {
 /// same work (a verification against a dummy hash).
 pub(crate) async fn login(
     State(state): State<AppState>,
-    PeerAddr(peer): PeerAddr,
+    ClientIp(client): ClientIp,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, HttpError> {
     state
         .limits
-        .check(Action::Login, peer.map(|p| p.ip()))
+        .check(Action::Login, client)
         .await
         .map_err(limited)?;
     // A malformed email or an over-long password cannot match any account; answering at

@@ -3,6 +3,7 @@
 mod accounts;
 mod auth;
 mod openapi;
+mod participants;
 mod presence;
 mod rooms;
 mod web;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
+use surge_cluster::client_addr::TrustedProxies;
 use surge_cluster::http::HttpError;
 use surge_cluster::{Placer, TokenKey};
 use tokio_util::sync::CancellationToken;
@@ -20,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::hashing::{Busy, HashPool};
 use crate::limits::{Limited, Limits};
 use crate::presence::{Presence, PresenceError};
+use crate::shards::ShardClient;
 use crate::store::{Store, StoreError};
 use crate::validate::InvalidInput;
 
@@ -41,6 +44,7 @@ pub(crate) struct Inner {
     pub limits: Limits,
     pub presence: Arc<dyn Presence>,
     pub placer: Placer,
+    pub shards: ShardClient,
     pub token_key: TokenKey,
     pub settings: Settings,
     pub shutdown: CancellationToken,
@@ -53,8 +57,9 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// The API's routes (without `/healthz` and friends, which the binary adds).
-pub(crate) fn router(state: AppState) -> Router {
+/// The API's routes (without `/healthz` and friends, which the binary adds). Handlers see
+/// the client's real address behind `proxies`.
+pub(crate) fn router(state: AppState, proxies: TrustedProxies) -> Router {
     Router::new()
         .route("/v1/accounts", post(accounts::signup))
         .route("/v1/sessions", post(accounts::login))
@@ -71,10 +76,15 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/v1/rooms", post(rooms::create))
         .route("/v1/rooms/{id}", get(rooms::get))
-        .route("/v1/rooms/{id}/join", post(rooms::join))
+        .route("/v1/rooms/{id}/participants", post(participants::join))
+        .route(
+            "/v1/rooms/{id}/participants/{participant}",
+            delete(participants::leave).get(participants::present),
+        )
         .route("/openapi.json", get(openapi::document))
         .merge(web::routes())
         .with_state(state)
+        .layer(proxies.layer())
 }
 
 pub(crate) fn store_error(e: StoreError) -> HttpError {

@@ -73,11 +73,7 @@ fn build() -> Value {
                 "ContactList": {"type": "object", "required": ["contacts"], "properties": {"contacts": {"type": "array", "items": {"$ref": "#/components/schemas/Contact"}}}},
                 "CreateRoomRequest": {"type": "object", "properties": {"name": {"type": "string"}}},
                 "Room": {"type": "object", "required": ["id", "name"], "properties": {"id": {"type": "string"}, "name": {"type": "string"}}},
-                "Join": {"type": "object", "required": ["room", "shard", "signal_url", "token", "expires_at"], "properties": {
-                    "room": {"type": "string"}, "shard": {"type": "string"},
-                    "signal_url": {"type": "string", "description": "POST the SDP offer here with the token as Bearer (see docs/signalling.md)"},
-                    "token": {"type": "string", "description": "join token (HS256 JWT), valid about a minute"},
-                    "expires_at": {"type": "integer"}}}
+                "Participant": {"type": "object", "required": ["room", "participant"], "properties": {"room": {"type": "string"}, "participant": {"type": "string"}}}
             }
         },
         "paths": {
@@ -128,11 +124,27 @@ fn build() -> Value {
                 "responses": {"201": ok("created", "Room"), "401": unauthorized.clone(), "422": error("`invalid_room_name`")}}},
             "/v1/rooms/{id}": {"get": {"summary": "A room", "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "responses": {"200": ok("the room", "Room"), "404": error("`room_not_found`")}}},
-            "/v1/rooms/{id}/join": {"post": {"summary": "Join a room: its SFU shard's signalling URL and a join token", "security": bearer,
+            "/v1/rooms/{id}/participants": {"post": {
+                "summary": "Join the room's call: the SDP offer goes to the room's media server (placed now if the room has none) and its SDP answer comes back (WHIP-style, see docs/signalling.md). Media then flows to that server over UDP.",
+                "security": bearer.clone(),
                 "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "responses": {"200": ok("where to connect", "Join"), "401": unauthorized, "404": error("`room_not_found`"), "503": retry("`no_capacity` or `registry_unavailable`")}}},
+                "requestBody": {"required": true, "content": {"application/sdp": {"schema": {"type": "string"}}}},
+                "responses": {
+                    "201": {"description": "joined: the SDP answer", "headers": {"Location": {"schema": {"type": "string"}, "description": "/v1/rooms/{id}/participants/{participant}"}},
+                        "content": {"application/sdp": {"schema": {"type": "string"}}}},
+                    "400": error("`invalid_sdp`"), "401": unauthorized.clone(), "404": error("`room_not_found`"),
+                    "409": error("`room_full`"), "413": error("`payload_too_large`"), "415": error("`unsupported_media_type`"),
+                    "502": error("`shard_error`"),
+                    "503": retry("`no_capacity`, `registry_unavailable`, `shard_full`, `shard_unavailable` or `draining`")}}},
+            "/v1/rooms/{id}/participants/{participant}": {
+                "delete": {"summary": "Leave the call (only your own participant)", "security": bearer.clone(),
+                    "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}, {"name": "participant", "in": "path", "required": true, "schema": {"type": "string"}}],
+                    "responses": {"204": {"description": "left"}, "401": unauthorized.clone(), "404": error("`participant_not_found`"), "503": retry("`shard_unavailable` or `registry_unavailable`")}},
+                "get": {"summary": "Whether the call server still has this participant of yours (ask when media stops: 404 means rejoin now)", "security": bearer,
+                    "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}, {"name": "participant", "in": "path", "required": true, "schema": {"type": "string"}}],
+                    "responses": {"200": ok("still there", "Participant"), "401": unauthorized, "404": error("`participant_not_found`"), "503": retry("`shard_unavailable` or `registry_unavailable`")}}},
             "/healthz": {"get": {"summary": "The process answers", "responses": {"200": {"description": "ok"}}}},
-            "/readyz": {"get": {"summary": "Its backends answer", "responses": {"200": {"description": "ready"}, "503": retry("`not_ready`")}}},
+            "/readyz": {"get": {"summary": "This process can serve (started, not draining); never a backend's health", "responses": {"200": {"description": "ready"}, "503": retry("`not_ready`")}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}}
         }
     })

@@ -1,15 +1,12 @@
-//! Rooms: create, look up, and join (placement on an SFU shard plus a join token).
-
-use std::time::Duration;
+//! Rooms: create and look up (joining is in `participants`).
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use surge_cluster::http::HttpError;
-use surge_cluster::{JoinClaims, PlacementError};
 
 use super::auth::Session;
 use super::{AppState, invalid, now_secs, store_error};
@@ -35,7 +32,7 @@ fn new_room_id() -> String {
         .collect()
 }
 
-fn valid_room_id(id: &str) -> bool {
+pub(crate) fn valid_room_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
         && id
@@ -43,7 +40,7 @@ fn valid_room_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn room_not_found() -> HttpError {
+pub(crate) fn room_not_found() -> HttpError {
     HttpError::new(StatusCode::NOT_FOUND, "room_not_found", "no such room")
 }
 
@@ -106,75 +103,6 @@ pub(crate) async fn get(
         .map_err(store_error)?
         .map(Json)
         .ok_or_else(room_not_found)
-}
-
-#[derive(Serialize)]
-pub(crate) struct JoinResponse {
-    room: String,
-    shard: String,
-    signal_url: String,
-    token: String,
-    expires_at: u64,
-}
-
-/// `POST /v1/rooms/{id}/join`.
-pub(crate) async fn join(
-    State(state): State<AppState>,
-    session: Session,
-    Path(id): Path<String>,
-) -> Result<Json<JoinResponse>, HttpError> {
-    if !valid_room_id(&id) {
-        return Err(room_not_found());
-    }
-    let room = state
-        .store
-        .room(&id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(room_not_found)?;
-    let shard = state.placer.place(&room.id).await.map_err(|e| match e {
-        PlacementError::NoCapacity => HttpError::unavailable(
-            "no_capacity",
-            "no call server has room for this call right now; retry shortly",
-            Duration::from_secs(5),
-        ),
-        other => {
-            tracing::warn!(error = %other, "shard registry unavailable");
-            HttpError::unavailable(
-                "registry_unavailable",
-                "call placement is unavailable; retry shortly",
-                Duration::from_secs(2),
-            )
-        }
-    })?;
-    let iat = surge_cluster::token::unix_now();
-    let exp = iat + state.settings.join_ttl.as_secs();
-    let token = state
-        .token_key
-        .issue(&JoinClaims {
-            sub: session.account.id.clone(),
-            name: session.account.display_name.clone(),
-            room: room.id.clone(),
-            shard: shard.id.clone(),
-            publish: true,
-            subscribe: true,
-            iat,
-            exp,
-        })
-        .map_err(HttpError::internal)?;
-    let signal_url = format!(
-        "{}/v1/sfu/rooms/{}/participants",
-        shard.signal_url.trim_end_matches('/'),
-        room.id
-    );
-    metrics::counter!("surge_api_room_joins_total").increment(1);
-    Ok(Json(JoinResponse {
-        room: room.id,
-        shard: shard.id,
-        signal_url,
-        token,
-        expires_at: exp,
-    }))
 }
 
 #[cfg(test)]

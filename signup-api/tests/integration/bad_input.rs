@@ -211,7 +211,8 @@ async fn the_web_client_and_openapi_are_served() {
         "/v1/contacts",
         "/v1/rooms",
         "/v1/rooms/{id}",
-        "/v1/rooms/{id}/join",
+        "/v1/rooms/{id}/participants",
+        "/v1/rooms/{id}/participants/{participant}",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is not documented");
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use surge_cluster::health::Health;
 use surge_cluster::{MemoryRegistry, ShardInfo, ShardRegistry, TokenKey};
 use surge_signup_api::{Api, ApiConfig, ApiDeps};
 use tokio_util::sync::CancellationToken;
@@ -71,6 +72,9 @@ impl TestDb {
     }
 }
 
+/// The admin token of every test API (for `/v1/admin/status`).
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
 /// One running API.
 pub struct TestApi {
     pub base: String,
@@ -78,6 +82,8 @@ pub struct TestApi {
     pub shutdown: CancellationToken,
     pub api: Option<Api>,
     pub token_key: TokenKey,
+    /// Readiness and the dependencies' last checks; `check_now` refreshes them.
+    pub health: Health,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
@@ -123,9 +129,14 @@ impl TestApi {
             .await
             .unwrap();
         let addr = listener.local_addr().unwrap();
+        let health = Health::new(Vec::new(), api.dependencies());
         let router = surge_cluster::http::finish_router(
             api.router()
-                .merge(surge_cluster::http::ops_routes(api.probes())),
+                .merge(surge_cluster::http::ops_routes(health.clone()))
+                .merge(surge_cluster::admin::status_router(
+                    health.clone(),
+                    Some(ADMIN_TOKEN.into()),
+                )),
         );
         let server = tokio::spawn(surge_cluster::http::serve(
             listener,
@@ -139,6 +150,7 @@ impl TestApi {
             shutdown,
             api: Some(api),
             token_key,
+            health,
             server: Some(server),
         }
     }
@@ -176,6 +188,29 @@ impl TestApi {
         let res = req.send().await.unwrap();
         let status = res.status();
         (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Checks the dependencies now; returns the one called `name` from the admin status.
+    pub async fn dependency(&self, name: &str) -> Value {
+        self.health.check_now().await;
+        let status: Value = self
+            .client
+            .get(self.url("/v1/admin/status"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(status["ready"], true, "{status}");
+        status["dependencies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no dependency {name} in {status}"))
     }
 
     pub async fn signup(&self, email: &str) -> (StatusCode, Value) {

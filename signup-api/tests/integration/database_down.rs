@@ -1,5 +1,5 @@
-//! A database that stops answering: 503 + Retry-After, nothing half-made, and service
-//! resumes by itself when it is back. PostgreSQL is reached through a TCP proxy the test
+//! A database that stops answering: 503 + Retry-After (the API stays ready and says so on
+//! its admin status), nothing half-made, and service resumes by itself when it is back. PostgreSQL is reached through a TCP proxy the test
 //! can cut.
 
 use std::sync::Arc;
@@ -91,7 +91,21 @@ async fn database_down_is_503_then_recovers() {
     assert!(res.headers().contains_key("retry-after"));
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "database_unavailable");
-    assert_eq!(api.get("/readyz", None).await.0, 503);
+    // Still ready: it answers, with a JSON 503 where the database is needed.
+    assert_eq!(api.get("/readyz", None).await.0, 200);
+    let database = api.dependency("database").await;
+    assert_eq!(database["up"], false, "{database}");
+    let res = api
+        .client
+        .post(api.url("/v1/sessions"))
+        .json(&serde_json::json!({"email": format!("before-{tag}@example.com"), "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503, "logins need the database too");
+    assert!(res.headers().contains_key("retry-after"));
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "database_unavailable");
 
     proxy.set_up(true);
     let mut recovered = false;
@@ -103,6 +117,7 @@ async fn database_down_is_503_then_recovers() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(recovered, "signups work again once the database is back");
+    assert_eq!(api.dependency("database").await["up"], true);
     // Nothing half-made: the refused signup does not exist.
     assert_eq!(api.accounts().await, 2);
     assert_eq!(

@@ -6,7 +6,9 @@ mod common;
 
 mod accounts;
 mod bad_input;
+mod client_addr;
 mod database_down;
+mod participants;
 mod presence;
 mod redis_limits;
 mod rooms;
