@@ -1,34 +1,41 @@
 //! Embeds every file under `web/` (the web client) into the binary, so `surge up` serves
 //! the client with nothing else installed and the web files can change without code edits.
+//!
+//! Paths stay relative to the package (`rerun-if-changed=web`, `include_bytes!` through
+//! `CARGO_MANIFEST_DIR` at the lib's compile time): a target directory shared by several
+//! checkouts (CI's warm cache, a worktree) then never embeds another checkout's files.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::PathBuf;
 
 fn main() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
-    println!("cargo:rerun-if-changed={}", dir.display());
-    let mut entries: Vec<(String, String)> = Vec::new();
+    println!("cargo:rerun-if-changed=web");
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
+    let dir = PathBuf::from(manifest_dir).join("web");
+    let mut names: Vec<String> = Vec::new();
     if let Ok(read) = std::fs::read_dir(&dir) {
         for entry in read.flatten() {
             let path = entry.path();
-            println!("cargo:rerun-if-changed={}", path.display());
             if path.is_file()
                 && let Some(name) = path.file_name().and_then(|n| n.to_str())
             {
-                entries.push((name.to_owned(), path.display().to_string()));
+                names.push(name.to_owned());
             }
         }
     }
-    entries.sort();
+    names.sort();
     let mut code = String::from(
         "/// Files of the web client: (name, bytes).\npub static WEB_FILES: &[(&str, &[u8])] = &[\n",
     );
-    for (name, path) in entries {
-        let _ = writeln!(code, "    ({name:?}, include_bytes!({path:?})),");
+    for name in names {
+        let _ = writeln!(
+            code,
+            "    ({name:?}, include_bytes!(concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/web/\", {name:?}))),"
+        );
     }
     code.push_str("];\n");
     let out =
-        Path::new(&std::env::var("OUT_DIR").unwrap_or_else(|_| ".".into())).join("web_files.rs");
+        PathBuf::from(std::env::var("OUT_DIR").unwrap_or_else(|_| ".".into())).join("web_files.rs");
     if let Err(e) = std::fs::write(&out, code) {
         panic!("cannot write {}: {e}", out.display());
     }

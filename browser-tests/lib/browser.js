@@ -41,15 +41,12 @@ export async function launchBrowser({ args = [] } = {}) {
   return chromium.launch({ executablePath: CHROMIUM, headless: true, args: [...CHROMIUM_ARGS, ...args] });
 }
 
-/**
- * A browser context (its own cookies and storage: a separate person) with a page open on the
- * app. `devices` are the media permissions it grants (a person without a camera: ['microphone']).
- */
-export async function newPerson(browser, name, { devices = ['camera', 'microphone'] } = {}) {
+/** A browser context (its own cookies and storage: a separate person) with a page open on the app. */
+export async function newPerson(browser, name) {
   const context = await browser.newContext({
     baseURL: BASE_URL,
     viewport: { width: 1280, height: 800 },
-    permissions: [...devices, 'clipboard-read', 'clipboard-write'],
+    permissions: ['camera', 'microphone', 'clipboard-read', 'clipboard-write'],
   });
   if (process.env.SURGE_WEB_FROM_DISK) await serveWebFromDisk(context);
   const page = await context.newPage();

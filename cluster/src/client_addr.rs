@@ -45,9 +45,9 @@ pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
     if let Ok(net) = text.parse::<IpNet>() {
         return Ok(net.trunc());
     }
-    text.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
-        format!("{text:?} is not a CIDR (e.g. 10.0.0.0/8, fd00::/8) or an IP address")
-    })
+    text.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("{text:?} is not a CIDR (e.g. 10.0.0.0/8, fd00::/8) or an IP address"))
 }
 
 impl TrustedProxies {
@@ -132,7 +132,9 @@ fn parse_hop(text: &str) -> Option<IpAddr> {
 fn forwarded_for(element: &str) -> Option<IpAddr> {
     let value = element.split(';').find_map(|pair| {
         let (key, value) = pair.split_once('=')?;
-        key.trim().eq_ignore_ascii_case("for").then_some(value.trim())
+        key.trim()
+            .eq_ignore_ascii_case("for")
+            .then_some(value.trim())
     })?;
     let value = value
         .strip_prefix('"')
@@ -182,7 +184,10 @@ mod tests {
 
     fn ingress() -> TrustedProxies {
         TrustedProxies::new(
-            vec![parse_cidr("10.0.0.0/8").unwrap(), parse_cidr("fd00::/8").unwrap()],
+            vec![
+                parse_cidr("10.0.0.0/8").unwrap(),
+                parse_cidr("fd00::/8").unwrap(),
+            ],
             ForwardedHeader::XForwardedFor,
         )
     }
@@ -244,7 +249,13 @@ mod tests {
 
     #[test]
     fn garbage_falls_back_to_the_socket_address() {
-        for chain in ["", "not-an-ip", "203.0.113.9, ", "unknown", "203.0.113.9 10.0.0.1"] {
+        for chain in [
+            "",
+            "not-an-ip",
+            "203.0.113.9, ",
+            "unknown",
+            "203.0.113.9 10.0.0.1",
+        ] {
             let h = headers("x-forwarded-for", &[chain]);
             assert_eq!(
                 ingress().client_ip(ip("10.0.0.5"), &h),
@@ -278,7 +289,10 @@ mod tests {
             "forwarded",
             &[r#"for=198.51.100.1;proto=https, For="[2001:db8:cafe::17]:4711";by=10.0.0.1"#],
         );
-        assert_eq!(proxies.client_ip(ip("10.0.0.5"), &h), ip("2001:db8:cafe::17"));
+        assert_eq!(
+            proxies.client_ip(ip("10.0.0.5"), &h),
+            ip("2001:db8:cafe::17")
+        );
         let h = headers("forwarded", &["for=203.0.113.9, for=10.0.0.3"]);
         assert_eq!(proxies.client_ip(ip("10.0.0.5"), &h), ip("203.0.113.9"));
         for garbage in ["for=unknown", "for=_hidden", "proto=https", "for=\"[::1\""] {
@@ -296,7 +310,10 @@ mod tests {
 
     #[test]
     fn cidrs_parse_and_refuse_garbage() {
-        assert_eq!(parse_cidr(" 10.1.2.3/8 ").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(
+            parse_cidr(" 10.1.2.3/8 ").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
         assert_eq!(parse_cidr("127.0.0.1").unwrap().to_string(), "127.0.0.1/32");
         assert_eq!(parse_cidr("fd00::/8").unwrap().to_string(), "fd00::/8");
         for bad in ["", "10.0.0.0/33", "example.com", "10.0.0/8"] {

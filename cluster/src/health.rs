@@ -204,7 +204,12 @@ mod tests {
             vec![],
             vec![Arc::new(Switch("database", db.clone())), Arc::new(Hangs)],
         );
-        assert!(health.dependencies().iter().all(|d| !d.up && d.checked_at.is_none()));
+        assert!(
+            health
+                .dependencies()
+                .iter()
+                .all(|d| !d.up && d.checked_at.is_none())
+        );
         health.check_now().await;
         let deps = health.dependencies();
         let database = deps.iter().find(|d| d.name == "database").unwrap();

@@ -443,7 +443,11 @@ mod tests {
                     .unwrap()
             }
         };
-        assert_eq!(get("/readyz").await.status(), 200, "a dead backend is not a reason to leave the Service");
+        assert_eq!(
+            get("/readyz").await.status(),
+            200,
+            "a dead backend is not a reason to leave the Service"
+        );
         draining.store(true, std::sync::atomic::Ordering::SeqCst);
         let res = get("/readyz").await;
         assert_eq!(res.status(), 503);
@@ -451,7 +455,12 @@ mod tests {
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
         let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(body["error"]["code"], "not_ready");
-        assert!(body["error"]["message"].as_str().unwrap().contains("draining"));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("draining")
+        );
         assert_eq!(get("/healthz").await.status(), 200);
     }
 }

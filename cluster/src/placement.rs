@@ -373,7 +373,10 @@ mod tests {
         let first = one.replace("room", &dead).await.unwrap().id;
         let second = two.replace("room", &dead).await.unwrap().id;
         assert_ne!(first, dead);
-        assert_eq!(first, second, "the second replica adopts the first one's choice");
+        assert_eq!(
+            first, second,
+            "the second replica adopts the first one's choice"
+        );
         assert_eq!(two.place("room").await.unwrap().id, first);
         // The moved room stays where it went, even if the old shard turns up again.
         let again = one.replace("room", &dead).await.unwrap().id;

@@ -15,9 +15,7 @@ use rand::RngExt;
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use surge_sfu::participant::{
-    Participant, ParticipantConfig, ParticipantError, ParticipantStats,
-};
+use surge_sfu::participant::{Participant, ParticipantConfig, ParticipantError, ParticipantStats};
 use tokio::sync::Mutex as AsyncMutex;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -293,8 +291,13 @@ async fn join(
             Ok(participant) => return Ok(participant),
             Err(e) => e,
         };
-        let shed = matches!(&error, ParticipantError::Refused { status: 429 | 503, .. })
-            || matches!(&error, ParticipantError::Http(_));
+        let shed = matches!(
+            &error,
+            ParticipantError::Refused {
+                status: 429 | 503,
+                ..
+            }
+        ) || matches!(&error, ParticipantError::Http(_));
         retry += 1;
         match policy.wait(retry, None).filter(|_| shed) {
             Some(wait) => tokio::time::sleep(wait).await,

@@ -73,9 +73,9 @@ impl FromStr for SourceIps {
             match item.split_once('-') {
                 Some((first, last)) => {
                     let parse = |s: &str| {
-                        s.trim()
-                            .parse::<Ipv4Addr>()
-                            .map_err(|_| format!("{s:?} in the range {item:?} is not an IPv4 address"))
+                        s.trim().parse::<Ipv4Addr>().map_err(|_| {
+                            format!("{s:?} in the range {item:?} is not an IPv4 address")
+                        })
                     };
                     let (first, last) = (parse(first)?.to_bits(), parse(last)?.to_bits());
                     if last < first || (last - first) as usize >= MAX_SOURCE_IPS {
@@ -85,10 +85,11 @@ impl FromStr for SourceIps {
                     }
                     addrs.extend((first..=last).map(|b| IpAddr::V4(Ipv4Addr::from_bits(b))));
                 }
-                None => addrs.push(
-                    item.parse::<IpAddr>()
-                        .map_err(|_| format!("{item:?} is not an IP address, a range or a count"))?,
-                ),
+                None => {
+                    addrs.push(item.parse::<IpAddr>().map_err(|_| {
+                        format!("{item:?} is not an IP address, a range or a count")
+                    })?)
+                }
             }
             if addrs.len() > MAX_SOURCE_IPS {
                 return Err(format!("at most {MAX_SOURCE_IPS} source addresses"));
@@ -454,7 +455,15 @@ mod tests {
                 ip("::1")
             ]
         );
-        for bad in ["0", "255", "127.0.0.9-127.0.0.2", "localhost", "127.0.0.1-::1", "10.0.0.0-10.1.0.0", ""] {
+        for bad in [
+            "0",
+            "255",
+            "127.0.0.9-127.0.0.2",
+            "localhost",
+            "127.0.0.1-::1",
+            "10.0.0.0-10.1.0.0",
+            "",
+        ] {
             assert!(bad.parse::<SourceIps>().is_err(), "{bad:?}");
         }
     }
@@ -462,8 +471,13 @@ mod tests {
     #[test]
     fn clients_are_built_per_source_address() {
         let sources: SourceIps = "127.0.0.2-127.0.0.5".parse().unwrap();
-        let api = ApiClient::new("http://127.0.0.1:1/", &sources, Duration::from_secs(1), None)
-            .unwrap();
+        let api = ApiClient::new(
+            "http://127.0.0.1:1/",
+            &sources,
+            Duration::from_secs(1),
+            None,
+        )
+        .unwrap();
         assert_eq!(api.clients.len(), 4);
         assert_eq!(api.base(), "http://127.0.0.1:1");
         let missing = ApiClient::new(
@@ -473,6 +487,11 @@ mod tests {
             Some(Path::new("/nonexistent/ca.pem")),
         )
         .unwrap_err();
-        assert!(missing.to_string().starts_with("--ca-cert /nonexistent/ca.pem"), "{missing}");
+        assert!(
+            missing
+                .to_string()
+                .starts_with("--ca-cert /nonexistent/ca.pem"),
+            "{missing}"
+        );
     }
 }

@@ -217,9 +217,10 @@ impl Worker {
                     Ok(Command::Join(request)) => self.join(*request, Instant::now()),
                     Ok(Command::Leave(request)) => self.leave(request, Instant::now()),
                     Ok(Command::Lookup(request)) => {
-                        let here = self.peers.get(&ParticipantId(request.participant)).is_some_and(
-                            |p| p.room == request.room && p.user == request.user,
-                        );
+                        let here = self
+                            .peers
+                            .get(&ParticipantId(request.participant))
+                            .is_some_and(|p| p.room == request.room && p.user == request.user);
                         let _ = request.reply.send(here);
                     }
                     Err(TryRecvError::Empty) => break,

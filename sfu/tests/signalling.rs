@@ -139,7 +139,10 @@ async fn a_draining_shard_keeps_its_rooms_open_refuses_new_ones_and_drains_when_
     .await
     .unwrap();
     let ready = (shard.shard.ready_gate())();
-    assert!(ready.unwrap_err().contains("draining"), "a draining shard leaves the pool of new work");
+    assert!(
+        ready.unwrap_err().contains("draining"),
+        "a draining shard leaves the pool of new work"
+    );
     // A room it does not host: refused, so the API places it elsewhere.
     let (status, body, headers) = post(
         &shard.url("elsewhere"),
@@ -262,7 +265,11 @@ async fn signalling_answers_no_cross_origin_requests() {
         .await
         .unwrap();
     assert_eq!(preflight.status().as_u16(), 405);
-    assert!(!preflight.headers().contains_key("access-control-allow-origin"));
+    assert!(
+        !preflight
+            .headers()
+            .contains_key("access-control-allow-origin")
+    );
     let (_, _, headers) = post(&shard.url("cors"), None, "application/sdp", "v=0\r\n").await;
     assert!(!headers.contains_key("access-control-allow-origin"));
     shard.stop().await;

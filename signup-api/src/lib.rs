@@ -464,7 +464,12 @@ mod tests {
             "forwarded",
         ])
         .unwrap();
-        let nets: Vec<String> = cli.api.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        let nets: Vec<String> = cli
+            .api
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
         assert_eq!(nets, ["10.0.0.0/8", "127.0.0.1/32", "fd00::/8"]);
         assert_eq!(cli.api.client_ip_header, ForwardedHeader::Forwarded);
         let err = Cli::try_parse_from(["x", "--trusted-proxies", "10.0.0.0/8,nonsense"])

@@ -16,6 +16,13 @@ export const SIMULCAST_ENCODINGS = [
 const GATHER_TIMEOUT_MS = 2000;
 /** ICE "disconnected" often heals by itself; past this we treat it as lost and rejoin. */
 const DISCONNECTED_GRACE_MS = 6000;
+/**
+ * Nothing received on the connection for this long (media, RTCP feedback on what we send,
+ * STUN): ask the API whether the server still has us. ICE itself takes 5 s or more to say
+ * "disconnected"; a server that is gone should cost less than that.
+ */
+const STALL_MS = 1500;
+const WATCH_INTERVAL_MS = 500;
 /** How long ICE + DTLS + the data channel may take before the attempt counts as failed. */
 const CONNECT_TIMEOUT_MS = 20_000;
 const RECONNECT_BASE_MS = 500;
@@ -104,6 +111,7 @@ export class Call {
     this.signalQueue = Promise.resolve();
     this.disconnectTimer = null;
     this.connectTimer = null;
+    this.watchdog = null;
     /** Participant ids that left this room (cleared on rejoin: the new session starts afresh). */
     this.gone = new Set();
     this.history = [];
@@ -152,7 +160,10 @@ export class Call {
     pc.addEventListener('track', (event) => this.onTrack(event));
     pc.addEventListener('connectionstatechange', () => this.onConnectionState(pc, generation));
     channel.addEventListener('message', (event) => this.onMessage(event.data));
-    channel.addEventListener('open', () => this.onChannelOpen());
+    channel.addEventListener('open', () => {
+      this.onChannelOpen();
+      this.watch(pc, generation);
+    });
     channel.addEventListener('close', () => this.lost('the signalling channel closed', generation));
 
     await pc.setLocalDescription(await pc.createOffer());
@@ -222,10 +233,37 @@ export class Call {
     }
   }
 
+  /** Watches what arrives on the connection; a stall of STALL_MS makes it ask about the server. */
+  watch(pc, generation) {
+    clearInterval(this.watchdog);
+    let lastBytes = -1;
+    let since = Date.now();
+    let asked = 0;
+    this.watchdog = setInterval(async () => {
+      if (this.pc !== pc || generation !== this.generation) return;
+      let bytes = 0;
+      try {
+        (await pc.getStats()).forEach((s) => {
+          if (s.type === 'transport') bytes += s.bytesReceived ?? 0;
+        });
+      } catch {
+        return;
+      }
+      const now = Date.now();
+      if (bytes !== lastBytes) {
+        lastBytes = bytes;
+        since = now;
+      } else if (now - since >= STALL_MS && now - asked >= 2 * STALL_MS) {
+        asked = now;
+        this.checkServer(pc, generation);
+      }
+    }, WATCH_INTERVAL_MS);
+  }
+
   /**
    * Media stopped: ask the API whether the call server still has us. When it is gone (a
    * crashed or killed shard) rejoin at once; when it is there, or the API cannot be reached
-   * (our own network may be down), wait out the grace period as before.
+   * (our own network may be down), wait for the connection to recover (or for ICE to give up).
    */
   async checkServer(pc, generation) {
     const resource = this.resource;
@@ -236,7 +274,7 @@ export class Call {
     } catch {
       return;
     }
-    if (generation !== this.generation || this.pc !== pc || pc.connectionState === 'connected') return;
+    if (generation !== this.generation || this.pc !== pc) return;
     if (response.status === 404) this.lost('the media server is gone', generation);
   }
 
@@ -399,6 +437,7 @@ export class Call {
   teardown() {
     clearTimeout(this.disconnectTimer);
     clearTimeout(this.connectTimer);
+    clearInterval(this.watchdog);
     const pc = this.pc;
     this.pc = null;
     this.channel = null;

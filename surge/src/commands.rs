@@ -53,12 +53,13 @@ async fn serve(
     dependencies.push(Arc::new(RegistryDependency(backends.registry.clone())));
     let health = Health::new(gates, dependencies);
     health.spawn_monitor(health::CHECK_INTERVAL, shutdown.child_token());
-    let router = router
-        .merge(http::ops_routes(health.clone()))
-        .merge(surge_cluster::admin::status_router(
-            health,
-            common.admin_token.clone(),
-        ));
+    let router =
+        router
+            .merge(http::ops_routes(health.clone()))
+            .merge(surge_cluster::admin::status_router(
+                health,
+                common.admin_token.clone(),
+            ));
     http::serve(
         listener,
         http::finish_router(router),

@@ -99,6 +99,11 @@ pub async fn serve_shard(
     let (listener, base) = listen().await;
     let shard = start_shard(id, &base, registry, token_key).await;
     let stop = CancellationToken::new();
-    serve(listener, shard.router(), vec![shard.ready_gate()], stop.clone());
+    serve(
+        listener,
+        shard.router(),
+        vec![shard.ready_gate()],
+        stop.clone(),
+    );
     (shard, stop)
 }

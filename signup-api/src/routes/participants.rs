@@ -151,7 +151,11 @@ pub(crate) async fn join(
         .await
         .map_err(store_error)?
         .ok_or_else(room_not_found)?;
-    let mut shard = state.placer.place(&room.id).await.map_err(placement_error)?;
+    let mut shard = state
+        .placer
+        .place(&room.id)
+        .await
+        .map_err(placement_error)?;
     // One try on the room's shard, and one more on its new home when that shard is gone
     // (or draining without the room): the client never waits for the registry to notice.
     for last_try in [false, true] {
@@ -196,7 +200,11 @@ pub(crate) async fn join(
     Err(shard_unavailable(Duration::from_secs(1)))
 }
 
-fn relay_join_answer(room: &str, shard: &ShardInfo, answer: ShardAnswer) -> Result<Response, HttpError> {
+fn relay_join_answer(
+    room: &str,
+    shard: &ShardInfo,
+    answer: ShardAnswer,
+) -> Result<Response, HttpError> {
     let participant = answer
         .location
         .as_deref()

@@ -49,7 +49,11 @@ async fn a_client_that_sends_its_own_chain_gets_no_fresh_budget() {
         signup(&api, &direct, Some("198.51.100.3")).await,
         signup(&api, &direct, None).await,
     ];
-    assert_eq!(statuses, [201, 201, 429, 429], "one budget: the socket address's");
+    assert_eq!(
+        statuses,
+        [201, 201, 429, 429],
+        "one budget: the socket address's"
+    );
     api.stop().await;
 }
 
@@ -70,7 +74,10 @@ async fn behind_the_trusted_proxy_each_client_has_its_own_budget() {
     }
     // IPv6 clients are keyed by their /64.
     assert_eq!(signup(&api, &proxy, Some("2001:db8:1:2::1")).await, 201);
-    assert_eq!(signup(&api, &proxy, Some("[2001:db8:1:2::ff]:4711")).await, 201);
+    assert_eq!(
+        signup(&api, &proxy, Some("[2001:db8:1:2::ff]:4711")).await,
+        201
+    );
     assert_eq!(signup(&api, &proxy, Some("2001:db8:1:2::7")).await, 429);
     assert_eq!(signup(&api, &proxy, Some("2001:db8:1:3::1")).await, 201);
     // The proxy's own requests without a chain are its own client.

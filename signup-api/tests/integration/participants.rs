@@ -61,17 +61,18 @@ fn claims(state: &FakeState, headers: &HeaderMap, room: &str) -> Option<JoinClai
         .strip_prefix("Bearer ")?;
     state
         .key
-        .verify(token, &state.id, Some(room), surge_cluster::token::unix_now())
+        .verify(
+            token,
+            &state.id,
+            Some(room),
+            surge_cluster::token::unix_now(),
+        )
         .ok()
 }
 
 fn refusal(status: u16, code: &str, retry_after: Option<&str>) -> Response {
     let body = json!({"error": {"code": code, "message": "refused by the stand-in"}});
-    let mut response = (
-        StatusCode::from_u16(status).unwrap(),
-        axum::Json(body),
-    )
-        .into_response();
+    let mut response = (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
     if let Some(r) = retry_after {
         response
             .headers_mut()
@@ -210,6 +211,8 @@ impl FakeShard {
 
 struct Setup {
     api: TestApi,
+    /// Kept alive: a SQLite database lives in a temporary directory.
+    _db: TestDb,
     registry: Arc<MemoryRegistry>,
     token: String,
     user_id: String,
@@ -229,6 +232,7 @@ async fn setup(db: Db) -> Setup {
     assert_eq!(status, 201, "{room}");
     Setup {
         api,
+        _db: test_db,
         registry,
         token,
         user_id,
@@ -282,7 +286,10 @@ async fn the_offer_goes_to_the_shard_and_the_answer_comes_back() {
         let seen = shard.seen.lock().unwrap();
         let (claims, offer) = &seen.joins[0];
         assert_eq!(offer, OFFER, "the offer is relayed unchanged");
-        assert_eq!(claims.sub, s.user_id, "the API minted the token for this user");
+        assert_eq!(
+            claims.sub, s.user_id,
+            "the API minted the token for this user"
+        );
         assert_eq!(claims.name, "Test User");
         assert_eq!(claims.shard, "shard-a");
     }
@@ -301,23 +308,29 @@ async fn the_offer_goes_to_the_shard_and_the_answer_comes_back() {
     let (status, body) = present(PARTICIPANT).await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = present("00000000000000cd").await;
-    assert_eq!((status, code(&body).as_str()), (404, "participant_not_found"));
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (404, "participant_not_found")
+    );
 
     // Leaving: the API tells the shard which user leaves.
     let res = s
         .api
         .client
-        .delete(s.api.url(&format!(
-            "/v1/rooms/{}/participants/{PARTICIPANT}",
-            s.room
-        )))
+        .delete(
+            s.api
+                .url(&format!("/v1/rooms/{}/participants/{PARTICIPANT}", s.room)),
+        )
         .bearer_auth(&s.token)
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 204);
     let leaver = shard.seen.lock().unwrap().leaves[0].clone();
-    assert_eq!((leaver.0.sub.as_str(), leaver.1.as_str()), (s.user_id.as_str(), PARTICIPANT));
+    assert_eq!(
+        (leaver.0.sub.as_str(), leaver.1.as_str()),
+        (s.user_id.as_str(), PARTICIPANT)
+    );
 
     // Someone else's or an unknown participant, a malformed id, no session.
     let delete = |path: String, token: Option<String>| {
@@ -338,16 +351,26 @@ async fn the_offer_goes_to_the_shard_and_the_answer_comes_back() {
         Some(s.token.clone()),
     )
     .await;
-    assert_eq!((status, code(&body).as_str()), (404, "participant_not_found"));
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (404, "participant_not_found")
+    );
     let (status, body) = delete(
         format!("/v1/rooms/{room}/participants/..%2f..%2fdrain"),
         Some(s.token.clone()),
     )
     .await;
-    assert_eq!((status, code(&body).as_str()), (404, "participant_not_found"));
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (404, "participant_not_found")
+    );
     let (status, _) = delete(format!("/v1/rooms/{room}/participants/{PARTICIPANT}"), None).await;
     assert_eq!(status, 401);
-    assert_eq!(shard.seen.lock().unwrap().leaves.len(), 2, "only valid ids reached the shard");
+    assert_eq!(
+        shard.seen.lock().unwrap().leaves.len(),
+        2,
+        "only valid ids reached the shard"
+    );
     s.api.stop().await;
 }
 
@@ -358,7 +381,11 @@ async fn refusals_of_the_shard_pass_through_with_their_codes() {
     for (mode, status, want) in [
         (Mode::Refuse(409, "room_full", None), 409, "room_full"),
         (Mode::Refuse(400, "invalid_sdp", None), 400, "invalid_sdp"),
-        (Mode::Refuse(503, "shard_full", Some("5")), 503, "shard_full"),
+        (
+            Mode::Refuse(503, "shard_full", Some("5")),
+            503,
+            "shard_full",
+        ),
         // A refused token is the cluster's fault (keys that differ), not the client's.
         (Mode::Refuse(401, "token_invalid", None), 502, "shard_error"),
         (Mode::Refuse(500, "internal", None), 502, "shard_error"),
@@ -381,11 +408,25 @@ async fn bad_join_requests_change_nothing() {
     let room = s.room.as_str();
     let token = Some(s.token.as_str());
     for (room, token, content_type, body, status, want) in [
-        (room, token, "application/json", OFFER, 415, "unsupported_media_type"),
+        (
+            room,
+            token,
+            "application/json",
+            OFFER,
+            415,
+            "unsupported_media_type",
+        ),
         (room, token, "application/sdp", "hello", 400, "invalid_sdp"),
         (room, token, "application/sdp", "", 400, "invalid_sdp"),
         (room, None, "application/sdp", OFFER, 401, "invalid_session"),
-        ("no-such-room", token, "application/sdp", OFFER, 404, "room_not_found"),
+        (
+            "no-such-room",
+            token,
+            "application/sdp",
+            OFFER,
+            404,
+            "room_not_found",
+        ),
         ("../etc", token, "application/sdp", OFFER, 404, "not_found"),
     ] {
         let (got, _, text) = join(&s.api, room, token, content_type, body).await;
@@ -414,13 +455,21 @@ async fn an_unreachable_shard_loses_its_room_in_the_same_request() {
     let (status, _, _) = join(&s.api, &s.room, Some(&s.token), "application/sdp", OFFER).await;
     assert_eq!(status, 201);
     let home = s.registry.room_pin(&s.room).await.unwrap().unwrap();
-    let (dead, other) = if home == "shard-a" { (&a, &b) } else { (&b, &a) };
+    let (dead, other) = if home == "shard-a" {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
     // Killed: the registry still lists it for a while, but nobody answers there.
     dead.stop.cancel();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (status, _, body) = join(&s.api, &s.room, Some(&s.token), "application/sdp", OFFER).await;
     assert_eq!(status, 201, "{body}");
-    assert_eq!(other.joins(), 1, "the join landed on the other shard at once");
+    assert_eq!(
+        other.joins(),
+        1,
+        "the join landed on the other shard at once"
+    );
     assert_eq!(
         s.registry.room_pin(&s.room).await.unwrap().as_deref(),
         Some(other.id.as_str()),
@@ -431,13 +480,20 @@ async fn an_unreachable_shard_loses_its_room_in_the_same_request() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (status, headers, body) =
         join(&s.api, &s.room, Some(&s.token), "application/sdp", OFFER).await;
-    assert_eq!((status, code(&body).as_str()), (503, "shard_unavailable"), "{body}");
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (503, "shard_unavailable"),
+        "{body}"
+    );
     assert!(headers.contains_key("retry-after"));
     // A participant whose shard died learns at once that it is gone.
     let res = s
         .api
         .client
-        .get(s.api.url(&format!("/v1/rooms/{}/participants/{PARTICIPANT}", s.room)))
+        .get(
+            s.api
+                .url(&format!("/v1/rooms/{}/participants/{PARTICIPANT}", s.room)),
+        )
         .bearer_auth(&s.token)
         .send()
         .await
@@ -458,7 +514,11 @@ async fn a_draining_shard_keeps_its_meetings_and_hands_on_closed_rooms() {
     a.set_mode(Mode::Draining);
     let (status, _, _) = join(&s.api, &s.room, Some(&s.token), "application/sdp", OFFER).await;
     assert_eq!(status, 201);
-    assert_eq!((a.joins(), b.joins()), (2, 0), "the rejoin landed with the others");
+    assert_eq!(
+        (a.joins(), b.joins()),
+        (2, 0),
+        "the rejoin landed with the others"
+    );
     // The meeting ended on shard-a; the next join to the room starts it on shard-b.
     a.seen.lock().unwrap().hosted.clear();
     let (status, _, body) = join(&s.api, &s.room, Some(&s.token), "application/sdp", OFFER).await;
@@ -472,16 +532,27 @@ async fn a_draining_shard_keeps_its_meetings_and_hands_on_closed_rooms() {
     for i in 0..5 {
         let (_, room) = s
             .api
-            .post("/v1/rooms", json!({"name": format!("new {i}")}), Some(&s.token))
+            .post(
+                "/v1/rooms",
+                json!({"name": format!("new {i}")}),
+                Some(&s.token),
+            )
             .await;
         let id = room["id"].as_str().unwrap();
         let (status, _, _) = join(&s.api, id, Some(&s.token), "application/sdp", OFFER).await;
         assert_eq!(status, 201);
-        assert_eq!(s.registry.room_pin(id).await.unwrap().as_deref(), Some("shard-b"));
+        assert_eq!(
+            s.registry.room_pin(id).await.unwrap().as_deref(),
+            Some("shard-b")
+        );
     }
     assert_error(
         &s.api
-            .post(&format!("/v1/rooms/{}/participants", s.room), json!({}), Some(&s.token))
+            .post(
+                &format!("/v1/rooms/{}/participants", s.room),
+                json!({}),
+                Some(&s.token),
+            )
             .await,
         415,
         "unsupported_media_type",

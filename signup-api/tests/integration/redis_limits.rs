@@ -177,7 +177,10 @@ async fn redis_killed_mid_run_then_back() {
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"]["code"], "rate_limited");
     let (status, _) = api.get("/readyz", None).await;
-    assert_eq!(status, 200, "a Redis outage does not take the API out of the Service");
+    assert_eq!(
+        status, 200,
+        "a Redis outage does not take the API out of the Service"
+    );
     let redis_dep = api.dependency("redis").await;
     assert_eq!(redis_dep["up"], false, "{redis_dep}");
     assert!(redis_dep["error"].as_str().is_some_and(|e| !e.is_empty()));
