@@ -39,6 +39,24 @@ pub struct TrustedProxies {
     header: ForwardedHeader,
 }
 
+/// A `--trusted-proxies` value: comma-separated CIDRs or addresses. An empty value (the
+/// default, or `SURGE_TRUSTED_PROXIES=` as a chart renders "no proxies") trusts none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyList(pub Vec<IpNet>);
+
+impl std::str::FromStr for ProxyList {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(parse_cidr)
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+}
+
 /// Parses one `--trusted-proxies` entry: a CIDR (`10.0.0.0/8`) or a single address.
 pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
     let text = text.trim();
@@ -306,6 +324,15 @@ mod tests {
         // This proxy writes `Forwarded`: an X-Forwarded-For the client made up is not read.
         let h = headers("x-forwarded-for", &["198.51.100.1"]);
         assert_eq!(proxies.client_ip(ip("10.0.0.5"), &h), ip("10.0.0.5"));
+    }
+
+    #[test]
+    fn proxy_lists_parse_and_empty_means_none() {
+        assert_eq!("".parse::<ProxyList>().unwrap(), ProxyList::default());
+        assert_eq!(" , ".parse::<ProxyList>().unwrap(), ProxyList::default());
+        let list: ProxyList = "10.0.0.0/8, 127.0.0.2".parse().unwrap();
+        assert_eq!(list.0.len(), 2);
+        assert!("10.0.0.0/8,nonsense".parse::<ProxyList>().is_err());
     }
 
     #[test]

@@ -174,6 +174,21 @@ fn json_rejection(rejection: JsonRejection) -> HttpError {
     }
 }
 
+/// `201 Created` with an SDP answer and the new participant's `Location` (the WHIP-style
+/// join answer, from a shard and from the API that relays it).
+pub fn sdp_created(answer: impl Into<axum::body::Body>, location: &str) -> Response {
+    let mut response = (StatusCode::CREATED, answer.into()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
+    if let Ok(value) = HeaderValue::from_str(location) {
+        headers.insert(header::LOCATION, value);
+    }
+    response
+}
+
 /// The error for a body over [`DEFAULT_BODY_LIMIT`].
 pub fn payload_too_large() -> HttpError {
     HttpError::new(

@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use str0m::change::SdpOffer;
@@ -200,16 +200,10 @@ async fn join(
         }
     };
     let location = format!("/v1/sfu/rooms/{room}/participants/{participant_id}");
-    let mut response = (StatusCode::CREATED, answer.to_sdp_string()).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/sdp"),
-    );
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        headers.insert(header::LOCATION, value);
-    }
-    Ok(response)
+    Ok(surge_cluster::http::sdp_created(
+        answer.to_sdp_string(),
+        &location,
+    ))
 }
 
 async fn leave(

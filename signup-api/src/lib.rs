@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::Router;
-use surge_cluster::client_addr::{ForwardedHeader, TrustedProxies, parse_cidr};
+use surge_cluster::client_addr::{ForwardedHeader, ProxyList, TrustedProxies};
 use surge_cluster::health::Dependency;
 use surge_cluster::{Placer, ShardRegistry, TokenKey};
 use tokio_util::sync::CancellationToken;
@@ -112,8 +112,8 @@ pub struct ApiConfig {
     /// Proxies (comma-separated CIDRs or addresses) whose forwarding header is believed: a
     /// request from one of them is keyed on the right-most untrusted address of the chain.
     /// Empty: every client is its socket address.
-    #[arg(long, env = "SURGE_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    #[arg(long, env = "SURGE_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: ProxyList,
 
     /// The header the trusted proxies write the client chain into.
     #[arg(long, env = "SURGE_CLIENT_IP_HEADER", value_enum, default_value_t = ForwardedHeader::XForwardedFor)]
@@ -142,7 +142,7 @@ impl ApiConfig {
             presence_ttl_secs: 30,
             session_ttl_secs: 7 * 24 * 3600,
             join_token_ttl_secs: 60,
-            trusted_proxies: Vec::new(),
+            trusted_proxies: ProxyList::default(),
             client_ip_header: ForwardedHeader::XForwardedFor,
         }
     }
@@ -341,7 +341,8 @@ impl Api {
             },
             shutdown: deps.shutdown,
         }));
-        let proxies = TrustedProxies::new(config.trusted_proxies.clone(), config.client_ip_header);
+        let proxies =
+            TrustedProxies::new(config.trusted_proxies.0.clone(), config.client_ip_header);
         Ok(Self {
             router: routes::router(state, proxies),
             dependencies,
@@ -455,7 +456,7 @@ mod tests {
         assert_eq!(cli.api.database_url, DEFAULT_DATABASE_URL);
         assert_eq!(cli.api.argon2_memory_kib, 19 * 1024);
         assert!(Cli::try_parse_from(["x", "--latency-budget-ms", "soon"]).is_err());
-        assert!(cli.api.trusted_proxies.is_empty());
+        assert!(cli.api.trusted_proxies.0.is_empty());
         let cli = Cli::try_parse_from([
             "x",
             "--trusted-proxies",
@@ -467,11 +468,17 @@ mod tests {
         let nets: Vec<String> = cli
             .api
             .trusted_proxies
+            .0
             .iter()
             .map(|n| n.to_string())
             .collect();
         assert_eq!(nets, ["10.0.0.0/8", "127.0.0.1/32", "fd00::/8"]);
         assert_eq!(cli.api.client_ip_header, ForwardedHeader::Forwarded);
+        let none = Cli::try_parse_from(["x", "--trusted-proxies", ""]).unwrap();
+        assert!(
+            none.api.trusted_proxies.0.is_empty(),
+            "an empty list trusts none"
+        );
         let err = Cli::try_parse_from(["x", "--trusted-proxies", "10.0.0.0/8,nonsense"])
             .err()
             .unwrap()

@@ -474,7 +474,7 @@ async fn a_killed_shard_costs_only_its_own_rooms() {
     let (audio, video) = wait_media(&[&n1, &n2], Duration::from_secs(90)).await;
     println!(
         "after the SIGKILL: rejoined in {:.2} s, audio resumed in {:.2} s, video in {:.2} s \
-         (shard TTL 3 s, debug build, busy machine)",
+         (the API moves a room off an unreachable shard at once; debug build, busy machine)",
         rejoined.as_secs_f64(),
         (rejoined + audio).as_secs_f64(),
         (rejoined + video).as_secs_f64()
@@ -500,7 +500,13 @@ async fn a_killed_shard_costs_only_its_own_rooms() {
             assert_eq!(&cluster.place(1, room).await, shard, "{room}");
         }
     }
-    assert!(cluster.live().await.iter().all(|s| s.id != victim));
+    // The registry forgets the victim on its own once its heartbeats' TTL runs out; the
+    // rooms did not wait for that (the API found it unreachable and moved them).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster.live().await.iter().any(|s| s.id == victim) {
+        assert!(Instant::now() < deadline, "the dead shard stays registered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     n1.leave().await.unwrap();
     n2.leave().await.unwrap();
     k1.leave().await.unwrap();

@@ -160,12 +160,17 @@ pub(crate) async fn join(
     // (or draining without the room): the client never waits for the registry to notice.
     for last_try in [false, true] {
         let token = mint(&state, &session, &room.id, &shard)?;
-        let answer = match state
+        match state
             .shards
             .join(&shard, &room.id, &token, offer.clone())
             .await
         {
-            Ok(answer) => answer,
+            // The room closed on its draining shard since it was pinned: it goes elsewhere.
+            Ok(answer)
+                if !last_try
+                    && answer.status == 503
+                    && answer.code().as_deref() == Some("draining") => {}
+            Ok(answer) => return relay_join_answer(&room.id, &shard, answer),
             Err(RelayError::Unreachable(e)) => {
                 tracing::warn!(shard = %shard.id, room = %room.id, error = %e, "shard unreachable; moving the room");
                 metrics::counter!("surge_api_shard_unreachable_total").increment(1);
@@ -173,29 +178,18 @@ pub(crate) async fn join(
                     joined("shard_unavailable");
                     return Err(shard_unavailable(Duration::from_secs(1)));
                 }
-                shard = state
-                    .placer
-                    .replace(&room.id, &shard.id)
-                    .await
-                    .map_err(placement_error)?;
-                continue;
             }
             Err(e) => {
                 tracing::warn!(shard = %shard.id, room = %room.id, error = %e, "relayed join failed");
                 joined("shard_unavailable");
                 return Err(shard_unavailable(Duration::from_secs(2)));
             }
-        };
-        if answer.status == 503 && answer.code().as_deref() == Some("draining") && !last_try {
-            // The room closed on its draining shard since it was pinned: it goes elsewhere.
-            shard = state
-                .placer
-                .replace(&room.id, &shard.id)
-                .await
-                .map_err(placement_error)?;
-            continue;
         }
-        return relay_join_answer(&room.id, &shard, answer);
+        shard = state
+            .placer
+            .replace(&room.id, &shard.id)
+            .await
+            .map_err(placement_error)?;
     }
     Err(shard_unavailable(Duration::from_secs(1)))
 }
@@ -214,16 +208,7 @@ fn relay_join_answer(
         (201, Some(participant)) => {
             joined("joined");
             let location = format!("/v1/rooms/{room}/participants/{participant}");
-            let mut response = (StatusCode::CREATED, answer.body).into_response();
-            let headers = response.headers_mut();
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/sdp"),
-            );
-            if let Ok(value) = HeaderValue::from_str(&location) {
-                headers.insert(header::LOCATION, value);
-            }
-            Ok(response)
+            Ok(surge_cluster::http::sdp_created(answer.body, &location))
         }
         (status, _) if PASSED_THROUGH.contains(&status) && answer.code().is_some() => {
             joined("refused");

@@ -5,7 +5,6 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use serde_json::json;
-use surge_cluster::client_addr::parse_cidr;
 
 use crate::common::{Db, TestApi, TestDb, random_hex};
 
@@ -15,7 +14,7 @@ async fn api() -> TestApi {
     // Two signups at once per client, then one a minute: the third is refused.
     config.signup_ip_per_min = 1;
     config.signup_ip_burst = 2;
-    config.trusted_proxies = vec![parse_cidr("127.0.0.2").unwrap()];
+    config.trusted_proxies = "127.0.0.2".parse().unwrap();
     TestApi::start(&config, None).await
 }
 

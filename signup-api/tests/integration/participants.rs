@@ -262,6 +262,25 @@ async fn join(
     (status, headers, response.text().await.unwrap())
 }
 
+/// `method` on the room's participant `pid` through the API: status and body.
+async fn on_participant(
+    s: &Setup,
+    method: reqwest::Method,
+    pid: &str,
+    token: Option<&str>,
+) -> (u16, String) {
+    let url = s
+        .api
+        .url(&format!("/v1/rooms/{}/participants/{pid}", s.room));
+    let mut request = s.api.client.request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
 fn code(body: &str) -> String {
     serde_json::from_str::<serde_json::Value>(body).unwrap()["error"]["code"]
         .as_str()
@@ -295,37 +314,19 @@ async fn the_offer_goes_to_the_shard_and_the_answer_comes_back() {
     }
 
     // Still there? (A client whose media stopped asks before it waits out a blip.)
-    let present = |pid: &'static str| {
-        let api = &s.api;
-        let url = api.url(&format!("/v1/rooms/{}/participants/{pid}", s.room));
-        let token = s.token.clone();
-        async move {
-            let res = api.client.get(url).bearer_auth(token).send().await.unwrap();
-            let status = res.status().as_u16();
-            (status, res.text().await.unwrap())
-        }
-    };
-    let (status, body) = present(PARTICIPANT).await;
+    use reqwest::Method;
+    let token = Some(s.token.as_str());
+    let (status, body) = on_participant(&s, Method::GET, PARTICIPANT, token).await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = present("00000000000000cd").await;
+    let (status, body) = on_participant(&s, Method::GET, "00000000000000cd", token).await;
     assert_eq!(
         (status, code(&body).as_str()),
         (404, "participant_not_found")
     );
 
     // Leaving: the API tells the shard which user leaves.
-    let res = s
-        .api
-        .client
-        .delete(
-            s.api
-                .url(&format!("/v1/rooms/{}/participants/{PARTICIPANT}", s.room)),
-        )
-        .bearer_auth(&s.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 204);
+    let (status, body) = on_participant(&s, Method::DELETE, PARTICIPANT, token).await;
+    assert_eq!(status, 204, "{body}");
     let leaver = shard.seen.lock().unwrap().leaves[0].clone();
     assert_eq!(
         (leaver.0.sub.as_str(), leaver.1.as_str()),
@@ -333,38 +334,15 @@ async fn the_offer_goes_to_the_shard_and_the_answer_comes_back() {
     );
 
     // Someone else's or an unknown participant, a malformed id, no session.
-    let delete = |path: String, token: Option<String>| {
-        let api = &s.api;
-        async move {
-            let mut request = api.client.delete(api.url(&path));
-            if let Some(t) = token {
-                request = request.bearer_auth(t);
-            }
-            let res = request.send().await.unwrap();
-            let status = res.status().as_u16();
-            (status, res.text().await.unwrap())
-        }
-    };
-    let room = &s.room;
-    let (status, body) = delete(
-        format!("/v1/rooms/{room}/participants/00000000000000cd"),
-        Some(s.token.clone()),
-    )
-    .await;
-    assert_eq!(
-        (status, code(&body).as_str()),
-        (404, "participant_not_found")
-    );
-    let (status, body) = delete(
-        format!("/v1/rooms/{room}/participants/..%2f..%2fdrain"),
-        Some(s.token.clone()),
-    )
-    .await;
-    assert_eq!(
-        (status, code(&body).as_str()),
-        (404, "participant_not_found")
-    );
-    let (status, _) = delete(format!("/v1/rooms/{room}/participants/{PARTICIPANT}"), None).await;
+    for pid in ["00000000000000cd", "..%2f..%2fdrain"] {
+        let (status, body) = on_participant(&s, Method::DELETE, pid, token).await;
+        assert_eq!(
+            (status, code(&body).as_str()),
+            (404, "participant_not_found"),
+            "{pid}"
+        );
+    }
+    let (status, _) = on_participant(&s, Method::DELETE, PARTICIPANT, None).await;
     assert_eq!(status, 401);
     assert_eq!(
         shard.seen.lock().unwrap().leaves.len(),
@@ -487,18 +465,8 @@ async fn an_unreachable_shard_loses_its_room_in_the_same_request() {
     );
     assert!(headers.contains_key("retry-after"));
     // A participant whose shard died learns at once that it is gone.
-    let res = s
-        .api
-        .client
-        .get(
-            s.api
-                .url(&format!("/v1/rooms/{}/participants/{PARTICIPANT}", s.room)),
-        )
-        .bearer_auth(&s.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 404);
+    let (status, _) = on_participant(&s, reqwest::Method::GET, PARTICIPANT, Some(&s.token)).await;
+    assert_eq!(status, 404);
     s.api.stop().await;
 }
 
