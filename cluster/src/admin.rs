@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use crate::ErrorCode;
 use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -132,7 +133,7 @@ async fn authorize(State(state): State<Guard>, request: Request, next: Next) -> 
     }
     metrics::counter!("surge_admin_unauthorized_total").increment(1);
     let mut response = HttpError::unauthorized(
-        "admin_unauthorized",
+        ErrorCode::AdminUnauthorized,
         "this endpoint needs `Authorization: Bearer <admin token>`",
     )
     .into_response();
@@ -145,7 +146,7 @@ async fn authorize(State(state): State<Guard>, request: Request, next: Next) -> 
 fn registry_error(e: RegistryError) -> HttpError {
     tracing::warn!(%e, "admin request could not reach the shard registry");
     HttpError::unavailable(
-        "registry_unavailable",
+        ErrorCode::RegistryUnavailable,
         "the shard registry cannot be reached right now",
         std::time::Duration::from_secs(1),
     )
@@ -184,7 +185,7 @@ async fn drain_shard(
     if !known {
         return Err(HttpError::new(
             StatusCode::NOT_FOUND,
-            "shard_not_found",
+            ErrorCode::ShardNotFound,
             format!("no live shard has the id {id:?}"),
         ));
     }

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
+use crate::ErrorCode;
 use crate::health::Health;
 
 /// Bodies larger than this are refused with `413 payload_too_large` before any parsing.
@@ -29,13 +30,13 @@ pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct HttpError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub retry_after: Option<Duration>,
 }
 
 impl HttpError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -51,14 +52,14 @@ impl HttpError {
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
-    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn unauthorized(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, code, message)
     }
 
@@ -67,12 +68,12 @@ impl HttpError {
         tracing::error!(%detail, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "internal error; it has been logged",
         )
     }
 
-    pub fn unavailable(code: &'static str, message: impl Into<String>, retry: Duration) -> Self {
+    pub fn unavailable(code: ErrorCode, message: impl Into<String>, retry: Duration) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message).with_retry_after(retry)
     }
 }
@@ -97,7 +98,7 @@ impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
             error: ErrorFields {
-                code: self.code,
+                code: self.code.as_str(),
                 message: &self.message,
             },
         };
@@ -155,22 +156,23 @@ fn json_rejection(rejection: JsonRejection) -> HttpError {
     match rejection {
         JsonRejection::JsonDataError(e) => HttpError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_body",
+            ErrorCode::InvalidBody,
             format!(
                 "the JSON body does not have the expected fields: {}",
                 e.body_text()
             ),
         ),
-        JsonRejection::JsonSyntaxError(_) => {
-            HttpError::bad_request("malformed_json", "the request body is not valid JSON")
-        }
+        JsonRejection::JsonSyntaxError(_) => HttpError::bad_request(
+            ErrorCode::MalformedJson,
+            "the request body is not valid JSON",
+        ),
         JsonRejection::MissingJsonContentType(_) => HttpError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "expected a body with Content-Type: application/json",
         ),
         other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => payload_too_large(),
-        other => HttpError::bad_request("invalid_body", other.body_text()),
+        other => HttpError::bad_request(ErrorCode::InvalidBody, other.body_text()),
     }
 }
 
@@ -193,7 +195,7 @@ pub fn sdp_created(answer: impl Into<axum::body::Body>, location: &str) -> Respo
 pub fn payload_too_large() -> HttpError {
     HttpError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
+        ErrorCode::PayloadTooLarge,
         format!("the request body is larger than {DEFAULT_BODY_LIMIT} bytes"),
     )
 }
@@ -216,7 +218,7 @@ async fn readyz(State(health): State<Health>) -> Response {
     match health.ready() {
         Ok(()) => axum::Json(serde_json::json!({ "status": "ready" })).into_response(),
         Err(closed) => HttpError::unavailable(
-            "not_ready",
+            ErrorCode::NotReady,
             format!("not serving: {}", closed.join("; ")),
             Duration::from_secs(1),
         )
@@ -236,7 +238,7 @@ async fn metrics_text() -> Response {
             .into_response(),
         None => HttpError::new(
             StatusCode::NOT_FOUND,
-            "metrics_disabled",
+            ErrorCode::MetricsDisabled,
             "no metrics recorder is installed in this process",
         )
         .into_response(),
@@ -250,7 +252,7 @@ async fn not_found(uri: axum::http::Uri) -> HttpError {
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> HttpError {
     HttpError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         format!("{method} is not allowed on {}", uri.path()),
     )
 }

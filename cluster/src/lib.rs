@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod client_addr;
+pub mod error_code;
 pub mod health;
 pub mod http;
 pub mod placement;
@@ -14,6 +15,7 @@ pub mod registry_redis;
 pub mod telemetry;
 pub mod token;
 
+pub use error_code::ErrorCode;
 pub use http::{ApiJson, HttpError};
 pub use placement::{PlacementError, Placer};
 pub use registry::{

@@ -7,6 +7,8 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::ErrorCode;
+
 /// A key shorter than this is refused: HS256 with a short secret can be brute-forced.
 pub const MIN_KEY_BYTES: usize = 32;
 
@@ -59,14 +61,14 @@ pub enum TokenError {
 
 impl TokenError {
     /// The stable error code clients see.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Malformed => "token_malformed",
-            Self::BadSignature => "token_invalid",
-            Self::Expired => "token_expired",
-            Self::WrongShard { .. } => "token_wrong_shard",
-            Self::WrongRoom => "token_wrong_room",
-            Self::KeyTooShort | Self::Signing(_) => "internal",
+            Self::Malformed => ErrorCode::TokenMalformed,
+            Self::BadSignature => ErrorCode::TokenInvalid,
+            Self::Expired => ErrorCode::TokenExpired,
+            Self::WrongShard { .. } => ErrorCode::TokenWrongShard,
+            Self::WrongRoom => ErrorCode::TokenWrongRoom,
+            Self::KeyTooShort | Self::Signing(_) => ErrorCode::Internal,
         }
     }
 }

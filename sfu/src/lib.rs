@@ -12,14 +12,14 @@ use axum::Router;
 use surge_cluster::health::Gate;
 use surge_cluster::{ShardRegistry, TokenKey};
 
-pub mod core;
 mod metrics_names;
 pub mod participant;
-pub mod session;
 mod shard;
 mod signalling;
-mod stun;
 mod worker;
+
+/// The room core and session set-up live in the sans-IO crate; re-exported for the benches.
+pub use surge_sfu_proto::{core, session};
 
 pub use shard::{Shard, ShardStatus};
 

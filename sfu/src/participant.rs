@@ -36,6 +36,7 @@ use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use surge_sfu_proto::protocol::{ClientMessage, Kind, ServerMessage};
 
 /// The rids the participant publishes, lowest first.
 pub const RIDS: [&str; 3] = ["q", "h", "f"];
@@ -152,6 +153,13 @@ pub struct TrackStats {
     pub keyframes: u64,
 }
 
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Audio => "audio",
+        Kind::Video => "video",
+    }
+}
+
 /// What a participant saw.
 #[derive(Debug, Clone, Default)]
 pub struct ParticipantStats {
@@ -163,8 +171,8 @@ pub struct ParticipantStats {
     pub connected: bool,
     /// Per receiving m-line.
     pub tracks: Vec<TrackStats>,
-    /// Every JSON message from the server (events), in order.
-    pub messages: Vec<serde_json::Value>,
+    /// Every message from the server (events), in order.
+    pub messages: Vec<ServerMessage>,
     /// RTP packets sent.
     pub sent_packets: u64,
     /// Datagrams dropped by the receive cap.
@@ -312,10 +320,10 @@ impl Participant {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// Sends a JSON message on the data channel (e.g. `{"type":"max_height",…}`).
-    pub fn send(&self, message: serde_json::Value) {
+    /// Sends a message on the data channel (e.g. [`ClientMessage::MaxHeight`]).
+    pub fn send(&self, message: &ClientMessage) {
         if let Ok(mut outbox) = self.outbox.lock() {
-            outbox.push(message.to_string());
+            outbox.push(message.to_json());
         }
     }
 
@@ -551,7 +559,8 @@ impl Session {
                 self.channel = Some(id);
             }
             Event::ChannelData(data) => {
-                let Ok(message) = serde_json::from_slice::<serde_json::Value>(&data.data) else {
+                let Ok(message) = serde_json::from_slice::<ServerMessage>(&data.data) else {
+                    tracing::debug!("participant got a message it does not understand");
                     return;
                 };
                 self.handle_message(message);
@@ -570,20 +579,18 @@ impl Session {
         }
     }
 
-    fn handle_message(&mut self, message: serde_json::Value) {
-        match message["type"].as_str() {
-            Some("offer") => {
-                let Some(sdp) = message["sdp"].as_str() else {
-                    return;
-                };
+    fn handle_message(&mut self, message: ServerMessage) {
+        match &message {
+            ServerMessage::Offer { sdp } => {
                 let Ok(offer) = SdpOffer::from_sdp_string(sdp) else {
                     return;
                 };
                 match self.rtc.sdp_api().accept_offer(offer) {
                     Ok(answer) => {
-                        let reply =
-                            serde_json::json!({"type": "answer", "sdp": answer.to_sdp_string()});
-                        self.write_channel(&reply.to_string());
+                        let reply = ClientMessage::Answer {
+                            sdp: answer.to_sdp_string(),
+                        };
+                        self.write_channel(&reply.to_json());
                         if let Ok(mut s) = self.stats.lock() {
                             s.offers_answered += 1;
                         }
@@ -591,14 +598,12 @@ impl Session {
                     Err(e) => tracing::debug!(%e, "participant could not accept an offer"),
                 }
             }
-            Some("tracks") => {
-                if let (Some(tracks), Ok(mut s)) = (message["tracks"].as_array(), self.stats.lock())
-                {
+            ServerMessage::Tracks { tracks } => {
+                if let Ok(mut s) = self.stats.lock() {
                     for t in tracks {
-                        let mid = t["mid"].as_str().unwrap_or_default().to_owned();
-                        let entry = track_entry(&mut s, &mid);
-                        entry.participant_id = t["participant_id"].as_str().map(str::to_owned);
-                        entry.kind = t["kind"].as_str().unwrap_or_default().to_owned();
+                        let entry = track_entry(&mut s, &t.mid);
+                        entry.participant_id = Some(t.participant_id.to_string());
+                        entry.kind = kind_name(t.kind).to_owned();
                     }
                 }
             }

@@ -16,12 +16,14 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use str0m::change::SdpOffer;
+use surge_cluster::ErrorCode;
 use surge_cluster::http::{ApiJson, HttpError};
 use surge_cluster::token::{JoinClaims, unix_now};
 
 use crate::metrics_names as m;
 use crate::shard::Shared;
-use crate::worker::{Command, JoinRefusal, JoinRequest, LeaveRequest};
+use crate::worker::{Command, JoinRequest, LeaveRequest};
+use surge_sfu_proto::JoinRefusal;
 
 /// Clients told to come back later wait this long (drain, full shard).
 const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -49,8 +51,8 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-fn refuse(code: &'static str, error: HttpError) -> HttpError {
-    metrics::counter!(m::JOINS_REFUSED, "code" => code).increment(1);
+fn refuse(error: HttpError) -> HttpError {
+    metrics::counter!(m::JOINS_REFUSED, "code" => error.code.as_str()).increment(1);
     error
 }
 
@@ -63,13 +65,10 @@ fn verify(
     at: Option<u64>,
 ) -> Result<JoinClaims, HttpError> {
     let Some(token) = bearer(headers) else {
-        return Err(refuse(
-            "token_malformed",
-            HttpError::unauthorized(
-                "token_malformed",
-                "expected Authorization: Bearer <join token>",
-            ),
-        ));
+        return Err(refuse(HttpError::unauthorized(
+            ErrorCode::TokenMalformed,
+            "expected Authorization: Bearer <join token>",
+        )));
     };
     let verified = match at {
         Some(now) => shared
@@ -79,29 +78,23 @@ fn verify(
             .token_key
             .verify_ignoring_expiry(token, &shared.shard_id, Some(room)),
     };
-    verified.map_err(|e| refuse(e.code(), HttpError::unauthorized(e.code(), e.to_string())))
+    verified.map_err(|e| refuse(HttpError::unauthorized(e.code(), e.to_string())))
 }
 
 fn draining() -> HttpError {
-    refuse(
-        "draining",
-        HttpError::unavailable(
-            "draining",
-            "this shard is draining and takes no new rooms; ask the API for another",
-            RETRY_AFTER,
-        ),
-    )
+    refuse(HttpError::unavailable(
+        ErrorCode::Draining,
+        "this shard is draining and takes no new rooms; ask the API for another",
+        RETRY_AFTER,
+    ))
 }
 
 fn shard_full() -> HttpError {
-    refuse(
-        "shard_full",
-        HttpError::unavailable(
-            "shard_full",
-            "this shard hosts as many participants or rooms as it may",
-            RETRY_AFTER,
-        ),
-    )
+    refuse(HttpError::unavailable(
+        ErrorCode::ShardFull,
+        "this shard hosts as many participants or rooms as it may",
+        RETRY_AFTER,
+    ))
 }
 
 async fn join(
@@ -121,27 +114,21 @@ async fn join(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("application/sdp"));
     if !is_sdp {
-        return Err(refuse(
-            "unsupported_media_type",
-            HttpError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "expected a body with Content-Type: application/sdp",
-            ),
-        ));
+        return Err(refuse(HttpError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+            "expected a body with Content-Type: application/sdp",
+        )));
     }
     let offer = std::str::from_utf8(&body)
         .ok()
         .and_then(|sdp| SdpOffer::from_sdp_string(sdp).ok())
         .ok_or_else(|| {
-            refuse(
-                "invalid_sdp",
-                HttpError::bad_request("invalid_sdp", "the body is not a valid SDP offer"),
-            )
+            refuse(HttpError::bad_request(
+                ErrorCode::InvalidSdp,
+                "the body is not a valid SDP offer",
+            ))
         })?;
-    if !shared.reserve_participant() {
-        return Err(shard_full());
-    }
     let participant: u64 = rand::random();
     let participant_id = format!("{participant:016x}");
     let (reply, answer) = tokio::sync::oneshot::channel();
@@ -158,9 +145,8 @@ async fn join(
         .send(Command::Join(Box::new(request)))
         .is_err()
     {
-        shared.release_participant();
         return Err(HttpError::unavailable(
-            "stopping",
+            ErrorCode::Stopping,
             "this shard is stopping",
             RETRY_AFTER,
         ));
@@ -169,30 +155,24 @@ async fn join(
     let answer = match tokio::time::timeout(WORKER_ANSWER_TIMEOUT, answer).await {
         Ok(Ok(Ok(answer))) => answer,
         outcome => {
-            shared.release_participant();
+            // The switchboard took no slot for a refused join.
             return Err(match outcome {
-                Ok(Ok(Err(JoinRefusal::RoomFull))) => refuse(
-                    "room_full",
-                    HttpError::new(
-                        StatusCode::CONFLICT,
-                        "room_full",
-                        format!(
-                            "the room has {} participants, its limit",
-                            shared.limits.max_room_participants
-                        ),
+                Ok(Ok(Err(JoinRefusal::RoomFull))) => refuse(HttpError::new(
+                    StatusCode::CONFLICT,
+                    ErrorCode::RoomFull,
+                    format!(
+                        "the room has {} participants, its limit",
+                        shared.limits.max_room_participants
                     ),
-                ),
+                )),
                 Ok(Ok(Err(JoinRefusal::ShardFull))) => shard_full(),
                 Ok(Ok(Err(JoinRefusal::Draining))) => draining(),
-                Ok(Ok(Err(JoinRefusal::InvalidSdp(why)))) => refuse(
-                    "invalid_sdp",
-                    HttpError::bad_request(
-                        "invalid_sdp",
-                        format!("the SDP offer cannot be accepted: {why}"),
-                    ),
-                ),
+                Ok(Ok(Err(JoinRefusal::InvalidSdp(why)))) => refuse(HttpError::bad_request(
+                    ErrorCode::InvalidSdp,
+                    format!("the SDP offer cannot be accepted: {why}"),
+                )),
                 _ => HttpError::unavailable(
-                    "worker_unavailable",
+                    ErrorCode::WorkerUnavailable,
                     "the media worker did not answer in time",
                     RETRY_AFTER,
                 ),
@@ -277,7 +257,7 @@ async fn drain(
     };
     if !bearer(&headers).is_some_and(|t| same_secret(t, expected)) {
         return Err(HttpError::unauthorized(
-            "admin_unauthorized",
+            ErrorCode::AdminUnauthorized,
             "expected Authorization: Bearer <admin token>",
         ));
     }

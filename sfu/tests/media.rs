@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::{TestShard, wait_for};
 use surge_sfu::participant::Participant;
+use surge_sfu_proto::protocol::{ClientMessage, Kind, ServerMessage};
 
 const LONG: Duration = Duration::from_secs(40);
 
@@ -31,7 +32,9 @@ async fn audio_and_video_reach_the_other_participant_but_not_the_sender() {
         Some(alice_id.as_str())
     );
     assert!(
-        got.messages.iter().any(|m| m["type"] == "welcome"),
+        got.messages
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Welcome { .. })),
         "{:?}",
         got.messages
     );
@@ -45,11 +48,15 @@ async fn audio_and_video_reach_the_other_participant_but_not_the_sender() {
     bob.leave().await.unwrap();
     // Alice learns that Bob left.
     let seen = wait_for(&alice, LONG, |s| {
-        s.messages.iter().any(|m| m["type"] == "left")
+        s.messages
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Left { .. }))
     })
     .await;
     assert!(
-        seen.messages.iter().any(|m| m["type"] == "left"),
+        seen.messages
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Left { .. })),
         "{:?}",
         seen.messages
     );
@@ -110,11 +117,15 @@ async fn a_vanished_participant_times_out() {
     assert_eq!(shard.shard.status().participants, 2);
     vanishes.vanish();
     let seen = wait_for(&stays, LONG, |s| {
-        s.messages.iter().any(|m| m["type"] == "left")
+        s.messages
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Left { .. }))
     })
     .await;
     assert!(
-        seen.messages.iter().any(|m| m["type"] == "left"),
+        seen.messages
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Left { .. })),
         "{:?}",
         seen.messages
     );
@@ -178,7 +189,10 @@ async fn mute_and_max_height_from_the_data_channel_take_effect() {
     .await;
     assert_eq!(got.receiving("video")[0].layer.as_deref(), Some("f"));
     let video_mid = got.receiving("video")[0].mid.clone();
-    bob.send(serde_json::json!({"type": "max_height", "mid": video_mid, "height": 180}));
+    bob.send(&ClientMessage::MaxHeight {
+        mid: video_mid,
+        height: 180,
+    });
     let got = wait_for(&bob, LONG, |s| {
         s.receiving("video")
             .first()
@@ -191,17 +205,22 @@ async fn mute_and_max_height_from_the_data_channel_take_effect() {
         "{:?}",
         got.tracks
     );
-    alice.send(serde_json::json!({"type": "mute", "kind": "audio", "muted": true}));
-    let got = wait_for(&bob, LONG, |s| {
-        s.messages.iter().any(|m| m["type"] == "muted")
-    })
-    .await;
-    let muted = got.messages.iter().find(|m| m["type"] == "muted");
-    assert!(
-        muted.is_some_and(|m| m["kind"] == "audio" && m["muted"] == true),
-        "{:?}",
-        got.messages
-    );
+    alice.send(&ClientMessage::Mute {
+        kind: Kind::Audio,
+        muted: true,
+    });
+    let is_muted = |m: &ServerMessage| {
+        matches!(
+            m,
+            ServerMessage::Muted {
+                kind: Kind::Audio,
+                muted: true,
+                ..
+            }
+        )
+    };
+    let got = wait_for(&bob, LONG, |s| s.messages.iter().any(is_muted)).await;
+    assert!(got.messages.iter().any(is_muted), "{:?}", got.messages);
     alice.leave().await.unwrap();
     bob.leave().await.unwrap();
     shard.stop().await;

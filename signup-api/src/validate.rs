@@ -1,6 +1,8 @@
 //! Input rules for accounts: email normalisation and validation, password length, display
 //! names. Each failure has a stable error code.
 
+use surge_cluster::ErrorCode;
+
 /// Passwords shorter than this are refused (bytes).
 pub const MIN_PASSWORD_BYTES: usize = 10;
 /// Passwords longer than this are refused (bytes): hashing cost must not be client-chosen.
@@ -32,13 +34,13 @@ pub enum InvalidInput {
 
 impl InvalidInput {
     /// The stable error code.
-    pub fn code(self) -> &'static str {
+    pub fn code(self) -> ErrorCode {
         match self {
-            Self::Email => "invalid_email",
-            Self::WeakPassword => "weak_password",
-            Self::PasswordTooLong => "password_too_long",
-            Self::DisplayName => "invalid_display_name",
-            Self::RoomName => "invalid_room_name",
+            Self::Email => ErrorCode::InvalidEmail,
+            Self::WeakPassword => ErrorCode::WeakPassword,
+            Self::PasswordTooLong => ErrorCode::PasswordTooLong,
+            Self::DisplayName => ErrorCode::InvalidDisplayName,
+            Self::RoomName => ErrorCode::InvalidRoomName,
         }
     }
 }

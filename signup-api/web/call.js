@@ -28,7 +28,7 @@ const CONNECT_TIMEOUT_MS = 20_000;
 const RECONNECT_BASE_MS = 500;
 const RECONNECT_MAX_MS = 10_000;
 /** Errors that a new attempt cannot fix: the user must act (log in again, another room). */
-const FATAL_CODES = new Set(['room_full', 'not_found', 'room_not_found', 'unauthorized', 'invalid_session', 'forbidden']);
+const FATAL_CODES = new Set(['room_full', 'not_found', 'room_not_found', 'invalid_session']);
 
 /** Errors a retry cannot fix: an expired session, a room that does not exist, a full room. */
 function isFinal(err) {

@@ -47,16 +47,11 @@ export function contactMessage(err) {
     switch (err.code) {
       case 'not_found':
       case 'user_not_found':
-      case 'unknown_user':
         return 'Nobody has signed up with that email yet.';
       case 'invalid_email':
         return 'Enter a valid email address.';
-      case 'self_contact':
       case 'cannot_add_self':
         return 'That is you. Add someone else.';
-      case 'already_contact':
-      case 'contact_exists':
-        return 'Already in your contacts.';
       default:
         break;
     }

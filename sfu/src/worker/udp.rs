@@ -80,15 +80,6 @@ impl RxBatch {
         }
     }
 
-    /// No buffers: a placeholder while the real batch is lent out.
-    pub fn empty() -> Self {
-        Self {
-            buffers: Vec::new(),
-            meta: Vec::new(),
-            filled: 0,
-        }
-    }
-
     /// Whether the last read filled every buffer (more may be waiting).
     pub fn was_full(&self) -> bool {
         self.filled == self.buffers.len()

@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use surge_cluster::ErrorCode;
 use surge_cluster::client_addr::ClientIp;
 use surge_cluster::http::{ApiJson, HttpError};
 
@@ -43,7 +44,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, HttpError> {
     {
         return Err(HttpError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_idempotency_key",
+            ErrorCode::InvalidIdempotencyKey,
             format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
         ));
     }
@@ -64,7 +65,7 @@ fn replay(stored: &StoredResponse, fingerprint: &str) -> Response {
     if stored.fingerprint != fingerprint {
         return HttpError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
+            ErrorCode::IdempotencyKeyReused,
             "this Idempotency-Key was used for a different request",
         )
         .into_response();
@@ -215,7 +216,7 @@ struct LoginResponse<'a> {
 }
 
 fn invalid_credentials() -> HttpError {
-    HttpError::unauthorized("invalid_credentials", "wrong email or password")
+    HttpError::unauthorized(ErrorCode::InvalidCredentials, "wrong email or password")
 }
 
 /// `POST /v1/sessions`: unknown email and wrong password give the same answer after the

@@ -9,6 +9,7 @@ use axum::http::request::Parts;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
+use surge_cluster::ErrorCode;
 use surge_cluster::http::HttpError;
 
 use super::{AppState, now_secs, store_error};
@@ -33,7 +34,7 @@ pub(crate) struct Session {
 
 fn invalid_session() -> HttpError {
     HttpError::unauthorized(
-        "invalid_session",
+        ErrorCode::InvalidSession,
         "missing, invalid or expired session token",
     )
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
+use surge_cluster::ErrorCode;
 use surge_cluster::client_addr::TrustedProxies;
 use surge_cluster::http::HttpError;
 use surge_cluster::{Placer, TokenKey};
@@ -91,19 +92,19 @@ pub(crate) fn store_error(e: StoreError) -> HttpError {
     match e {
         StoreError::EmailTaken => HttpError::new(
             StatusCode::CONFLICT,
-            "email_taken",
+            ErrorCode::EmailTaken,
             "an account with this email already exists",
         ),
         StoreError::IdempotencyKeyTaken => HttpError::new(
             StatusCode::CONFLICT,
-            "idempotency_conflict",
+            ErrorCode::IdempotencyConflict,
             "another request with this Idempotency-Key is in progress",
         ),
         StoreError::Unavailable(e) => {
             tracing::warn!(error = %e, "database unavailable");
             metrics::counter!("surge_api_database_unavailable_total").increment(1);
             HttpError::unavailable(
-                "database_unavailable",
+                ErrorCode::DatabaseUnavailable,
                 "the database is not answering; retry shortly",
                 StoreError::RETRY_AFTER,
             )
@@ -119,7 +120,7 @@ pub(crate) fn invalid(e: InvalidInput) -> HttpError {
 pub(crate) fn limited(l: Limited) -> HttpError {
     HttpError::new(
         StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
+        ErrorCode::RateLimited,
         "too many requests from this client; retry later",
     )
     .with_retry_after(l.retry_after)
@@ -128,7 +129,7 @@ pub(crate) fn limited(l: Limited) -> HttpError {
 pub(crate) fn busy(b: Busy) -> HttpError {
     HttpError::new(
         StatusCode::TOO_MANY_REQUESTS,
-        "overloaded",
+        ErrorCode::Overloaded,
         "the service is at capacity; retry later",
     )
     .with_retry_after(b.retry_after)
@@ -137,7 +138,7 @@ pub(crate) fn busy(b: Busy) -> HttpError {
 pub(crate) fn presence_error(e: PresenceError) -> HttpError {
     tracing::warn!(error = %e, "presence store unavailable");
     HttpError::unavailable(
-        "presence_unavailable",
+        ErrorCode::PresenceUnavailable,
         "presence is not available right now; retry shortly",
         Duration::from_secs(1),
     )

@@ -16,6 +16,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use surge_cluster::ErrorCode;
 use surge_cluster::http::HttpError;
 use surge_cluster::{JoinClaims, PlacementError, ShardInfo};
 
@@ -35,14 +36,14 @@ fn joined(outcome: &'static str) {
 fn placement_error(e: PlacementError) -> HttpError {
     match e {
         PlacementError::NoCapacity => HttpError::unavailable(
-            "no_capacity",
+            ErrorCode::NoCapacity,
             "no call server has room for this call right now; retry shortly",
             Duration::from_secs(5),
         ),
         other => {
             tracing::warn!(error = %other, "shard registry unavailable");
             HttpError::unavailable(
-                "registry_unavailable",
+                ErrorCode::RegistryUnavailable,
                 "call placement is unavailable; retry shortly",
                 Duration::from_secs(2),
             )
@@ -52,7 +53,7 @@ fn placement_error(e: PlacementError) -> HttpError {
 
 fn shard_unavailable(retry: Duration) -> HttpError {
     HttpError::unavailable(
-        "shard_unavailable",
+        ErrorCode::ShardUnavailable,
         "the call server for this room did not answer; retry shortly",
         retry,
     )
@@ -67,7 +68,7 @@ fn shard_error(shard: &ShardInfo, answer: &ShardAnswer) -> HttpError {
     );
     HttpError::new(
         StatusCode::BAD_GATEWAY,
-        "shard_error",
+        ErrorCode::ShardError,
         "the call server refused the request; it has been logged",
     )
 }
@@ -75,7 +76,7 @@ fn shard_error(shard: &ShardInfo, answer: &ShardAnswer) -> HttpError {
 fn participant_not_found() -> HttpError {
     HttpError::new(
         StatusCode::NOT_FOUND,
-        "participant_not_found",
+        ErrorCode::ParticipantNotFound,
         "no such participant in this room",
     )
 }
@@ -112,7 +113,7 @@ fn offer(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Byt
     if !is_sdp {
         return Err(HttpError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "expected a body with Content-Type: application/sdp (the SDP offer)",
         ));
     }
@@ -120,12 +121,12 @@ fn offer(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Byt
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             surge_cluster::http::payload_too_large()
         } else {
-            HttpError::bad_request("invalid_sdp", e.body_text())
+            HttpError::bad_request(ErrorCode::InvalidSdp, e.body_text())
         }
     })?;
     if !std::str::from_utf8(&body).is_ok_and(|sdp| sdp.starts_with("v=0")) {
         return Err(HttpError::bad_request(
-            "invalid_sdp",
+            ErrorCode::InvalidSdp,
             "the body is not an SDP offer (it must start with v=0)",
         ));
     }

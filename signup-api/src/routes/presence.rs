@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
+use surge_cluster::ErrorCode;
 use surge_cluster::http::{ApiJson, HttpError};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -44,7 +45,7 @@ pub(crate) async fn heartbeat(
         _ => {
             return Err(HttpError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_status",
+                ErrorCode::InvalidStatus,
                 "status must be online, away or busy",
             ));
         }
@@ -91,7 +92,7 @@ pub(crate) async fn statuses(
     if ids.len() > MAX_IDS || ids.iter().any(|id| id.len() > 64) {
         return Err(HttpError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_ids",
+            ErrorCode::InvalidIds,
             format!("ids must be at most {MAX_IDS} user ids separated by commas"),
         ));
     }
@@ -157,14 +158,14 @@ pub(crate) async fn add_contact(
         .ok_or_else(|| {
             HttpError::new(
                 StatusCode::NOT_FOUND,
-                "user_not_found",
+                ErrorCode::UserNotFound,
                 "no account has this email",
             )
         })?;
     if contact.id == session.account.id {
         return Err(HttpError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "cannot_add_self",
+            ErrorCode::CannotAddSelf,
             "you cannot add yourself as a contact",
         ));
     }

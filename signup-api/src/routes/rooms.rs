@@ -6,6 +6,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
+use surge_cluster::ErrorCode;
 use surge_cluster::http::HttpError;
 
 use super::auth::Session;
@@ -41,7 +42,11 @@ pub(crate) fn valid_room_id(id: &str) -> bool {
 }
 
 pub(crate) fn room_not_found() -> HttpError {
-    HttpError::new(StatusCode::NOT_FOUND, "room_not_found", "no such room")
+    HttpError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::RoomNotFound,
+        "no such room",
+    )
 }
 
 /// `POST /v1/rooms` with an optional `{name}` body (an empty body is fine).
@@ -54,7 +59,7 @@ pub(crate) async fn create(
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             surge_cluster::http::payload_too_large()
         } else {
-            HttpError::bad_request("invalid_body", e.body_text())
+            HttpError::bad_request(ErrorCode::InvalidBody, e.body_text())
         }
     })?;
     let req: CreateRoomRequest = if body.iter().all(u8::is_ascii_whitespace) {
@@ -64,11 +69,14 @@ pub(crate) async fn create(
             if e.is_data() {
                 HttpError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_body",
+                    ErrorCode::InvalidBody,
                     format!("the JSON body does not have the expected fields: {e}"),
                 )
             } else {
-                HttpError::bad_request("malformed_json", "the request body is not valid JSON")
+                HttpError::bad_request(
+                    ErrorCode::MalformedJson,
+                    "the request body is not valid JSON",
+                )
             }
         })?
     };

@@ -1,51 +1,25 @@
-//! What the worker does with a session's events and the room's decisions: forwarding RTP
+//! What the switchboard does with a session's events and the room's decisions: forwarding RTP
 //! to subscribers, renegotiating subscribers' m-lines over the data channel, keyframe
 //! requests toward publishers, bandwidth estimates into the room, room events out as JSON.
 
 use std::time::Instant;
 
-use serde_json::json;
-use str0m::bwe::{Bitrate, BweKind};
-use str0m::change::SdpAnswer;
+use str0m::bwe::BweKind;
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
 use str0m::{Event, IceConnectionState};
 
-use super::Worker;
-use super::peer::{Published, Slot, SlotState};
+use super::peer::Published;
+use super::{RemoveReason, Switchboard};
 use crate::core::{
-    Forward, Output, ParticipantId, PublishedTrack, RoomEvent, RtpMeta, Vp8Meta, layer_for_rid,
+    Forward, Output, ParticipantId, PublishedTrack, Room, RoomEvent, RtpMeta, Vp8Meta,
+    layer_for_rid,
 };
-
-/// What the client may send on the `surge` data channel.
-#[derive(serde::Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum ClientMessage {
-    Answer {
-        sdp: String,
-    },
-    Mute {
-        kind: String,
-        muted: bool,
-    },
-    MaxHeight {
-        mid: String,
-        height: u32,
-    },
-    #[serde(other)]
-    Unknown,
-}
-
-fn kind_name(kind: MediaKind) -> &'static str {
-    match kind {
-        MediaKind::Audio => "audio",
-        MediaKind::Video => "video",
-    }
-}
+use crate::protocol::{ClientMessage, ParticipantSummary, ServerMessage};
 
 /// Whether an RTP payload starts a keyframe, per codec. Conservative: unknown → false.
-pub(crate) fn is_keyframe(codec: Codec, payload: &[u8], vp8: Option<&Vp8Descriptor>) -> bool {
+pub fn is_keyframe(codec: Codec, payload: &[u8], vp8: Option<&Vp8Descriptor>) -> bool {
     match codec {
         Codec::Vp8 => vp8.is_some_and(|d| d.starts_keyframe(payload)),
         Codec::H264 => h264_keyframe(payload),
@@ -86,12 +60,12 @@ fn h264_keyframe(payload: &[u8]) -> bool {
     }
 }
 
-impl Worker {
+impl Switchboard {
     pub(super) fn handle_event(&mut self, pid: ParticipantId, event: Event, now: Instant) {
         match event {
             Event::RtpPacket(packet) => self.forward(pid, packet, now),
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                self.remove_peer(pid, "ice_disconnected", now);
+                self.remove_peer(pid, RemoveReason::IceDisconnected, now);
             }
             Event::MediaAdded(added) => {
                 if !matches!(added.direction, Direction::RecvOnly | Direction::SendRecv) {
@@ -129,12 +103,10 @@ impl Worker {
             }
             Event::ChannelOpen(id, label) => {
                 tracing::debug!(participant = %pid, %label, "data channel open");
-                let Some(peer) = self.peers.get_mut(&pid) else {
+                let Some(room) = self.peers.get(&pid).map(|p| p.room.clone()) else {
                     return;
                 };
-                peer.channel = Some(id);
-                let room = peer.room.clone();
-                let others: Vec<serde_json::Value> = self
+                let participants: Vec<ParticipantSummary> = self
                     .rooms
                     .get(&room)
                     .map(|e| {
@@ -142,25 +114,23 @@ impl Worker {
                             .iter()
                             .filter(|p| **p != pid)
                             .filter_map(|p| {
-                                self.peers.get(p).map(|o| {
-                                    json!({"id": p.to_string(), "user": o.user, "name": o.name})
+                                self.peers.get(p).map(|o| ParticipantSummary {
+                                    id: *p,
+                                    user: o.info.user.clone(),
+                                    name: o.info.name.clone(),
                                 })
                             })
                             .collect()
                     })
                     .unwrap_or_default();
-                let welcome = json!({
-                    "type": "welcome",
-                    "participant_id": pid.to_string(),
-                    "participants": others,
-                })
-                .to_string();
+                let welcome = ServerMessage::Welcome {
+                    participant_id: pid,
+                    participants,
+                };
                 if let Some(peer) = self.peers.get_mut(&pid) {
-                    // The welcome goes first, then whatever queued before the channel opened.
-                    peer.outbox.insert(0, welcome);
-                    peer.flush_outbox();
+                    peer.channel_opened(id, &welcome);
+                    peer.negotiate_if_needed();
                 }
-                self.negotiate_if_needed(pid, now);
             }
             Event::ChannelData(data) => {
                 if let Some(entry) = self
@@ -197,7 +167,7 @@ impl Worker {
                 };
                 let delta = bps as i64 - peer.egress_bps as i64;
                 peer.egress_bps = bps;
-                self.shared.add_egress(delta);
+                self.load.add_egress(delta);
                 self.with_room(pid, now, |room, now| room.handle_bandwidth(pid, bps, now));
             }
             Event::StreamPaused(paused) => {
@@ -225,12 +195,7 @@ impl Worker {
     }
 
     /// Runs `f` on the participant's room, then acts on what the room decided.
-    fn with_room(
-        &mut self,
-        pid: ParticipantId,
-        now: Instant,
-        f: impl FnOnce(&mut crate::core::Room, Instant),
-    ) {
+    fn with_room(&mut self, pid: ParticipantId, now: Instant, f: impl FnOnce(&mut Room, Instant)) {
         let Some(room) = self.peers.get(&pid).map(|p| p.room.clone()) else {
             return;
         };
@@ -244,11 +209,7 @@ impl Worker {
         match message {
             ClientMessage::Answer { sdp } => self.handle_answer(pid, &sdp, now),
             ClientMessage::Mute { kind, muted } => {
-                let kind = match kind.as_str() {
-                    "audio" => MediaKind::Audio,
-                    "video" => MediaKind::Video,
-                    _ => return,
-                };
+                let kind = MediaKind::from(kind);
                 self.with_room(pid, now, |room, now| room.set_muted(pid, kind, muted, now));
             }
             ClientMessage::MaxHeight { mid, height } => {
@@ -257,7 +218,8 @@ impl Worker {
                     room.set_max_height(pid, mid, height, now);
                 });
             }
-            ClientMessage::Unknown => {}
+            // A newer client's message (or `Unknown`): ignored.
+            _ => {}
         }
     }
 
@@ -265,72 +227,13 @@ impl Worker {
         let Some(peer) = self.peers.get_mut(&pid) else {
             return;
         };
-        let Some(pending) = peer.pending.take() else {
-            tracing::debug!(participant = %pid, "answer without a pending offer");
-            return;
-        };
-        let accepted = SdpAnswer::from_sdp_string(sdp)
-            .map_err(|e| e.to_string())
-            .and_then(|answer| {
-                peer.rtc
-                    .sdp_api()
-                    .accept_answer(pending, answer)
-                    .map_err(|e| e.to_string())
-            });
-        let mut ready = Vec::new();
-        match accepted {
-            Ok(()) => {
-                for slot in &mut peer.slots {
-                    match slot.state {
-                        SlotState::Negotiating(mid) if slot.cancelled => {
-                            slot.state = SlotState::ToRemove(mid);
-                        }
-                        SlotState::Negotiating(mid) => {
-                            slot.state = SlotState::Ready(mid);
-                            ready.push((slot.track, mid));
-                        }
-                        _ => {}
-                    }
-                }
-                peer.slots
-                    .retain(|s| !matches!(s.state, SlotState::Removing(_)));
-            }
+        let ready = match peer.accept_answer(sdp) {
+            Ok(ready) => ready,
             Err(e) => {
                 tracing::info!(participant = %pid, %e, "the client's answer was refused");
-                // Offer the same changes again.
-                for slot in &mut peer.slots {
-                    match slot.state {
-                        SlotState::Negotiating(_) => slot.state = SlotState::ToAdd,
-                        SlotState::Removing(mid) => slot.state = SlotState::ToRemove(mid),
-                        _ => {}
-                    }
-                }
+                Vec::new()
             }
-        }
-        // Probe toward what the subscribed tracks could use at their best.
-        let videos = peer
-            .slots
-            .iter()
-            .filter(|s| s.kind == MediaKind::Video)
-            .count() as u64;
-        let audios = peer.slots.len() as u64 - videos;
-        let desired = (videos * 2_000 + audios * 60).max(300);
-        peer.rtc
-            .bwe()
-            .set_bitrate(crate::session::MIN_BITRATE, Bitrate::kbps(desired));
-        let tracks: Vec<serde_json::Value> = peer
-            .slots
-            .iter()
-            .filter_map(|s| match s.state {
-                SlotState::Ready(mid) => Some(json!({
-                    "mid": mid.to_string(),
-                    "participant_id": s.track.publisher.to_string(),
-                    "kind": kind_name(s.kind),
-                })),
-                _ => None,
-            })
-            .collect();
-        peer.send_json(json!({"type": "tracks", "tracks": tracks}).to_string());
+        };
         let room = peer.room.clone();
         let mut stale = Vec::new();
         if let Some(entry) = self.rooms.get_mut(&room) {
@@ -341,54 +244,13 @@ impl Worker {
                 }
             }
         }
-        if let Some(peer) = self.peers.get_mut(&pid) {
-            for slot in &mut peer.slots {
-                if let Some(mid) = slot.mid()
-                    && stale.contains(&mid)
-                {
-                    slot.state = SlotState::ToRemove(mid);
-                }
-            }
+        if !stale.is_empty()
+            && let Some(peer) = self.peers.get_mut(&pid)
+        {
+            peer.stop_slots(&stale);
         }
         self.drain_room(&room, now);
         self.mark_dirty(pid);
-    }
-
-    /// Puts wanted and unwanted m-lines into one offer, when no other is in flight.
-    pub(super) fn negotiate_if_needed(&mut self, pid: ParticipantId, _now: Instant) {
-        let Some(peer) = self.peers.get_mut(&pid) else {
-            return;
-        };
-        if peer.channel.is_none() || peer.pending.is_some() {
-            return;
-        }
-        let wanted = peer
-            .slots
-            .iter()
-            .any(|s| matches!(s.state, SlotState::ToAdd | SlotState::ToRemove(_)));
-        if !wanted {
-            return;
-        }
-        let mut change = peer.rtc.sdp_api();
-        for slot in &mut peer.slots {
-            match slot.state {
-                SlotState::ToAdd => {
-                    let stream = slot.track.publisher.to_string();
-                    let mid =
-                        change.add_media(slot.kind, Direction::SendOnly, Some(stream), None, None);
-                    slot.state = SlotState::Negotiating(mid);
-                }
-                SlotState::ToRemove(mid) => {
-                    change.stop_media(mid);
-                    slot.state = SlotState::Removing(mid);
-                }
-                _ => {}
-            }
-        }
-        if let Some((offer, pending)) = change.apply() {
-            peer.pending = Some(pending);
-            peer.send_json(json!({"type": "offer", "sdp": offer.to_sdp_string()}).to_string());
-        }
     }
 
     /// Acts on everything the room decided, until it is quiet.
@@ -415,13 +277,7 @@ impl Worker {
                     kind,
                 } => {
                     if let Some(peer) = self.peers.get_mut(&subscriber) {
-                        peer.slots.push(Slot {
-                            track,
-                            kind,
-                            state: SlotState::ToAdd,
-                            cancelled: false,
-                            pt_map: Vec::new(),
-                        });
+                        peer.want_slot(track, kind);
                     }
                     self.mark_dirty(subscriber);
                 }
@@ -429,15 +285,7 @@ impl Worker {
                     subscriber, track, ..
                 } => {
                     if let Some(peer) = self.peers.get_mut(&subscriber) {
-                        peer.slots
-                            .retain(|s| !(s.track == track && s.state == SlotState::ToAdd));
-                        for slot in peer.slots.iter_mut().filter(|s| s.track == track) {
-                            match slot.state {
-                                SlotState::Negotiating(_) => slot.cancelled = true,
-                                SlotState::Ready(mid) => slot.state = SlotState::ToRemove(mid),
-                                _ => {}
-                            }
-                        }
+                        peer.drop_slot(track);
                     }
                     self.mark_dirty(subscriber);
                 }
@@ -461,7 +309,7 @@ impl Worker {
             }
         }
         for pid in timed_out {
-            self.remove_peer(pid, "timeout", now);
+            self.remove_peer(pid, RemoveReason::Timeout, now);
         }
     }
 
@@ -472,11 +320,19 @@ impl Worker {
                 user,
                 name,
             } => (
-                json!({"type": "joined", "participant": {"id": participant.to_string(), "user": user, "name": name}}),
+                ServerMessage::Joined {
+                    participant: ParticipantSummary {
+                        id: participant,
+                        user,
+                        name,
+                    },
+                },
                 None,
             ),
             RoomEvent::Left(participant) => (
-                json!({"type": "left", "participant_id": participant.to_string()}),
+                ServerMessage::Left {
+                    participant_id: participant,
+                },
                 None,
             ),
             RoomEvent::Muted {
@@ -484,11 +340,17 @@ impl Worker {
                 kind,
                 muted,
             } => (
-                json!({"type": "muted", "participant_id": participant.to_string(), "kind": kind_name(kind), "muted": muted}),
+                ServerMessage::Muted {
+                    participant_id: participant,
+                    kind: kind.into(),
+                    muted,
+                },
                 None,
             ),
             RoomEvent::ActiveSpeaker(participant) => (
-                json!({"type": "speaker", "participant_id": participant.to_string()}),
+                ServerMessage::Speaker {
+                    participant_id: participant,
+                },
                 None,
             ),
             RoomEvent::LayerChanged {
@@ -496,11 +358,14 @@ impl Worker {
                 out_mid,
                 layer,
             } => (
-                json!({"type": "layer", "mid": out_mid.to_string(), "layer": layer.signal_name()}),
+                ServerMessage::Layer {
+                    mid: out_mid.to_string(),
+                    layer: layer.into(),
+                },
                 Some(subscriber),
             ),
         };
-        let text = message.to_string();
+        let text = message.to_json();
         let members: Vec<ParticipantId> = match only {
             Some(pid) => vec![pid],
             None => self
@@ -596,18 +461,7 @@ impl Worker {
         let Some(sub) = self.peers.get_mut(&f.subscriber) else {
             return;
         };
-        let Some(slot) = sub.slots.iter_mut().find(|s| s.mid() == Some(f.out_mid)) else {
-            return;
-        };
-        let in_pt = params.pt();
-        let out_pt = match slot.pt_map.iter().find(|(i, _)| *i == in_pt) {
-            Some((_, out)) => *out,
-            None => {
-                let out = sub.rtc.codec_config().match_params(*params).map(|p| p.pt());
-                slot.pt_map.push((in_pt, out));
-                out
-            }
-        };
+        let out_pt = sub.out_pt(f.out_mid, params);
         let Some(out_pt) = out_pt else {
             return;
         };

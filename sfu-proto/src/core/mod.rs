@@ -31,7 +31,7 @@
 //! track's ready subscriber slots: no allocation, no lock, results handed to a callback.
 
 mod bitrate;
-pub(crate) mod hash;
+pub mod hash;
 mod keyframe;
 mod layer;
 mod rewrite;

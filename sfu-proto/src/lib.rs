@@ -1,0 +1,19 @@
+//! The Surge SFU's sans-IO part.
+//!
+//! [`core`] is the room state machine (who receives which track, simulcast layer choice,
+//! keyframe coalescing, active speaker, RTP rewriting); [`switchboard`] owns a worker's
+//! rooms and str0m sessions (demultiplexing, admission, renegotiation, forwarding);
+//! [`protocol`] is the typed signalling spoken on the `surge` data channel; [`session`] is
+//! how every participant session is configured. Nothing here owns a socket, reads the clock
+//! or spawns a task: the runtime (`surge-sfu`) feeds inputs with an explicit `Instant` and
+//! drains outputs.
+
+pub mod core;
+pub mod protocol;
+pub mod session;
+mod stun;
+pub mod switchboard;
+
+pub use switchboard::{
+    Event, Join, JoinRefusal, Load, RemoveReason, Switchboard, SwitchboardConfig,
+};

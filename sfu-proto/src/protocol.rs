@@ -1,0 +1,291 @@
+//! The signalling spoken on the `surge` data channel after a join: JSON text messages
+//! tagged by `type` (see `docs/signalling.md`, which a test checks against these types).
+//!
+//! The SFU sends [`ServerMessage`]s and reads [`ClientMessage`]s; the Rust participant does
+//! the reverse with the same types, and the browser client is checked against examples of
+//! both.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::core::{Layer, MediaKind, ParticipantId};
+
+/// What the SFU sends a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// A renegotiation: m-lines added or stopped for other participants' tracks. The client
+    /// answers with [`ClientMessage::Answer`]. Only the server offers after the join.
+    Offer {
+        /// The SDP offer.
+        sdp: String,
+    },
+    /// Which participant each receiving m-line carries (sent after each negotiation).
+    Tracks {
+        /// One entry per negotiated receiving m-line.
+        tracks: Vec<TrackInfo>,
+    },
+    /// The first message once the channel opens: who the client is and who is there.
+    Welcome {
+        /// The client's own participant id.
+        participant_id: ParticipantId,
+        /// Everyone else in the room.
+        participants: Vec<ParticipantSummary>,
+    },
+    /// Someone joined the room.
+    Joined {
+        /// Who.
+        participant: ParticipantSummary,
+    },
+    /// Someone left the room (or timed out).
+    Left {
+        /// Who.
+        participant_id: ParticipantId,
+    },
+    /// Someone (un)muted a kind of media.
+    Muted {
+        /// Who.
+        participant_id: ParticipantId,
+        /// Which media.
+        kind: Kind,
+        /// Muted now.
+        muted: bool,
+    },
+    /// The active speaker changed.
+    Speaker {
+        /// The new active speaker.
+        participant_id: ParticipantId,
+    },
+    /// The simulcast layer this client now receives on one of its m-lines.
+    Layer {
+        /// The receiving m-line.
+        mid: String,
+        /// The layer.
+        layer: LayerName,
+    },
+}
+
+/// What a client sends the SFU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// The answer to the server's last [`ServerMessage::Offer`].
+    Answer {
+        /// The SDP answer.
+        sdp: String,
+    },
+    /// The client (un)muted its audio or video.
+    Mute {
+        /// Which media.
+        kind: Kind,
+        /// Muted now.
+        muted: bool,
+    },
+    /// The largest video height the client wants on a receiving m-line (0 pauses it).
+    MaxHeight {
+        /// The receiving m-line.
+        mid: String,
+        /// Pixels.
+        height: u32,
+    },
+    /// A type this server does not know (a newer client): ignored.
+    #[serde(other, skip_serializing)]
+    Unknown,
+}
+
+/// One receiving m-line and whose track it carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackInfo {
+    /// The client's m-line.
+    pub mid: String,
+    /// The publisher.
+    pub participant_id: ParticipantId,
+    /// Audio or video.
+    pub kind: Kind,
+}
+
+/// A participant as others see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantSummary {
+    /// The participant id (one per join).
+    pub id: ParticipantId,
+    /// The account's user id.
+    pub user: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// A kind of media, as the protocol names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Audio.
+    Audio,
+    /// Video.
+    Video,
+}
+
+impl From<MediaKind> for Kind {
+    fn from(kind: MediaKind) -> Self {
+        match kind {
+            MediaKind::Audio => Kind::Audio,
+            MediaKind::Video => Kind::Video,
+        }
+    }
+}
+
+impl From<Kind> for MediaKind {
+    fn from(kind: Kind) -> Self {
+        match kind {
+            Kind::Audio => MediaKind::Audio,
+            Kind::Video => MediaKind::Video,
+        }
+    }
+}
+
+/// A simulcast layer as the protocol names it (`q`, `h`, `f`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LayerName {
+    /// The smallest.
+    #[serde(rename = "q")]
+    Q,
+    /// The middle one.
+    #[serde(rename = "h")]
+    H,
+    /// The largest.
+    #[serde(rename = "f")]
+    F,
+}
+
+impl From<Layer> for LayerName {
+    fn from(layer: Layer) -> Self {
+        match layer {
+            Layer::Low => LayerName::Q,
+            Layer::Mid => LayerName::H,
+            Layer::High => LayerName::F,
+        }
+    }
+}
+
+impl From<LayerName> for Layer {
+    fn from(name: LayerName) -> Self {
+        match name {
+            LayerName::Q => Layer::Low,
+            LayerName::H => Layer::Mid,
+            LayerName::F => Layer::High,
+        }
+    }
+}
+
+/// Participant ids travel as 16 lowercase hex digits (the same as in the join's
+/// `Location`), not as JSON numbers, which JavaScript cannot hold at 64 bits.
+impl Serialize for ParticipantId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ParticipantId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        ParticipantId::parse(&text).ok_or_else(|| {
+            serde::de::Error::invalid_value(
+                serde::de::Unexpected::Str(&text),
+                &"a participant id of 16 hex digits",
+            )
+        })
+    }
+}
+
+impl ParticipantId {
+    /// Parses the 16-hex-digit form ([`Display`](std::fmt::Display)'s).
+    pub fn parse(text: &str) -> Option<Self> {
+        if text.len() != 16 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u64::from_str_radix(text, 16).ok().map(ParticipantId)
+    }
+}
+
+impl ServerMessage {
+    /// The JSON text sent on the channel.
+    pub fn to_json(&self) -> String {
+        // Serialising these types cannot fail: no maps with non-string keys, no
+        // fallible custom serialisers.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Every `type` tag, for checks that the docs and clients cover all of them.
+    pub const TYPES: [&'static str; 8] = [
+        "offer", "tracks", "welcome", "joined", "left", "muted", "speaker", "layer",
+    ];
+}
+
+impl ClientMessage {
+    /// The JSON text sent on the channel.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Every `type` tag a server understands.
+    pub const TYPES: [&'static str; 3] = ["answer", "mute", "max_height"];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_messages_have_the_documented_shape() {
+        let id = ParticipantId(0x00ab_cdef_0123_4567);
+        let json = ServerMessage::Muted {
+            participant_id: id,
+            kind: Kind::Video,
+            muted: true,
+        }
+        .to_json();
+        assert_eq!(
+            json,
+            r#"{"type":"muted","participant_id":"00abcdef01234567","kind":"video","muted":true}"#
+        );
+        let json = ServerMessage::Layer {
+            mid: "3".into(),
+            layer: Layer::Mid.into(),
+        }
+        .to_json();
+        assert_eq!(json, r#"{"type":"layer","mid":"3","layer":"h"}"#);
+    }
+
+    #[test]
+    fn client_messages_parse_and_unknown_types_are_ignored() {
+        let m: ClientMessage =
+            serde_json::from_str(r#"{"type":"max_height","mid":"1","height":360}"#).expect("valid");
+        assert_eq!(
+            m,
+            ClientMessage::MaxHeight {
+                mid: "1".into(),
+                height: 360
+            }
+        );
+        let m: ClientMessage =
+            serde_json::from_str(r#"{"type":"dance","speed":3}"#).expect("unknown type");
+        assert_eq!(m, ClientMessage::Unknown);
+        assert!(
+            serde_json::from_str::<ClientMessage>(r#"{"type":"mute","kind":"smell"}"#).is_err()
+        );
+    }
+
+    #[test]
+    fn participant_ids_are_sixteen_hex_digits() {
+        let id = ParticipantId(u64::MAX - 5);
+        let text = serde_json::to_string(&id).expect("serialises");
+        assert_eq!(serde_json::from_str::<ParticipantId>(&text).ok(), Some(id));
+        for bad in [
+            r#""12""#,
+            r#""zzzzzzzzzzzzzzzz""#,
+            "12",
+            r#""+123456789abcdef""#,
+        ] {
+            assert!(serde_json::from_str::<ParticipantId>(bad).is_err(), "{bad}");
+        }
+    }
+}

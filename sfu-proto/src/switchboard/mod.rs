@@ -1,0 +1,614 @@
+//! The switchboard: every room and participant session one worker hosts, without a socket
+//! or a clock.
+//!
+//! ```text
+//!  shell                                         Switchboard
+//!  ─────                                         ───────────
+//!  handle_join(now, request, &load)  ─────────▶  admission, a str0m session, its SDP answer
+//!  handle_leave / contains           ─────────▶  removal / lookup
+//!  handle_datagram(now, src, bytes)  ─────────▶  address or STUN-ufrag demultiplexing, str0m
+//!  handle_timeout(now)               ─────────▶  due sessions and room ticks
+//!  poll_transmit(now)  until None    ◀─────────  datagrams to send (drains busy sessions)
+//!  poll_event()        until None    ◀─────────  rooms opened/closed, participants removed
+//!  poll_timeout()                    ◀─────────  when to call handle_timeout next
+//! ```
+//!
+//! Forwarding a packet is a function call from the publisher's session event through the
+//! room to the subscribers' sessions. Shard-wide counts (rooms, participants, egress) are
+//! kept by the shell behind [`Load`]; the switchboard reserves and releases them, each in
+//! exactly one place.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::net::{Protocol, Receive, Transmit};
+use str0m::{Input, Output};
+
+use crate::core::hash::FastMap;
+use crate::core::{Forward, ParticipantId, ParticipantInfo, Room, RoomConfig, RoomError};
+use crate::session::{DUE_AHEAD, MAX_DUE_ROUNDS};
+use crate::stun;
+
+mod peer;
+mod route;
+
+use peer::Peer;
+pub use route::is_keyframe;
+
+/// Remote addresses remembered per participant (ICE may try several).
+const MAX_ADDRS_PER_PEER: usize = 8;
+/// Rounds of draining sessions dirtied by other sessions' output before the rest waits for
+/// the next call (a bound, not an expected depth: forwarding dirties subscribers once).
+const MAX_DRAIN_ROUNDS: usize = 64;
+
+/// What the switchboard is told once.
+#[derive(Debug, Clone)]
+pub struct SwitchboardConfig {
+    /// The address clients reach this switchboard's socket at (its ICE candidate).
+    pub public_addr: SocketAddr,
+    /// Participants per room at most.
+    pub max_room_participants: usize,
+    /// A participant from whom nothing arrived this long is removed.
+    pub participant_timeout: Duration,
+}
+
+/// The shard-wide counts the shell keeps (several switchboards share one shard's limits).
+/// Each method is called from exactly one place in the switchboard.
+pub trait Load {
+    /// Whether the shard takes no new rooms (it still admits joins to rooms it hosts).
+    fn draining(&self) -> bool;
+    /// Takes a room slot for `room`, or `false` when the shard hosts its maximum.
+    fn open_room(&self, room: &str) -> bool;
+    /// Gives back `room`'s slot.
+    fn close_room(&self, room: &str);
+    /// Takes a participant slot, or `false` when the shard hosts its maximum.
+    fn add_participant(&self) -> bool;
+    /// Gives back a participant slot.
+    fn remove_participant(&self);
+    /// The summed egress estimate changed by `delta` bits/s.
+    fn add_egress(&self, delta: i64);
+}
+
+/// A join as the switchboard sees it (the shell has checked the token).
+#[derive(Debug)]
+pub struct Join {
+    /// The room.
+    pub room: String,
+    /// The id the shell picked for the participant (random; unique on the shard).
+    pub participant: ParticipantId,
+    /// Who it is and what the token allows.
+    pub info: ParticipantInfo,
+    /// The client's SDP offer.
+    pub offer: SdpOffer,
+}
+
+/// Why a join was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinRefusal {
+    /// The room has its maximum of participants.
+    #[error("the room is full")]
+    RoomFull,
+    /// The shard hosts its maximum of rooms or participants.
+    #[error("the shard is full")]
+    ShardFull,
+    /// The shard is draining and the room is not one it hosts.
+    #[error("the shard is draining")]
+    Draining,
+    /// The offer cannot be accepted.
+    #[error("the SDP offer cannot be accepted: {0}")]
+    InvalidSdp(String),
+    /// The participant id is taken.
+    #[error("the participant id is taken")]
+    DuplicateParticipant,
+}
+
+/// Why a participant was removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RemoveReason {
+    /// It left (HTTP `DELETE`).
+    Left,
+    /// Nothing arrived from it for the participant timeout.
+    Timeout,
+    /// ICE disconnected.
+    IceDisconnected,
+    /// Its session closed.
+    Closed,
+    /// Its session failed.
+    Error,
+    /// The join was abandoned before its answer was delivered.
+    Abandoned,
+    /// The switchboard stopped.
+    Stopped,
+}
+
+impl RemoveReason {
+    /// The metric label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RemoveReason::Left => "left",
+            RemoveReason::Timeout => "timeout",
+            RemoveReason::IceDisconnected => "ice_disconnected",
+            RemoveReason::Closed => "closed",
+            RemoveReason::Error => "error",
+            RemoveReason::Abandoned => "abandoned",
+            RemoveReason::Stopped => "stopped",
+        }
+    }
+}
+
+/// What happened, for the shell's logs and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A participant joined `room` (`new_room`: the room opened with it).
+    Joined {
+        /// The room.
+        room: String,
+        /// Who.
+        participant: ParticipantId,
+        /// Its user id.
+        user: String,
+        /// Whether the room opened with this join.
+        new_room: bool,
+    },
+    /// A participant is gone.
+    Removed {
+        /// The room.
+        room: String,
+        /// Who.
+        participant: ParticipantId,
+        /// Why.
+        reason: RemoveReason,
+    },
+    /// The last participant of `room` is gone.
+    RoomClosed(String),
+}
+
+/// Counters since the last [`Switchboard::take_counters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Datagrams handed in.
+    pub datagrams: u64,
+    /// RTP packets received from publishers.
+    pub packets_in: u64,
+    /// RTP payload bytes received.
+    pub bytes_in: u64,
+    /// RTP packets written to subscribers.
+    pub packets_out: u64,
+    /// RTP payload bytes written to subscribers.
+    pub bytes_out: u64,
+    /// Simulcast layer switches.
+    pub layer_switches: u64,
+    /// Keyframe requests sent to publishers (after coalescing).
+    pub keyframe_requests: u64,
+    /// NACKs received from subscribers.
+    pub nacks: u64,
+    /// Datagrams str0m refused (unparsable, undecryptable).
+    pub dropped_garbage: u64,
+    /// Non-STUN datagrams from unknown addresses.
+    pub dropped_unknown: u64,
+    /// STUN from unknown addresses without a ufrag of ours.
+    pub dropped_stun_unknown: u64,
+    /// Session timeouts handled.
+    pub session_timeouts: u64,
+}
+
+/// A room on this switchboard: the core state machine and its members' ids.
+struct RoomEntry {
+    room: Room,
+    members: Vec<ParticipantId>,
+    /// `RoomStats` values already counted, to export deltas.
+    counted_switches: u64,
+    counted_keyframes: u64,
+}
+
+/// Every room and session of one worker. See the module docs.
+pub struct Switchboard {
+    config: SwitchboardConfig,
+    load: Box<dyn Load + Send>,
+    rooms: HashMap<String, RoomEntry>,
+    /// By server-chosen random id: the fast hasher is safe here and shows per packet.
+    peers: FastMap<ParticipantId, Peer>,
+    by_addr: HashMap<SocketAddr, ParticipantId>,
+    by_ufrag: HashMap<String, ParticipantId>,
+    timers: BinaryHeap<Reverse<(Instant, ParticipantId)>>,
+    /// The earliest room tick (rooms only get an earlier one when someone joins).
+    rooms_due: Option<Instant>,
+    dirty: Vec<ParticipantId>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    counters: Counters,
+    /// Reused scratch space for the room's forward decisions.
+    forwards: Vec<Forward>,
+}
+
+impl std::fmt::Debug for Switchboard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Switchboard")
+            .field("public_addr", &self.config.public_addr)
+            .field("rooms", &self.rooms.len())
+            .field("participants", &self.peers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Switchboard {
+    /// An empty switchboard.
+    pub fn new(config: SwitchboardConfig, load: Box<dyn Load + Send>) -> Self {
+        Self {
+            config,
+            load,
+            rooms: HashMap::new(),
+            peers: FastMap::default(),
+            by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            timers: BinaryHeap::new(),
+            rooms_due: None,
+            dirty: Vec::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            counters: Counters::default(),
+            forwards: Vec::with_capacity(64),
+        }
+    }
+
+    /// Participants hosted now.
+    pub fn participants(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Rooms hosted now.
+    pub fn rooms(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Whether `user` has `participant` in `room` here.
+    pub fn contains(&self, room: &str, participant: ParticipantId, user: &str) -> bool {
+        self.peers
+            .get(&participant)
+            .is_some_and(|p| p.is(room, user))
+    }
+
+    /// The counters since the last call.
+    pub fn take_counters(&mut self) -> Counters {
+        std::mem::take(&mut self.counters)
+    }
+
+    /// Admits a participant: a draining shard opens no new rooms, a full room or shard
+    /// refuses. On success the session exists and its answer goes back to the client.
+    pub fn handle_join(&mut self, now: Instant, join: Join) -> Result<SdpAnswer, JoinRefusal> {
+        let Join {
+            room,
+            participant: pid,
+            info,
+            offer,
+        } = join;
+        if self.peers.contains_key(&pid) {
+            return Err(JoinRefusal::DuplicateParticipant);
+        }
+        let new_room = !self.rooms.contains_key(&room);
+        if new_room && self.load.draining() {
+            return Err(JoinRefusal::Draining);
+        }
+        if let Some(entry) = self.rooms.get(&room)
+            && entry.members.len() >= self.config.max_room_participants
+        {
+            return Err(JoinRefusal::RoomFull);
+        }
+        let (peer, answer) = Peer::accept(&room, info.clone(), offer, self.config.public_addr, now)
+            .map_err(JoinRefusal::InvalidSdp)?;
+        if !self.load.add_participant() {
+            return Err(JoinRefusal::ShardFull);
+        }
+        if new_room && !self.load.open_room(&room) {
+            self.load.remove_participant();
+            return Err(JoinRefusal::ShardFull);
+        }
+        let max_participants = self.config.max_room_participants;
+        let participant_timeout = self.config.participant_timeout;
+        let entry = self.rooms.entry(room.clone()).or_insert_with(|| RoomEntry {
+            room: Room::new(RoomConfig {
+                max_participants,
+                participant_timeout,
+                ..RoomConfig::default()
+            }),
+            members: Vec::new(),
+            counted_switches: 0,
+            counted_keyframes: 0,
+        });
+        if let Err(e) = entry.room.join(pid, info.clone(), now) {
+            self.load.remove_participant();
+            if new_room {
+                self.rooms.remove(&room);
+                self.load.close_room(&room);
+            }
+            return Err(match e {
+                RoomError::RoomFull => JoinRefusal::RoomFull,
+                RoomError::AlreadyJoined(_) => JoinRefusal::DuplicateParticipant,
+                other => JoinRefusal::InvalidSdp(other.to_string()),
+            });
+        }
+        entry.members.push(pid);
+        if let Some(tick) = entry.room.poll_timeout() {
+            self.rooms_due = Some(self.rooms_due.map_or(tick, |t| t.min(tick)));
+        }
+        self.by_ufrag.insert(peer.ufrag.clone(), pid);
+        self.peers.insert(pid, peer);
+        self.events.push_back(Event::Joined {
+            room: room.clone(),
+            participant: pid,
+            user: info.user,
+            new_room,
+        });
+        self.drain_room(&room, now);
+        self.mark_dirty(pid);
+        Ok(answer)
+    }
+
+    /// `user`'s participant leaves `room`; `false` when there is no such participant.
+    pub fn handle_leave(
+        &mut self,
+        now: Instant,
+        room: &str,
+        participant: ParticipantId,
+        user: &str,
+    ) -> bool {
+        if !self.contains(room, participant, user) {
+            return false;
+        }
+        self.remove_peer(participant, RemoveReason::Left, now);
+        true
+    }
+
+    /// Removes a participant whose join answer could not be delivered.
+    pub fn abandon(&mut self, now: Instant, participant: ParticipantId) {
+        self.remove_peer(participant, RemoveReason::Abandoned, now);
+    }
+
+    /// One datagram from `source`: to the session its address belongs to, or for a new
+    /// address, the session whose ICE ufrag its STUN request names. Anything else is
+    /// counted and dropped.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+        self.counters.datagrams += 1;
+        let pid = match self.by_addr.get(&source) {
+            Some(pid) => *pid,
+            None => {
+                let Some(ufrag) = stun::local_ufrag(data) else {
+                    if stun::is_stun(data) {
+                        self.counters.dropped_stun_unknown += 1;
+                    } else {
+                        self.counters.dropped_unknown += 1;
+                    }
+                    return;
+                };
+                let Some(pid) = self.by_ufrag.get(ufrag).copied() else {
+                    self.counters.dropped_stun_unknown += 1;
+                    return;
+                };
+                let Some(peer) = self.peers.get_mut(&pid) else {
+                    return;
+                };
+                if peer.addrs.len() >= MAX_ADDRS_PER_PEER {
+                    self.counters.dropped_unknown += 1;
+                    return;
+                }
+                peer.addrs.push(source);
+                self.by_addr.insert(source, pid);
+                pid
+            }
+        };
+        let Ok(receive) = Receive::new(Protocol::Udp, source, self.config.public_addr, data) else {
+            self.counters.dropped_garbage += 1;
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&pid) else {
+            return;
+        };
+        if let Err(e) = peer.rtc.handle_input(Input::Receive(now, receive)) {
+            // str0m refuses what it cannot parse or decrypt; the session lives on.
+            tracing::debug!(participant = %pid, %e, "input refused");
+            self.counters.dropped_garbage += 1;
+        }
+        if let Some(entry) = self.rooms.get_mut(&peer.room) {
+            entry.room.handle_activity(pid, now);
+        }
+        // str0m holds one decoded RTP packet at a time: drain before the next input.
+        self.drain_peer(pid, now);
+    }
+
+    /// Serves the sessions and rooms whose timeouts are due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, pid))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(peer) = self.peers.get_mut(&pid) else {
+                continue;
+            };
+            peer.scheduled = None;
+            if peer.timeout <= now {
+                self.counters.session_timeouts += 1;
+                if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                    tracing::debug!(participant = %pid, %e, "timeout input failed");
+                }
+            }
+            self.mark_dirty(pid);
+        }
+        if self.rooms_due.is_some_and(|t| t <= now) {
+            let due: Vec<String> = self
+                .rooms
+                .iter()
+                .filter(|(_, r)| r.room.poll_timeout().is_some_and(|t| t <= now))
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in due {
+                if let Some(entry) = self.rooms.get_mut(&name) {
+                    entry.room.handle_timeout(now);
+                }
+                self.drain_room(&name, now);
+            }
+            self.rooms_due = self
+                .rooms
+                .values()
+                .filter_map(|r| r.room.poll_timeout())
+                .min();
+        }
+        self.drain_dirty(now);
+    }
+
+    /// The earliest session or room timeout.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let session = self.timers.peek().map(|Reverse((t, _))| *t);
+        match (session, self.rooms_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The next datagram to send. Drains the sessions that got input first, so one call
+    /// after a batch of datagrams collects every subscriber's share of it.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        if self.transmits.is_empty() {
+            self.drain_dirty(now);
+        }
+        self.transmits.pop_front()
+    }
+
+    /// The next thing that happened.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Ends every session (the shard stops).
+    pub fn shutdown(&mut self, now: Instant) {
+        let pids: Vec<ParticipantId> = self.peers.keys().copied().collect();
+        for pid in pids {
+            self.remove_peer(pid, RemoveReason::Stopped, now);
+        }
+    }
+
+    fn mark_dirty(&mut self, pid: ParticipantId) {
+        if let Some(peer) = self.peers.get_mut(&pid)
+            && !peer.dirty
+        {
+            peer.dirty = true;
+            self.dirty.push(pid);
+        }
+    }
+
+    /// Drains every session that got input or a write, until all are idle.
+    fn drain_dirty(&mut self, now: Instant) {
+        // Draining one session can dirty others (forwarded packets); loop until quiet.
+        let mut rounds = 0;
+        while !self.dirty.is_empty() && rounds < MAX_DRAIN_ROUNDS {
+            rounds += 1;
+            let dirty = std::mem::take(&mut self.dirty);
+            for pid in &dirty {
+                if let Some(peer) = self.peers.get_mut(pid) {
+                    peer.dirty = false;
+                }
+            }
+            for pid in dirty {
+                self.drain_peer(pid, now);
+            }
+        }
+    }
+
+    fn schedule(&mut self, pid: ParticipantId) {
+        let Some(peer) = self.peers.get_mut(&pid) else {
+            return;
+        };
+        let at = peer.timeout;
+        if peer.scheduled.is_none_or(|s| at < s) {
+            peer.scheduled = Some(at);
+            self.timers.push(Reverse((at, pid)));
+        }
+    }
+
+    /// Polls one session until it returns `Timeout`, acting on what it emits. This is the
+    /// one place a session's output is drained.
+    fn drain_peer(&mut self, pid: ParticipantId, mut now: Instant) {
+        if let Some(peer) = self.peers.get_mut(&pid) {
+            peer.negotiate_if_needed();
+            peer.flush_outbox();
+        }
+        let mut due_rounds = 0;
+        loop {
+            let Some(peer) = self.peers.get_mut(&pid) else {
+                return;
+            };
+            if !peer.rtc.is_alive() {
+                self.remove_peer(pid, RemoveReason::Closed, now);
+                return;
+            }
+            match peer.rtc.poll_output() {
+                Ok(Output::Timeout(at)) => {
+                    // Due already (the pacer releasing queued packets, a retransmit):
+                    // handle it now rather than after a trip through the socket wait.
+                    if at <= now + DUE_AHEAD && due_rounds < MAX_DUE_ROUNDS {
+                        due_rounds += 1;
+                        // str0m ignores a timeout earlier than the last time it saw.
+                        now = now.max(at);
+                        self.counters.session_timeouts += 1;
+                        if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                            tracing::debug!(participant = %pid, %e, "timeout input failed");
+                        }
+                        continue;
+                    }
+                    peer.timeout = at;
+                    self.schedule(pid);
+                    return;
+                }
+                Ok(Output::Transmit(transmit)) => self.transmits.push_back(transmit),
+                Ok(Output::Event(event)) => self.handle_event(pid, event, now),
+                Err(e) => {
+                    tracing::info!(participant = %pid, %e, "session failed");
+                    self.remove_peer(pid, RemoveReason::Error, now);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Removes a participant everywhere; the room forgets it (unless the room removed it
+    /// already), and an empty room closes. The one place slots are given back.
+    fn remove_peer(&mut self, pid: ParticipantId, reason: RemoveReason, now: Instant) {
+        let Some(mut peer) = self.peers.remove(&pid) else {
+            return;
+        };
+        peer.rtc.disconnect();
+        for addr in &peer.addrs {
+            self.by_addr.remove(addr);
+        }
+        self.by_ufrag.remove(&peer.ufrag);
+        self.load.add_egress(-(peer.egress_bps as i64));
+        self.load.remove_participant();
+        let room_name = peer.room;
+        self.events.push_back(Event::Removed {
+            room: room_name.clone(),
+            participant: pid,
+            reason,
+        });
+        if let Some(entry) = self.rooms.get_mut(&room_name) {
+            entry.members.retain(|p| *p != pid);
+            entry.room.leave(pid, now);
+        }
+        self.drain_room(&room_name, now);
+        if self
+            .rooms
+            .get(&room_name)
+            .is_some_and(|e| e.members.is_empty())
+        {
+            self.rooms.remove(&room_name);
+            self.load.close_room(&room_name);
+            self.events.push_back(Event::RoomClosed(room_name));
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! One participant's str0m session and what the switchboard tracks about it: its remote
+//! addresses, its data channel and outbox, the outgoing m-lines (slots) it receives others'
+//! tracks on, and the renegotiation in flight. The negotiation state machine lives here and
+//! nowhere else: the switchboard tells a peer what the room decided (`want_slot`,
+//! `drop_slot`) and the peer says what came of the client's answer.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use str0m::bwe::Bitrate;
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::ChannelId;
+use str0m::format::PayloadParams;
+use str0m::media::{Direction, MediaKind, Mid, Pt, Rid};
+use str0m::{Candidate, Rtc};
+
+use crate::core::{ParticipantInfo, TrackId};
+use crate::protocol::{ServerMessage, TrackInfo};
+use crate::session;
+
+/// Messages queued while the channel is closed or full; a client that never opens its
+/// channel does not grow memory forever.
+const MAX_OUTBOX: usize = 256;
+
+/// Where an outgoing m-line is in its negotiation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotState {
+    /// Wanted; goes into the next offer.
+    ToAdd,
+    /// In the offer awaiting the client's answer.
+    Negotiating(Mid),
+    /// Negotiated; the room forwards to it.
+    Ready(Mid),
+    /// To be stopped in the next offer.
+    ToRemove(Mid),
+    /// Stop offered, awaiting the answer.
+    Removing(Mid),
+}
+
+/// An outgoing m-line carrying another participant's track.
+#[derive(Debug)]
+struct Slot {
+    track: TrackId,
+    kind: MediaKind,
+    state: SlotState,
+    /// Dropped by the room while negotiating: stop it once the answer is in.
+    cancelled: bool,
+    /// Publisher payload type → this session's payload type for the same codec.
+    pt_map: Vec<(Pt, Option<Pt>)>,
+}
+
+impl Slot {
+    fn mid(&self) -> Option<Mid> {
+        match self.state {
+            SlotState::ToAdd => None,
+            SlotState::Negotiating(m)
+            | SlotState::Ready(m)
+            | SlotState::ToRemove(m)
+            | SlotState::Removing(m) => Some(m),
+        }
+    }
+}
+
+/// A track this participant publishes.
+#[derive(Debug, Clone)]
+pub(super) struct Published {
+    pub kind: MediaKind,
+    pub rids: Vec<Rid>,
+}
+
+pub(super) struct Peer {
+    pub room: String,
+    pub info: ParticipantInfo,
+    pub rtc: Rtc,
+    pub ufrag: String,
+    pub addrs: Vec<SocketAddr>,
+    /// str0m's next timeout.
+    pub timeout: Instant,
+    /// The earliest entry this peer has in the switchboard's timer heap.
+    pub scheduled: Option<Instant>,
+    /// In the switchboard's dirty list.
+    pub dirty: bool,
+    channel: Option<ChannelId>,
+    /// Messages waiting for the data channel to open (or for room in its buffer).
+    outbox: Vec<String>,
+    pending: Option<SdpPendingOffer>,
+    slots: Vec<Slot>,
+    pub published: HashMap<Mid, Published>,
+    /// The last egress estimate reported to the shard's load, bits/s.
+    pub egress_bps: u64,
+    /// Caps the client asked for with REMB.
+    pub remb_bps: Option<u64>,
+    pub twcc_bps: Option<u64>,
+    /// Cumulative NACK counts seen in egress stats, by mid.
+    pub nacks_seen: HashMap<Mid, u64>,
+}
+
+impl Peer {
+    /// A session for `offer`: RTP mode, ICE-lite, one host candidate (the switchboard's
+    /// public address), bandwidth estimation on. Returns it with its SDP answer.
+    pub fn accept(
+        room: &str,
+        info: ParticipantInfo,
+        offer: SdpOffer,
+        public_addr: SocketAddr,
+        now: Instant,
+    ) -> Result<(Self, SdpAnswer), String> {
+        let mut rtc = session::rtc_config().build(now);
+        let candidate = Candidate::host(public_addr, "udp").map_err(|e| e.to_string())?;
+        rtc.add_local_candidate(candidate);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| e.to_string())?;
+        rtc.bwe()
+            .set_bitrate(session::MIN_BITRATE, session::START_DESIRED_BITRATE);
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag.clone();
+        Ok((
+            Self {
+                room: room.to_owned(),
+                info,
+                rtc,
+                ufrag,
+                addrs: Vec::new(),
+                timeout: now,
+                scheduled: None,
+                dirty: false,
+                channel: None,
+                outbox: Vec::new(),
+                pending: None,
+                slots: Vec::new(),
+                published: HashMap::new(),
+                egress_bps: 0,
+                remb_bps: None,
+                twcc_bps: None,
+                nacks_seen: HashMap::new(),
+            },
+            answer,
+        ))
+    }
+
+    /// Sends a message on the `surge` data channel, or queues it until it opens.
+    pub fn send(&mut self, message: &ServerMessage) {
+        self.send_json(message.to_json());
+    }
+
+    /// Sends an encoded message on the `surge` data channel, or queues it until it opens.
+    pub fn send_json(&mut self, message: String) {
+        // Behind queued messages, to keep their order.
+        if self.outbox.is_empty()
+            && let Some(id) = self.channel
+            && let Some(mut channel) = self.rtc.channel(id)
+            && let Ok(true) = channel.write(false, message.as_bytes())
+        {
+            return;
+        }
+        if self.outbox.len() < MAX_OUTBOX {
+            self.outbox.push(message);
+        }
+    }
+
+    /// The data channel opened: `welcome` goes first, then whatever queued before.
+    pub fn channel_opened(&mut self, id: ChannelId, welcome: &ServerMessage) {
+        self.channel = Some(id);
+        self.outbox.insert(0, welcome.to_json());
+        self.flush_outbox();
+    }
+
+    /// Sends what queued up before the channel opened (or while its buffer was full).
+    pub fn flush_outbox(&mut self) {
+        let Some(id) = self.channel else {
+            return;
+        };
+        if self.outbox.is_empty() {
+            return;
+        }
+        let mut sent = 0;
+        for message in &self.outbox {
+            let ok = self
+                .rtc
+                .channel(id)
+                .is_some_and(|mut c| matches!(c.write(false, message.as_bytes()), Ok(true)));
+            if !ok {
+                // The SCTP buffer is full: the rest waits, in order, for the next drain.
+                break;
+            }
+            sent += 1;
+        }
+        self.outbox.drain(..sent);
+    }
+
+    /// The estimate the room should plan with: TWCC, capped by what the client asked
+    /// for with REMB.
+    pub fn bandwidth(&self) -> Option<u64> {
+        match (self.twcc_bps, self.remb_bps) {
+            (Some(t), Some(r)) => Some(t.min(r)),
+            (t, r) => t.or(r),
+        }
+    }
+
+    /// The room wants `track` sent to this participant: an m-line for the next offer.
+    pub fn want_slot(&mut self, track: TrackId, kind: MediaKind) {
+        self.slots.push(Slot {
+            track,
+            kind,
+            state: SlotState::ToAdd,
+            cancelled: false,
+            pt_map: Vec::new(),
+        });
+    }
+
+    /// The room no longer sends `track` here: forget or stop its m-line.
+    pub fn drop_slot(&mut self, track: TrackId) {
+        self.slots
+            .retain(|s| !(s.track == track && s.state == SlotState::ToAdd));
+        for slot in self.slots.iter_mut().filter(|s| s.track == track) {
+            match slot.state {
+                SlotState::Negotiating(_) => slot.cancelled = true,
+                SlotState::Ready(mid) => slot.state = SlotState::ToRemove(mid),
+                _ => {}
+            }
+        }
+    }
+
+    /// Stops the m-lines the room refused after they were negotiated.
+    pub fn stop_slots(&mut self, mids: &[Mid]) {
+        for slot in &mut self.slots {
+            if let Some(mid) = slot.mid()
+                && mids.contains(&mid)
+            {
+                slot.state = SlotState::ToRemove(mid);
+            }
+        }
+    }
+
+    /// Puts wanted and unwanted m-lines into one offer, when the channel is open and no
+    /// other offer is in flight.
+    pub fn negotiate_if_needed(&mut self) {
+        if self.channel.is_none() || self.pending.is_some() {
+            return;
+        }
+        let wanted = self
+            .slots
+            .iter()
+            .any(|s| matches!(s.state, SlotState::ToAdd | SlotState::ToRemove(_)));
+        if !wanted {
+            return;
+        }
+        let mut change = self.rtc.sdp_api();
+        for slot in &mut self.slots {
+            match slot.state {
+                SlotState::ToAdd => {
+                    let stream = slot.track.publisher.to_string();
+                    let mid =
+                        change.add_media(slot.kind, Direction::SendOnly, Some(stream), None, None);
+                    slot.state = SlotState::Negotiating(mid);
+                }
+                SlotState::ToRemove(mid) => {
+                    change.stop_media(mid);
+                    slot.state = SlotState::Removing(mid);
+                }
+                _ => {}
+            }
+        }
+        if let Some((offer, pending)) = change.apply() {
+            self.pending = Some(pending);
+            self.send(&ServerMessage::Offer {
+                sdp: offer.to_sdp_string(),
+            });
+        }
+    }
+
+    /// The client's answer to the offer in flight. Returns the m-lines that became ready
+    /// (for the room's `slot_ready`); a refused answer puts the same changes in the next
+    /// offer. Either way the client learns which m-line carries what.
+    pub fn accept_answer(&mut self, sdp: &str) -> Result<Vec<(TrackId, Mid)>, String> {
+        let Some(pending) = self.pending.take() else {
+            return Err("answer without a pending offer".to_owned());
+        };
+        let accepted = SdpAnswer::from_sdp_string(sdp)
+            .map_err(|e| e.to_string())
+            .and_then(|answer| {
+                self.rtc
+                    .sdp_api()
+                    .accept_answer(pending, answer)
+                    .map_err(|e| e.to_string())
+            });
+        let mut ready = Vec::new();
+        let outcome = match accepted {
+            Ok(()) => {
+                for slot in &mut self.slots {
+                    match slot.state {
+                        SlotState::Negotiating(mid) if slot.cancelled => {
+                            slot.state = SlotState::ToRemove(mid);
+                        }
+                        SlotState::Negotiating(mid) => {
+                            slot.state = SlotState::Ready(mid);
+                            ready.push((slot.track, mid));
+                        }
+                        _ => {}
+                    }
+                }
+                self.slots
+                    .retain(|s| !matches!(s.state, SlotState::Removing(_)));
+                Ok(ready)
+            }
+            Err(e) => {
+                for slot in &mut self.slots {
+                    match slot.state {
+                        SlotState::Negotiating(_) => slot.state = SlotState::ToAdd,
+                        SlotState::Removing(mid) => slot.state = SlotState::ToRemove(mid),
+                        _ => {}
+                    }
+                }
+                Err(e)
+            }
+        };
+        // Probe toward what the subscribed tracks could use at their best.
+        let videos = self
+            .slots
+            .iter()
+            .filter(|s| s.kind == MediaKind::Video)
+            .count() as u64;
+        let audios = self.slots.len() as u64 - videos;
+        let desired = (videos * 2_000 + audios * 60).max(300);
+        self.rtc
+            .bwe()
+            .set_bitrate(session::MIN_BITRATE, Bitrate::kbps(desired));
+        let tracks = self
+            .slots
+            .iter()
+            .filter_map(|s| match s.state {
+                SlotState::Ready(mid) => Some(TrackInfo {
+                    mid: mid.to_string(),
+                    participant_id: s.track.publisher,
+                    kind: s.kind.into(),
+                }),
+                _ => None,
+            })
+            .collect();
+        self.send(&ServerMessage::Tracks { tracks });
+        outcome
+    }
+
+    /// This session's payload type for a publisher's codec on the ready m-line `mid`
+    /// (`None`: no such m-line, or the subscriber lacks the codec). Cached per m-line.
+    pub fn out_pt(&mut self, mid: Mid, params: &PayloadParams) -> Option<Pt> {
+        let slot = self.slots.iter_mut().find(|s| s.mid() == Some(mid))?;
+        let in_pt = params.pt();
+        match slot.pt_map.iter().find(|(i, _)| *i == in_pt) {
+            Some((_, out)) => *out,
+            None => {
+                let out = self
+                    .rtc
+                    .codec_config()
+                    .match_params(*params)
+                    .map(|p| p.pt());
+                slot.pt_map.push((in_pt, out));
+                out
+            }
+        }
+    }
+
+    /// Whether this is `user`'s participant in `room`.
+    pub fn is(&self, room: &str, user: &str) -> bool {
+        self.room == room && self.info.user == user
+    }
+}
