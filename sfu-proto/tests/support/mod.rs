@@ -1,0 +1,517 @@
+//! A switchboard and N headless str0m clients in memory, on a virtual clock: the harness of
+//! the switchboard's tests and of its criterion bench (`benches/benches/switchboard.rs`
+//! includes this file). Clients offer audio (Opus) and/or three-layer VP8 simulcast plus
+//! the `surge` channel, answer the server's offers, honour keyframe requests and count
+//! what they receive per m-line. Datagrams cross instantly; time moves in fixed steps.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpOffer;
+use str0m::channel::ChannelId;
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpWrite};
+use str0m::{Candidate, Event as RtcEvent, Input, Output, Rtc};
+use surge_sfu_proto::core::{ParticipantId, ParticipantInfo};
+use surge_sfu_proto::protocol::{ClientMessage, ServerMessage, TrackInfo};
+use surge_sfu_proto::switchboard::Counters;
+use surge_sfu_proto::{Event, Join, JoinRefusal, Load, Switchboard, SwitchboardConfig};
+
+pub const SFU: ([u8; 4], u16) = ([10, 0, 0, 1], 5000);
+pub const STEP: Duration = Duration::from_millis(5);
+const AUDIO_EVERY: Duration = Duration::from_millis(20);
+const FRAME_EVERY: Duration = Duration::from_micros(33_333);
+const RIDS: [&str; 3] = ["q", "h", "f"];
+/// Payload bytes per frame of each layer: about 150 kbps, 500 kbps, 1.2 Mbps at 30 fps.
+const FRAME_BYTES: [usize; 3] = [600, 2_000, 5_000];
+const MAX_VIDEO_PAYLOAD: usize = 1_100;
+
+/// The shard-wide counts, as the shell keeps them.
+#[derive(Default)]
+pub struct TestLoad {
+    pub draining: AtomicBool,
+    pub rooms: AtomicU32,
+    pub participants: AtomicU32,
+    pub max_participants: AtomicU32,
+    pub egress: AtomicI64,
+}
+
+/// The switchboard's handle on the test's counts.
+struct LoadHandle(Arc<TestLoad>);
+
+impl Load for LoadHandle {
+    fn draining(&self) -> bool {
+        self.0.draining.load(Ordering::Relaxed)
+    }
+    fn open_room(&self, _room: &str) -> bool {
+        self.0.rooms.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+    fn close_room(&self, _room: &str) {
+        self.0.rooms.fetch_sub(1, Ordering::Relaxed);
+    }
+    fn add_participant(&self) -> bool {
+        let max = self.0.max_participants.load(Ordering::Relaxed);
+        self.0
+            .participants
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+    fn remove_participant(&self) {
+        self.0.participants.fetch_sub(1, Ordering::Relaxed);
+    }
+    fn add_egress(&self, delta: i64) {
+        self.0.egress.fetch_add(delta, Ordering::Relaxed);
+    }
+}
+
+/// What a client sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publish {
+    Nothing,
+    Audio,
+    AudioVideo,
+}
+
+/// The synthetic VP8 simulcast sender's state.
+struct Video {
+    mid: Mid,
+    seq: [u64; 3],
+    picture_id: [u16; 3],
+    tl0: [u8; 3],
+    keyframe_wanted: [bool; 3],
+    frame: u32,
+    next_frame: Instant,
+}
+
+/// One headless client: a str0m session that answers the server's offers and counts what
+/// it receives.
+pub struct Client {
+    pub rtc: Rtc,
+    pub addr: SocketAddr,
+    pub id: ParticipantId,
+    pub channel: Option<ChannelId>,
+    audio_mid: Option<Mid>,
+    video: Option<Video>,
+    pub messages: Vec<ServerMessage>,
+    pub received: HashMap<Mid, u64>,
+    pub offers_answered: u32,
+    next_audio: Instant,
+    audio_seq: u64,
+    /// A vanished client neither sends nor receives.
+    pub gone: bool,
+}
+
+impl Client {
+    fn drain(&mut self, to_sfu: &mut Vec<(SocketAddr, Vec<u8>)>) {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(_)) => return,
+                Ok(Output::Transmit(t)) => to_sfu.push((t.source, t.contents.to_vec())),
+                Ok(Output::Event(event)) => self.handle_event(event),
+                Err(e) => panic!("client session failed: {e}"),
+            }
+        }
+    }
+
+    fn handle_event(&mut self, event: RtcEvent) {
+        match event {
+            RtcEvent::ChannelOpen(id, _) => self.channel = Some(id),
+            RtcEvent::ChannelData(data) => {
+                let message: ServerMessage = serde_json::from_slice(&data.data).unwrap();
+                if let ServerMessage::Offer { sdp } = &message {
+                    let offer = SdpOffer::from_sdp_string(sdp).unwrap();
+                    let answer = self.rtc.sdp_api().accept_offer(offer).unwrap();
+                    self.send(&ClientMessage::Answer {
+                        sdp: answer.to_sdp_string(),
+                    });
+                    self.offers_answered += 1;
+                }
+                self.messages.push(message);
+            }
+            RtcEvent::RtpPacket(packet) => {
+                let ssrc = packet.header.ssrc;
+                if let Some(mid) = self.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid()) {
+                    *self.received.entry(mid).or_default() += 1;
+                }
+            }
+            RtcEvent::KeyframeRequest(request) => {
+                if let Some(video) = &mut self.video {
+                    let index = request
+                        .rid
+                        .and_then(|r| RIDS.iter().position(|x| *x == &*r))
+                        .unwrap_or(2);
+                    video.keyframe_wanted[index] = true;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn send(&mut self, message: &ClientMessage) {
+        let id = self.channel.expect("the channel is open");
+        let mut channel = self.rtc.channel(id).unwrap();
+        assert!(channel.write(false, message.to_json().as_bytes()).unwrap());
+    }
+
+    fn pt(&self, codec: Codec) -> Pt {
+        self.rtc
+            .codec_config()
+            .find(|p| p.spec().codec == codec)
+            .map(|p| p.pt())
+            .unwrap()
+    }
+
+    /// Due timers, then the media that is due once connected.
+    fn tick(&mut self, now: Instant, to_sfu: &mut Vec<(SocketAddr, Vec<u8>)>) {
+        self.rtc.handle_input(Input::Timeout(now)).unwrap();
+        if self.rtc.is_connected() {
+            self.send_audio(now);
+            self.send_video(now);
+        }
+        self.drain(to_sfu);
+    }
+
+    fn send_audio(&mut self, now: Instant) {
+        let Some(mid) = self.audio_mid else {
+            return;
+        };
+        let pt = self.pt(Codec::Opus);
+        while now >= self.next_audio {
+            let ext = ExtensionValues {
+                audio_level: Some(-30),
+                voice_activity: Some(true),
+                ..ExtensionValues::default()
+            };
+            let seq = self.audio_seq;
+            self.audio_seq += 1;
+            let ts = (seq as u32).wrapping_mul(960);
+            if let Some(stream) = self.rtc.direct_api().stream_tx_by_mid(mid, None) {
+                stream.write_rtp(
+                    RtpWrite::new(pt, seq.into(), ts, now, vec![0x5A; 80]).ext_vals(ext),
+                );
+            }
+            self.next_audio += AUDIO_EVERY;
+        }
+    }
+
+    fn send_video(&mut self, now: Instant) {
+        let Some(mut video) = self.video.take() else {
+            return;
+        };
+        let pt = self.pt(Codec::Vp8);
+        while now >= video.next_frame {
+            let ts = video.frame.wrapping_mul(3_000);
+            for (index, rid) in RIDS.iter().enumerate() {
+                let keyframe = std::mem::take(&mut video.keyframe_wanted[index]);
+                let bytes = FRAME_BYTES[index] * if keyframe { 3 } else { 1 };
+                write_frame(
+                    &mut self.rtc,
+                    &mut video,
+                    Rid::from(*rid),
+                    pt,
+                    index,
+                    ts,
+                    keyframe,
+                    bytes,
+                    now,
+                );
+            }
+            video.frame = video.frame.wrapping_add(1);
+            video.next_frame += FRAME_EVERY;
+        }
+        self.video = Some(video);
+    }
+
+    pub fn received_total(&self) -> u64 {
+        self.received.values().sum()
+    }
+
+    /// Packets received on the m-lines that carry `kind`.
+    pub fn received_kind(&self, kind: surge_sfu_proto::protocol::Kind) -> u64 {
+        self.tracks()
+            .map(|t| {
+                t.iter()
+                    .filter(|t| t.kind == kind)
+                    .filter_map(|t| self.received.get(&Mid::from(t.mid.as_str())))
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// The last `tracks` message.
+    pub fn tracks(&self) -> Option<&Vec<TrackInfo>> {
+        self.messages.iter().rev().find_map(|m| match m {
+            ServerMessage::Tracks { tracks } => Some(tracks),
+            _ => None,
+        })
+    }
+
+    pub fn saw(&self, f: impl Fn(&ServerMessage) -> bool) -> bool {
+        self.messages.iter().any(f)
+    }
+}
+
+/// Packetizes one synthetic VP8 frame of `bytes` on layer `index`: a payload descriptor
+/// with a 15-bit picture id and TL0PICIDX, and a frame tag that marks keyframes.
+#[allow(clippy::too_many_arguments)]
+fn write_frame(
+    rtc: &mut Rtc,
+    video: &mut Video,
+    rid: Rid,
+    pt: Pt,
+    index: usize,
+    ts: u32,
+    keyframe: bool,
+    bytes: usize,
+    now: Instant,
+) {
+    video.picture_id[index] = (video.picture_id[index] + 1) & 0x7FFF;
+    video.tl0[index] = video.tl0[index].wrapping_add(1);
+    let picture_id = video.picture_id[index];
+    let packets = bytes.div_ceil(MAX_VIDEO_PAYLOAD).max(1);
+    let per_packet = bytes / packets;
+    let mut api = rtc.direct_api();
+    let Some(stream) = api.stream_tx_by_mid(video.mid, Some(rid)) else {
+        return;
+    };
+    for n in 0..packets {
+        let first = n == 0;
+        let mut payload = Vec::with_capacity(per_packet + 16);
+        payload.push(0x80 | if first { 0x10 } else { 0 });
+        // X, S; then I (15-bit picture id), L (TL0PICIDX) and T (a TID byte, which L needs).
+        payload.push(0x80 | 0x40 | 0x20);
+        payload.push(0x80 | (picture_id >> 8) as u8);
+        payload.push(picture_id as u8);
+        payload.push(video.tl0[index]);
+        payload.push(0x00);
+        if first {
+            payload.push(if keyframe { 0x10 } else { 0x11 });
+            payload.push(0x02);
+            payload.push(0x00);
+            if keyframe {
+                // The keyframe start code and the frame size.
+                let (w, h): (u16, u16) = [(320, 180), (640, 360), (1280, 720)][index];
+                payload.extend_from_slice(&[0x9d, 0x01, 0x2a]);
+                payload.extend_from_slice(&w.to_le_bytes());
+                payload.extend_from_slice(&h.to_le_bytes());
+            }
+        }
+        payload.resize(per_packet.max(payload.len() + 1), 0x42);
+        let seq = video.seq[index];
+        video.seq[index] += 1;
+        stream.write_rtp(
+            RtpWrite::new(pt, seq.into(), ts, now, payload)
+                .marker(n + 1 == packets)
+                .nackable(true),
+        );
+    }
+}
+
+/// Time spent inside the switchboard, by call.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SwitchboardTime {
+    pub datagrams: Duration,
+    pub timeouts: Duration,
+    pub transmits: Duration,
+}
+
+impl SwitchboardTime {
+    pub fn total(&self) -> Duration {
+        self.datagrams + self.timeouts + self.transmits
+    }
+}
+
+/// A switchboard, its clients and a virtual clock.
+pub struct Net {
+    pub sb: Switchboard,
+    pub load: Arc<TestLoad>,
+    pub clients: Vec<Client>,
+    pub now: Instant,
+    pub events: Vec<Event>,
+    pub counters: Counters,
+    pub time: SwitchboardTime,
+    next_id: u64,
+}
+
+impl Net {
+    pub fn new(max_room_participants: usize, participant_timeout: Duration) -> Self {
+        let load = Arc::new(TestLoad::default());
+        load.max_participants.store(1_000, Ordering::Relaxed);
+        let config = SwitchboardConfig {
+            public_addr: SocketAddr::from(SFU),
+            max_room_participants,
+            participant_timeout,
+        };
+        Self {
+            sb: Switchboard::new(config, Box::new(LoadHandle(load.clone()))),
+            load,
+            clients: Vec::new(),
+            now: Instant::now(),
+            events: Vec::new(),
+            counters: Counters::default(),
+            time: SwitchboardTime::default(),
+            next_id: 0x1000,
+        }
+    }
+
+    /// Offers what `publish` says plus the `surge` channel, and joins `room`.
+    pub fn try_join(&mut self, room: &str, publish: Publish) -> Result<usize, JoinRefusal> {
+        let index = self.clients.len();
+        let addr = SocketAddr::from(([10, 1, (index / 250) as u8, (index % 250) as u8 + 1], 6000));
+        let mut rtc = Rtc::builder().set_rtp_mode(true).build(self.now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let mut change = rtc.sdp_api();
+        let audio_mid = (publish != Publish::Nothing)
+            .then(|| change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+        let video_mid = (publish == Publish::AudioVideo).then(|| {
+            let mut simulcast = Simulcast::new();
+            for rid in RIDS {
+                simulcast.send.push(SimulcastLayer::new(rid));
+            }
+            change.add_media(
+                MediaKind::Video,
+                Direction::SendOnly,
+                None,
+                None,
+                Some(simulcast),
+            )
+        });
+        change.add_channel("surge".to_owned());
+        let (offer, pending) = change.apply().unwrap();
+        self.next_id += 1;
+        let id = ParticipantId(self.next_id);
+        let join = Join {
+            room: room.to_owned(),
+            participant: id,
+            info: ParticipantInfo {
+                user: format!("user-{index}"),
+                name: format!("Client {index}"),
+                publish: publish != Publish::Nothing,
+                subscribe: true,
+            },
+            offer,
+        };
+        let answer = self.sb.handle_join(self.now, join)?;
+        rtc.sdp_api().accept_answer(pending, answer).unwrap();
+        self.clients.push(Client {
+            rtc,
+            addr,
+            id,
+            channel: None,
+            audio_mid,
+            video: video_mid.map(|mid| Video {
+                mid,
+                seq: [1; 3],
+                picture_id: [100 * (index as u16 + 1); 3],
+                tl0: [0; 3],
+                keyframe_wanted: [true; 3],
+                frame: 0,
+                next_frame: self.now,
+            }),
+            messages: Vec::new(),
+            received: HashMap::new(),
+            offers_answered: 0,
+            next_audio: self.now,
+            audio_seq: 1,
+            gone: false,
+        });
+        Ok(index)
+    }
+
+    pub fn join(&mut self, room: &str, publish: Publish) -> usize {
+        self.try_join(room, publish).expect("join admitted")
+    }
+
+    /// One step of virtual time: clients tick, datagrams cross until the network is quiet.
+    pub fn step(&mut self) {
+        self.now += STEP;
+        let now = self.now;
+        let mut to_sfu = Vec::new();
+        for c in self.clients.iter_mut().filter(|c| !c.gone) {
+            c.tick(now, &mut to_sfu);
+        }
+        for _ in 0..100 {
+            let started = Instant::now();
+            for (source, data) in to_sfu.drain(..) {
+                self.sb.handle_datagram(now, source, &data);
+            }
+            let handled = Instant::now();
+            if self.sb.poll_timeout().is_some_and(|t| t <= now) {
+                self.sb.handle_timeout(now);
+            }
+            let timed = Instant::now();
+            self.time.datagrams += handled - started;
+            self.time.timeouts += timed - handled;
+            let mut delivered = false;
+            loop {
+                let polling = Instant::now();
+                let transmit = self.sb.poll_transmit(now);
+                self.time.transmits += polling.elapsed();
+                let Some(t) = transmit else {
+                    break;
+                };
+                delivered = true;
+                let Some(c) = self
+                    .clients
+                    .iter_mut()
+                    .find(|c| c.addr == t.destination && !c.gone)
+                else {
+                    continue;
+                };
+                let receive =
+                    Receive::new(Protocol::Udp, t.source, t.destination, &t.contents).unwrap();
+                c.rtc.handle_input(Input::Receive(now, receive)).unwrap();
+                c.drain(&mut to_sfu);
+            }
+            if !delivered && to_sfu.is_empty() {
+                break;
+            }
+        }
+        while let Some(e) = self.sb.poll_event() {
+            self.events.push(e);
+        }
+        let c = self.sb.take_counters();
+        self.counters.datagrams += c.datagrams;
+        self.counters.packets_in += c.packets_in;
+        self.counters.packets_out += c.packets_out;
+        self.counters.layer_switches += c.layer_switches;
+        self.counters.keyframe_requests += c.keyframe_requests;
+        self.counters.session_timeouts += c.session_timeouts;
+        self.counters.dropped_garbage += c.dropped_garbage;
+        self.counters.dropped_unknown += c.dropped_unknown;
+        self.counters.dropped_stun_unknown += c.dropped_stun_unknown;
+    }
+
+    /// Steps until `done` holds, at most `limit` of virtual time; panics past it.
+    pub fn run_until(&mut self, limit: Duration, what: &str, done: impl Fn(&Net) -> bool) {
+        let end = self.now + limit;
+        while !done(self) {
+            assert!(self.now < end, "not within {limit:?}: {what}");
+            self.step();
+        }
+    }
+
+    pub fn run_for(&mut self, time: Duration) {
+        let end = self.now + time;
+        while self.now < end {
+            self.step();
+        }
+    }
+
+    pub fn participants(&self) -> u32 {
+        self.load.participants.load(Ordering::Relaxed)
+    }
+
+    pub fn rooms(&self) -> u32 {
+        self.load.rooms.load(Ordering::Relaxed)
+    }
+}
