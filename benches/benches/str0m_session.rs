@@ -9,7 +9,7 @@
 //!   got its RTX SSRC from the negotiation), then polls until `Output::Timeout`, collecting
 //!   the SRTP datagrams. str0m answers a write with a timeout that is already due (its
 //!   pacer releases the packet on `Input::Timeout`): with the worker's rule
-//!   (`session::DUE_AHEAD`, `session::MAX_DUE_ROUNDS`) the bench feeds it at once and polls
+//!   (`session::Drain`, shared with the shard) the bench feeds it at once and polls
 //!   on, so the packet leaves within the step. Before each write the
 //!   virtual clock moves one packet gap (10 ms) and every timer that fell due meanwhile is
 //!   fired with `Input::Timeout` as a worker would, so pacing, TWCC, RTCP, stats and BWE
@@ -46,7 +46,7 @@ use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Receive, Transmit};
 use str0m::rtp::{RtpWrite, Vp8Descriptor};
-use str0m::{Candidate, Event, Input, Output, Rtc};
+use str0m::{Candidate, Event, Input, Rtc};
 use surge_sfu::session;
 
 /// The SFU's and the client's made-up loopback addresses: nothing is bound to them.
@@ -99,30 +99,22 @@ impl Endpoint {
     /// `on_event`. A timeout already due (the pacer releasing what was just written) is
     /// handled at once, a few rounds at most, as Surge's worker does.
     fn drain(&mut self, out: &mut Vec<InFlight>, on_event: &mut impl FnMut(Event)) {
-        let mut due_rounds = 0;
+        let mut drain = session::Drain::new(self.clock);
         loop {
-            match self.rtc.poll_output().expect("poll_output") {
-                Output::Timeout(at)
-                    if at <= self.clock + session::DUE_AHEAD
-                        && due_rounds < session::MAX_DUE_ROUNDS =>
-                {
-                    due_rounds += 1;
-                    self.due += 1;
-                    // As the worker does: str0m ignores a timeout earlier than its clock.
-                    self.clock = self.clock.max(at);
-                    self.rtc
-                        .handle_input(Input::Timeout(self.clock))
-                        .expect("handle_input(Timeout)");
-                }
-                Output::Timeout(at) => {
+            let polled = drain.next(&mut self.rtc).expect("poll_output");
+            // As the worker does: due timeouts move the session's clock forward.
+            self.clock = drain.now();
+            match polled {
+                session::Polled::Timeout(at) => {
+                    self.due += u64::from(drain.timeouts());
                     self.wake = at;
                     return;
                 }
-                Output::Transmit(transmit) => out.push(InFlight {
+                session::Polled::Transmit(transmit) => out.push(InFlight {
                     at: self.clock,
                     transmit,
                 }),
-                Output::Event(event) => on_event(event),
+                session::Polled::Event(event) => on_event(event),
             }
         }
     }

@@ -35,8 +35,9 @@ use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
 use surge_sfu_proto::protocol::{ClientMessage, Kind, ServerMessage};
+use surge_sfu_proto::session::{Drain, Polled};
 
 /// The rids the participant publishes, lowest first.
 pub const RIDS: [&str; 3] = ["q", "h", "f"];
@@ -527,13 +528,14 @@ impl Session {
 
     /// Polls until `Timeout`; `None` when the session died.
     fn drain(&mut self) -> Option<Instant> {
+        let mut drain = Drain::new(Instant::now());
         loop {
-            match self.rtc.poll_output() {
-                Ok(Output::Timeout(t)) => return Some(t),
-                Ok(Output::Transmit(t)) => {
+            match drain.next(&mut self.rtc) {
+                Ok(Polled::Timeout(t)) => return Some(t),
+                Ok(Polled::Transmit(t)) => {
                     let _ = self.socket.send_to(&t.contents, t.destination);
                 }
-                Ok(Output::Event(e)) => self.handle_event(e),
+                Ok(Polled::Event(e)) => self.handle_event(e),
                 Err(e) => {
                     tracing::debug!(%e, "participant session failed");
                     return None;

@@ -23,13 +23,13 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use str0m::Input;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::net::{Protocol, Receive, Transmit};
-use str0m::{Input, Output};
 
 use crate::core::hash::FastMap;
 use crate::core::{Forward, ParticipantId, ParticipantInfo, Room, RoomConfig, RoomError};
-use crate::session::{DUE_AHEAD, MAX_DUE_ROUNDS};
+use crate::session::{Drain, Polled};
 use crate::stun;
 
 mod peer;
@@ -534,12 +534,12 @@ impl Switchboard {
 
     /// Polls one session until it returns `Timeout`, acting on what it emits. This is the
     /// one place a session's output is drained.
-    fn drain_peer(&mut self, pid: ParticipantId, mut now: Instant) {
+    fn drain_peer(&mut self, pid: ParticipantId, now: Instant) {
         if let Some(peer) = self.peers.get_mut(&pid) {
             peer.negotiate_if_needed();
             peer.flush_outbox();
         }
-        let mut due_rounds = 0;
+        let mut drain = Drain::new(now);
         loop {
             let Some(peer) = self.peers.get_mut(&pid) else {
                 return;
@@ -548,26 +548,16 @@ impl Switchboard {
                 self.remove_peer(pid, RemoveReason::Closed, now);
                 return;
             }
-            match peer.rtc.poll_output() {
-                Ok(Output::Timeout(at)) => {
-                    // Due already (the pacer releasing queued packets, a retransmit):
-                    // handle it now rather than after a trip through the socket wait.
-                    if at <= now + DUE_AHEAD && due_rounds < MAX_DUE_ROUNDS {
-                        due_rounds += 1;
-                        // str0m ignores a timeout earlier than the last time it saw.
-                        now = now.max(at);
-                        self.counters.session_timeouts += 1;
-                        if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
-                            tracing::debug!(participant = %pid, %e, "timeout input failed");
-                        }
-                        continue;
-                    }
+            let polled = drain.next(&mut peer.rtc);
+            match polled {
+                Ok(Polled::Timeout(at)) => {
                     peer.timeout = at;
+                    self.counters.session_timeouts += u64::from(drain.timeouts());
                     self.schedule(pid);
                     return;
                 }
-                Ok(Output::Transmit(transmit)) => self.transmits.push_back(transmit),
-                Ok(Output::Event(event)) => self.handle_event(pid, event, now),
+                Ok(Polled::Transmit(transmit)) => self.transmits.push_back(transmit),
+                Ok(Polled::Event(event)) => self.handle_event(pid, event, drain.now()),
                 Err(e) => {
                     tracing::info!(participant = %pid, %e, "session failed");
                     self.remove_peer(pid, RemoveReason::Error, now);

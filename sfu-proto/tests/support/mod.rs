@@ -17,9 +17,10 @@ use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite};
-use str0m::{Candidate, Event as RtcEvent, Input, Output, Rtc};
+use str0m::{Candidate, Event as RtcEvent, Input, Rtc};
 use surge_sfu_proto::core::{ParticipantId, ParticipantInfo};
 use surge_sfu_proto::protocol::{ClientMessage, ServerMessage, TrackInfo};
+use surge_sfu_proto::session::{Drain, Polled};
 use surge_sfu_proto::switchboard::Counters;
 use surge_sfu_proto::{Event, Join, JoinRefusal, Load, Switchboard, SwitchboardConfig};
 
@@ -111,12 +112,13 @@ pub struct Client {
 }
 
 impl Client {
-    fn drain(&mut self, to_sfu: &mut Vec<(SocketAddr, Vec<u8>)>) {
+    fn drain(&mut self, now: Instant, to_sfu: &mut Vec<(SocketAddr, Vec<u8>)>) {
+        let mut drain = Drain::new(now);
         loop {
-            match self.rtc.poll_output() {
-                Ok(Output::Timeout(_)) => return,
-                Ok(Output::Transmit(t)) => to_sfu.push((t.source, t.contents.to_vec())),
-                Ok(Output::Event(event)) => self.handle_event(event),
+            match drain.next(&mut self.rtc) {
+                Ok(Polled::Timeout(_)) => return,
+                Ok(Polled::Transmit(t)) => to_sfu.push((t.source, t.contents.to_vec())),
+                Ok(Polled::Event(event)) => self.handle_event(event),
                 Err(e) => panic!("client session failed: {e}"),
             }
         }
@@ -177,7 +179,7 @@ impl Client {
             self.send_audio(now);
             self.send_video(now);
         }
-        self.drain(to_sfu);
+        self.drain(now, to_sfu);
     }
 
     fn send_audio(&mut self, now: Instant) {
@@ -470,7 +472,7 @@ impl Net {
                 let receive =
                     Receive::new(Protocol::Udp, t.source, t.destination, &t.contents).unwrap();
                 c.rtc.handle_input(Input::Receive(now, receive)).unwrap();
-                c.drain(&mut to_sfu);
+                c.drain(now, &mut to_sfu);
             }
             if !delivered && to_sfu.is_empty() {
                 break;
