@@ -12,16 +12,19 @@ use axum::Router;
 use surge_cluster::health::Gate;
 use surge_cluster::{ShardRegistry, TokenKey};
 
+mod commands;
 mod metrics_names;
 pub mod participant;
 mod shard;
+mod shared;
 mod signalling;
 mod worker;
 
 /// The room core and session set-up live in the sans-IO crate; re-exported for the benches.
 pub use surge_sfu_proto::{core, session};
 
-pub use shard::{Shard, ShardStatus};
+pub use shard::Shard;
+pub use shared::ShardStatus;
 
 /// The shard's flags (each with a `SURGE_…` environment fallback).
 #[derive(Debug, Clone, clap::Args)]

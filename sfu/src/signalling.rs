@@ -20,9 +20,9 @@ use surge_cluster::ErrorCode;
 use surge_cluster::http::{ApiJson, HttpError};
 use surge_cluster::token::{JoinClaims, unix_now};
 
+use crate::commands::{Command, JoinRequest, LeaveRequest};
 use crate::metrics_names as m;
-use crate::shard::Shared;
-use crate::worker::{Command, JoinRequest, LeaveRequest};
+use crate::shared::Shared;
 use surge_sfu_proto::JoinRefusal;
 
 /// Clients told to come back later wait this long (drain, full shard).

@@ -5,22 +5,21 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
-use str0m::change::{SdpAnswer, SdpOffer};
-use surge_cluster::token::JoinClaims;
 use surge_sfu_proto::core::{ParticipantId, ParticipantInfo};
-use surge_sfu_proto::switchboard::{Counters, Event, Join, JoinRefusal, Load};
+use surge_sfu_proto::switchboard::{Counters, Event, Join, Load};
 use surge_sfu_proto::{Switchboard, SwitchboardConfig};
 
+use crate::commands::{Command, JoinRequest};
 use crate::metrics_names as m;
-use crate::shard::Shared;
+use crate::shared::Shared;
 
 mod udp;
 
 use udp::RxBatch;
-pub(crate) use udp::{Udp, Waker};
+pub(crate) use udp::Udp;
 
 /// The loop looks at its command queue at least this often.
 const MAX_WAIT: Duration = Duration::from_millis(20);
@@ -30,38 +29,6 @@ const TIMER_SLACK: Duration = Duration::from_millis(1);
 const METRICS_FLUSH: Duration = Duration::from_secs(1);
 /// Batches read (up to `quinn_udp::BATCH_SIZE` datagrams each) before timers get a turn.
 const RECV_ROUNDS: usize = 8;
-
-/// A request to join a room, answered on `reply`.
-pub(crate) struct JoinRequest {
-    pub room: String,
-    pub participant: u64,
-    pub claims: JoinClaims,
-    pub offer: SdpOffer,
-    pub reply: tokio::sync::oneshot::Sender<Result<SdpAnswer, JoinRefusal>>,
-}
-
-/// A request to leave (or, as `Command::Lookup`, only to know whether the participant is
-/// here), answered with whether the user's participant exists in the room.
-pub(crate) struct LeaveRequest {
-    pub room: String,
-    pub participant: u64,
-    pub user: String,
-    pub reply: tokio::sync::oneshot::Sender<bool>,
-}
-
-pub(crate) enum Command {
-    Join(Box<JoinRequest>),
-    Leave(LeaveRequest),
-    Lookup(LeaveRequest),
-    Stop,
-}
-
-/// How the HTTP side reaches a worker.
-pub(crate) struct WorkerHandle {
-    pub public_addr: SocketAddr,
-    pub commands: Sender<Command>,
-    pub waker: Waker,
-}
 
 /// Binds a worker socket with large kernel buffers (bursts of video).
 pub(crate) fn bind_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use quinn_udp::{BATCH_SIZE, RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 
+use crate::commands::Waker;
+
 const SOCKET: mio::Token = mio::Token(0);
 const WAKER: mio::Token = mio::Token(1);
 /// One receive buffer holds a whole GRO batch; UDP payloads never exceed this.
@@ -24,16 +26,6 @@ const MAX_GSO_BYTES: usize = 64 * 1024 - 1024;
 /// Queued datagrams that force a flush, so a long drain neither delays packets nor grows
 /// the queue without bound.
 const FLUSH_AT: usize = 1024;
-
-/// Wakes a worker blocked in [`Udp::wait`]; shared with the HTTP side.
-pub(crate) struct Waker(mio::Waker);
-
-impl Waker {
-    /// Best effort: a failed wake means the worker is awake anyway or stopping.
-    pub fn wake(&self) {
-        let _ = self.0.wake();
-    }
-}
 
 /// What a flush did, for the worker's counters.
 #[derive(Debug, Default, Clone, Copy)]

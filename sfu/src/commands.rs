@@ -1,0 +1,52 @@
+//! What the HTTP side and the worker threads exchange: requests on a channel, answered on
+//! one-shot replies, and a waker that interrupts the worker's socket wait. Depends on neither
+//! side, so that neither depends on the other.
+
+use std::net::SocketAddr;
+use std::sync::mpsc::Sender;
+
+use str0m::change::{SdpAnswer, SdpOffer};
+use surge_cluster::token::JoinClaims;
+use surge_sfu_proto::JoinRefusal;
+
+/// A request to join a room, answered on `reply`.
+pub(crate) struct JoinRequest {
+    pub room: String,
+    pub participant: u64,
+    pub claims: JoinClaims,
+    pub offer: SdpOffer,
+    pub reply: tokio::sync::oneshot::Sender<Result<SdpAnswer, JoinRefusal>>,
+}
+
+/// A request to leave (or, as `Command::Lookup`, only to know whether the participant is
+/// here), answered with whether the user's participant exists in the room.
+pub(crate) struct LeaveRequest {
+    pub room: String,
+    pub participant: u64,
+    pub user: String,
+    pub reply: tokio::sync::oneshot::Sender<bool>,
+}
+
+pub(crate) enum Command {
+    Join(Box<JoinRequest>),
+    Leave(LeaveRequest),
+    Lookup(LeaveRequest),
+    Stop,
+}
+
+/// How the HTTP side reaches a worker.
+pub(crate) struct WorkerHandle {
+    pub public_addr: SocketAddr,
+    pub commands: Sender<Command>,
+    pub waker: Waker,
+}
+
+/// Wakes a worker blocked in its socket wait; the HTTP side holds it.
+pub(crate) struct Waker(pub(crate) mio::Waker);
+
+impl Waker {
+    /// Best effort: a failed wake means the worker is awake anyway or stopping.
+    pub fn wake(&self) {
+        let _ = self.0.wake();
+    }
+}
