@@ -103,6 +103,7 @@ rows = [
     ("forwarded packets/s per core of CPU used by surge", "%.0f" % (fwd / cpu)),
     ("surge CPU during calls (cores busy of %d)" % cores, "%.2f" % (cpu / secs)),
     ("packets/s received by the participants", "%.0f" % c.get("received_packets_per_s", 0)),
+    ("join -> first video of every remote track p50 / p99 (ms)", "%.0f / %.0f" % (c.get("first_video", {}).get("p50_ms", 0), c.get("first_video", {}).get("p99_ms", 0))),
     ("join time p50 / p99 (ms, offer -> first media)", "%.0f / %.0f" % (c.get("join", {}).get("p50_ms", 0), c.get("join", {}).get("p99_ms", 0))),
     ("calls verdict", c.get("verdict", {}).get("line", "n/a").split(":")[0]),
 ]

@@ -8,6 +8,7 @@
 //! (a video track receiving nothing for more than 500 ms), and rejoin time when its shard
 //! goes away (last media before → first media after rejoining through the API).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use tokio::time::Instant;
 use crate::client::{ApiClient, ClientError, Request, RetryPolicy, SourceIps};
 use crate::duration::parse_duration;
 use crate::identity::IdentityFactory;
+use crate::join_breakdown::{JoinBreakdown, JoinPhases, breakdown, phases};
 use crate::progress::Progress;
 use crate::signup::Verdict;
 use crate::stats::{LatencyHistogram, Mix, Percentiles};
@@ -145,8 +147,10 @@ pub struct ParticipantReport {
     pub cap_bps: Option<u64>,
     pub joined: bool,
     pub error: Option<String>,
-    /// Offer sent → first media received.
+    /// Offer sent → first media received (any track).
     pub join_ms: Option<f64>,
+    /// The first session's join, phase by phase, per remote track.
+    pub breakdown: Option<JoinBreakdown>,
     /// Offer sent → ICE and DTLS connected.
     pub connect_ms: Option<f64>,
     pub rejoins: u32,
@@ -181,8 +185,16 @@ pub struct CallsResult {
     pub publishers: usize,
     pub subscribers: usize,
     pub duration_secs: f64,
+    /// Offer sent → first media (any track).
     pub join: Percentiles,
+    /// Join (or a track's publication, when later) → first video frame of every remote
+    /// track: the join time people see.
+    pub first_video: Percentiles,
+    /// Every phase of the joins.
+    pub join_phases: JoinPhases,
     pub join_distribution: Vec<(f64, u64)>,
+    /// Distribution of `first_video` (per participant).
+    pub first_video_distribution: Vec<(f64, u64)>,
     pub rejoin: Percentiles,
     pub participants: Vec<ParticipantReport>,
     /// Subscribers by the layer they ended on, e.g. `"f": 20, "q": 4`.
@@ -334,9 +346,35 @@ struct Watcher {
     joined_at: Instant,
     first_media: Option<Instant>,
     last_media: Option<Instant>,
+    /// The first session's latest statistics (the join breakdown is of that session).
+    first_session: Option<ParticipantStats>,
 }
 
 impl Watcher {
+    /// Keeps the first session's statistics for the breakdown.
+    fn keep_first_session(&mut self, stats: &ParticipantStats) {
+        if self.report.rejoins == 0 {
+            self.first_session = Some(stats.clone());
+        }
+    }
+
+    /// Computes the join breakdown of the first session, and the exact first-media time.
+    fn break_down(&mut self, published: &HashMap<String, std::time::Instant>) {
+        let Some(stats) = self.first_session.take() else {
+            return;
+        };
+        let joined_at = self.joined_at.into_std();
+        let b = breakdown(&stats, joined_at, published);
+        if let Some(started) = stats.started
+            && let Some(first) = stats.tracks.iter().filter_map(|t| t.first_packet_at).min()
+        {
+            let at = started + first;
+            self.report.join_ms =
+                Some(at.saturating_duration_since(joined_at).as_secs_f64() * 1000.0);
+        }
+        self.report.breakdown = Some(b);
+    }
+
     fn sample(&mut self, stats: &ParticipantStats, now: Instant, live: &mut Live) {
         if self.report.connect_ms.is_none() {
             self.report.connect_ms = stats.join_time.map(|d| d.as_secs_f64() * 1000.0);
@@ -363,6 +401,9 @@ impl Watcher {
                 }
             };
             w.report.from.clone_from(&t.participant_id);
+            if w.report.kind.is_empty() {
+                w.report.kind.clone_from(&t.kind);
+            }
             if t.packets > w.last_packets {
                 if w.first_at.is_none() {
                     w.first_at = Some(now);
@@ -461,6 +502,9 @@ struct RoomSignal {
     generation: std::sync::atomic::AtomicU64,
     /// The room's last media before the latest loss.
     lost_at: std::sync::Mutex<Option<Instant>>,
+    /// When each publisher's join was answered (its tracks came to exist), by participant
+    /// id: the clock start of a track published after a participant joined.
+    published: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl RoomSignal {
@@ -483,6 +527,26 @@ impl RoomSignal {
 
     fn lost_at(&self) -> Option<Instant> {
         *self.lost_at.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A publisher's join was answered.
+    fn published(&self, participant: &Participant) {
+        let stats = participant.stats();
+        if let (Some(id), Some(started), Some(answer)) =
+            (stats.participant_id, stats.started, stats.answer_at)
+        {
+            self.published
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, started + answer);
+        }
+    }
+
+    fn publications(&self) -> HashMap<String, std::time::Instant> {
+        self.published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -510,6 +574,7 @@ async fn run_participant(
         joined_at,
         first_media: None,
         last_media: None,
+        first_session: None,
     };
     let mut generation = room.generation();
     let mut participant = match join(&api, &slot.user, &room_id, &slot.template).await {
@@ -520,11 +585,15 @@ async fn run_participant(
         }
     };
     w.report.joined = true;
+    if slot.template.video {
+        room.published(&participant);
+    }
     let mut interval = tokio::time::interval(SAMPLE);
     while Instant::now() < end {
         interval.tick().await;
         let now = Instant::now();
         let stats = participant.stats();
+        w.keep_first_session(&stats);
         {
             let mut l = live.lock().await;
             w.sample(&stats, now, &mut l);
@@ -558,6 +627,9 @@ async fn run_participant(
             match join(&api, &slot.user, &room_id, &slot.template).await {
                 Ok(p) => {
                     participant = p;
+                    if slot.template.video {
+                        room.published(&participant);
+                    }
                     break;
                 }
                 Err(e) if Instant::now() < end => {
@@ -596,6 +668,8 @@ async fn run_participant(
         }
     }
     let final_stats = participant.stats();
+    w.keep_first_session(&final_stats);
+    w.break_down(&room.publications());
     {
         let mut l = live.lock().await;
         w.sample(&final_stats, Instant::now(), &mut l);
@@ -793,9 +867,18 @@ fn summarise(
         losses.iter().sum::<f64>() / losses.len() as f64
     };
     let join_p = join.percentiles();
+    let join_phases = phases(participants.iter().filter_map(|p| p.breakdown.as_ref()));
+    let first_video = join_phases.all_video();
+    let mut first_video_hist = LatencyHistogram::new();
+    for ms in participants
+        .iter()
+        .filter_map(|p| p.breakdown.as_ref()?.all_video_ms)
+    {
+        first_video_hist.record(Duration::from_secs_f64(ms / 1000.0));
+    }
     let pass = failed_joins == 0 && missing == 0 && !participants.is_empty();
     let line = format!(
-        "{}: {} rooms × ({} publishers + {} subscribers) for {:.0}s; {} joined, {} without all video; join p50 {:.0} ms p99 {:.0} ms; layers {}; {} freezes; audio shortfall {:.2}%; {}",
+        "{}: {} rooms × ({} publishers + {} subscribers) for {:.0}s; {} joined, {} without all video; first video of every remote track p50 {:.0} ms p99 {:.0} ms (first media p50 {:.0} ms p99 {:.0} ms); layers {}; {} freezes; audio shortfall {:.2}%; {}",
         if pass { "PASS" } else { "FAIL" },
         args.rooms,
         args.publishers,
@@ -803,6 +886,8 @@ fn summarise(
         elapsed,
         participants.len() - failed_joins,
         missing,
+        first_video.p50_ms,
+        first_video.p99_ms,
         join_p.p50_ms,
         join_p.p99_ms,
         layer_mix
@@ -831,7 +916,10 @@ fn summarise(
         subscribers: args.subscribers,
         duration_secs: elapsed,
         join: join_p,
+        first_video,
+        join_phases,
         join_distribution: join.distribution(30),
+        first_video_distribution: first_video_hist.distribution(30),
         rejoin: rejoin.percentiles(),
         participants,
         layer_mix,
@@ -856,6 +944,7 @@ mod tests {
             joined_at: start,
             first_media: None,
             last_media: None,
+            first_session: None,
         }
     }
 

@@ -9,6 +9,7 @@ pub mod client;
 pub mod duration;
 pub mod hash_rate;
 pub mod identity;
+pub mod join_breakdown;
 mod progress;
 pub mod report;
 pub mod schedule;
@@ -64,6 +65,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         Command::Calls(args) => {
             let result = calls::run(&args, cli.quiet).await?;
+            print!("{}", result.join_phases.table());
             println!("{}", result.verdict.line);
             if let Some(dir) = &cli.out {
                 let written = report::write(dir, &result, &report::calls_page(&result))

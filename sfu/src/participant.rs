@@ -6,8 +6,10 @@
 //! synthetic media (three VP8 simulcast layers `q`/`h`/`f` with valid VP8 payload
 //! descriptors, a keyframe every few seconds and on request, plus Opus with an audio
 //! level), subscribes to the others' tracks by answering the server's offers on the
-//! `surge` data channel, can cap what it receives (it tells the SFU with REMB and drops
-//! what exceeds the cap, like a thin link), and reports per remote track what it received.
+//! `surge` data channel, can cap what it receives (it announces the cap in its offer and
+//! with REMB, and receives through an emulated thin link: a queue drained at the cap that
+//! drops what would wait too long), and reports per remote track what it received, with
+//! the times of each step of its join.
 //!
 //! The synthetic payloads end in a tag byte (`0xA0 | layer` for video, `0xB0` for audio),
 //! so a receiver can tell which simulcast layer the SFU forwarded.
@@ -32,7 +34,9 @@ use str0m::bwe::Bitrate;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::channel::ChannelId;
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
+use str0m::media::{
+    Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer,
+};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
@@ -68,7 +72,8 @@ pub struct ParticipantConfig {
     pub audio: bool,
     /// The audio level to send (0 = loudest, 127 = silence).
     pub audio_level: u8,
-    /// Cap on what it receives, bits/s: announced with REMB and enforced by dropping.
+    /// Cap on what it receives, bits/s: announced in the offer (`b=AS`) and with REMB, and
+    /// enforced by an emulated thin link (a queue drained at this rate, drop-tail).
     pub max_receive_bps: Option<u64>,
     /// Bitrates of the three layers (bits/s).
     pub layer_bps: [u64; 3],
@@ -152,6 +157,17 @@ pub struct TrackStats {
     pub bitrate_bps: u64,
     /// Keyframes received.
     pub keyframes: u64,
+    /// When the server's offer that added this m-line arrived (from the join's start).
+    pub offer_at: Option<Duration>,
+    /// When the answer to that offer was sent.
+    pub answered_at: Option<Duration>,
+    /// When the server's `tracks` message listed it (the server took the answer).
+    pub accepted_at: Option<Duration>,
+    /// When its first RTP packet arrived.
+    pub first_packet_at: Option<Duration>,
+    /// When its first frame could be decoded: the first packet (audio); every packet of
+    /// the first keyframe, from its start to its marker (video).
+    pub first_frame_at: Option<Duration>,
 }
 
 fn kind_name(kind: Kind) -> &'static str {
@@ -168,6 +184,16 @@ pub struct ParticipantStats {
     pub participant_id: Option<String>,
     /// From the start of the HTTP join to ICE+DTLS connected.
     pub join_time: Option<Duration>,
+    /// When the join started (the offer was made); every `*_at` is measured from here.
+    pub started: Option<Instant>,
+    /// The SDP answer arrived (the HTTP join returned).
+    pub answer_at: Option<Duration>,
+    /// ICE found a working path.
+    pub ice_connected_at: Option<Duration>,
+    /// DTLS finished (str0m's `Connected`): media may flow.
+    pub dtls_connected_at: Option<Duration>,
+    /// The `surge` data channel opened (renegotiation can start).
+    pub channel_open_at: Option<Duration>,
     /// Whether the session is connected.
     pub connected: bool,
     /// Per receiving m-line.
@@ -176,7 +202,7 @@ pub struct ParticipantStats {
     pub messages: Vec<ServerMessage>,
     /// RTP packets sent.
     pub sent_packets: u64,
-    /// Datagrams dropped by the receive cap.
+    /// Datagrams dropped by the receive cap (the thin link's queue was full).
     pub capped_drops: u64,
     /// Renegotiations answered.
     pub offers_answered: u64,
@@ -241,7 +267,10 @@ impl Participant {
             .post(&config.signal_url)
             .bearer_auth(&config.token)
             .header("content-type", "application/sdp")
-            .body(offer.to_sdp_string())
+            .body(announce_receive_cap(
+                offer.to_sdp_string(),
+                config.max_receive_bps,
+            ))
             .send()
             .await
             .map_err(|e| ParticipantError::Http(e.to_string()))?;
@@ -255,6 +284,7 @@ impl Participant {
             .text()
             .await
             .map_err(|e| ParticipantError::Http(e.to_string()))?;
+        let answer_at = started.elapsed();
         if status.as_u16() != 201 {
             let code = serde_json::from_str::<serde_json::Value>(&body)
                 .ok()
@@ -275,6 +305,8 @@ impl Participant {
                 .as_deref()
                 .and_then(|l| l.rsplit('/').next())
                 .map(str::to_owned),
+            started: Some(started),
+            answer_at: Some(answer_at),
             ..ParticipantStats::default()
         }));
         let stop = Arc::new(AtomicBool::new(false));
@@ -294,7 +326,8 @@ impl Participant {
             outbox: outbox.clone(),
             sender: None,
             receiving: HashMap::new(),
-            bucket: TokenBucket::new(config.max_receive_bps),
+            link: ThinLink::new(config.max_receive_bps, Instant::now()),
+            last_offer: None,
         };
         let thread = std::thread::Builder::new()
             .name("participant".into())
@@ -373,37 +406,63 @@ impl Drop for Participant {
     }
 }
 
-/// Drops incoming datagrams above a rate, like a thin access link.
-struct TokenBucket {
+/// Incoming datagrams through a thin access link: each one waits behind the ones before it
+/// and takes its serialization time at `rate_bps`; one that would wait longer than
+/// [`THIN_LINK_BUFFER`] is dropped (drop-tail), as at a router's full queue. An idle link
+/// passes a burst (a DTLS flight, an offer) at its rate instead of dropping it.
+struct ThinLink {
     rate_bps: Option<u64>,
-    tokens: f64,
-    last: Instant,
+    /// When the link finishes sending what it holds.
+    busy_until: Instant,
+    /// Datagrams on their way, with the instant each one comes out.
+    queue: std::collections::VecDeque<(Instant, Vec<u8>, SocketAddr)>,
 }
 
-impl TokenBucket {
-    fn new(rate_bps: Option<u64>) -> Self {
+/// The most a datagram waits in the thin link's queue (a modest router buffer).
+const THIN_LINK_BUFFER: Duration = Duration::from_millis(250);
+
+impl ThinLink {
+    fn new(rate_bps: Option<u64>, now: Instant) -> Self {
         Self {
             rate_bps,
-            tokens: 0.0,
-            last: Instant::now(),
+            busy_until: now,
+            queue: std::collections::VecDeque::new(),
         }
     }
 
-    fn admit(&mut self, bytes: usize, now: Instant) -> bool {
-        let Some(rate) = self.rate_bps else {
-            return true;
+    /// Takes a datagram in; returns it back when the link has no cap (deliver at once), and
+    /// whether it was dropped.
+    fn enter<'a>(
+        &mut self,
+        data: &'a [u8],
+        source: SocketAddr,
+        now: Instant,
+    ) -> (Option<&'a [u8]>, bool) {
+        let Some(rate) = self.rate_bps.filter(|r| *r > 0) else {
+            return (Some(data), false);
         };
-        // Half a second of burst: a keyframe fits, a sustained excess does not.
-        let capacity = rate as f64 / 8.0 * 0.5;
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * rate as f64 / 8.0).min(capacity);
-        if self.tokens >= bytes as f64 {
-            self.tokens -= bytes as f64;
-            true
-        } else {
-            false
+        let start = self.busy_until.max(now);
+        let out = start + Duration::from_secs_f64(data.len() as f64 * 8.0 / rate as f64);
+        if out.saturating_duration_since(now) > THIN_LINK_BUFFER {
+            return (None, true);
         }
+        self.busy_until = out;
+        self.queue.push_back((out, data.to_vec(), source));
+        (None, false)
+    }
+
+    /// The next datagram that is out of the link by `now`.
+    fn pop_due(&mut self, now: Instant) -> Option<(Vec<u8>, SocketAddr)> {
+        if self.queue.front().is_some_and(|(at, _, _)| *at <= now) {
+            self.queue.pop_front().map(|(_, d, s)| (d, s))
+        } else {
+            None
+        }
+    }
+
+    /// When the next datagram comes out.
+    fn next_due(&self) -> Option<Instant> {
+        self.queue.front().map(|(at, _, _)| *at)
     }
 }
 
@@ -427,6 +486,56 @@ struct Receiving {
     kind: MediaKind,
     window_start: Instant,
     window_bytes: u64,
+    /// The first keyframe, until all of it arrived.
+    first_key: FirstKeyframe,
+    /// When a keyframe was last asked for (PLI), while none was decodable yet.
+    last_pli: Option<Instant>,
+}
+
+/// Video without a decodable keyframe asks for one this often at most (a browser's decoder
+/// asks as soon as it gets a frame it cannot decode).
+const PLI_INTERVAL: Duration = Duration::from_millis(300);
+
+/// Collects the first keyframe's packets: it could be decoded once its first packet, its
+/// marker packet and everything between arrived.
+#[derive(Debug, Default)]
+struct FirstKeyframe {
+    /// RTP timestamp and sequence number of the keyframe's first packet.
+    start: Option<(u32, u64)>,
+    /// Sequence number of its last (marker) packet.
+    end: Option<u64>,
+    /// Distinct packets of it received.
+    packets: u64,
+    done: bool,
+}
+
+impl FirstKeyframe {
+    /// One video packet; returns true when it completes the first keyframe.
+    fn add(&mut self, ts: u32, seq: u64, marker: bool, starts_keyframe: bool) -> bool {
+        if self.done {
+            return false;
+        }
+        if starts_keyframe && self.start.is_none_or(|(t, _)| t != ts) {
+            *self = Self {
+                start: Some((ts, seq)),
+                ..Self::default()
+            };
+        }
+        let Some((key_ts, first)) = self.start else {
+            return false;
+        };
+        if ts != key_ts || seq < first {
+            return false;
+        }
+        self.packets += 1;
+        if marker {
+            self.end = Some(seq);
+        }
+        // A retransmitted duplicate could inflate the count; keyframes are small enough that
+        // this stays a close upper bound of "all packets in".
+        self.done = self.end.is_some_and(|end| self.packets > end - first);
+        self.done
+    }
 }
 
 struct Session {
@@ -444,7 +553,9 @@ struct Session {
     outbox: Arc<Mutex<Vec<String>>>,
     sender: Option<Sender>,
     receiving: HashMap<Mid, Receiving>,
-    bucket: TokenBucket,
+    link: ThinLink,
+    /// The last server offer: when it arrived and when it was answered.
+    last_offer: Option<(Duration, Duration)>,
 }
 
 impl Session {
@@ -465,6 +576,10 @@ impl Session {
                 let _ = self.rtc.handle_input(Input::Timeout(now));
                 continue;
             }
+            if let Some((data, source)) = self.link.pop_due(now) {
+                self.deliver(&data, source, now);
+                continue;
+            }
             if self.send_media(now) {
                 // Drain what was just written before waiting.
                 continue;
@@ -478,6 +593,9 @@ impl Session {
             let mut wake = timeout.min(now + Duration::from_millis(50)).min(next_remb);
             if let Some(s) = &self.sender {
                 wake = wake.min(s.next_frame).min(s.next_audio);
+            }
+            if let Some(due) = self.link.next_due() {
+                wake = wake.min(due);
             }
             let wait = wake
                 .saturating_duration_since(Instant::now())
@@ -515,12 +633,17 @@ impl Session {
     /// One datagram into the session, unless the receive cap drops it.
     fn receive(&mut self, data: &[u8], source: SocketAddr) {
         let now = Instant::now();
-        if !self.bucket.admit(data.len(), now) {
-            if let Ok(mut s) = self.stats.lock() {
-                s.capped_drops += 1;
-            }
-            return;
+        let (direct, dropped) = self.link.enter(data, source, now);
+        if dropped && let Ok(mut s) = self.stats.lock() {
+            s.capped_drops += 1;
         }
+        if let Some(data) = direct {
+            self.deliver(data, source, now);
+        }
+    }
+
+    /// One datagram out of the (thin) link into the session.
+    fn deliver(&mut self, data: &[u8], source: SocketAddr, now: Instant) {
         if let Ok(receive) = Receive::new(Protocol::Udp, source, self.local, data) {
             let _ = self.rtc.handle_input(Input::Receive(now, receive));
         }
@@ -551,14 +674,40 @@ impl Session {
                 if let Ok(mut s) = self.stats.lock() {
                     s.connected = true;
                     s.join_time = Some(now - self.started);
+                    s.dtls_connected_at.get_or_insert(now - self.started);
                 }
                 self.start_sender(now);
+            }
+            Event::IceConnectionStateChange(
+                IceConnectionState::Connected | IceConnectionState::Completed,
+            ) => {
+                let at = self.started.elapsed();
+                if let Ok(mut s) = self.stats.lock() {
+                    s.ice_connected_at.get_or_insert(at);
+                }
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 self.rtc.disconnect();
             }
             Event::ChannelOpen(id, _) if id == self.channel_label => {
                 self.channel = Some(id);
+                let at = self.started.elapsed();
+                if let Ok(mut s) = self.stats.lock() {
+                    s.channel_open_at.get_or_insert(at);
+                }
+            }
+            Event::MediaAdded(added) => {
+                // Added by the server's offer just answered: remember when that happened.
+                if let (Some((offer_at, answered_at)), Ok(mut s)) =
+                    (self.last_offer, self.stats.lock())
+                {
+                    let entry = track_entry(&mut s, &added.mid.to_string());
+                    if entry.kind.is_empty() {
+                        entry.kind = media_kind_name(added.kind).to_owned();
+                    }
+                    entry.offer_at.get_or_insert(offer_at);
+                    entry.answered_at.get_or_insert(answered_at);
+                }
             }
             Event::ChannelData(data) => {
                 let Ok(message) = serde_json::from_slice::<ServerMessage>(&data.data) else {
@@ -584,6 +733,7 @@ impl Session {
     fn handle_message(&mut self, message: ServerMessage) {
         match &message {
             ServerMessage::Offer { sdp } => {
+                let offer_at = self.started.elapsed();
                 let Ok(offer) = SdpOffer::from_sdp_string(sdp) else {
                     return;
                 };
@@ -593,6 +743,7 @@ impl Session {
                             sdp: answer.to_sdp_string(),
                         };
                         self.write_channel(&reply.to_json());
+                        self.last_offer = Some((offer_at, self.started.elapsed()));
                         if let Ok(mut s) = self.stats.lock() {
                             s.offers_answered += 1;
                         }
@@ -601,9 +752,11 @@ impl Session {
                 }
             }
             ServerMessage::Tracks { tracks } => {
+                let at = self.started.elapsed();
                 if let Ok(mut s) = self.stats.lock() {
                     for t in tracks {
                         let entry = track_entry(&mut s, &t.mid);
+                        entry.accepted_at.get_or_insert(at);
                         entry.participant_id = Some(t.participant_id.to_string());
                         entry.kind = kind_name(t.kind).to_owned();
                     }
@@ -662,22 +815,47 @@ impl Session {
             kind,
             window_start: now,
             window_bytes: 0,
+            first_key: FirstKeyframe::default(),
+            last_pli: None,
         });
         receiving.window_bytes += payload.len() as u64;
+        let starts_keyframe = kind == MediaKind::Video
+            && str0m::rtp::Vp8Descriptor::parse(payload).is_ok_and(|d| d.starts_keyframe(payload));
+        let decodable = match kind {
+            MediaKind::Audio => true,
+            MediaKind::Video => receiving.first_key.add(
+                packet.header.timestamp,
+                *packet.seq_no,
+                packet.header.marker,
+                starts_keyframe,
+            ),
+        };
+        let at = now.saturating_duration_since(self.started);
+        let ask_keyframe = kind == MediaKind::Video
+            && !receiving.first_key.done
+            && receiving.first_key.start.is_none()
+            && receiving
+                .last_pli
+                .is_none_or(|t| now.saturating_duration_since(t) >= PLI_INTERVAL);
+        if ask_keyframe {
+            receiving.last_pli = Some(now);
+            if let Some(stream) = self.rtc.direct_api().stream_rx(&packet.header.ssrc) {
+                stream.request_keyframe(KeyframeRequestKind::Pli);
+            }
+        }
         let Ok(mut s) = self.stats.lock() else {
             return;
         };
         let entry = track_entry(&mut s, &mid.to_string());
         if entry.kind.is_empty() {
-            entry.kind = if kind == MediaKind::Audio {
-                "audio"
-            } else {
-                "video"
-            }
-            .to_owned();
+            entry.kind = media_kind_name(kind).to_owned();
         }
         entry.packets += 1;
         entry.bytes += payload.len() as u64;
+        entry.first_packet_at.get_or_insert(at);
+        if decodable {
+            entry.first_frame_at.get_or_insert(at);
+        }
         if let Some(tag) = payload.last()
             && kind == MediaKind::Video
             && tag & 0xF0 == VIDEO_TAG
@@ -686,10 +864,7 @@ impl Session {
             entry.layer_packets[index] += 1;
             entry.layer = Some(RIDS[index].to_owned());
         }
-        if kind == MediaKind::Video
-            && let Ok(d) = str0m::rtp::Vp8Descriptor::parse(payload)
-            && d.starts_keyframe(payload)
-        {
+        if starts_keyframe {
             entry.keyframes += 1;
         }
     }
@@ -885,6 +1060,31 @@ impl Session {
     }
 }
 
+/// Adds the receive cap to the offer as a session-level `b=AS` line (kbit/s, RFC 8866
+/// 5.8: the most the offerer wants to receive), so the server plans for it from the join
+/// on instead of learning it from the first REMB, after media started flowing.
+fn announce_receive_cap(sdp: String, max_receive_bps: Option<u64>) -> String {
+    let Some(bps) = max_receive_bps else {
+        return sdp;
+    };
+    // Session-level `b=` goes before `t=`.
+    let Some(at) = sdp.find("\r\nt=").map(|i| i + 2) else {
+        return sdp;
+    };
+    let mut out = String::with_capacity(sdp.len() + 16);
+    out.push_str(&sdp[..at]);
+    out.push_str(&format!("b=AS:{}\r\n", bps.div_ceil(1000)));
+    out.push_str(&sdp[at..]);
+    out
+}
+
+fn media_kind_name(kind: MediaKind) -> &'static str {
+    match kind {
+        MediaKind::Audio => "audio",
+        MediaKind::Video => "video",
+    }
+}
+
 fn track_entry<'a>(stats: &'a mut ParticipantStats, mid: &str) -> &'a mut TrackStats {
     if let Some(i) = stats.tracks.iter().position(|t| t.mid == mid) {
         &mut stats.tracks[i]
@@ -895,5 +1095,61 @@ fn track_entry<'a>(stats: &'a mut ParticipantStats, mid: &str) -> &'a mut TrackS
         });
         let last = stats.tracks.len() - 1;
         &mut stats.tracks[last]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_receive_cap_goes_into_the_session_section() {
+        let sdp = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n".to_owned();
+        let capped = announce_receive_cap(sdp.clone(), Some(400_000));
+        assert!(capped.contains("s=-\r\nb=AS:400\r\nt=0 0\r\n"), "{capped}");
+        assert_eq!(announce_receive_cap(sdp.clone(), None), sdp);
+    }
+
+    #[test]
+    fn a_thin_link_queues_at_its_rate_and_drops_past_its_buffer() {
+        let t0 = Instant::now();
+        let src: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        // 400 kbit/s: 1,000 bytes take 20 ms.
+        let mut link = ThinLink::new(Some(400_000), t0);
+        let d = [0u8; 1000];
+        for _ in 0..12 {
+            assert_eq!(link.enter(&d, src, t0), (None, false));
+        }
+        // The 13th would wait 260 ms: past the 250 ms buffer.
+        assert_eq!(link.enter(&d, src, t0), (None, true));
+        assert_eq!(link.next_due(), Some(t0 + Duration::from_millis(20)));
+        assert!(link.pop_due(t0 + Duration::from_millis(19)).is_none());
+        assert!(link.pop_due(t0 + Duration::from_millis(20)).is_some());
+        assert!(link.pop_due(t0 + Duration::from_millis(39)).is_none());
+        // Without a cap, datagrams pass at once.
+        let mut open = ThinLink::new(None, t0);
+        assert_eq!(open.enter(&d, src, t0), (Some(&d[..]), false));
+    }
+
+    #[test]
+    fn the_first_keyframe_is_decodable_once_all_its_packets_arrived() {
+        let mut k = FirstKeyframe::default();
+        // A delta frame before any keyframe does not count.
+        assert!(!k.add(100, 1, true, false));
+        // Keyframe in packets 2..=4; 3 arrives late (a retransmission).
+        assert!(!k.add(200, 2, false, true));
+        assert!(!k.add(200, 4, true, false));
+        assert!(k.add(200, 3, false, false));
+        // Only the first one is reported.
+        assert!(!k.add(300, 5, true, true));
+    }
+
+    #[test]
+    fn a_newer_keyframe_restarts_an_incomplete_one() {
+        let mut k = FirstKeyframe::default();
+        assert!(!k.add(200, 2, false, true));
+        // Packet 3 of the first keyframe is lost for good; the next keyframe is whole.
+        assert!(!k.add(200, 4, true, false));
+        assert!(k.add(300, 5, true, true));
     }
 }

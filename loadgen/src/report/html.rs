@@ -244,8 +244,10 @@ pub fn calls_page(r: &crate::calls::CallsResult) -> String {
         &mut out,
         &[
             ("joined", format!("{joined}/{}", r.participants.len())),
-            ("join p50", format!("{:.0} ms", r.join.p50_ms)),
-            ("join p99", format!("{:.0} ms", r.join.p99_ms)),
+            ("first video p50", format!("{:.0} ms", r.first_video.p50_ms)),
+            ("first video p99", format!("{:.0} ms", r.first_video.p99_ms)),
+            ("first media p50", format!("{:.0} ms", r.join.p50_ms)),
+            ("first media p99", format!("{:.0} ms", r.join.p99_ms)),
             ("freezes", r.freezes.to_string()),
             (
                 "audio shortfall",
@@ -299,9 +301,9 @@ pub fn calls_page(r: &crate::calls::CallsResult) -> String {
         ],
     ));
     out.push_str(&svg::histogram_chart(
-        "Join time distribution (offer sent → first media)",
+        "Join time distribution (join → first video frame of every remote track)",
         "ms",
-        &r.join_distribution,
+        &r.first_video_distribution,
         "#3a6fb5",
     ));
     let layer_bars: Vec<(String, f64, &str)> = r
@@ -323,8 +325,29 @@ pub fn calls_page(r: &crate::calls::CallsResult) -> String {
         &layer_bars,
     ));
     out.push_str("<h2>Join and rejoin times</h2>");
-    percentile_table(&mut out, &[("join", &r.join), ("rejoin", &r.rejoin)]);
-    out.push_str("<h2>Per participant</h2><table><tr><th>room</th><th>role</th><th>cap</th><th>join ms</th><th>video tracks</th><th>layers (last)</th><th>video kbit/s (last s)</th><th>freezes</th><th>audio shortfall</th><th>rejoins</th></tr>");
+    percentile_table(
+        &mut out,
+        &[
+            (
+                "join → first video frame of every remote track",
+                &r.first_video,
+            ),
+            ("join → first media (any track)", &r.join),
+            ("rejoin", &r.rejoin),
+        ],
+    );
+    out.push_str(&format!(
+        "<h2>Where a join's time goes</h2><p>Participant-side clocks. A remote track's clock starts at the join, or when the track was published if that was later ({} of {} remote tracks: those arrive by renegotiating a running session).</p>",
+        r.join_phases.published_later, r.join_phases.tracks
+    ));
+    let rows: Vec<(&str, &crate::stats::Percentiles)> = r
+        .join_phases
+        .rows
+        .iter()
+        .map(|(n, p)| (n.as_str(), p))
+        .collect();
+    percentile_table(&mut out, &rows);
+    out.push_str("<h2>Per participant</h2><table><tr><th>room</th><th>role</th><th>cap</th><th>first media ms</th><th>first video of every track ms</th><th>video tracks</th><th>layers (last)</th><th>video kbit/s (last s)</th><th>freezes</th><th>audio shortfall</th><th>rejoins</th></tr>");
     for p in &r.participants {
         let layers: Vec<String> = p
             .video
@@ -343,7 +366,7 @@ pub fn calls_page(r: &crate::calls::CallsResult) -> String {
             .fold(0.0, f64::max);
         let _ = write!(
             out,
-            "<tr><td>{}</td><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}%</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}%</td><td>{}</td></tr>",
             p.room,
             escape(&p.role),
             p.index,
@@ -353,6 +376,10 @@ pub fn calls_page(r: &crate::calls::CallsResult) -> String {
                 || escape(p.error.as_deref().unwrap_or("-")),
                 |ms| format!("{ms:.0}")
             ),
+            p.breakdown
+                .as_ref()
+                .and_then(|b| b.all_video_ms)
+                .map_or("-".to_owned(), |ms| format!("{ms:.0}")),
             p.video.iter().filter(|t| t.packets > 0).count(),
             escape(&layers.join(" ")),
             kbps.join(" "),

@@ -12,6 +12,7 @@
 //!  slot_ready(sub, track, out_mid) ───────▶  a subscriber's outgoing m-line exists
 //!  handle_rtp(from, mid, layer, meta, out) ▶ out(Forward{..}) per receiving subscriber
 //!  handle_bandwidth / set_max_height ─────▶  layer choice (switch on the next keyframe)
+//!  set_receive_cap ───────────────────────▶  the cap a subscriber announced (first layer)
 //!  handle_keyframe_request / layer_paused ▶  coalesced RequestKeyframe
 //!  handle_timeout(now) ───────────────────▶  bitrates, speakers, retries, idle clean-up
 //!  poll_output() until None, poll_timeout()  (then sleep until that instant)
@@ -80,7 +81,8 @@ pub struct RoomConfig {
     /// Keyframe requests for the same publisher layer within this window (and before the
     /// keyframe arrives) are coalesced into one.
     pub keyframe_request_window: Duration,
-    /// The egress estimate assumed for a subscriber until its first [`Room::handle_bandwidth`].
+    /// The egress estimate assumed for a subscriber until its first [`Room::handle_bandwidth`]
+    /// (or the cap it announced with [`Room::set_receive_cap`], when lower).
     pub initial_estimate_bps: u64,
     /// Bitrates assumed for Low/Mid/High until measured from the publisher's packets.
     pub default_layer_bps: [u64; 3],

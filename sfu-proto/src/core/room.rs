@@ -50,6 +50,8 @@ struct Participant {
     info: ParticipantInfo,
     last_activity: Instant,
     estimate_bps: u64,
+    /// The most it wants to receive, as it announced (bits/s): estimates are capped by it.
+    receive_cap_bps: Option<u64>,
     audio_muted: bool,
     video_muted: bool,
     /// Mids of the tracks it publishes.
@@ -150,6 +152,7 @@ impl Room {
         let mut participant = Participant {
             last_activity: now,
             estimate_bps: self.config.initial_estimate_bps,
+            receive_cap_bps: None,
             audio_muted: false,
             video_muted: false,
             published: Vec::new(),
@@ -437,7 +440,26 @@ impl Room {
         let Some(p) = self.participants.get_mut(&subscriber) else {
             return;
         };
-        p.estimate_bps = bps;
+        p.estimate_bps = p.receive_cap_bps.map_or(bps, |cap| bps.min(cap));
+        self.allocate(subscriber, now);
+    }
+
+    /// The subscriber announced the most it wants to receive (bits/s; `None`: no cap), e.g.
+    /// with `b=AS` in its join offer. Layers are chosen for it from then on, before any
+    /// estimate, and estimates above it are capped.
+    pub fn set_receive_cap(
+        &mut self,
+        subscriber: ParticipantId,
+        cap_bps: Option<u64>,
+        now: Instant,
+    ) {
+        let Some(p) = self.participants.get_mut(&subscriber) else {
+            return;
+        };
+        p.receive_cap_bps = cap_bps;
+        if let Some(cap) = cap_bps {
+            p.estimate_bps = p.estimate_bps.min(cap);
+        }
         self.allocate(subscriber, now);
     }
 

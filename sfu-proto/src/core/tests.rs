@@ -1046,3 +1046,53 @@ proptest! {
         prop_assert!(changes <= switches);
     }
 }
+
+#[test]
+fn an_announced_cap_picks_the_first_layer_and_caps_later_estimates() {
+    let mut sim = Sim::new(config());
+    sim.join(pid(1), true, true);
+    sim.join(pid(2), true, true);
+    let v1 = sim.publish(pid(1), simulcast("v"));
+    let v2 = sim.publish(pid(2), simulcast("v"));
+    sim.publish(pid(1), audio("a"));
+    sim.publish(pid(2), audio("a"));
+    sim.run(Duration::from_secs(2));
+    sim.keyframe_requests.clear();
+    // A subscriber on a 400 kbit/s link says so in its join offer, before its slots exist.
+    sim.room.join(pid(3), info(false, true), sim.now).unwrap();
+    sim.room.set_receive_cap(pid(3), Some(400_000), sim.now);
+    sim.drain();
+    // Both videos start on Low at once: no request for a layer it cannot take.
+    for v in [v1, v2] {
+        let out = sim.out_mid(pid(3), v);
+        assert_eq!(sim.room.target_layer(pid(3), out), Some(Layer::Low));
+    }
+    assert!(
+        sim.keyframe_requests
+            .iter()
+            .all(|(_, _, layer)| *layer == Some(Layer::Low)),
+        "{:?}",
+        sim.keyframe_requests
+    );
+    sim.run(Duration::from_millis(200));
+    for v in [v1, v2] {
+        let out = sim.out_mid(pid(3), v);
+        assert_eq!(sim.room.current_layer(pid(3), out), Some(Layer::Low));
+    }
+    // An estimate above the cap (probing overshoot, a fast path to the SFU) changes nothing.
+    sim.bandwidth(pid(3), 5_000_000);
+    sim.run(Duration::from_secs(1));
+    for v in [v1, v2] {
+        let out = sim.out_mid(pid(3), v);
+        assert_eq!(sim.room.current_layer(pid(3), out), Some(Layer::Low));
+    }
+    // Without the cap (the same subscriber on a good link) the first estimate fits Mid.
+    sim.room.set_receive_cap(pid(3), None, sim.now);
+    sim.bandwidth(pid(3), 1_300_000);
+    sim.run(Duration::from_secs(1));
+    for v in [v1, v2] {
+        let out = sim.out_mid(pid(3), v);
+        assert_eq!(sim.room.current_layer(pid(3), out), Some(Layer::Mid));
+    }
+    sim.assert_continuous();
+}

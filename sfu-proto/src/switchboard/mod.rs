@@ -335,6 +335,7 @@ impl Switchboard {
             });
         }
         entry.members.push(pid);
+        entry.room.set_receive_cap(pid, peer.receive_cap_bps, now);
         if let Some(tick) = entry.room.poll_timeout() {
             self.rooms_due = Some(self.rooms_due.map_or(tick, |t| t.min(tick)));
         }

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use str0m::bwe::Bitrate;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::format::PayloadParams;
@@ -92,6 +91,8 @@ pub(super) struct Peer {
     /// Caps the client asked for with REMB.
     pub remb_bps: Option<u64>,
     pub twcc_bps: Option<u64>,
+    /// The receive cap announced in the join offer, bits/s.
+    pub receive_cap_bps: Option<u64>,
     /// Cumulative NACK counts seen in egress stats, by mid.
     pub nacks_seen: HashMap<Mid, u64>,
 }
@@ -106,6 +107,8 @@ impl Peer {
         public_addr: SocketAddr,
         now: Instant,
     ) -> Result<(Self, SdpAnswer), String> {
+        // The cap a thin client announced (b=AS / b=TIAS), read before str0m takes the offer.
+        let receive_cap_bps = session::announced_receive_cap(&offer.to_sdp_string());
         let mut rtc = session::rtc_config().build(now);
         let candidate = Candidate::host(public_addr, "udp").map_err(|e| e.to_string())?;
         rtc.add_local_candidate(candidate);
@@ -115,6 +118,7 @@ impl Peer {
             .map_err(|e| e.to_string())?;
         rtc.bwe()
             .set_bitrate(session::MIN_BITRATE, session::START_DESIRED_BITRATE);
+        session::apply_receive_cap(&mut rtc, receive_cap_bps);
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag.clone();
         Ok((
             Self {
@@ -134,6 +138,7 @@ impl Peer {
                 egress_bps: 0,
                 remb_bps: None,
                 twcc_bps: None,
+                receive_cap_bps,
                 nacks_seen: HashMap::new(),
             },
             answer,
@@ -191,11 +196,15 @@ impl Peer {
     }
 
     /// The estimate the room should plan with: TWCC, capped by what the client asked
-    /// for with REMB.
+    /// for with REMB and announced in its offer.
     pub fn bandwidth(&self) -> Option<u64> {
-        match (self.twcc_bps, self.remb_bps) {
+        let estimate = match (self.twcc_bps, self.remb_bps) {
             (Some(t), Some(r)) => Some(t.min(r)),
             (t, r) => t.or(r),
+        };
+        match (estimate, self.receive_cap_bps) {
+            (Some(e), Some(c)) => Some(e.min(c)),
+            (e, _) => e,
         }
     }
 
@@ -316,17 +325,6 @@ impl Peer {
                 Err(e)
             }
         };
-        // Probe toward what the subscribed tracks could use at their best.
-        let videos = self
-            .slots
-            .iter()
-            .filter(|s| s.kind == MediaKind::Video)
-            .count() as u64;
-        let audios = self.slots.len() as u64 - videos;
-        let desired = (videos * 2_000 + audios * 60).max(300);
-        self.rtc
-            .bwe()
-            .set_bitrate(session::MIN_BITRATE, Bitrate::kbps(desired));
         let tracks = self
             .slots
             .iter()

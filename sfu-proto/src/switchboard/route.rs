@@ -244,10 +244,20 @@ impl Switchboard {
                 }
             }
         }
-        if !stale.is_empty()
-            && let Some(peer) = self.peers.get_mut(&pid)
-        {
-            peer.stop_slots(&stale);
+        // Probe toward what the room would send at best, never past the announced cap: a
+        // probe past a thin link's rate only fills its queue in front of the first frames.
+        let desired = self
+            .rooms
+            .get(&room)
+            .map_or(0, |e| e.room.desired_bps(pid, now));
+        if let Some(peer) = self.peers.get_mut(&pid) {
+            if !stale.is_empty() {
+                peer.stop_slots(&stale);
+            }
+            let desired = crate::session::desired_bitrate(desired, peer.receive_cap_bps);
+            peer.rtc
+                .bwe()
+                .set_bitrate(crate::session::MIN_BITRATE.min(desired), desired);
         }
         self.drain_room(&room, now);
         self.mark_dirty(pid);
