@@ -301,8 +301,7 @@ impl Switchboard {
         {
             return Err(JoinRefusal::RoomFull);
         }
-        let (peer, answer) = Peer::accept(&room, info.clone(), offer, self.config.public_addr, now)
-            .map_err(JoinRefusal::InvalidSdp)?;
+        // Slots first: a full shard sheds the join before the costly part (the SDP answer).
         if !self.load.add_participant() {
             return Err(JoinRefusal::ShardFull);
         }
@@ -310,6 +309,17 @@ impl Switchboard {
             self.load.remove_participant();
             return Err(JoinRefusal::ShardFull);
         }
+        let (peer, answer) =
+            match Peer::accept(&room, info.clone(), offer, self.config.public_addr, now) {
+                Ok(accepted) => accepted,
+                Err(why) => {
+                    self.load.remove_participant();
+                    if new_room {
+                        self.load.close_room(&room);
+                    }
+                    return Err(JoinRefusal::InvalidSdp(why));
+                }
+            };
         let max_participants = self.config.max_room_participants;
         let participant_timeout = self.config.participant_timeout;
         let entry = self.rooms.entry(room.clone()).or_insert_with(|| RoomEntry {
