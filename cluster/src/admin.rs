@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::ErrorCode;
 use axum::Router;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,11 +24,46 @@ struct AdminState {
     registry: Arc<dyn ShardRegistry>,
 }
 
-/// SHA-256 of the admin token: comparing fixed-size digests in constant time reveals
-/// neither the token's bytes nor its length through timing.
+/// The admin token as every listener checks it (the API's admin routes, the shards' drain,
+/// the ops paths): SHA-256 digests compared in constant time, so timing reveals neither
+/// the token's bytes nor its length; an empty token means the admin endpoints are off.
 #[derive(Clone)]
-struct Guard {
-    token_digest: [u8; 32],
+pub struct AdminToken {
+    digest: [u8; 32],
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(***)")
+    }
+}
+
+impl AdminToken {
+    /// `None` when no token (or an empty one) is configured: the endpoints are disabled.
+    pub fn new(token: Option<&str>) -> Option<Self> {
+        token.filter(|t| !t.is_empty()).map(|t| Self {
+            digest: digest(t.as_bytes()),
+        })
+    }
+
+    /// Whether `headers` carry `Authorization: Bearer <this token>`.
+    pub fn permits(&self, headers: &HeaderMap) -> bool {
+        bearer(headers).is_some_and(|presented| constant_time_eq(&digest(presented), &self.digest))
+    }
+}
+
+/// The `401 admin_unauthorized` answer (with `WWW-Authenticate: Bearer`).
+pub fn unauthorized() -> Response {
+    metrics::counter!("surge_admin_unauthorized_total").increment(1);
+    let mut response = HttpError::unauthorized(
+        ErrorCode::AdminUnauthorized,
+        "this endpoint needs `Authorization: Bearer <admin token>`",
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
 }
 
 /// `GET /v1/admin/status`: whether this process serves, and its dependencies' last checks.
@@ -90,11 +125,8 @@ pub fn status_router(health: Health, admin_token: Option<String>) -> Router {
 }
 
 fn guarded(routes: Router, admin_token: Option<String>) -> Router {
-    let Some(token) = admin_token.filter(|t| !t.is_empty()) else {
+    let Some(guard) = AdminToken::new(admin_token.as_deref()) else {
         return Router::new();
-    };
-    let guard = Guard {
-        token_digest: digest(token.as_bytes()),
     };
     routes.route_layer(middleware::from_fn_with_state(guard, authorize))
 }
@@ -116,8 +148,8 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn bearer(request: &Request) -> Option<&[u8]> {
-    let value = request.headers().get(header::AUTHORIZATION)?.as_bytes();
+fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
     let scheme = value.get(..7)?;
     scheme
         .eq_ignore_ascii_case(b"bearer ")
@@ -125,22 +157,12 @@ fn bearer(request: &Request) -> Option<&[u8]> {
         .flatten()
 }
 
-async fn authorize(State(state): State<Guard>, request: Request, next: Next) -> Response {
-    let granted = bearer(&request)
-        .is_some_and(|presented| constant_time_eq(&digest(presented), &state.token_digest));
-    if granted {
-        return next.run(request).await;
+async fn authorize(State(token): State<AdminToken>, request: Request, next: Next) -> Response {
+    if token.permits(request.headers()) {
+        next.run(request).await
+    } else {
+        unauthorized()
     }
-    metrics::counter!("surge_admin_unauthorized_total").increment(1);
-    let mut response = HttpError::unauthorized(
-        ErrorCode::AdminUnauthorized,
-        "this endpoint needs `Authorization: Bearer <admin token>`",
-    )
-    .into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    response
 }
 
 fn registry_error(e: RegistryError) -> HttpError {
@@ -252,6 +274,32 @@ mod tests {
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
         (status, json, headers)
+    }
+
+    #[test]
+    fn one_admin_token_check_empty_disables_and_length_does_not_matter() {
+        assert!(AdminToken::new(None).is_none());
+        assert!(AdminToken::new(Some("")).is_none(), "empty means disabled");
+        let token = AdminToken::new(Some("s3cret")).unwrap();
+        let headers = |value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+            h
+        };
+        assert!(token.permits(&headers("Bearer s3cret")));
+        assert!(token.permits(&headers("bearer s3cret")));
+        for wrong in [
+            "Bearer ",
+            "Bearer s3cre",
+            "Bearer s3cret ",
+            "Bearer s3cretX",
+            "Basic s3cret",
+            "s3cret",
+        ] {
+            assert!(!token.permits(&headers(wrong)), "{wrong:?}");
+        }
+        assert!(!token.permits(&HeaderMap::new()));
+        assert_eq!(format!("{token:?}"), "AdminToken(***)");
     }
 
     #[tokio::test]

@@ -48,6 +48,12 @@ error_codes! {
     Overloaded = "overloaded",
     /// A rate limit was hit.
     RateLimited = "rate_limited",
+    /// The request (its body included) did not complete within the request timeout.
+    RequestTimeout = "request_timeout",
+    /// Too many open connections from the client's address (written by the accept loop).
+    TooManyConnections = "too_many_connections",
+    /// The listener holds as many connections as it may (written by the accept loop).
+    ConnectionLimit = "connection_limit",
     /// Not ready to serve (readiness).
     NotReady = "not_ready",
     /// Metrics are not exported by this process.

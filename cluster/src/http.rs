@@ -2,7 +2,6 @@
 //! `code`, a JSON extractor whose rejections use that shape, JSON 404/405, a body-size
 //! limit, liveness and readiness routes, Prometheus metrics, and graceful shutdown.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::ErrorCode;
 use crate::health::Health;
+use crate::listener::ListenerConfig;
 
 /// Bodies larger than this are refused with `413 payload_too_large` before any parsing.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
@@ -281,28 +281,22 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, std::io::Error> {
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }
 
-/// Serves `router` until `shutdown` is cancelled, then lets in-flight requests finish for
-/// up to `grace` before returning.
+/// Serves `router` with the default [`ListenerConfig`] limits until `shutdown` is
+/// cancelled, then lets in-flight requests finish for up to `grace` before returning.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let server = axum::serve(
+    crate::listener::serve(
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        router,
+        &ListenerConfig::default(),
+        shutdown,
+        grace,
     )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-    .into_future();
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => result,
-        () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(?grace, "requests still running after the shutdown grace period; closing");
-            Ok(())
-        }
-    }
+    .await
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -9,6 +9,8 @@ pub mod client_addr;
 pub mod error_code;
 pub mod health;
 pub mod http;
+pub mod listener;
+pub mod ops;
 pub mod placement;
 pub mod registry;
 pub mod registry_redis;

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use str0m::change::SdpOffer;
 use surge_cluster::ErrorCode;
+use surge_cluster::admin::AdminToken;
 use surge_cluster::http::{ApiJson, HttpError};
 use surge_cluster::token::{JoinClaims, unix_now};
 
@@ -237,29 +238,18 @@ async fn ask_worker(
     }
 }
 
-/// Compares secrets without an early exit on the first differing byte.
-fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
 async fn drain(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
-    let Some(expected) = shared.admin_token.as_deref() else {
+    // The same check as the API's admin routes: an empty token disables the endpoint.
+    let Some(admin) = AdminToken::new(shared.admin_token.as_deref()) else {
         return Err(HttpError::not_found(
             "the admin endpoints are disabled (no admin token configured)",
         ));
     };
-    if !bearer(&headers).is_some_and(|t| same_secret(t, expected)) {
-        return Err(HttpError::unauthorized(
-            ErrorCode::AdminUnauthorized,
-            "expected Authorization: Bearer <admin token>",
-        ));
+    if !admin.permits(&headers) {
+        return Ok(surge_cluster::admin::unauthorized());
     }
     shared.begin_drain();
     Ok((StatusCode::ACCEPTED, ApiJson(shared.status())).into_response())

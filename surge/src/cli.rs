@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use clap::{Args, Parser, Subcommand};
+use surge_cluster::listener::ListenerConfig;
 use surge_cluster::telemetry::LogFormat;
 use surge_sfu::SfuConfig;
 use surge_signup_api::ApiConfig;
@@ -62,6 +63,15 @@ pub struct Common {
     /// Bearer token for the admin endpoints; they are disabled without it.
     #[arg(long, env = "SURGE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+
+    /// A second listener for operators: `/metrics` and `/v1/sfu/status` (plus the probes)
+    /// are served there only. Without it those two need the admin token.
+    #[arg(long, env = "SURGE_OPS_LISTEN")]
+    pub ops_listen: Option<SocketAddr>,
+
+    /// Connection and time limits of the HTTP listeners.
+    #[command(flatten)]
+    pub listener: ListenerConfig,
 
     /// Seconds in-flight HTTP requests get to finish after a shutdown signal.
     #[arg(long, env = "SURGE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]

@@ -4,8 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use surge_cluster::client_addr::ProxyList;
 use surge_cluster::health::{self, Dependency, Gate, Health};
 use surge_cluster::http;
+use surge_cluster::listener::ListenerConfig;
+use surge_cluster::ops;
 use surge_cluster::registry::RegistryDependency;
 use surge_sfu::{Shard, ShardDeps};
 use surge_signup_api::{Api, ApiDeps};
@@ -39,7 +42,10 @@ fn cancel_on_signal(token: CancellationToken) {
 }
 
 /// Serves `router` with what every listener has: liveness, readiness (the `gates` only),
-/// metrics, and the admin status of the `dependencies`, which a background task checks.
+/// metrics, and the admin status of the `dependencies`, which a background task checks;
+/// and the ops listener when one is configured. `exempt` peers (trusted proxies) are not
+/// held to the per-address connection cap.
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     common: &Common,
     listener: tokio::net::TcpListener,
@@ -47,27 +53,48 @@ async fn serve(
     gates: Vec<Gate>,
     mut dependencies: Vec<Arc<dyn Dependency>>,
     backends: &backends::Backends,
+    exempt: ProxyList,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     // Every process uses the shard registry (Redis in a cluster).
     dependencies.push(Arc::new(RegistryDependency(backends.registry.clone())));
     let health = Health::new(gates, dependencies);
     health.spawn_monitor(health::CHECK_INTERVAL, shutdown.child_token());
-    let router =
-        router
-            .merge(http::ops_routes(health.clone()))
-            .merge(surge_cluster::admin::status_router(
-                health,
-                common.admin_token.clone(),
-            ));
-    http::serve(
-        listener,
-        http::finish_router(router),
-        shutdown,
-        Duration::from_secs(common.shutdown_grace_secs),
-    )
-    .await
-    .context("serving HTTP")
+    let router = http::finish_router(router.merge(http::ops_routes(health.clone())).merge(
+        surge_cluster::admin::status_router(health, common.admin_token.clone()),
+    ));
+    let grace = Duration::from_secs(common.shutdown_grace_secs);
+    let limits = ListenerConfig {
+        exempt,
+        ..common.listener.clone()
+    };
+    let ops_server = match common.ops_listen {
+        Some(addr) => {
+            let ops_listener = http::bind(addr).await?;
+            tracing::info!(listen = %addr, "ops listener serving");
+            let (router, limits, shutdown) =
+                (ops::ops(router.clone()), limits.clone(), shutdown.clone());
+            Some(tokio::spawn(async move {
+                surge_cluster::listener::serve(ops_listener, router, &limits, shutdown, grace).await
+            }))
+        }
+        None => None,
+    };
+    let public = ops::public(
+        router,
+        common.ops_listen.is_some(),
+        common.admin_token.as_deref(),
+    );
+    surge_cluster::listener::serve(listener, public, &limits, shutdown, grace)
+        .await
+        .context("serving HTTP")?;
+    if let Some(ops_server) = ops_server {
+        ops_server
+            .await
+            .context("the ops listener's task")?
+            .context("serving the ops listener")?;
+    }
+    Ok(())
 }
 
 /// Starts the API on the backends the shared flags selected.
@@ -147,6 +174,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         vec![shard.ready_gate()],
         api.dependencies(),
         &backends,
+        args.api.trusted_proxies.clone(),
         shutdown,
     )
     .await?;
@@ -173,6 +201,7 @@ async fn api(args: ApiArgs) -> anyhow::Result<()> {
         Vec::new(),
         api.dependencies(),
         &backends,
+        args.api.trusted_proxies.clone(),
         shutdown,
     )
     .await?;
@@ -212,6 +241,7 @@ async fn sfu(args: SfuArgs) -> anyhow::Result<()> {
         vec![shard.ready_gate()],
         Vec::new(),
         &backends,
+        ProxyList::default(),
         stop_serving,
     )
     .await?;

@@ -103,7 +103,8 @@ fn up_runs_on_embedded_defaults_and_stops_on_ctrl_c() {
     );
     assert_eq!(
         http_get::blocking_get(&format!("{}/metrics", running.base)).unwrap(),
-        200
+        404,
+        "metrics are for operators: an ops listener or the admin token"
     );
     assert_eq!(
         http_get::blocking_get(&format!("{}/no-such-route", running.base)).unwrap(),
