@@ -30,6 +30,8 @@ fn generous() -> LimitsConfig {
             per_minute: u32::MAX / 2,
             burst: 1_000_000,
         },
+        create_room_per_account: Rate::OFF,
+        join_per_account: Rate::OFF,
     }
 }
 

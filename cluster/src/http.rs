@@ -281,8 +281,10 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, std::io::Error> {
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }
 
-/// Serves `router` with the default [`ListenerConfig`] limits until `shutdown` is
-/// cancelled, then lets in-flight requests finish for up to `grace` before returning.
+/// Serves `router` with the default [`ListenerConfig`] timeouts and process-wide cap, but
+/// no per-address cap (in-process tests flood from one loopback address; the binary
+/// applies its configured cap), until `shutdown` is cancelled, then lets in-flight
+/// requests finish for up to `grace` before returning.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -292,7 +294,10 @@ pub async fn serve(
     crate::listener::serve(
         listener,
         router,
-        &ListenerConfig::default(),
+        &ListenerConfig {
+            max_connections_per_ip: 0,
+            ..ListenerConfig::default()
+        },
         shutdown,
         grace,
     )

@@ -23,8 +23,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::client_addr::ProxyList;
 use crate::ErrorCode;
+use crate::client_addr::ProxyList;
 use crate::http::HttpError;
 
 /// How long a refused accept (out of file descriptors) waits before accepting again.
@@ -422,7 +422,10 @@ mod tests {
             assert_eq!(length, body.len(), "{head}");
             let json: serde_json::Value = serde_json::from_str(body).unwrap();
             let code = json["error"]["code"].as_str().unwrap();
-            assert!(ErrorCode::parse(code).is_some(), "{code} is not an ErrorCode");
+            assert!(
+                ErrorCode::parse(code).is_some(),
+                "{code} is not an ErrorCode"
+            );
         }
     }
 }

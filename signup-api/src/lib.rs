@@ -97,6 +97,22 @@ pub struct ApiConfig {
     #[arg(long, env = "SURGE_SIGNUP_GLOBAL_BURST", default_value_t = 100)]
     pub signup_global_burst: u32,
 
+    /// Rooms one account may create per minute; 0 disables.
+    #[arg(long, env = "SURGE_ROOMS_PER_ACCOUNT_PER_MIN", default_value_t = 30)]
+    pub rooms_per_account_per_min: u32,
+
+    /// Rooms one account may create at once.
+    #[arg(long, env = "SURGE_ROOMS_PER_ACCOUNT_BURST", default_value_t = 10)]
+    pub rooms_per_account_burst: u32,
+
+    /// Joins (rejoins included) one account may make per minute; 0 disables.
+    #[arg(long, env = "SURGE_JOINS_PER_ACCOUNT_PER_MIN", default_value_t = 60)]
+    pub joins_per_account_per_min: u32,
+
+    /// Joins one account may make at once.
+    #[arg(long, env = "SURGE_JOINS_PER_ACCOUNT_BURST", default_value_t = 20)]
+    pub joins_per_account_burst: u32,
+
     /// Seconds a presence heartbeat lasts.
     #[arg(long, env = "SURGE_PRESENCE_TTL_SECS", default_value_t = 30)]
     pub presence_ttl_secs: u64,
@@ -139,6 +155,10 @@ impl ApiConfig {
             login_ip_burst: 20,
             signup_global_per_min: 0,
             signup_global_burst: 100,
+            rooms_per_account_per_min: 30,
+            rooms_per_account_burst: 10,
+            joins_per_account_per_min: 60,
+            joins_per_account_burst: 20,
             presence_ttl_secs: 30,
             session_ttl_secs: 7 * 24 * 3600,
             join_token_ttl_secs: 60,
@@ -160,6 +180,14 @@ impl ApiConfig {
             signup_global: Rate {
                 per_minute: self.signup_global_per_min,
                 burst: self.signup_global_burst,
+            },
+            create_room_per_account: Rate {
+                per_minute: self.rooms_per_account_per_min,
+                burst: self.rooms_per_account_burst,
+            },
+            join_per_account: Rate {
+                per_minute: self.joins_per_account_per_min,
+                burst: self.joins_per_account_burst,
             },
         }
     }

@@ -23,6 +23,12 @@ pub struct Rate {
 }
 
 impl Rate {
+    /// No limit.
+    pub const OFF: Self = Self {
+        per_minute: 0,
+        burst: 0,
+    };
+
     fn quota(self) -> Option<Quota> {
         let per_minute = NonZeroU32::new(self.per_minute)?;
         let burst = NonZeroU32::new(self.burst.max(1))?;
@@ -38,8 +44,14 @@ impl Rate {
 /// What is being limited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
+    /// Per client address.
     Signup,
+    /// Per client address.
     Login,
+    /// Per account: rooms it creates.
+    CreateRoom,
+    /// Per account: joins (and rejoins) it makes.
+    Join,
 }
 
 impl Action {
@@ -47,6 +59,16 @@ impl Action {
         match self {
             Self::Signup => "signup",
             Self::Login => "login",
+            Self::CreateRoom => "create_room",
+            Self::Join => "join",
+        }
+    }
+
+    /// What the action is keyed on (part of the Redis key).
+    fn subject(self) -> &'static str {
+        match self {
+            Self::Signup | Self::Login => "ip",
+            Self::CreateRoom | Self::Join => "acct",
         }
     }
 }
@@ -65,6 +87,10 @@ pub struct LimitsConfig {
     pub login_per_ip: Rate,
     /// All signups, all clients, all replicas.
     pub signup_global: Rate,
+    /// Rooms one account creates.
+    pub create_room_per_account: Rate,
+    /// Joins one account makes.
+    pub join_per_account: Rate,
 }
 
 /// The key of a client: IPv4 addresses whole, IPv6 by /64 (one subscriber usually gets a
@@ -80,6 +106,16 @@ pub fn client_key(ip: Option<IpAddr>) -> u128 {
     }
 }
 
+/// The key of an account: the first 128 bits of SHA-256 of its id, the same on every
+/// replica.
+pub fn account_key(account_id: &str) -> u128 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(account_id.as_bytes());
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    u128::from_be_bytes(first)
+}
+
 fn key_text(key: u128) -> String {
     format!("{key:032x}")
 }
@@ -87,6 +123,8 @@ fn key_text(key: u128) -> String {
 struct Local {
     signup_ip: Option<DefaultKeyedRateLimiter<u128>>,
     login_ip: Option<DefaultKeyedRateLimiter<u128>>,
+    create_room_account: Option<DefaultKeyedRateLimiter<u128>>,
+    join_account: Option<DefaultKeyedRateLimiter<u128>>,
     signup_global: Option<DefaultDirectRateLimiter>,
 }
 
@@ -161,6 +199,14 @@ impl Limits {
                 .login_per_ip
                 .quota()
                 .map(DefaultKeyedRateLimiter::keyed),
+            create_room_account: config
+                .create_room_per_account
+                .quota()
+                .map(DefaultKeyedRateLimiter::keyed),
+            join_account: config
+                .join_per_account
+                .quota()
+                .map(DefaultKeyedRateLimiter::keyed),
             signup_global: config
                 .signup_global
                 .quota()
@@ -194,7 +240,16 @@ impl Limits {
 
     /// Checks `action` for the client at `ip` against the local, then the shared limits.
     pub async fn check(&self, action: Action, ip: Option<IpAddr>) -> Result<(), Limited> {
-        let key = client_key(ip);
+        self.check_key(action, client_key(ip)).await
+    }
+
+    /// Checks a per-account `action` ([`Action::CreateRoom`], [`Action::Join`]) for
+    /// `account_id`, locally and then shared.
+    pub async fn check_account(&self, action: Action, account_id: &str) -> Result<(), Limited> {
+        self.check_key(action, account_key(account_id)).await
+    }
+
+    async fn check_key(&self, action: Action, key: u128) -> Result<(), Limited> {
         self.check_local(action, key).inspect_err(|_| {
             metrics::counter!("surge_api_rate_limited_total", "action" => action.name(), "layer" => "local")
                 .increment(1);
@@ -213,6 +268,8 @@ impl Limits {
         let keyed = match action {
             Action::Signup => &self.local.signup_ip,
             Action::Login => &self.local.login_ip,
+            Action::CreateRoom => &self.local.create_room_account,
+            Action::Join => &self.local.join_account,
         };
         if let Some(limiter) = keyed
             && let Err(not_until) = limiter.check_key(&key)
@@ -250,15 +307,18 @@ impl Limits {
         let (ip_rate, global) = match action {
             Action::Signup => (self.config.signup_per_ip, Some(self.config.signup_global)),
             Action::Login => (self.config.login_per_ip, None),
+            Action::CreateRoom => (self.config.create_room_per_account, None),
+            Action::Join => (self.config.join_per_account, None),
         };
         let mut invocation = shared.script.prepare_invoke();
         let mut any = false;
         if ip_rate.per_minute > 0 {
             invocation
                 .key(format!(
-                    "{}rl:{}:ip:{}",
+                    "{}rl:{}:{}:{}",
                     shared.prefix,
                     action.name(),
+                    action.subject(),
                     key_text(key)
                 ))
                 .arg(ip_rate.interval_us())
@@ -317,9 +377,14 @@ impl Limits {
     /// Drops per-IP state of clients idle long enough to be back at full burst, so a spray
     /// of addresses cannot grow memory without bound. Call periodically.
     pub fn evict_idle(&self) {
-        for limiter in [&self.local.signup_ip, &self.local.login_ip]
-            .into_iter()
-            .flatten()
+        for limiter in [
+            &self.local.signup_ip,
+            &self.local.login_ip,
+            &self.local.create_room_account,
+            &self.local.join_account,
+        ]
+        .into_iter()
+        .flatten()
         {
             limiter.retain_recent();
             limiter.shrink_to_fit();
@@ -328,11 +393,16 @@ impl Limits {
 
     /// Number of per-IP keys held in memory (tests and metrics).
     pub fn local_keys(&self) -> usize {
-        [&self.local.signup_ip, &self.local.login_ip]
-            .into_iter()
-            .flatten()
-            .map(|l| l.len())
-            .sum()
+        [
+            &self.local.signup_ip,
+            &self.local.login_ip,
+            &self.local.create_room_account,
+            &self.local.join_account,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|l| l.len())
+        .sum()
     }
 }
 
@@ -367,10 +437,12 @@ mod tests {
                     per_minute: 0,
                     burst: 0,
                 },
-                signup_global: Rate {
-                    per_minute: 0,
-                    burst: 0,
+                signup_global: Rate::OFF,
+                create_room_per_account: Rate {
+                    per_minute: 1,
+                    burst: 2,
                 },
+                join_per_account: Rate::OFF,
             },
             None,
         );
@@ -389,5 +461,23 @@ mod tests {
             limits.check(Action::Login, ip).await.unwrap();
         }
         assert_eq!(limits.local_keys(), 2);
+        // Room creation is limited per account, whatever address it comes from.
+        for _ in 0..2 {
+            limits
+                .check_account(Action::CreateRoom, "acct-a")
+                .await
+                .unwrap();
+        }
+        assert!(
+            limits
+                .check_account(Action::CreateRoom, "acct-a")
+                .await
+                .is_err()
+        );
+        limits
+            .check_account(Action::CreateRoom, "acct-b")
+            .await
+            .unwrap();
+        limits.check_account(Action::Join, "acct-a").await.unwrap();
     }
 }

@@ -22,7 +22,8 @@ use surge_cluster::{JoinClaims, PlacementError, ShardInfo};
 
 use super::auth::Session;
 use super::rooms::{room_not_found, valid_room_id};
-use super::{AppState, store_error};
+use super::{AppState, limited, store_error};
+use crate::limits::Action;
 use crate::shards::{RelayError, ShardAnswer};
 
 /// Statuses of a shard's refusal that mean the same to the client as they do to the shard;
@@ -146,6 +147,11 @@ pub(crate) async fn join(
         return Err(room_not_found());
     }
     let offer = offer(&headers, body)?;
+    state
+        .limits
+        .check_account(Action::Join, &session.account.id)
+        .await
+        .map_err(limited)?;
     let room = state
         .store
         .room(&id)

@@ -10,7 +10,8 @@ use surge_cluster::ErrorCode;
 use surge_cluster::http::HttpError;
 
 use super::auth::Session;
-use super::{AppState, invalid, now_secs, store_error};
+use super::{AppState, invalid, limited, now_secs, store_error};
+use crate::limits::Action;
 use crate::store::Room;
 use crate::validate;
 
@@ -84,6 +85,11 @@ pub(crate) async fn create(
         Some(raw) if !raw.trim().is_empty() => validate::room_name(raw).map_err(invalid)?,
         _ => "Untitled room".to_owned(),
     };
+    state
+        .limits
+        .check_account(Action::CreateRoom, &session.account.id)
+        .await
+        .map_err(limited)?;
     let room = Room {
         id: new_room_id(),
         name,

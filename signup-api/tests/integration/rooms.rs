@@ -78,3 +78,44 @@ async fn joining_without_any_shard_is_503_no_capacity() {
     assert_eq!(body["error"]["code"], "no_capacity");
     api.stop().await;
 }
+
+/// One account creating rooms as fast as it can is stopped past its burst (on every
+/// replica: the limit is shared through Redis), while another account is not affected.
+#[tokio::test]
+async fn room_creation_is_rate_limited_per_account_across_replicas() {
+    let test_db = TestDb::new(Db::Postgres);
+    let mut config = test_db.config();
+    config.rooms_per_account_per_min = 1;
+    config.rooms_per_account_burst = 3;
+    let prefix = format!("surge-test-{}:", random_hex());
+    let redis = Some((crate::common::redis_url(), prefix));
+    let first = TestApi::start(&config, redis.clone()).await;
+    let second = TestApi::start(&config, redis).await;
+    let (_, greedy) = first
+        .user(&format!("greedy-{}@example.com", random_hex()))
+        .await;
+    let (_, other) = first
+        .user(&format!("other-{}@example.com", random_hex()))
+        .await;
+    for api in [&first, &second, &first] {
+        let (status, body) = api.post("/v1/rooms", json!({}), Some(&greedy)).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    for api in [&second, &first] {
+        let res = api
+            .client
+            .post(api.url("/v1/rooms"))
+            .bearer_auth(&greedy)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 429);
+        assert!(res.headers().contains_key("retry-after"));
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "rate_limited");
+    }
+    let (status, body) = second.post("/v1/rooms", json!({}), Some(&other)).await;
+    assert_eq!(status, 201, "another account is not affected: {body}");
+    first.stop().await;
+    second.stop().await;
+}
