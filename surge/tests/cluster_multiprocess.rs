@@ -171,6 +171,10 @@ impl Cluster {
             .env("SURGE_ARGON2_MEMORY_KIB", "64")
             .env("SURGE_ARGON2_ITERATIONS", "1")
             .env("SURGE_HASH_THREADS", "1")
+            // One test account creates every room here; the per-account limits have
+            // their own test (signup-api `rooms`).
+            .env("SURGE_ROOMS_PER_ACCOUNT_PER_MIN", "0")
+            .env("SURGE_JOINS_PER_ACCOUNT_PER_MIN", "0")
             .env("SURGE_SIGNUP_IP_PER_MIN", "0")
             .env("SURGE_LOGIN_IP_PER_MIN", "0");
         self.apis.push(Proc {
