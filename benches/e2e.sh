@@ -12,6 +12,8 @@
 # releases with).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/surge-up.sh
+. benches/surge-up.sh
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/surge/target}"
 PROFILE="${SURGE_E2E_PROFILE:-release}"
@@ -39,18 +41,7 @@ step "raw Argon2id rate (OWASP parameters, one thread per core, nothing else run
 "$LOADGEN" --quiet --out "$OUT/hash" hash-rate --duration 10s | tee "$OUT/hash.txt"
 
 step "surge up on $BASE"
-data="$(mktemp -d)"
-# Per-IP limits off: a flood from one loopback address stands for many users.
-SURGE_DATABASE_URL="sqlite://$data/surge.db" "$BIN/surge" up --listen "127.0.0.1:$PORT" \
-  --signup-ip-per-min 0 --login-ip-per-min 0 >"$OUT/surge.log" 2>&1 &
-surge_pid=$!
-cleanup() { kill "$surge_pid" 2>/dev/null || true; wait "$surge_pid" 2>/dev/null || true; rm -rf "$data"; }
-trap cleanup EXIT
-for _ in $(seq 1 100); do
-  curl -fsS "$BASE/readyz" >/dev/null 2>&1 && break
-  sleep 0.2
-done
-curl -fsS "$BASE/readyz" >/dev/null
+surge_up "$BIN/surge" "$PORT" "$OUT/surge.log"
 
 cpu_secs() { # user+system CPU seconds of the surge process
   awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$surge_pid/stat"

@@ -7,6 +7,8 @@
 #        SURGE_BIN=/path/to/surge benches/join-time.sh   (another server build, same loadgen)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/surge-up.sh
+. benches/surge-up.sh
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/surge/target}"
 PROFILE="${SURGE_JOIN_PROFILE:-release}"
@@ -24,18 +26,7 @@ fi
 SURGE_BIN="${SURGE_BIN:-$CARGO_TARGET_DIR/$dir/surge}"
 LOADGEN="${LOADGEN:-$CARGO_TARGET_DIR/$dir/surge-loadgen}"
 
-data="$(mktemp -d)"
-# Per-IP limits off: the loadgen's users come from a few loopback addresses.
-SURGE_DATABASE_URL="sqlite://$data/surge.db" "$SURGE_BIN" up --listen "127.0.0.1:$PORT" \
-  --signup-ip-per-min 0 --login-ip-per-min 0 >"$OUT/surge.log" 2>&1 &
-surge_pid=$!
-cleanup() { kill "$surge_pid" 2>/dev/null || true; wait "$surge_pid" 2>/dev/null || true; rm -rf "$data"; }
-trap cleanup EXIT
-for _ in $(seq 1 100); do
-  curl -fsS "$BASE/readyz" >/dev/null 2>&1 && break
-  sleep 0.2
-done
-curl -fsS "$BASE/readyz" >/dev/null
+surge_up "$SURGE_BIN" "$PORT" "$OUT/surge.log"
 
 for run in $(seq 1 "$RUNS"); do
   printf '\n==> run %s of %s: calls %s\n' "$run" "$RUNS" "$ARGS" >&2

@@ -128,6 +128,20 @@ struct Local {
     signup_global: Option<DefaultDirectRateLimiter>,
 }
 
+impl Local {
+    /// Every keyed limiter that is switched on.
+    fn keyed(&self) -> impl Iterator<Item = &DefaultKeyedRateLimiter<u128>> {
+        [
+            &self.signup_ip,
+            &self.login_ip,
+            &self.create_room_account,
+            &self.join_account,
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
 /// The GCRA over any number of keys, all-or-nothing: the request is counted against every
 /// key only when every key allows it. Answers 0 (allowed) or the microseconds to wait.
 /// Time comes from the Redis server, so replicas with skewed clocks agree.
@@ -377,15 +391,7 @@ impl Limits {
     /// Drops per-IP state of clients idle long enough to be back at full burst, so a spray
     /// of addresses cannot grow memory without bound. Call periodically.
     pub fn evict_idle(&self) {
-        for limiter in [
-            &self.local.signup_ip,
-            &self.local.login_ip,
-            &self.local.create_room_account,
-            &self.local.join_account,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for limiter in self.local.keyed() {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
@@ -393,16 +399,7 @@ impl Limits {
 
     /// Number of per-IP keys held in memory (tests and metrics).
     pub fn local_keys(&self) -> usize {
-        [
-            &self.local.signup_ip,
-            &self.local.login_ip,
-            &self.local.create_room_account,
-            &self.local.join_account,
-        ]
-        .into_iter()
-        .flatten()
-        .map(|l| l.len())
-        .sum()
+        self.local.keyed().map(|l| l.len()).sum()
     }
 }
 
