@@ -4,7 +4,8 @@
 //! keyframe coalescing, active speaker, RTP rewriting); [`switchboard`] owns a worker's
 //! rooms and str0m sessions (demultiplexing, admission, renegotiation, forwarding);
 //! [`protocol`] is the typed signalling spoken on the `surge` data channel; [`session`] is
-//! how every participant session is configured. Nothing here owns a socket, reads the clock
+//! how every participant session is configured; [`synthetic`] makes VP8 frames for
+//! headless participants. Nothing here owns a socket, reads the clock
 //! or spawns a task: the runtime (`surge-sfu`) feeds inputs with an explicit `Instant` and
 //! drains outputs.
 
@@ -13,6 +14,7 @@ pub mod protocol;
 pub mod session;
 mod stun;
 pub mod switchboard;
+pub mod synthetic;
 
 pub use switchboard::{
     Event, Join, JoinRefusal, Load, RemoveReason, Switchboard, SwitchboardConfig,

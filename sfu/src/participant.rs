@@ -42,6 +42,7 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
 use surge_sfu_proto::protocol::{ClientMessage, Kind, ServerMessage};
 use surge_sfu_proto::session::{Drain, Polled};
+use surge_sfu_proto::synthetic::vp8_frame;
 
 /// The rids the participant publishes, lowest first.
 pub const RIDS: [&str; 3] = ["q", "h", "f"];
@@ -51,7 +52,6 @@ const VIDEO_FPS: u32 = 30;
 const AUDIO_FRAME: Duration = Duration::from_millis(20);
 /// Opus at 32 kbit/s: 80 bytes per 20 ms.
 const AUDIO_PAYLOAD: usize = 80;
-const MAX_VIDEO_PAYLOAD: usize = 1_100;
 const VIDEO_TAG: u8 = 0xA0;
 const AUDIO_TAG: u8 = 0xB0;
 
@@ -1014,37 +1014,13 @@ impl Session {
         // Every frame is temporal layer 0 here, so TL0PICIDX advances per frame.
         sender.tl0[index] = sender.tl0[index].wrapping_add(1);
         let picture_id = sender.picture_id[index];
-        let packets = bytes.div_ceil(MAX_VIDEO_PAYLOAD).max(1);
-        let per_packet = (bytes / packets).max(16);
+        let payloads = vp8_frame(picture_id, sender.tl0[index], index, keyframe, bytes);
+        let packets = payloads.len();
         let mut api = self.rtc.direct_api();
         let Some(stream) = api.stream_tx_by_mid(mid, Some(rid)) else {
             return 0;
         };
-        for n in 0..packets {
-            let first = n == 0;
-            let mut payload = Vec::with_capacity(per_packet + 16);
-            // Payload descriptor: X, S on the first packet, PID 0; then I (15-bit picture
-            // id), L (TL0PICIDX), T (TID byte).
-            payload.push(0x80 | if first { 0x10 } else { 0 });
-            payload.push(0x80 | 0x40 | 0x20);
-            payload.push(0x80 | (picture_id >> 8) as u8);
-            payload.push(picture_id as u8);
-            payload.push(sender.tl0[index]);
-            payload.push(0x00);
-            if first {
-                // VP8 frame tag: bit 0 clear for a keyframe; keyframes carry the start code
-                // and the frame size.
-                payload.push(if keyframe { 0x10 } else { 0x11 });
-                payload.push(0x02);
-                payload.push(0x00);
-                if keyframe {
-                    let (w, h): (u16, u16) = [(320, 180), (640, 360), (1280, 720)][index];
-                    payload.extend_from_slice(&[0x9d, 0x01, 0x2a]);
-                    payload.extend_from_slice(&w.to_le_bytes());
-                    payload.extend_from_slice(&h.to_le_bytes());
-                }
-            }
-            payload.resize(per_packet.max(payload.len() + 1), 0x42);
+        for (n, mut payload) in payloads.into_iter().enumerate() {
             if let Some(last) = payload.last_mut() {
                 *last = VIDEO_TAG | index as u8;
             }

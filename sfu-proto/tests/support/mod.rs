@@ -22,6 +22,7 @@ use surge_sfu_proto::core::{ParticipantId, ParticipantInfo};
 use surge_sfu_proto::protocol::{ClientMessage, ServerMessage, TrackInfo};
 use surge_sfu_proto::session::{Drain, Polled};
 use surge_sfu_proto::switchboard::Counters;
+use surge_sfu_proto::synthetic::vp8_frame;
 use surge_sfu_proto::{Event, Join, JoinRefusal, Load, Switchboard, SwitchboardConfig};
 
 pub const SFU: ([u8; 4], u16) = ([10, 0, 0, 1], 5000);
@@ -31,7 +32,6 @@ const FRAME_EVERY: Duration = Duration::from_micros(33_333);
 const RIDS: [&str; 3] = ["q", "h", "f"];
 /// Payload bytes per frame of each layer: about 150 kbps, 500 kbps, 1.2 Mbps at 30 fps.
 const FRAME_BYTES: [usize; 3] = [600, 2_000, 5_000];
-const MAX_VIDEO_PAYLOAD: usize = 1_100;
 
 /// The shard-wide counts, as the shell keeps them.
 #[derive(Default)]
@@ -279,35 +279,13 @@ fn write_frame(
     video.picture_id[index] = (video.picture_id[index] + 1) & 0x7FFF;
     video.tl0[index] = video.tl0[index].wrapping_add(1);
     let picture_id = video.picture_id[index];
-    let packets = bytes.div_ceil(MAX_VIDEO_PAYLOAD).max(1);
-    let per_packet = bytes / packets;
+    let payloads = vp8_frame(picture_id, video.tl0[index], index, keyframe, bytes);
+    let packets = payloads.len();
     let mut api = rtc.direct_api();
     let Some(stream) = api.stream_tx_by_mid(video.mid, Some(rid)) else {
         return;
     };
-    for n in 0..packets {
-        let first = n == 0;
-        let mut payload = Vec::with_capacity(per_packet + 16);
-        payload.push(0x80 | if first { 0x10 } else { 0 });
-        // X, S; then I (15-bit picture id), L (TL0PICIDX) and T (a TID byte, which L needs).
-        payload.push(0x80 | 0x40 | 0x20);
-        payload.push(0x80 | (picture_id >> 8) as u8);
-        payload.push(picture_id as u8);
-        payload.push(video.tl0[index]);
-        payload.push(0x00);
-        if first {
-            payload.push(if keyframe { 0x10 } else { 0x11 });
-            payload.push(0x02);
-            payload.push(0x00);
-            if keyframe {
-                // The keyframe start code and the frame size.
-                let (w, h): (u16, u16) = [(320, 180), (640, 360), (1280, 720)][index];
-                payload.extend_from_slice(&[0x9d, 0x01, 0x2a]);
-                payload.extend_from_slice(&w.to_le_bytes());
-                payload.extend_from_slice(&h.to_le_bytes());
-            }
-        }
-        payload.resize(per_packet.max(payload.len() + 1), 0x42);
+    for (n, payload) in payloads.into_iter().enumerate() {
         let seq = video.seq[index];
         video.seq[index] += 1;
         stream.write_rtp(
