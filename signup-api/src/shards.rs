@@ -12,6 +12,9 @@ use surge_cluster::ShardInfo;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A join waits for the shard's worker (which answers within 10 s or says it is busy).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Below the shards' default header timeout (`--header-timeout-secs`, 20 s), which also
+/// closes idle keep-alive connections.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Why a relayed request got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +61,9 @@ impl ShardClient {
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .tcp_nodelay(true)
+            // Dropped here before the shard closes it, or a relayed join could be written into
+            // a socket the shard is closing.
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             // Cluster-internal traffic never goes through an HTTP proxy from the environment.
             .no_proxy()
             .user_agent(concat!("surge-api/", env!("CARGO_PKG_VERSION")))
