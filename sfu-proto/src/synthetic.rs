@@ -2,6 +2,37 @@
 //! real ones (picture ids, TL0PICIDX and keyframe flags where a parser looks) without an
 //! encoder.
 
+use str0m::change::SdpApi;
+use str0m::media::{Direction, MediaKind, Mid, Simulcast, SimulcastLayer};
+
+/// The simulcast rids a synthetic publisher sends, lowest layer first.
+pub const RIDS: [&str; 3] = ["q", "h", "f"];
+
+/// Adds what a synthetic publisher sends to an offer: a send-only audio m-line and a
+/// send-only video m-line simulcast on [`RIDS`], each when asked for.
+pub fn add_publish_media(
+    change: &mut SdpApi<'_>,
+    audio: bool,
+    video: bool,
+) -> (Option<Mid>, Option<Mid>) {
+    let audio_mid =
+        audio.then(|| change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+    let video_mid = video.then(|| {
+        let mut simulcast = Simulcast::new();
+        for rid in RIDS {
+            simulcast.send.push(SimulcastLayer::new(rid));
+        }
+        change.add_media(
+            MediaKind::Video,
+            Direction::SendOnly,
+            None,
+            None,
+            Some(simulcast),
+        )
+    });
+    (audio_mid, video_mid)
+}
+
 /// The largest RTP payload a synthetic frame is cut into, well under a 1,200-byte MTU.
 pub const MAX_VIDEO_PAYLOAD: usize = 1_100;
 

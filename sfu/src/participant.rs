@@ -34,18 +34,16 @@ use str0m::bwe::Bitrate;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::channel::ChannelId;
 use str0m::format::Codec;
-use str0m::media::{
-    Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer,
-};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
 use surge_sfu_proto::protocol::{ClientMessage, Kind, ServerMessage};
 use surge_sfu_proto::session::{Drain, Polled};
-use surge_sfu_proto::synthetic::vp8_frame;
+use surge_sfu_proto::synthetic::{add_publish_media, vp8_frame};
 
 /// The rids the participant publishes, lowest first.
-pub const RIDS: [&str; 3] = ["q", "h", "f"];
+pub use surge_sfu_proto::synthetic::RIDS;
 /// Default bitrates of the three layers, bits/s (roughly 180p, 360p, 720p).
 pub const LAYER_BPS: [u64; 3] = [150_000, 500_000, 1_500_000];
 const VIDEO_FPS: u32 = 30;
@@ -242,22 +240,7 @@ impl Participant {
             Candidate::host(local, "udp").map_err(|e| ParticipantError::Rtc(e.to_string()))?;
         rtc.add_local_candidate(candidate);
         let mut change = rtc.sdp_api();
-        let audio_mid = config
-            .audio
-            .then(|| change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
-        let video_mid = config.video.then(|| {
-            let mut simulcast = Simulcast::new();
-            for rid in RIDS {
-                simulcast.send.push(SimulcastLayer::new(rid));
-            }
-            change.add_media(
-                MediaKind::Video,
-                Direction::SendOnly,
-                None,
-                None,
-                Some(simulcast),
-            )
-        });
+        let (audio_mid, video_mid) = add_publish_media(&mut change, config.audio, config.video);
         let channel = change.add_channel("surge".to_owned());
         let Some((offer, pending)) = change.apply() else {
             return Err(ParticipantError::Rtc("nothing to offer".into()));

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use str0m::change::SdpOffer;
 use str0m::channel::ChannelId;
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
+use str0m::media::{Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite};
 use str0m::{Candidate, Event as RtcEvent, Input, Rtc};
@@ -22,14 +22,13 @@ use surge_sfu_proto::core::{ParticipantId, ParticipantInfo};
 use surge_sfu_proto::protocol::{ClientMessage, ServerMessage, TrackInfo};
 use surge_sfu_proto::session::{Drain, Polled};
 use surge_sfu_proto::switchboard::Counters;
-use surge_sfu_proto::synthetic::vp8_frame;
+use surge_sfu_proto::synthetic::{RIDS, add_publish_media, vp8_frame};
 use surge_sfu_proto::{Event, Join, JoinRefusal, Load, Switchboard, SwitchboardConfig};
 
 pub const SFU: ([u8; 4], u16) = ([10, 0, 0, 1], 5000);
 pub const STEP: Duration = Duration::from_millis(5);
 const AUDIO_EVERY: Duration = Duration::from_millis(20);
 const FRAME_EVERY: Duration = Duration::from_micros(33_333);
-const RIDS: [&str; 3] = ["q", "h", "f"];
 /// Payload bytes per frame of each layer: about 150 kbps, 500 kbps, 1.2 Mbps at 30 fps.
 const FRAME_BYTES: [usize; 3] = [600, 2_000, 5_000];
 
@@ -350,21 +349,11 @@ impl Net {
         let mut rtc = Rtc::builder().set_rtp_mode(true).build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         let mut change = rtc.sdp_api();
-        let audio_mid = (publish != Publish::Nothing)
-            .then(|| change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
-        let video_mid = (publish == Publish::AudioVideo).then(|| {
-            let mut simulcast = Simulcast::new();
-            for rid in RIDS {
-                simulcast.send.push(SimulcastLayer::new(rid));
-            }
-            change.add_media(
-                MediaKind::Video,
-                Direction::SendOnly,
-                None,
-                None,
-                Some(simulcast),
-            )
-        });
+        let (audio_mid, video_mid) = add_publish_media(
+            &mut change,
+            publish != Publish::Nothing,
+            publish == Publish::AudioVideo,
+        );
         change.add_channel("surge".to_owned());
         let (offer, pending) = change.apply().unwrap();
         self.next_id += 1;
