@@ -77,6 +77,8 @@ error_codes! {
     InvalidCredentials = "invalid_credentials",
     /// No valid session token.
     InvalidSession = "invalid_session",
+    /// Too many wrong passwords for this account lately: wait `Retry-After`.
+    LoginThrottled = "login_throttled",
     /// The `Idempotency-Key` header is malformed.
     InvalidIdempotencyKey = "invalid_idempotency_key",
     /// The idempotency key was used for another request.
@@ -101,6 +103,8 @@ error_codes! {
     InvalidRoomName = "invalid_room_name",
     /// No such room.
     RoomNotFound = "room_not_found",
+    /// The account has as many rooms as it may; old ones expire when unused.
+    TooManyRooms = "too_many_rooms",
     /// The room has as many participants as it may.
     RoomFull = "room_full",
     /// No such participant in the room (or its shard is gone).

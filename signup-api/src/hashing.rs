@@ -111,6 +111,27 @@ struct Queues {
     signups: VecDeque<Job>,
     running: usize,
     stopped: bool,
+    /// Share of the recent starts that were logins while both lanes had work (EWMA,
+    /// weight 1/16): what keeps a login flood from starving signups.
+    contended_login_share: f64,
+}
+
+impl Queues {
+    /// The next job to start: logins first, except when signups are waiting too and
+    /// logins already had their share of the recent starts.
+    fn pop_next(&mut self, max_login_share: f64) -> Option<Job> {
+        if self.logins.is_empty() || self.signups.is_empty() {
+            return self.logins.pop_front().or_else(|| self.signups.pop_front());
+        }
+        let login = self.contended_login_share < max_login_share;
+        let sample = if login { 1.0 } else { 0.0 };
+        self.contended_login_share += (sample - self.contended_login_share) / 16.0;
+        if login {
+            self.logins.pop_front()
+        } else {
+            self.signups.pop_front()
+        }
+    }
 }
 
 struct Shared {
@@ -120,6 +141,8 @@ struct Shared {
     budget: Duration,
     /// Fraction of the budget that signups may not use.
     login_reserve: f64,
+    /// Most of the starts logins may take while signups wait.
+    login_max_share: f64,
     /// Exponentially weighted mean of recent hash times, in nanoseconds.
     hash_nanos: AtomicU64,
     /// Feedback on the estimate, in thousandths (1000 = trust it fully). When jobs wait
@@ -170,6 +193,10 @@ pub struct PoolConfig {
     pub budget: Duration,
     /// Share of the budget (0..1) kept for logins.
     pub login_reserve: f64,
+    /// Most of the hashing starts (0..1) logins take while signups are waiting too; the
+    /// rest go to signups, so a flood of logins (password guessing from many addresses)
+    /// cannot starve signups. Never below `login_reserve`.
+    pub login_max_share: f64,
 }
 
 /// The hashing pool; cheap to clone.
@@ -198,6 +225,10 @@ impl HashPool {
             threads,
             budget: config.budget,
             login_reserve: config.login_reserve.clamp(0.0, 0.9),
+            login_max_share: config
+                .login_max_share
+                .max(config.login_reserve)
+                .clamp(0.1, 1.0),
             hash_nanos: AtomicU64::new(duration_nanos(measured)),
             trust_milli: AtomicU64::new(TRUST_MAX),
             params: config.params,
@@ -284,8 +315,12 @@ impl HashPool {
         let waiting_all = (queues.logins.len() + queues.signups.len() + queues.running) as f64;
         let trust = s.trust_milli.load(Ordering::Relaxed) as f64 / TRUST_MAX as f64;
         let ahead = match lane {
-            // Logins jump the signup queue: only running jobs and other logins are ahead.
-            Lane::Login => (queues.logins.len() + queues.running) as f64,
+            // Logins jump the signup queue: only running jobs and other logins are ahead,
+            // and while signups wait, logins get only their share of the starts.
+            Lane::Login if queues.signups.is_empty() => {
+                (queues.logins.len() + queues.running) as f64
+            }
+            Lane::Login => queues.logins.len() as f64 / s.login_max_share + queues.running as f64,
             Lane::Signup => waiting_all,
         };
         // Logins are few and go first; the feedback governs the flood lane only.
@@ -355,11 +390,7 @@ fn worker(shared: &Shared, argon2: &Argon2<'static>) {
         let job = {
             let mut queues = shared.queues.lock().unwrap_or_else(PoisonError::into_inner);
             let job = loop {
-                let next = match queues.logins.pop_front() {
-                    Some(job) => Some(job),
-                    None => queues.signups.pop_front(),
-                };
-                if let Some(job) = next {
+                if let Some(job) = queues.pop_next(shared.login_max_share) {
                     if job.reply.is_closed() {
                         // The client left before its job started: skip it, it would burn
                         // CPU for nobody (nothing was running, so nothing is freed early).
@@ -519,6 +550,7 @@ mod tests {
             threads,
             budget: Duration::from_millis(budget_ms),
             login_reserve: 0.25,
+            login_max_share: 0.5,
         })
         .unwrap()
     }
@@ -579,6 +611,7 @@ mod tests {
             threads: 1,
             budget: Duration::from_secs(60),
             login_reserve: 0.25,
+            login_max_share: 0.5,
         })
         .unwrap();
         let client = {
@@ -648,5 +681,53 @@ mod tests {
         }
         assert!(pool.admit(&queues, Lane::Login).is_err());
         pool.stop();
+    }
+
+    fn job(lane: Lane) -> Job {
+        let (reply, _) = oneshot::channel();
+        Job {
+            lane,
+            work: Work::Hash(String::new()),
+            reply,
+            enqueued: Instant::now(),
+        }
+    }
+
+    /// A flood of logins (a botnet guessing passwords) keeps at most its share of the
+    /// starts while signups wait; alone, logins take everything, and they still go first.
+    #[test]
+    fn a_login_flood_does_not_starve_signups() {
+        let mut queues = Queues::default();
+        for _ in 0..1000 {
+            queues.logins.push_back(job(Lane::Login));
+        }
+        for _ in 0..100 {
+            queues.signups.push_back(job(Lane::Signup));
+        }
+        let first = queues.pop_next(0.5).map(|j| j.lane);
+        assert_eq!(first, Some(Lane::Login), "logins still go first");
+        let mut signups = 0;
+        for _ in 0..99 {
+            if queues.pop_next(0.5).map(|j| j.lane) == Some(Lane::Signup) {
+                signups += 1;
+            }
+        }
+        assert!(
+            (45..=55).contains(&signups),
+            "signups got {signups} of 99 starts under a login flood"
+        );
+        while !queues.signups.is_empty() {
+            queues.pop_next(0.5);
+        }
+        assert_eq!(queues.pop_next(0.5).map(|j| j.lane), Some(Lane::Login));
+        // A lane alone is served without a share.
+        let mut only_signups = Queues::default();
+        for _ in 0..10 {
+            only_signups.signups.push_back(job(Lane::Signup));
+        }
+        assert_eq!(
+            std::iter::from_fn(|| only_signups.pop_next(0.5)).count(),
+            10
+        );
     }
 }

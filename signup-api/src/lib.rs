@@ -8,6 +8,7 @@
 
 pub mod hashing;
 pub mod limits;
+pub mod login_backoff;
 pub mod presence;
 mod routes;
 mod shards;
@@ -26,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::hashing::{HashError, HashParams, HashPool, PoolConfig};
 use crate::limits::{Limits, LimitsConfig, Rate};
+use crate::login_backoff::{BackoffConfig, LoginBackoff};
 use crate::presence::{MemoryPresence, Presence, RedisPresence};
 use crate::store::{Store, StoreError};
 
@@ -59,6 +61,19 @@ pub struct ApiConfig {
     /// Share of the hashing capacity kept for logins during a signup flood, in percent.
     #[arg(long, env = "SURGE_LOGIN_RESERVE_PERCENT", default_value_t = 25)]
     pub login_reserve_percent: u8,
+
+    /// While signups wait too, the most of the password-hashing starts logins may take, in
+    /// percent (never below the login reserve): a login flood cannot starve signups.
+    #[arg(long, env = "SURGE_LOGIN_MAX_SHARE_PERCENT", default_value_t = 50)]
+    pub login_max_share_percent: u8,
+
+    /// Wrong passwords for one account (from any address) before its logins must wait.
+    #[arg(long, env = "SURGE_LOGIN_FREE_FAILURES", default_value_t = 5)]
+    pub login_free_failures: u32,
+
+    /// The longest wait of the per-account login backoff (it starts at 1 s and doubles).
+    #[arg(long, env = "SURGE_LOGIN_BACKOFF_MAX_SECS", default_value_t = 300)]
+    pub login_backoff_max_secs: u64,
 
     /// Argon2id memory in KiB (OWASP: 19456).
     #[arg(long, env = "SURGE_ARGON2_MEMORY_KIB", default_value_t = HashParams::OWASP.m_kib, hide = true)]
@@ -113,6 +128,16 @@ pub struct ApiConfig {
     #[arg(long, env = "SURGE_JOINS_PER_ACCOUNT_BURST", default_value_t = 20)]
     pub joins_per_account_burst: u32,
 
+    /// Rooms one account may hold at once; creating one more is refused (409) until an old
+    /// one expires. 0 disables the cap.
+    #[arg(long, env = "SURGE_MAX_ROOMS_PER_ACCOUNT", default_value_t = 50)]
+    pub max_rooms_per_account: u32,
+
+    /// Seconds a room lives after its last join (or its creation); then its link stops
+    /// working and its row is purged.
+    #[arg(long, env = "SURGE_ROOM_TTL_SECS", default_value_t = 30 * 24 * 3600)]
+    pub room_ttl_secs: u64,
+
     /// Seconds a presence heartbeat lasts.
     #[arg(long, env = "SURGE_PRESENCE_TTL_SECS", default_value_t = 30)]
     pub presence_ttl_secs: u64,
@@ -146,6 +171,9 @@ impl ApiConfig {
             latency_budget_ms: 500,
             hash_threads: 0,
             login_reserve_percent: 25,
+            login_max_share_percent: 50,
+            login_free_failures: 5,
+            login_backoff_max_secs: 300,
             argon2_memory_kib: HashParams::OWASP.m_kib,
             argon2_iterations: HashParams::OWASP.t,
             argon2_parallelism: HashParams::OWASP.p,
@@ -159,6 +187,8 @@ impl ApiConfig {
             rooms_per_account_burst: 10,
             joins_per_account_per_min: 60,
             joins_per_account_burst: 20,
+            max_rooms_per_account: 50,
+            room_ttl_secs: 30 * 24 * 3600,
             presence_ttl_secs: 30,
             session_ttl_secs: 7 * 24 * 3600,
             join_token_ttl_secs: 60,
@@ -313,6 +343,7 @@ impl Api {
             threads: config.hash_threads,
             budget: Duration::from_millis(config.latency_budget_ms),
             login_reserve: f64::from(config.login_reserve_percent.min(90)) / 100.0,
+            login_max_share: f64::from(config.login_max_share_percent.min(100)) / 100.0,
         };
         let hasher = tokio::task::spawn_blocking(move || HashPool::start(&pool_config))
             .await
@@ -325,39 +356,53 @@ impl Api {
         let tasks = deps.shutdown.child_token();
         let mut dependencies: Vec<Arc<dyn Dependency>> =
             vec![Arc::new(DatabaseDependency(store.clone()))];
-        let (limits, presence): (Limits, Arc<dyn Presence>) = match &deps.redis_url {
-            Some(url) => {
-                let redis_error = |source| StartError::Redis {
-                    url: redact(url),
-                    source,
-                };
-                let client = redis::Client::open(url.as_str()).map_err(redis_error)?;
-                let conn = redis::aio::ConnectionManager::new_lazy_with_config(
-                    client.clone(),
-                    limits::redis_manager_config(),
-                )
-                .map_err(redis_error)?;
-                dependencies.push(Arc::new(RedisDependency(conn.clone())));
-                let limits = Limits::new(
-                    config.limits(),
-                    Some((conn.clone(), deps.redis_prefix.clone())),
-                );
-                let presence =
-                    RedisPresence::new(client, conn, deps.redis_prefix.clone(), tasks.clone());
-                (limits, presence)
-            }
-            None => (
-                Limits::new(config.limits(), None),
-                Arc::new(MemoryPresence::default()),
-            ),
+        let backoff_config = BackoffConfig {
+            free_failures: config.login_free_failures,
+            max_wait: Duration::from_secs(config.login_backoff_max_secs.max(1)),
+            ..BackoffConfig::default()
         };
+        let (limits, login_backoff, presence): (Limits, LoginBackoff, Arc<dyn Presence>) =
+            match &deps.redis_url {
+                Some(url) => {
+                    let redis_error = |source| StartError::Redis {
+                        url: redact(url),
+                        source,
+                    };
+                    let client = redis::Client::open(url.as_str()).map_err(redis_error)?;
+                    let conn = redis::aio::ConnectionManager::new_lazy_with_config(
+                        client.clone(),
+                        limits::redis_manager_config(),
+                    )
+                    .map_err(redis_error)?;
+                    dependencies.push(Arc::new(RedisDependency(conn.clone())));
+                    let limits = Limits::new(
+                        config.limits(),
+                        Some((conn.clone(), deps.redis_prefix.clone())),
+                    );
+                    let login_backoff = LoginBackoff::new(
+                        backoff_config,
+                        Some((conn.clone(), deps.redis_prefix.clone())),
+                    );
+                    let presence =
+                        RedisPresence::new(client, conn, deps.redis_prefix.clone(), tasks.clone());
+                    (limits, login_backoff, presence)
+                }
+                None => (
+                    Limits::new(config.limits(), None),
+                    LoginBackoff::new(backoff_config, None),
+                    Arc::new(MemoryPresence::default()),
+                ),
+            };
+        let login_backoff = Arc::new(login_backoff);
         presence::spawn_sweeper(presence.clone(), Duration::from_secs(1), tasks.clone());
-        spawn_limit_eviction(limits.clone(), tasks.clone());
-        spawn_session_cleanup(store.clone(), tasks.clone());
+        spawn_limit_eviction(limits.clone(), login_backoff.clone(), tasks.clone());
+        let room_ttl = Duration::from_secs(config.room_ttl_secs.max(60));
+        spawn_housekeeping(store.clone(), room_ttl, tasks.clone());
         let state = routes::AppState(Arc::new(routes::Inner {
             store: store.clone(),
             hasher: hasher.clone(),
             limits,
+            login_backoff,
             presence,
             placer: Placer::new(deps.registry),
             shards: shards::ShardClient::new()?,
@@ -366,6 +411,11 @@ impl Api {
                 session_ttl: Duration::from_secs(config.session_ttl_secs),
                 presence_ttl: Duration::from_secs(config.presence_ttl_secs.max(1)),
                 join_ttl: Duration::from_secs(config.join_token_ttl_secs.max(1)),
+                room_ttl,
+                max_rooms_per_account: match config.max_rooms_per_account {
+                    0 => u32::MAX,
+                    cap => cap,
+                },
             },
             shutdown: deps.shutdown,
         }));
@@ -409,21 +459,25 @@ impl Api {
     }
 }
 
-/// Forgets idle per-IP limiter state every minute.
-fn spawn_limit_eviction(limits: Limits, shutdown: CancellationToken) {
+/// Forgets idle per-IP limiter and login-backoff state every minute.
+fn spawn_limit_eviction(limits: Limits, backoff: Arc<LoginBackoff>, shutdown: CancellationToken) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                _ = tick.tick() => limits.evict_idle(),
+                _ = tick.tick() => {
+                    limits.evict_idle();
+                    backoff.evict_idle();
+                }
             }
         }
     });
 }
 
-/// Deletes expired sessions every ten minutes, so the table does not grow forever.
-fn spawn_session_cleanup(store: Arc<dyn Store>, shutdown: CancellationToken) {
+/// Purges what has expired every ten minutes, so no table grows without bound: see
+/// [`store::purge_expired`].
+fn spawn_housekeeping(store: Arc<dyn Store>, room_ttl: Duration, shutdown: CancellationToken) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(600));
         loop {
@@ -432,12 +486,10 @@ fn spawn_session_cleanup(store: Arc<dyn Store>, shutdown: CancellationToken) {
                 _ = tick.tick() => {}
             }
             let now = i64::try_from(surge_cluster::token::unix_now()).unwrap_or(i64::MAX);
-            match store.delete_expired_sessions(now).await {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(n, "expired sessions deleted"),
-                Err(e) => {
-                    tracing::debug!(error = %e, "expired-session cleanup failed; next round retries")
-                }
+            match store::purge_expired(store.as_ref(), now, room_ttl).await {
+                Ok(purged) if purged.total() == 0 => {}
+                Ok(purged) => tracing::debug!(?purged, "expired rows purged"),
+                Err(e) => tracing::debug!(error = %e, "purge failed; the next round retries"),
             }
         }
     });

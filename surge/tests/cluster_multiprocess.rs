@@ -174,6 +174,7 @@ impl Cluster {
             // One test account creates every room here; the per-account limits have
             // their own test (signup-api `rooms`).
             .env("SURGE_ROOMS_PER_ACCOUNT_PER_MIN", "0")
+            .env("SURGE_MAX_ROOMS_PER_ACCOUNT", "0")
             .env("SURGE_JOINS_PER_ACCOUNT_PER_MIN", "0")
             .env("SURGE_SIGNUP_IP_PER_MIN", "0")
             .env("SURGE_LOGIN_IP_PER_MIN", "0");

@@ -17,7 +17,7 @@ use surge_cluster::client_addr::ClientIp;
 use surge_cluster::http::{ApiJson, HttpError};
 
 use super::auth::{Session, new_token};
-use super::{AppState, busy, invalid, limited, now_secs, store_error};
+use super::{AppState, busy, invalid, limited, login_throttled, now_secs, store_error};
 use crate::hashing::Lane;
 use crate::limits::Action;
 use crate::store::{Account, StoreError, StoredResponse};
@@ -239,6 +239,16 @@ pub(crate) async fn login(
     if req.password.is_empty() || req.password.len() > validate::MAX_PASSWORD_BYTES {
         return Err(invalid_credentials());
     }
+    // Before any hashing: a botnet guessing one account's password from many addresses
+    // gets the same doubling wait as one address would.
+    state
+        .login_backoff
+        .check(&email)
+        .await
+        .inspect_err(|_| {
+            metrics::counter!("surge_api_logins_total", "outcome" => "throttled").increment(1);
+        })
+        .map_err(login_throttled)?;
     state
         .hasher
         .check(crate::hashing::Lane::Login)
@@ -250,9 +260,11 @@ pub(crate) async fn login(
     };
     let ok = state.hasher.verify(req.password, phc).await.map_err(busy)?;
     let Some(account) = account.filter(|_| ok) else {
+        state.login_backoff.failed(&email).await;
         metrics::counter!("surge_api_logins_total", "outcome" => "refused").increment(1);
         return Err(invalid_credentials());
     };
+    state.login_backoff.succeeded(&email).await;
     let (token, digest) = new_token();
     let now = now_secs();
     let ttl = i64::try_from(state.settings.session_ttl.as_secs()).unwrap_or(i64::MAX);

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::hashing::{Busy, HashPool};
 use crate::limits::{Limited, Limits};
+use crate::login_backoff::LoginBackoff;
 use crate::presence::{Presence, PresenceError};
 use crate::shards::ShardClient;
 use crate::store::{Store, StoreError};
@@ -33,6 +34,10 @@ pub(crate) struct Settings {
     pub session_ttl: Duration,
     pub presence_ttl: Duration,
     pub join_ttl: Duration,
+    /// A room unused for this long expires (its link stops working).
+    pub room_ttl: Duration,
+    /// Most live rooms one account may have.
+    pub max_rooms_per_account: u32,
 }
 
 /// Everything a handler needs; cheap to clone.
@@ -43,6 +48,7 @@ pub(crate) struct Inner {
     pub store: Arc<dyn Store>,
     pub hasher: HashPool,
     pub limits: Limits,
+    pub login_backoff: Arc<LoginBackoff>,
     pub presence: Arc<dyn Presence>,
     pub placer: Placer,
     pub shards: ShardClient,
@@ -100,6 +106,11 @@ pub(crate) fn store_error(e: StoreError) -> HttpError {
             ErrorCode::IdempotencyConflict,
             "another request with this Idempotency-Key is in progress",
         ),
+        StoreError::TooManyRooms => HttpError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::TooManyRooms,
+            "this account has as many rooms as it may; unused rooms expire",
+        ),
         StoreError::Unavailable(e) => {
             tracing::warn!(error = %e, "database unavailable");
             metrics::counter!("surge_api_database_unavailable_total").increment(1);
@@ -122,6 +133,15 @@ pub(crate) fn limited(l: Limited) -> HttpError {
         StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::RateLimited,
         "too many requests from this client; retry later",
+    )
+    .with_retry_after(l.retry_after)
+}
+
+pub(crate) fn login_throttled(l: Limited) -> HttpError {
+    HttpError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::LoginThrottled,
+        "too many wrong passwords for this account; retry later",
     )
     .with_retry_after(l.retry_after)
 }

@@ -72,7 +72,8 @@ fn build() -> Value {
                     "user_id": {"type": "string"}, "email": {"type": "string"}, "display_name": {"type": "string"}, "status": {"$ref": "#/components/schemas/Status"}}},
                 "ContactList": {"type": "object", "required": ["contacts"], "properties": {"contacts": {"type": "array", "items": {"$ref": "#/components/schemas/Contact"}}}},
                 "CreateRoomRequest": {"type": "object", "properties": {"name": {"type": "string"}}},
-                "Room": {"type": "object", "required": ["id", "name"], "properties": {"id": {"type": "string"}, "name": {"type": "string"}}},
+                "Room": {"type": "object", "required": ["id", "name", "expires_at"], "properties": {"id": {"type": "string"}, "name": {"type": "string"},
+                    "expires_at": {"type": "integer", "description": "unix seconds; each join pushes it back by the room lifetime (30 days by default)"}}},
                 "Participant": {"type": "object", "required": ["room", "participant"], "properties": {"room": {"type": "string"}, "participant": {"type": "string"}}}
             }
         },
@@ -96,7 +97,7 @@ fn build() -> Value {
                 "responses": {
                     "201": ok("logged in", "Session"),
                     "401": error("`invalid_credentials` (same answer and cost for an unknown email and a wrong password)"),
-                    "429": retry("`rate_limited` or `overloaded`"),
+                    "429": retry("`rate_limited`, `overloaded`, or `login_throttled` (too many wrong passwords for this email lately, from any address: the wait doubles from 1 s to 5 min)"),
                     "503": db_down.clone()}}},
             "/v1/sessions/current": {"delete": {"summary": "Log out", "security": bearer.clone(),
                 "responses": {"204": {"description": "logged out"}, "401": unauthorized.clone()}}},
@@ -121,7 +122,8 @@ fn build() -> Value {
                     "responses": {"200": ok("contacts", "ContactList"), "401": unauthorized.clone()}}},
             "/v1/rooms": {"post": {"summary": "Create a room", "security": bearer.clone(),
                 "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreateRoomRequest"}}}},
-                "responses": {"201": ok("created", "Room"), "401": unauthorized.clone(), "422": error("`invalid_room_name`")}}},
+                "responses": {"201": ok("created", "Room"), "401": unauthorized.clone(), "409": error("`too_many_rooms` (the account holds as many live rooms as it may)"),
+                    "422": error("`invalid_room_name`"), "429": retry("`rate_limited`")}}},
             "/v1/rooms/{id}": {"get": {"summary": "A room", "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "responses": {"200": ok("the room", "Room"), "404": error("`room_not_found`")}}},
             "/v1/rooms/{id}/participants": {"post": {

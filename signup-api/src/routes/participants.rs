@@ -21,8 +21,8 @@ use surge_cluster::http::HttpError;
 use surge_cluster::{JoinClaims, PlacementError, ShardInfo};
 
 use super::auth::Session;
-use super::rooms::{room_not_found, valid_room_id};
-use super::{AppState, limited, store_error};
+use super::rooms::{room_for_join, room_not_found, valid_room_id};
+use super::{AppState, limited};
 use crate::limits::Action;
 use crate::shards::{RelayError, ShardAnswer};
 
@@ -152,12 +152,7 @@ pub(crate) async fn join(
         .check_account(Action::Join, &session.account.id)
         .await
         .map_err(limited)?;
-    let room = state
-        .store
-        .room(&id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(room_not_found)?;
+    let room = room_for_join(&state, &id).await?;
     let mut shard = state
         .placer
         .place(&room.id)

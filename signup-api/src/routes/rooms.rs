@@ -90,16 +90,51 @@ pub(crate) async fn create(
         .check_account(Action::CreateRoom, &session.account.id)
         .await
         .map_err(limited)?;
+    let now = now_secs();
     let room = Room {
         id: new_room_id(),
         name,
+        expires_at: now.saturating_add(ttl_secs(&state)),
     };
     state
         .store
-        .insert_room(&room, &session.account.id, now_secs())
+        .insert_room(
+            &room,
+            &session.account.id,
+            now,
+            state.settings.max_rooms_per_account,
+        )
         .await
         .map_err(store_error)?;
     Ok((StatusCode::CREATED, Json(room)))
+}
+
+fn ttl_secs(state: &AppState) -> i64 {
+    i64::try_from(state.settings.room_ttl.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// A used room's expiry is pushed back at most once an hour, so joins rarely write.
+const EXTEND_GRANULARITY_SECS: i64 = 3600;
+
+/// The live room `id` for a join: 404 when it does not exist or has expired; using it
+/// pushes its expiry back by the room lifetime.
+pub(crate) async fn room_for_join(state: &AppState, id: &str) -> Result<Room, HttpError> {
+    let now = now_secs();
+    let mut room = state
+        .store
+        .room(id, now)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(room_not_found)?;
+    let renewed = now.saturating_add(ttl_secs(state));
+    if renewed - room.expires_at >= EXTEND_GRANULARITY_SECS {
+        // Best effort: a failed write costs the room an hour of lifetime, not the join.
+        match state.store.extend_room(id, renewed).await {
+            Ok(()) => room.expires_at = renewed,
+            Err(e) => tracing::debug!(error = %e, "could not extend a room's expiry"),
+        }
+    }
+    Ok(room)
 }
 
 /// `GET /v1/rooms/{id}`: public, so a join link can show the room's name before login.
@@ -112,7 +147,7 @@ pub(crate) async fn get(
     }
     state
         .store
-        .room(&id)
+        .room(&id, now_secs())
         .await
         .map_err(store_error)?
         .map(Json)

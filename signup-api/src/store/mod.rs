@@ -43,6 +43,86 @@ pub struct StoredResponse {
 pub struct Room {
     pub id: String,
     pub name: String,
+    /// Unix seconds after which the room's link stops working unless it is used again.
+    pub expires_at: i64,
+}
+
+/// Rows the housekeeping purged, per table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub sessions: u64,
+    pub idempotency_keys: u64,
+    pub rooms: u64,
+}
+
+impl Purged {
+    pub fn total(&self) -> u64 {
+        self.sessions + self.idempotency_keys + self.rooms
+    }
+}
+
+/// Rows one purge statement deletes at most: a long backlog is purged in short
+/// statements that never hold the tables (or SQLite's one writer) for long.
+pub const PURGE_BATCH: u32 = 1_000;
+
+/// How long a signup's idempotency key is remembered: clients retry within minutes.
+pub const IDEMPOTENCY_KEY_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Purges expired sessions, idempotency keys older than [`IDEMPOTENCY_KEY_TTL`] and rooms
+/// past their expiry, each in batches of [`PURGE_BATCH`] rows until none is left. Rooms
+/// from before expiry existed get `room_ttl` from now.
+pub async fn purge_expired(
+    store: &dyn Store,
+    now: i64,
+    room_ttl: Duration,
+) -> Result<Purged, StoreError> {
+    let mut purged = Purged::default();
+    let ttl = i64::try_from(room_ttl.as_secs()).unwrap_or(i64::MAX);
+    store.date_undated_rooms(now.saturating_add(ttl)).await?;
+    let key_cutoff = now.saturating_sub(IDEMPOTENCY_KEY_TTL.as_secs().cast_signed());
+    for (table, counter) in [
+        (Table::Sessions, &mut purged.sessions),
+        (Table::IdempotencyKeys, &mut purged.idempotency_keys),
+        (Table::Rooms, &mut purged.rooms),
+    ] {
+        let cutoff = if table == Table::IdempotencyKeys {
+            key_cutoff
+        } else {
+            now
+        };
+        loop {
+            let n = store.purge_batch(table, cutoff, PURGE_BATCH).await?;
+            *counter += n;
+            metrics::counter!("surge_api_purged_rows_total", "table" => table.name()).increment(n);
+            if n < u64::from(PURGE_BATCH) {
+                break;
+            }
+            // Let other statements (and SQLite's one writer) in between batches.
+            tokio::task::yield_now().await;
+        }
+    }
+    Ok(purged)
+}
+
+/// A table the housekeeping purges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// Rows with `expires_at <= cutoff`.
+    Sessions,
+    /// Rows with `created_at <= cutoff`.
+    IdempotencyKeys,
+    /// Rows with `0 < expires_at <= cutoff`.
+    Rooms,
+}
+
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Sessions => "sessions",
+            Self::IdempotencyKeys => "idempotency_keys",
+            Self::Rooms => "rooms",
+        }
+    }
 }
 
 /// Why the store could not do what was asked.
@@ -55,6 +135,9 @@ pub enum StoreError {
     /// Another request already used this idempotency key.
     #[error("the idempotency key is already used")]
     IdempotencyKeyTaken,
+    /// The account already has as many live rooms as it may.
+    #[error("the account has too many rooms")]
+    TooManyRooms,
     /// The database did not answer; the client may retry later.
     #[error("the database is unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
@@ -102,8 +185,11 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> Result<Option<Account>, StoreError>;
     async fn delete_session(&self, token_hash: &str) -> Result<(), StoreError>;
-    /// Deletes sessions that expired before `now`; returns how many.
-    async fn delete_expired_sessions(&self, now: i64) -> Result<u64, StoreError>;
+    /// Deletes at most `limit` rows of `table` that expired by `cutoff` (see [`Table`]);
+    /// returns how many. Each table has an index on the column compared.
+    async fn purge_batch(&self, table: Table, cutoff: i64, limit: u32) -> Result<u64, StoreError>;
+    /// Gives rooms created before expiry existed (`expires_at = 0`) this expiry.
+    async fn date_undated_rooms(&self, expires_at: i64) -> Result<u64, StoreError>;
     /// Adds `contact_id` to `owner_id`'s contacts (idempotent).
     async fn add_contact(
         &self,
@@ -112,8 +198,20 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> Result<(), StoreError>;
     async fn contacts(&self, owner_id: &str) -> Result<Vec<Account>, StoreError>;
-    async fn insert_room(&self, room: &Room, created_by: &str, now: i64) -> Result<(), StoreError>;
-    async fn room(&self, id: &str) -> Result<Option<Room>, StoreError>;
+    /// Creates a room unless `created_by` already has `max_live` rooms that have not
+    /// expired by `now` ([`StoreError::TooManyRooms`]).
+    async fn insert_room(
+        &self,
+        room: &Room,
+        created_by: &str,
+        now: i64,
+        max_live: u32,
+    ) -> Result<(), StoreError>;
+    /// A room that has not expired by `now` (rooms from before expiry existed count as
+    /// live).
+    async fn room(&self, id: &str, now: i64) -> Result<Option<Room>, StoreError>;
+    /// Moves a room's expiry to `expires_at` (when it is used).
+    async fn extend_room(&self, id: &str, expires_at: i64) -> Result<(), StoreError>;
     /// Number of accounts (tests and reports).
     async fn count_accounts(&self) -> Result<i64, StoreError>;
 }

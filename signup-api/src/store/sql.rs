@@ -8,10 +8,13 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
-use super::{Account, Credentials, Room, Store, StoreError, StoredResponse};
+use super::{Account, Credentials, Room, Store, StoreError, StoredResponse, Table};
 
 /// The schema, applied in order; each entry runs once (recorded in `surge_migrations`).
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/0001_accounts.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/0001_accounts.sql")),
+    (2, include_str!("../../migrations/0002_housekeeping.sql")),
+];
 
 /// How long a request waits for a database connection before answering 503.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -368,9 +371,39 @@ macro_rules! sql_store {
                     .map_err(classify)
             }
 
-            async fn delete_expired_sessions(&self, now: i64) -> Result<u64, StoreError> {
-                sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
-                    .bind(now)
+            async fn purge_batch(
+                &self,
+                table: Table,
+                cutoff: i64,
+                limit: u32,
+            ) -> Result<u64, StoreError> {
+                // DELETE … LIMIT is not standard SQL; a keyed subquery works on both.
+                let sql = match table {
+                    Table::Sessions => {
+                        "DELETE FROM sessions WHERE token_hash IN \
+                         (SELECT token_hash FROM sessions WHERE expires_at <= $1 LIMIT $2)"
+                    }
+                    Table::IdempotencyKeys => {
+                        "DELETE FROM idempotency_keys WHERE idem_key IN \
+                         (SELECT idem_key FROM idempotency_keys WHERE created_at <= $1 LIMIT $2)"
+                    }
+                    Table::Rooms => {
+                        "DELETE FROM rooms WHERE id IN \
+                         (SELECT id FROM rooms WHERE expires_at > 0 AND expires_at <= $1 LIMIT $2)"
+                    }
+                };
+                sqlx::query(sql)
+                    .bind(cutoff)
+                    .bind(i64::from(limit))
+                    .execute(self.writer())
+                    .await
+                    .map(|r| r.rows_affected())
+                    .map_err(classify)
+            }
+
+            async fn date_undated_rooms(&self, expires_at: i64) -> Result<u64, StoreError> {
+                sqlx::query("UPDATE rooms SET expires_at = $1 WHERE expires_at = 0")
+                    .bind(expires_at)
                     .execute(self.writer())
                     .await
                     .map(|r| r.rows_affected())
@@ -414,28 +447,57 @@ macro_rules! sql_store {
                 room: &Room,
                 created_by: &str,
                 now: i64,
+                max_live: u32,
             ) -> Result<(), StoreError> {
-                sqlx::query(
-                    "INSERT INTO rooms (id, name, created_by, created_at) VALUES ($1, $2, $3, $4)",
+                // One statement: the count and the insert cannot be split by another
+                // request of the same account on SQLite; on PostgreSQL two racing
+                // requests can overshoot by one, which the per-account rate bounds.
+                let inserted = sqlx::query(
+                    "INSERT INTO rooms (id, name, created_by, created_at, expires_at) \
+                     SELECT $1, $2, $3, $4, $5 WHERE \
+                     (SELECT COUNT(*) FROM rooms WHERE created_by = $3 \
+                      AND (expires_at = 0 OR expires_at > $4)) < $6",
                 )
                 .bind(&room.id)
                 .bind(&room.name)
                 .bind(created_by)
                 .bind(now)
+                .bind(room.expires_at)
+                .bind(i64::from(max_live))
                 .execute(self.writer())
                 .await
-                .map(|_| ())
-                .map_err(classify)
+                .map_err(classify)?;
+                if inserted.rows_affected() == 0 {
+                    return Err(StoreError::TooManyRooms);
+                }
+                Ok(())
             }
 
-            async fn room(&self, id: &str) -> Result<Option<Room>, StoreError> {
-                let row: Option<(String, String)> =
-                    sqlx::query_as("SELECT id, name FROM rooms WHERE id = $1")
-                        .bind(id)
-                        .fetch_optional(self.reader())
-                        .await
-                        .map_err(classify)?;
-                Ok(row.map(|(id, name)| Room { id, name }))
+            async fn room(&self, id: &str, now: i64) -> Result<Option<Room>, StoreError> {
+                let row: Option<(String, String, i64)> = sqlx::query_as(
+                    "SELECT id, name, expires_at FROM rooms \
+                     WHERE id = $1 AND (expires_at = 0 OR expires_at > $2)",
+                )
+                .bind(id)
+                .bind(now)
+                .fetch_optional(self.reader())
+                .await
+                .map_err(classify)?;
+                Ok(row.map(|(id, name, expires_at)| Room {
+                    id,
+                    name,
+                    expires_at,
+                }))
+            }
+
+            async fn extend_room(&self, id: &str, expires_at: i64) -> Result<(), StoreError> {
+                sqlx::query("UPDATE rooms SET expires_at = $1 WHERE id = $2 AND expires_at < $1")
+                    .bind(expires_at)
+                    .bind(id)
+                    .execute(self.writer())
+                    .await
+                    .map(|_| ())
+                    .map_err(classify)
             }
 
             async fn count_accounts(&self) -> Result<i64, StoreError> {

@@ -142,7 +142,17 @@ async fn forged_and_expired_sessions_are_refused() {
     assert_error(&api.get("/v1/me", None).await, 401, "invalid_session");
     let store = api.api.as_ref().unwrap().store();
     let now = i64::try_from(surge_cluster::token::unix_now()).unwrap();
-    assert_eq!(store.delete_expired_sessions(now).await.unwrap(), 1);
+    assert_eq!(
+        surge_signup_api::store::purge_expired(
+            store.as_ref(),
+            now,
+            std::time::Duration::from_secs(3600)
+        )
+        .await
+        .unwrap()
+        .sessions,
+        1
+    );
     for forged in [
         "x",
         &"A".repeat(43),

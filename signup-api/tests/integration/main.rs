@@ -8,6 +8,8 @@ mod accounts;
 mod bad_input;
 mod client_addr;
 mod database_down;
+mod housekeeping;
+mod login_guessing;
 mod participants;
 mod presence;
 mod redis_limits;
