@@ -32,6 +32,9 @@ fn generous() -> LimitsConfig {
         },
         create_room_per_account: Rate::OFF,
         join_per_account: Rate::OFF,
+        heartbeat_per_account: Rate::OFF,
+        contact_request_per_account: Rate::OFF,
+        stream_ticket_per_account: Rate::OFF,
     }
 }
 

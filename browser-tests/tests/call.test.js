@@ -1,6 +1,7 @@
-// Issue 8: two people sign up in two browser contexts, add each other, see each other online,
-// one starts a room and the other joins by its link; each decodes the other's video and hears
-// their audio; one leaves and the other sees it. Screenshots of the call view are saved.
+// Issue 8: two people sign up in two browser contexts, become contacts (one asks, the other
+// sees the request arrive live and accepts: issue 14), see each other online, one starts a
+// room and the other joins by its link; each decodes the other's video and hears their audio;
+// one leaves and the other sees it. Screenshots of the call view are saved.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -21,11 +22,19 @@ after(async () => {
   await browser?.close();
 });
 
-async function addContact(person, other) {
+/** Asks for `email` as a contact; the page answers the same whether or not it has an account. */
+async function requestContact(person, email) {
   const { page } = person;
-  await page.getByLabel("Contact's email").fill(other.email);
+  await page.getByLabel("Contact's email").fill(email);
   await page.getByRole('button', { name: 'Add', exact: true }).click();
-  await page.locator('#contact-list li', { hasText: other.displayName }).waitFor();
+  await page.locator('#contact-message', { hasText: `Request sent to ${email}` }).waitFor();
+}
+
+/** The request from `from` appears on `person`'s page without a reload; they accept it. */
+async function acceptRequest(person, from) {
+  const { page } = person;
+  await page.getByRole('button', { name: `Accept ${from.displayName}` }).click();
+  await page.locator('#contact-list li', { hasText: from.displayName }).waitFor();
 }
 
 function contactStatus(person, other) {
@@ -50,9 +59,19 @@ test('two people sign up, see each other online, call by link, and one leaves', 
       await signUp(bob, { name: 'Bob Baker', email: uniqueEmail('bob') });
     });
 
-    await step(t, 'they add each other and see each other online', async () => {
-      await addContact(alice, bob);
-      await addContact(bob, alice);
+    await step(t, 'alice asks; the answer does not tell whether an email has an account', async () => {
+      await requestContact(alice, uniqueEmail('nobody'));
+      await requestContact(alice, bob.email);
+      // Not a contact yet: bob only shows among the requests waiting for an answer.
+      assert.equal(await alice.page.locator('#contact-list li').count(), 0);
+      await alice.page.locator('#outgoing-list li', { hasText: bob.email }).waitFor();
+    });
+
+    await step(t, 'bob sees the request live, accepts, and both see each other online', async () => {
+      await bob.page.locator('#request-list li', { hasText: alice.displayName }).waitFor();
+      await screenshot(bob.page, 'home-contact-request-bob');
+      await acceptRequest(bob, alice);
+      await alice.page.locator('#contact-list li', { hasText: bob.displayName }).waitFor();
       await eventually('alice to see bob online', async () => (await contactStatus(alice, bob)) === 'online');
       await eventually('bob to see alice online', async () => (await contactStatus(bob, alice)) === 'online');
     });

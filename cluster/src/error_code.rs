@@ -94,10 +94,18 @@ error_codes! {
     InvalidIds = "invalid_ids",
     /// Presence cannot be read or written now.
     PresenceUnavailable = "presence_unavailable",
-    /// No account with that email.
-    UserNotFound = "user_not_found",
     /// A user cannot add themselves as a contact.
     CannotAddSelf = "cannot_add_self",
+    /// The account has as many unanswered contact requests out as it may.
+    TooManyContactRequests = "too_many_contact_requests",
+    /// No pending contact request from that user.
+    ContactRequestNotFound = "contact_request_not_found",
+    /// The presence-stream ticket is missing, unknown, used or expired.
+    InvalidTicket = "invalid_ticket",
+    /// The account has as many presence streams open on this process as it may.
+    TooManyStreams = "too_many_streams",
+    /// This process holds as many presence streams as it may.
+    StreamCapacity = "stream_capacity",
     // Rooms and calls.
     /// The room name is not allowed.
     InvalidRoomName = "invalid_room_name",

@@ -13,6 +13,7 @@ pub mod presence;
 mod routes;
 mod shards;
 pub mod store;
+pub mod tickets;
 pub mod validate;
 
 use std::sync::Arc;
@@ -28,8 +29,9 @@ use tokio_util::sync::CancellationToken;
 use crate::hashing::{HashError, HashParams, HashPool, PoolConfig};
 use crate::limits::{Limits, LimitsConfig, Rate};
 use crate::login_backoff::{BackoffConfig, LoginBackoff};
-use crate::presence::{MemoryPresence, Presence, RedisPresence};
+use crate::presence::{MemoryPresence, Presence, Publisher, RedisPresence, StreamSlots};
 use crate::store::{Store, StoreError};
+use crate::tickets::{MemoryTickets, RedisTickets, Tickets};
 
 /// The embedded default: a SQLite file under `./data/`, created on first run.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/surge.db";
@@ -142,6 +144,83 @@ pub struct ApiConfig {
     #[arg(long, env = "SURGE_PRESENCE_TTL_SECS", default_value_t = 30)]
     pub presence_ttl_secs: u64,
 
+    /// Presence heartbeats (status changes included) one account may send per minute; 0
+    /// disables.
+    #[arg(
+        long,
+        env = "SURGE_HEARTBEATS_PER_ACCOUNT_PER_MIN",
+        default_value_t = 20
+    )]
+    pub heartbeats_per_account_per_min: u32,
+
+    /// Heartbeats one account may send at once.
+    #[arg(long, env = "SURGE_HEARTBEATS_PER_ACCOUNT_BURST", default_value_t = 10)]
+    pub heartbeats_per_account_burst: u32,
+
+    /// A user's status changes are published to the streams (and the other replicas) at
+    /// most once per this many milliseconds, the last one winning; 0 publishes every change.
+    #[arg(long, env = "SURGE_PRESENCE_COALESCE_MS", default_value_t = 1000)]
+    pub presence_coalesce_ms: u64,
+
+    /// Presence streams one account may hold open on one process.
+    #[arg(long, env = "SURGE_PRESENCE_STREAMS_PER_ACCOUNT", default_value_t = 8)]
+    pub presence_streams_per_account: usize,
+
+    /// Presence streams one process holds at most.
+    #[arg(long, env = "SURGE_PRESENCE_STREAMS_MAX", default_value_t = 4096)]
+    pub presence_streams_max: usize,
+
+    /// Seconds a presence-stream ticket stays redeemable (it is single-use).
+    #[arg(
+        long,
+        env = "SURGE_PRESENCE_TICKET_TTL_SECS",
+        default_value_t = 30,
+        hide = true
+    )]
+    pub presence_ticket_ttl_secs: u64,
+
+    /// Presence-stream tickets one account may take per minute; 0 disables.
+    #[arg(
+        long,
+        env = "SURGE_STREAM_TICKETS_PER_ACCOUNT_PER_MIN",
+        default_value_t = 60,
+        hide = true
+    )]
+    pub stream_tickets_per_account_per_min: u32,
+
+    /// Presence-stream tickets one account may take at once.
+    #[arg(
+        long,
+        env = "SURGE_STREAM_TICKETS_PER_ACCOUNT_BURST",
+        default_value_t = 30,
+        hide = true
+    )]
+    pub stream_tickets_per_account_burst: u32,
+
+    /// Contact requests (email look-ups) one account may send per minute; 0 disables.
+    #[arg(
+        long,
+        env = "SURGE_CONTACT_REQUESTS_PER_ACCOUNT_PER_MIN",
+        default_value_t = 10
+    )]
+    pub contact_requests_per_account_per_min: u32,
+
+    /// Contact requests one account may send at once.
+    #[arg(
+        long,
+        env = "SURGE_CONTACT_REQUESTS_PER_ACCOUNT_BURST",
+        default_value_t = 10
+    )]
+    pub contact_requests_per_account_burst: u32,
+
+    /// Unanswered contact requests one account may have out at once.
+    #[arg(
+        long,
+        env = "SURGE_MAX_PENDING_CONTACT_REQUESTS",
+        default_value_t = 100
+    )]
+    pub max_pending_contact_requests: u32,
+
     /// Seconds a login session lasts.
     #[arg(long, env = "SURGE_SESSION_TTL_SECS", default_value_t = 7 * 24 * 3600)]
     pub session_ttl_secs: u64,
@@ -190,6 +269,17 @@ impl ApiConfig {
             max_rooms_per_account: 50,
             room_ttl_secs: 30 * 24 * 3600,
             presence_ttl_secs: 30,
+            heartbeats_per_account_per_min: 20,
+            heartbeats_per_account_burst: 10,
+            presence_coalesce_ms: 1000,
+            presence_streams_per_account: 8,
+            presence_streams_max: 4096,
+            presence_ticket_ttl_secs: 30,
+            stream_tickets_per_account_per_min: 60,
+            stream_tickets_per_account_burst: 30,
+            contact_requests_per_account_per_min: 10,
+            contact_requests_per_account_burst: 10,
+            max_pending_contact_requests: 100,
             session_ttl_secs: 7 * 24 * 3600,
             join_token_ttl_secs: 60,
             trusted_proxies: ProxyList::default(),
@@ -218,6 +308,18 @@ impl ApiConfig {
             join_per_account: Rate {
                 per_minute: self.joins_per_account_per_min,
                 burst: self.joins_per_account_burst,
+            },
+            heartbeat_per_account: Rate {
+                per_minute: self.heartbeats_per_account_per_min,
+                burst: self.heartbeats_per_account_burst,
+            },
+            contact_request_per_account: Rate {
+                per_minute: self.contact_requests_per_account_per_min,
+                burst: self.contact_requests_per_account_burst,
+            },
+            stream_ticket_per_account: Rate {
+                per_minute: self.stream_tickets_per_account_per_min,
+                burst: self.stream_tickets_per_account_burst,
             },
         }
     }
@@ -361,7 +463,12 @@ impl Api {
             max_wait: Duration::from_secs(config.login_backoff_max_secs.max(1)),
             ..BackoffConfig::default()
         };
-        let (limits, login_backoff, presence): (Limits, LoginBackoff, Arc<dyn Presence>) =
+        let (limits, login_backoff, presence, tickets): (
+            Limits,
+            LoginBackoff,
+            Arc<dyn Presence>,
+            Arc<dyn Tickets>,
+        ) =
             match &deps.redis_url {
                 Some(url) => {
                     let redis_error = |source| StartError::Redis {
@@ -383,18 +490,25 @@ impl Api {
                         backoff_config,
                         Some((conn.clone(), deps.redis_prefix.clone())),
                     );
+                    let tickets = Arc::new(RedisTickets::new(conn.clone(), &deps.redis_prefix));
                     let presence =
                         RedisPresence::new(client, conn, deps.redis_prefix.clone(), tasks.clone());
-                    (limits, login_backoff, presence)
+                    (limits, login_backoff, presence, tickets)
                 }
                 None => (
                     Limits::new(config.limits(), None),
                     LoginBackoff::new(backoff_config, None),
                     Arc::new(MemoryPresence::default()),
+                    Arc::new(MemoryTickets::default()),
                 ),
             };
         let login_backoff = Arc::new(login_backoff);
         presence::spawn_sweeper(presence.clone(), Duration::from_secs(1), tasks.clone());
+        let publisher = Arc::new(Publisher::new(
+            presence.clone(),
+            Duration::from_millis(config.presence_coalesce_ms),
+        ));
+        publisher.clone().spawn_flusher(tasks.clone());
         spawn_limit_eviction(limits.clone(), login_backoff.clone(), tasks.clone());
         let room_ttl = Duration::from_secs(config.room_ttl_secs.max(60));
         spawn_housekeeping(store.clone(), room_ttl, tasks.clone());
@@ -404,6 +518,12 @@ impl Api {
             limits,
             login_backoff,
             presence,
+            publisher,
+            tickets,
+            streams: StreamSlots::new(
+                config.presence_streams_per_account,
+                config.presence_streams_max,
+            ),
             placer: Placer::new(deps.registry),
             shards: shards::ShardClient::new()?,
             token_key: deps.token_key,
@@ -416,6 +536,8 @@ impl Api {
                     0 => u32::MAX,
                     cap => cap,
                 },
+                ticket_ttl: Duration::from_secs(config.presence_ticket_ttl_secs.max(1)),
+                max_pending_contact_requests: config.max_pending_contact_requests,
             },
             shutdown: deps.shutdown,
         }));

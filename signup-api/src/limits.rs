@@ -52,6 +52,12 @@ pub enum Action {
     CreateRoom,
     /// Per account: joins (and rejoins) it makes.
     Join,
+    /// Per account: presence heartbeats (status changes included).
+    Heartbeat,
+    /// Per account: contact requests (each one looks an email up).
+    ContactRequest,
+    /// Per account: presence-stream tickets.
+    StreamTicket,
 }
 
 impl Action {
@@ -61,6 +67,9 @@ impl Action {
             Self::Login => "login",
             Self::CreateRoom => "create_room",
             Self::Join => "join",
+            Self::Heartbeat => "heartbeat",
+            Self::ContactRequest => "contact_request",
+            Self::StreamTicket => "stream_ticket",
         }
     }
 
@@ -68,7 +77,11 @@ impl Action {
     fn subject(self) -> &'static str {
         match self {
             Self::Signup | Self::Login => "ip",
-            Self::CreateRoom | Self::Join => "acct",
+            Self::CreateRoom
+            | Self::Join
+            | Self::Heartbeat
+            | Self::ContactRequest
+            | Self::StreamTicket => "acct",
         }
     }
 }
@@ -91,6 +104,12 @@ pub struct LimitsConfig {
     pub create_room_per_account: Rate,
     /// Joins one account makes.
     pub join_per_account: Rate,
+    /// Presence heartbeats one account sends.
+    pub heartbeat_per_account: Rate,
+    /// Contact requests one account sends.
+    pub contact_request_per_account: Rate,
+    /// Presence-stream tickets one account takes.
+    pub stream_ticket_per_account: Rate,
 }
 
 /// The key of a client: IPv4 addresses whole, IPv6 by /64 (one subscriber usually gets a
@@ -125,6 +144,9 @@ struct Local {
     login_ip: Option<DefaultKeyedRateLimiter<u128>>,
     create_room_account: Option<DefaultKeyedRateLimiter<u128>>,
     join_account: Option<DefaultKeyedRateLimiter<u128>>,
+    heartbeat_account: Option<DefaultKeyedRateLimiter<u128>>,
+    contact_request_account: Option<DefaultKeyedRateLimiter<u128>>,
+    stream_ticket_account: Option<DefaultKeyedRateLimiter<u128>>,
     signup_global: Option<DefaultDirectRateLimiter>,
 }
 
@@ -136,6 +158,9 @@ impl Local {
             &self.login_ip,
             &self.create_room_account,
             &self.join_account,
+            &self.heartbeat_account,
+            &self.contact_request_account,
+            &self.stream_ticket_account,
         ]
         .into_iter()
         .flatten()
@@ -221,6 +246,18 @@ impl Limits {
                 .join_per_account
                 .quota()
                 .map(DefaultKeyedRateLimiter::keyed),
+            heartbeat_account: config
+                .heartbeat_per_account
+                .quota()
+                .map(DefaultKeyedRateLimiter::keyed),
+            contact_request_account: config
+                .contact_request_per_account
+                .quota()
+                .map(DefaultKeyedRateLimiter::keyed),
+            stream_ticket_account: config
+                .stream_ticket_per_account
+                .quota()
+                .map(DefaultKeyedRateLimiter::keyed),
             signup_global: config
                 .signup_global
                 .quota()
@@ -257,7 +294,8 @@ impl Limits {
         self.check_key(action, client_key(ip)).await
     }
 
-    /// Checks a per-account `action` ([`Action::CreateRoom`], [`Action::Join`]) for
+    /// Checks a per-account `action` ([`Action::CreateRoom`], [`Action::Join`],
+    /// [`Action::Heartbeat`], [`Action::ContactRequest`], [`Action::StreamTicket`]) for
     /// `account_id`, locally and then shared.
     pub async fn check_account(&self, action: Action, account_id: &str) -> Result<(), Limited> {
         self.check_key(action, account_key(account_id)).await
@@ -284,6 +322,9 @@ impl Limits {
             Action::Login => &self.local.login_ip,
             Action::CreateRoom => &self.local.create_room_account,
             Action::Join => &self.local.join_account,
+            Action::Heartbeat => &self.local.heartbeat_account,
+            Action::ContactRequest => &self.local.contact_request_account,
+            Action::StreamTicket => &self.local.stream_ticket_account,
         };
         if let Some(limiter) = keyed
             && let Err(not_until) = limiter.check_key(&key)
@@ -323,6 +364,9 @@ impl Limits {
             Action::Login => (self.config.login_per_ip, None),
             Action::CreateRoom => (self.config.create_room_per_account, None),
             Action::Join => (self.config.join_per_account, None),
+            Action::Heartbeat => (self.config.heartbeat_per_account, None),
+            Action::ContactRequest => (self.config.contact_request_per_account, None),
+            Action::StreamTicket => (self.config.stream_ticket_per_account, None),
         };
         let mut invocation = shared.script.prepare_invoke();
         let mut any = false;
@@ -440,6 +484,9 @@ mod tests {
                     burst: 2,
                 },
                 join_per_account: Rate::OFF,
+                heartbeat_per_account: Rate::OFF,
+                contact_request_per_account: Rate::OFF,
+                stream_ticket_per_account: Rate::OFF,
             },
             None,
         );

@@ -1,6 +1,9 @@
 //! Presence: who is online, away or busy. A heartbeat sets a status for a TTL; a user whose
 //! heartbeats stop is offline once it passes. Changes (including going offline) are
-//! published on a local broadcast bus that the SSE streams read.
+//! published on a local broadcast bus that the SSE streams read; a [`Publisher`] coalesces
+//! a flapping user's changes. Besides changes, the bus carries [`Notice`]s: a contact added
+//! or removed, a contact request, a session logged out; streams react to them instead of
+//! polling the database.
 //!
 //! Two backends behind one trait: in memory (one process) and Redis (replicas share it).
 //! In Redis a user's status is a key with a TTL, and a sorted set by expiry time lets a
@@ -20,6 +23,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+mod coalesce;
+mod streams;
+
+pub use coalesce::Coalescer;
+pub use streams::{StreamRefused, StreamSlot, StreamSlots};
 
 /// A user's presence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +69,32 @@ pub struct Change {
     pub status: Status,
 }
 
+/// How someone's contacts changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContactChange {
+    /// A request was accepted (on either side): the two are contacts now.
+    Added,
+    /// One of the two removed the other.
+    Removed,
+    /// Someone asked to be a contact.
+    Requested,
+}
+
+/// Something the streams react to besides a presence change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Notice {
+    /// `account`'s contacts or contact requests changed; `other` is the other side.
+    Contacts {
+        account: String,
+        other: String,
+        change: ContactChange,
+    },
+    /// The session with this token digest logged out: its streams end.
+    SessionEnded { session: String },
+}
+
 /// The presence backend could not answer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -71,13 +106,18 @@ pub enum PresenceError {
 /// Where presence lives.
 #[async_trait]
 pub trait Presence: Send + Sync + 'static {
-    /// Sets `user`'s status for `ttl`; announces it when it changed.
+    /// Sets `user`'s status for `ttl`; answers whether it changed (an expired status counts
+    /// as offline). Publishing the change is the caller's ([`Publisher`]).
     async fn heartbeat(
         &self,
         user: &str,
         status: Status,
         ttl: Duration,
-    ) -> Result<(), PresenceError>;
+    ) -> Result<bool, PresenceError>;
+    /// Tells every stream (on every replica) about `change`.
+    async fn publish(&self, change: &Change) -> Result<(), PresenceError>;
+    /// Tells every stream (on every replica) about `notice`.
+    async fn notify(&self, notice: &Notice) -> Result<(), PresenceError>;
     /// Marks `user` offline at once (logout).
     async fn clear(&self, user: &str) -> Result<(), PresenceError>;
     /// Statuses of `users`, in order; unknown or expired users are offline.
@@ -86,6 +126,8 @@ pub trait Presence: Send + Sync + 'static {
     async fn sweep(&self) -> Result<(), PresenceError>;
     /// The bus of changes.
     fn subscribe(&self) -> broadcast::Receiver<Change>;
+    /// The bus of notices.
+    fn notices(&self) -> broadcast::Receiver<Notice>;
 }
 
 const BUS_CAPACITY: usize = 4096;
@@ -94,6 +136,7 @@ const BUS_CAPACITY: usize = 4096;
 pub struct MemoryPresence {
     users: Mutex<HashMap<String, (Status, Instant)>>,
     bus: broadcast::Sender<Change>,
+    notices: broadcast::Sender<Notice>,
 }
 
 impl Default for MemoryPresence {
@@ -101,6 +144,7 @@ impl Default for MemoryPresence {
         Self {
             users: Mutex::new(HashMap::new()),
             bus: broadcast::channel(BUS_CAPACITY).0,
+            notices: broadcast::channel(BUS_CAPACITY).0,
         }
     }
 }
@@ -121,7 +165,7 @@ impl Presence for MemoryPresence {
         user: &str,
         status: Status,
         ttl: Duration,
-    ) -> Result<(), PresenceError> {
+    ) -> Result<bool, PresenceError> {
         let now = Instant::now();
         let old = self
             .users
@@ -129,9 +173,16 @@ impl Presence for MemoryPresence {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(user.to_owned(), (status, now + ttl));
         let was = old.filter(|(_, until)| *until > now).map(|(s, _)| s);
-        if was != Some(status) {
-            self.announce(user, status);
-        }
+        Ok(was != Some(status))
+    }
+
+    async fn publish(&self, change: &Change) -> Result<(), PresenceError> {
+        self.announce(&change.user_id, change.status);
+        Ok(())
+    }
+
+    async fn notify(&self, notice: &Notice) -> Result<(), PresenceError> {
+        let _ = self.notices.send(notice.clone());
         Ok(())
     }
 
@@ -181,18 +232,22 @@ impl Presence for MemoryPresence {
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.bus.subscribe()
     }
+
+    fn notices(&self) -> broadcast::Receiver<Notice> {
+        self.notices.subscribe()
+    }
 }
 
-/// Sets the status key, records its expiry in the sorted set, and publishes when the
-/// status changed. KEYS: status key, expiry zset. ARGV: user, status, ttl ms, channel.
+/// Sets the status key and records its expiry in the sorted set; answers 1 when the status
+/// changed. KEYS: status key, expiry zset. ARGV: user, status, ttl ms.
 const HEARTBEAT_LUA: &str = r"
 local old = redis.call('GET', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
-if old ~= ARGV[2] then redis.call('PUBLISH', ARGV[4], ARGV[1] .. ' ' .. ARGV[2]) end
-return 1
+if old ~= ARGV[2] then return 1 end
+return 0
 ";
 
 /// Removes the status key and announces offline. KEYS: status key, expiry zset.
@@ -228,6 +283,7 @@ pub struct RedisPresence {
     clear: redis::Script,
     sweep: redis::Script,
     bus: broadcast::Sender<Change>,
+    notices: broadcast::Sender<Notice>,
 }
 
 impl RedisPresence {
@@ -240,6 +296,7 @@ impl RedisPresence {
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         let bus = broadcast::channel(BUS_CAPACITY).0;
+        let notices = broadcast::channel(BUS_CAPACITY).0;
         let this = Arc::new(Self {
             conn,
             prefix,
@@ -247,8 +304,13 @@ impl RedisPresence {
             clear: redis::Script::new(CLEAR_LUA),
             sweep: redis::Script::new(SWEEP_LUA),
             bus: bus.clone(),
+            notices: notices.clone(),
         });
-        tokio::spawn(listen(client, this.channel(), bus, shutdown));
+        let channels = Channels {
+            changes: this.channel(),
+            notices: this.notice_channel(),
+        };
+        tokio::spawn(listen(client, channels, bus, notices, shutdown));
         this
     }
 
@@ -264,6 +326,9 @@ impl RedisPresence {
     fn channel(&self) -> String {
         format!("{}presence:changes", self.prefix)
     }
+    fn notice_channel(&self) -> String {
+        format!("{}presence:notices", self.prefix)
+    }
 }
 
 fn unavailable(e: redis::RedisError) -> PresenceError {
@@ -277,7 +342,7 @@ impl Presence for RedisPresence {
         user: &str,
         status: Status,
         ttl: Duration,
-    ) -> Result<(), PresenceError> {
+    ) -> Result<bool, PresenceError> {
         let mut conn = self.conn.clone();
         self.heartbeat
             .key(self.key(user))
@@ -285,11 +350,39 @@ impl Presence for RedisPresence {
             .arg(user)
             .arg(status.as_str())
             .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
-            .arg(self.channel())
             .invoke_async::<i64>(&mut conn)
+            .await
+            .map(|changed| changed == 1)
+            .map_err(unavailable)
+    }
+
+    async fn publish(&self, change: &Change) -> Result<(), PresenceError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PUBLISH")
+            .arg(self.channel())
+            .arg(format!("{} {}", change.user_id, change.status.as_str()))
+            .query_async::<i64>(&mut conn)
             .await
             .map(|_| ())
             .map_err(unavailable)
+    }
+
+    async fn notify(&self, notice: &Notice) -> Result<(), PresenceError> {
+        let payload =
+            serde_json::to_string(notice).map_err(|e| PresenceError::Unavailable(e.to_string()))?;
+        let mut conn = self.conn.clone();
+        let sent = redis::cmd("PUBLISH")
+            .arg(self.notice_channel())
+            .arg(payload)
+            .query_async::<i64>(&mut conn)
+            .await;
+        if let Err(e) = sent {
+            // This process's own streams still hear it; other replicas' do not until Redis
+            // is back (a logout then ends those streams at their next reconnect).
+            let _ = self.notices.send(notice.clone());
+            return Err(unavailable(e));
+        }
+        Ok(())
     }
 
     async fn clear(&self, user: &str) -> Result<(), PresenceError> {
@@ -342,21 +435,34 @@ impl Presence for RedisPresence {
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.bus.subscribe()
     }
+
+    fn notices(&self) -> broadcast::Receiver<Notice> {
+        self.notices.subscribe()
+    }
 }
 
-/// Forwards the pub/sub channel to the local bus, reconnecting and resubscribing (with
+/// The pub/sub channels the listener follows.
+struct Channels {
+    changes: String,
+    notices: String,
+}
+
+/// Forwards the pub/sub channels to the local buses, reconnecting and resubscribing (with
 /// jittered backoff, so replicas do not reconnect in lockstep) whenever the connection drops.
 async fn listen(
     client: redis::Client,
-    channel: String,
+    channels: Channels,
     bus: broadcast::Sender<Change>,
+    notices: broadcast::Sender<Notice>,
     shutdown: CancellationToken,
 ) {
+    let channel = &channels.changes;
     let mut backoff = Duration::from_millis(100);
     loop {
         let connected = async {
             let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
+            pubsub.subscribe(&channels.changes).await?;
+            pubsub.subscribe(&channels.notices).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };
         let attempt = tokio::select! {
@@ -377,6 +483,12 @@ async fn listen(
                     let Ok(payload) = message.get_payload::<String>() else {
                         continue;
                     };
+                    if message.get_channel_name() == channels.notices {
+                        if let Ok(notice) = serde_json::from_str::<Notice>(&payload) {
+                            let _ = notices.send(notice);
+                        }
+                        continue;
+                    }
                     if let Some((user, status)) = payload.rsplit_once(' ')
                         && let Some(status) = Status::parse(status)
                     {
@@ -399,6 +511,109 @@ async fn listen(
             () = tokio::time::sleep(backoff + jitter) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Sets statuses and publishes their changes, coalesced per user (see [`Coalescer`]): with
+/// a window of one second, a user flapping a hundred times a second costs every replica and
+/// every stream two messages a second, not a hundred.
+pub struct Publisher {
+    presence: Arc<dyn Presence>,
+    coalescer: Mutex<Coalescer>,
+    window: Duration,
+}
+
+impl Publisher {
+    pub fn new(presence: Arc<dyn Presence>, window: Duration) -> Self {
+        Self {
+            presence,
+            coalescer: Mutex::new(Coalescer::new(window)),
+            window,
+        }
+    }
+
+    fn coalescer(&self) -> std::sync::MutexGuard<'_, Coalescer> {
+        self.coalescer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A heartbeat: sets `user`'s status for `ttl` and publishes a change now, or at the end
+    /// of the user's window when one was published within it.
+    pub async fn heartbeat(
+        &self,
+        user: &str,
+        status: Status,
+        ttl: Duration,
+    ) -> Result<(), PresenceError> {
+        if !self.presence.heartbeat(user, status, ttl).await? {
+            return Ok(());
+        }
+        if self.coalescer().changed(user, status, Instant::now()) {
+            self.presence
+                .publish(&Change {
+                    user_id: user.to_owned(),
+                    status,
+                })
+                .await?;
+        } else {
+            metrics::counter!("surge_api_presence_changes_coalesced_total").increment(1);
+        }
+        Ok(())
+    }
+
+    /// Marks `user` offline at once (logout), bypassing the window.
+    pub async fn clear(&self, user: &str) -> Result<(), PresenceError> {
+        self.presence.clear(user).await?;
+        // A change folded into this user's window is compared against offline from now on.
+        self.coalescer()
+            .published(user, Status::Offline, Instant::now());
+        Ok(())
+    }
+
+    /// Publishes the latest status of each user whose window ended with changes held back
+    /// (skipped when it ended where it started).
+    pub async fn flush(&self) -> Result<(), PresenceError> {
+        let due = self.coalescer().due(Instant::now());
+        if due.is_empty() {
+            return Ok(());
+        }
+        let users: Vec<String> = due.iter().map(|(user, _)| user.clone()).collect();
+        let statuses = self.presence.statuses(&users).await?;
+        for ((user_id, last), status) in due.into_iter().zip(statuses) {
+            if status != last {
+                self.presence
+                    .publish(&Change {
+                        user_id: user_id.clone(),
+                        status,
+                    })
+                    .await?;
+            }
+            self.coalescer().published(&user_id, status, Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Runs [`Self::flush`] a few times per window until `shutdown` (nothing to do without
+    /// a window).
+    pub fn spawn_flusher(self: Arc<Self>, shutdown: CancellationToken) {
+        if self.window.is_zero() {
+            return;
+        }
+        let every = (self.window / 4).max(Duration::from_millis(20));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                if let Err(e) = self.flush().await {
+                    tracing::debug!(error = %e, "presence flush failed; retrying next tick");
+                }
+            }
+        });
     }
 }
 
@@ -425,17 +640,19 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn memory_presence_expires_and_announces() {
-        let p = MemoryPresence::default();
+        let p: Arc<dyn Presence> = Arc::new(MemoryPresence::default());
+        let publisher = Publisher::new(p.clone(), Duration::ZERO);
         let mut rx = p.subscribe();
-        p.heartbeat("u1", Status::Online, Duration::from_secs(10))
+        let ttl = Duration::from_secs(10);
+        publisher
+            .heartbeat("u1", Status::Online, ttl)
             .await
             .unwrap();
-        p.heartbeat("u1", Status::Online, Duration::from_secs(10))
+        publisher
+            .heartbeat("u1", Status::Online, ttl)
             .await
             .unwrap();
-        p.heartbeat("u1", Status::Busy, Duration::from_secs(10))
-            .await
-            .unwrap();
+        publisher.heartbeat("u1", Status::Busy, ttl).await.unwrap();
         let ids = vec!["u1".to_owned(), "u2".to_owned()];
         assert_eq!(
             p.statuses(&ids).await.unwrap(),
@@ -452,5 +669,38 @@ mod tests {
             .collect();
         // A repeated heartbeat with the same status is not a change.
         assert_eq!(got, vec![Status::Online, Status::Busy, Status::Offline]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flapping_is_coalesced_and_the_last_status_wins() {
+        let p: Arc<dyn Presence> = Arc::new(MemoryPresence::default());
+        let publisher = Publisher::new(p.clone(), Duration::from_secs(1));
+        let mut rx = p.subscribe();
+        let ttl = Duration::from_secs(30);
+        for i in 0..101 {
+            let status = [Status::Online, Status::Busy, Status::Away][i % 3];
+            publisher.heartbeat("u1", status, ttl).await.unwrap();
+            tokio::time::advance(Duration::from_millis(5)).await;
+        }
+        publisher.flush().await.unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        publisher.flush().await.unwrap();
+        let got: Vec<Status> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|c| c.status)
+            .collect();
+        // 101 changes: the first at once, the rest folded into one with the last status.
+        assert_eq!(got, vec![Status::Online, Status::Busy]);
+        // A logout goes out at once, and a login right after is not swallowed.
+        publisher.clear("u1").await.unwrap();
+        publisher
+            .heartbeat("u1", Status::Online, ttl)
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        publisher.flush().await.unwrap();
+        let got: Vec<Status> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|c| c.status)
+            .collect();
+        assert_eq!(got, vec![Status::Offline, Status::Online]);
     }
 }

@@ -11,8 +11,12 @@ const $ = (id) => document.getElementById(id);
 const state = {
   user: null,
   presence: null,
-  /** user_id → contact `{user_id, email, display_name, status}` */
+  /** user_id → accepted contact `{user_id, email, display_name, status}` */
   contacts: new Map(),
+  /** Requests to this user: `{user_id, email, display_name}` */
+  incoming: [],
+  /** This user's requests not yet accepted: `{email}` */
+  outgoing: [],
   call: null,
   /** Camera + microphone opened on the pre-join screen, handed to the call. */
   localStream: null,
@@ -221,8 +225,8 @@ async function signedIn(user) {
   $('my-status-dot').dataset.status = 'online';
   state.presence?.stop();
   state.presence = new Presence({
-    token: session.token(),
     onUpdate: onPresence,
+    onContacts: () => scheduleContactsReload(),
     onStream: (s) => {
       $('presence-live').textContent = s === 'live' ? 'Live' : 'Reconnecting…';
     },
@@ -241,6 +245,8 @@ function signedOut(reason = '') {
   state.presence = null;
   state.user = null;
   state.contacts.clear();
+  state.incoming = [];
+  state.outgoing = [];
   renderContacts();
   session.clear();
   $('account').hidden = true;
@@ -254,13 +260,46 @@ function signedOut(reason = '') {
 async function loadContacts() {
   try {
     const answer = await api.contacts();
-    const list = Array.isArray(answer) ? answer : (answer?.contacts ?? []);
     state.contacts.clear();
-    for (const c of list) state.contacts.set(c.user_id, c);
+    for (const c of answer?.contacts ?? []) state.contacts.set(c.user_id, c);
+    state.incoming = answer?.incoming ?? [];
+    state.outgoing = answer?.outgoing ?? [];
     renderContacts();
   } catch (err) {
     setMessage('contact-message', contactMessage(err), 'error');
   }
+}
+
+let reloadTimer = null;
+
+/** The stream said the contacts or requests changed: read them again (once for a burst). */
+function scheduleContactsReload() {
+  clearTimeout(reloadTimer);
+  reloadTimer = setTimeout(() => {
+    if (state.user) loadContacts();
+  }, 200);
+}
+
+/** Runs a contact action from a button, showing its error, then re-reads the list. */
+async function contactAction(button, action, done) {
+  button.disabled = true;
+  try {
+    await action();
+    if (done) setMessage('contact-message', done, 'ok');
+  } catch (err) {
+    setMessage('contact-message', contactMessage(err), 'error');
+  }
+  await loadContacts();
+}
+
+function actionButton(label, name, onClick, kind = '') {
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.className = `btn ${kind}`.trim();
+  button.textContent = label;
+  button.setAttribute('aria-label', name);
+  button.addEventListener('click', () => onClick(button));
+  return button;
 }
 
 function onPresence(update) {
@@ -294,10 +333,59 @@ function renderContacts() {
       item.querySelector('.contact-email').textContent = c.email;
       item.querySelector('.contact-status').textContent = statusLabel(status);
       item.setAttribute('aria-label', `${c.display_name || c.email}: ${statusLabel(status)}`);
+      const name = c.display_name || c.email;
+      const actions = document.createElement('span');
+      actions.className = 'contact-actions';
+      actions.append(
+        actionButton('Remove', `Remove ${name}`, (button) =>
+          contactAction(button, () => api.removeContact(c.user_id), `${name} removed.`), 'btn-quiet'),
+      );
+      item.append(actions);
       return item;
     }),
   );
   $('contacts-empty').hidden = contacts.length > 0;
+  renderRequests();
+}
+
+function renderRequests() {
+  $('requests').hidden = state.incoming.length === 0;
+  $('request-list').replaceChildren(
+    ...state.incoming.map((r) => {
+      const name = r.display_name || r.email;
+      const item = document.createElement('li');
+      item.className = 'contact request';
+      item.dataset.userId = r.user_id;
+      item.innerHTML = `
+        <span class="avatar" aria-hidden="true"><span class="initials"></span></span>
+        <span class="contact-text"><span class="contact-name"></span><br><span class="contact-email"></span></span>
+        <span class="contact-actions"></span>`;
+      item.querySelector('.initials').textContent = initials(r.display_name);
+      item.querySelector('.contact-name').textContent = name;
+      item.querySelector('.contact-email').textContent = r.email;
+      item.querySelector('.contact-actions').append(
+        actionButton('Accept', `Accept ${name}`, (button) =>
+          contactAction(button, () => api.acceptContact(r.user_id), `${name} is now a contact.`), 'btn-primary'),
+        actionButton('Decline', `Decline ${name}`, (button) =>
+          contactAction(button, () => api.declineContact(r.user_id), '')),
+      );
+      return item;
+    }),
+  );
+  $('outgoing').hidden = state.outgoing.length === 0;
+  $('outgoing-list').replaceChildren(
+    ...state.outgoing.map((r) => {
+      const item = document.createElement('li');
+      item.className = 'contact outgoing';
+      item.innerHTML = '<span class="contact-text"><span class="contact-email"></span></span><span class="contact-actions"></span>';
+      item.querySelector('.contact-email').textContent = r.email;
+      item.querySelector('.contact-actions').append(
+        actionButton('Withdraw', `Withdraw the request to ${r.email}`, (button) =>
+          contactAction(button, () => api.withdrawContact(r.email), ''), 'btn-quiet'),
+      );
+      return item;
+    }),
+  );
 }
 
 function setupContacts() {
@@ -310,11 +398,15 @@ function setupContacts() {
       return;
     }
     try {
-      const contact = await api.addContact(email);
-      state.contacts.set(contact.user_id, contact);
-      renderContacts();
+      // The answer is the same whether or not the email has an account.
+      const answer = await api.requestContact(email);
       input.value = '';
-      setMessage('contact-message', `${contact.display_name || contact.email} added.`, 'ok');
+      setMessage(
+        'contact-message',
+        `Request sent to ${answer?.email ?? email}. They appear in your contacts once they accept.`,
+        'ok',
+      );
+      await loadContacts();
     } catch (err) {
       setMessage('contact-message', contactMessage(err), 'error');
     }
@@ -600,6 +692,8 @@ window.surge = {
       states: state.call.states,
     },
     contacts: [...state.contacts.values()],
+    incoming: state.incoming,
+    outgoing: state.outgoing,
   }),
   stats: async () => (state.call ? state.call.stats() : []),
   outboundStats: async () => (state.call ? state.call.outboundStats() : []),

@@ -45,13 +45,16 @@ export function loginMessage(err) {
 export function contactMessage(err) {
   if (err instanceof ApiError) {
     switch (err.code) {
-      case 'not_found':
-      case 'user_not_found':
-        return 'Nobody has signed up with that email yet.';
       case 'invalid_email':
         return 'Enter a valid email address.';
       case 'cannot_add_self':
         return 'That is you. Add someone else.';
+      case 'too_many_contact_requests':
+        return 'You have many requests nobody has answered yet. Withdraw some before asking more people.';
+      case 'contact_request_not_found':
+        return 'That request is no longer there.';
+      case 'rate_limited':
+        return 'You are adding contacts too quickly. Wait a moment and try again.';
       default:
         break;
     }

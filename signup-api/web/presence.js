@@ -1,5 +1,6 @@
 // Keeps the user's own status alive with heartbeats and follows the contacts' statuses over
-// the server-sent event stream.
+// the server-sent event stream. The stream is opened with a single-use ticket (the session
+// token never goes into a URL), so every (re)connection asks for a fresh one.
 
 import { api } from './api.js';
 
@@ -16,16 +17,18 @@ function jittered(ms) {
 /**
  * Owns the heartbeat timer and the SSE connection for one login.
  * `onUpdate({user_id, status})` is called for every presence event.
+ * `onContacts({user_id, change})` when the contacts or requests changed (read them again).
  * `onStream(state)` reports 'live' | 'reconnecting'.
  */
 export class Presence {
-  constructor({ token, onUpdate, onStream, onError }) {
-    this.token = token;
+  constructor({ onUpdate, onContacts, onStream, onError }) {
     this.onUpdate = onUpdate;
+    this.onContacts = onContacts ?? (() => {});
     this.onStream = onStream ?? (() => {});
     this.onError = onError ?? (() => {});
     this.status = 'online';
     this.timer = null;
+    this.streamTimer = null;
     this.events = null;
     this.stopped = false;
   }
@@ -58,10 +61,20 @@ export class Presence {
     this.timer = setTimeout(() => this.beat(), jittered(ttl * 1000 * HEARTBEAT_FRACTION));
   }
 
-  openStream() {
+  async openStream() {
     if (this.stopped) return;
-    // EventSource cannot send headers, so the stream takes the session token in the query.
-    const events = new EventSource(`/v1/presence/stream?token=${encodeURIComponent(this.token)}`);
+    // EventSource cannot send headers: the stream takes a single-use ticket, asked for with
+    // the session token in the Authorization header.
+    let ticket;
+    try {
+      ticket = (await api.streamTicket()).ticket;
+    } catch (err) {
+      this.onError(err);
+      this.retryStream(err.retryAfter);
+      return;
+    }
+    if (this.stopped) return;
+    const events = new EventSource(`/v1/presence/stream?ticket=${encodeURIComponent(ticket)}`);
     this.events = events;
     events.addEventListener('open', () => this.onStream('live'));
     events.addEventListener('presence', (event) => {
@@ -71,20 +84,36 @@ export class Presence {
         // A malformed event changes nothing on screen.
       }
     });
-    events.addEventListener('error', () => {
-      if (this.stopped) return;
-      this.onStream('reconnecting');
-      if (events.readyState === EventSource.CLOSED) {
-        // The browser gave up (e.g. a 401 or 503): retry ourselves, with jitter.
-        setTimeout(() => this.openStream(), jittered(5000));
+    events.addEventListener('contacts', (event) => {
+      try {
+        this.onContacts(JSON.parse(event.data));
+      } catch {
+        // A malformed event changes nothing on screen.
       }
     });
+    events.addEventListener('error', () => {
+      if (this.stopped || this.events !== events) return;
+      // The browser's own reconnect would reuse the spent ticket: close, and reopen with a
+      // new one after a jittered pause.
+      events.close();
+      this.events = null;
+      this.retryStream();
+    });
+  }
+
+  retryStream(retryAfterSecs) {
+    if (this.stopped) return;
+    this.onStream('reconnecting');
+    const wait = Math.max(jittered(3000), (retryAfterSecs ?? 0) * 1000);
+    clearTimeout(this.streamTimer);
+    this.streamTimer = setTimeout(() => this.openStream(), wait);
   }
 
   /** Stops heartbeats and the stream (logout, or the page going away). */
   stop() {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearTimeout(this.streamTimer);
     this.events?.close();
   }
 }

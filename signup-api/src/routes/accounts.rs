@@ -300,9 +300,17 @@ pub(crate) async fn logout(
         .delete_session(&session.token_digest)
         .await
         .map_err(store_error)?;
-    if let Err(e) = state.presence.clear(&session.account.id).await {
+    if let Err(e) = state.publisher.clear(&session.account.id).await {
         tracing::debug!(error = %e, "could not clear presence at logout; it will expire");
     }
+    // The session's presence streams end, on whichever replica they are.
+    super::notify(
+        &state,
+        crate::presence::Notice::SessionEnded {
+            session: session.token_digest.clone(),
+        },
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,7 +1,7 @@
 //! Session tokens: 256 random bits, handed to the client once, stored only as a SHA-256
 //! digest (a leaked database does not leak usable tokens). The [`Session`] extractor
-//! authenticates a request by `Authorization: Bearer`, or by `?token=` on the presence
-//! stream (EventSource cannot set headers).
+//! authenticates a request by `Authorization: Bearer` only: a token never travels in a URL
+//! (the presence stream takes a single-use ticket instead, see `crate::tickets`).
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
@@ -40,22 +40,11 @@ fn invalid_session() -> HttpError {
 }
 
 fn bearer(parts: &Parts) -> Option<String> {
-    if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
-        let value = value.to_str().ok()?;
-        let (scheme, token) = value.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim().to_owned());
-    }
-    if parts.uri.path() == "/v1/presence/stream" {
-        let query = parts.uri.query()?;
-        return query
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| *k == "token")
-            .map(|(_, v)| v.to_owned());
-    }
-    None
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
 }
 
 /// Tokens we issue are 43 base64url characters; anything else is refused before the

@@ -2,6 +2,7 @@
 
 mod accounts;
 mod auth;
+mod contacts;
 mod openapi;
 mod participants;
 mod presence;
@@ -23,9 +24,10 @@ use tokio_util::sync::CancellationToken;
 use crate::hashing::{Busy, HashPool};
 use crate::limits::{Limited, Limits};
 use crate::login_backoff::LoginBackoff;
-use crate::presence::{Presence, PresenceError};
+use crate::presence::{Presence, PresenceError, Publisher, StreamSlots};
 use crate::shards::ShardClient;
 use crate::store::{Store, StoreError};
+use crate::tickets::Tickets;
 use crate::validate::InvalidInput;
 
 /// Durations the handlers need.
@@ -38,6 +40,10 @@ pub(crate) struct Settings {
     pub room_ttl: Duration,
     /// Most live rooms one account may have.
     pub max_rooms_per_account: u32,
+    /// How long a presence-stream ticket stays redeemable.
+    pub ticket_ttl: Duration,
+    /// Unanswered contact requests one account may have out.
+    pub max_pending_contact_requests: u32,
 }
 
 /// Everything a handler needs; cheap to clone.
@@ -50,6 +56,9 @@ pub(crate) struct Inner {
     pub limits: Limits,
     pub login_backoff: Arc<LoginBackoff>,
     pub presence: Arc<dyn Presence>,
+    pub publisher: Arc<Publisher>,
+    pub tickets: Arc<dyn Tickets>,
+    pub streams: StreamSlots,
     pub placer: Placer,
     pub shards: ShardClient,
     pub token_key: TokenKey,
@@ -76,11 +85,16 @@ pub(crate) fn router(state: AppState, proxies: TrustedProxies) -> Router {
             "/v1/presence",
             axum::routing::put(presence::heartbeat).get(presence::statuses),
         )
+        .route("/v1/presence/tickets", post(presence::ticket))
         .route("/v1/presence/stream", get(presence::stream))
+        .route("/v1/contacts", post(contacts::request).get(contacts::list))
+        .route("/v1/contacts/{user_id}", delete(contacts::remove))
         .route(
-            "/v1/contacts",
-            post(presence::add_contact).get(presence::contacts),
+            "/v1/contacts/requests/{user_id}/accept",
+            post(contacts::accept),
         )
+        .route("/v1/contacts/requests/{user_id}", delete(contacts::decline))
+        .route("/v1/contacts/outgoing/{email}", delete(contacts::withdraw))
         .route("/v1/rooms", post(rooms::create))
         .route("/v1/rooms/{id}", get(rooms::get))
         .route("/v1/rooms/{id}/participants", post(participants::join))
@@ -110,6 +124,11 @@ pub(crate) fn store_error(e: StoreError) -> HttpError {
             StatusCode::CONFLICT,
             ErrorCode::TooManyRooms,
             "this account has as many rooms as it may; unused rooms expire",
+        ),
+        StoreError::TooManyPendingRequests => HttpError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::TooManyContactRequests,
+            "you have as many unanswered contact requests as you may; withdraw one or wait for answers",
         ),
         StoreError::Unavailable(e) => {
             tracing::warn!(error = %e, "database unavailable");
@@ -144,6 +163,14 @@ pub(crate) fn login_throttled(l: Limited) -> HttpError {
         "too many wrong passwords for this account; retry later",
     )
     .with_retry_after(l.retry_after)
+}
+
+/// Notices are best effort: the database already holds the truth, and a stream that missed
+/// one catches up at its next reconnect.
+pub(crate) async fn notify(state: &AppState, notice: crate::presence::Notice) {
+    if let Err(e) = state.presence.notify(&notice).await {
+        tracing::debug!(error = %e, "could not publish a presence notice");
+    }
 }
 
 pub(crate) fn busy(b: Busy) -> HttpError {

@@ -47,7 +47,7 @@ fn build() -> Value {
         },
         "components": {
             "securitySchemes": {
-                "session": {"type": "http", "scheme": "bearer", "description": "A session token from POST /v1/sessions. The presence stream also accepts ?token=."}
+                "session": {"type": "http", "scheme": "bearer", "description": "A session token from POST /v1/sessions. It never goes in a URL: the presence stream takes a single-use ticket (POST /v1/presence/tickets) instead."}
             },
             "schemas": {
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
@@ -67,10 +67,18 @@ fn build() -> Value {
                 "Heartbeat": {"type": "object", "required": ["status", "ttl_secs"], "properties": {"status": {"$ref": "#/components/schemas/Status"}, "ttl_secs": {"type": "integer"}}},
                 "Presence": {"type": "object", "required": ["user_id", "status"], "properties": {"user_id": {"type": "string"}, "status": {"$ref": "#/components/schemas/Status"}}},
                 "PresenceList": {"type": "object", "required": ["presence"], "properties": {"presence": {"type": "array", "items": {"$ref": "#/components/schemas/Presence"}}}},
+                "Ticket": {"type": "object", "required": ["ticket", "expires_in_secs"], "properties": {"ticket": {"type": "string"}, "expires_in_secs": {"type": "integer"}}},
                 "AddContactRequest": {"type": "object", "required": ["email"], "properties": {"email": {"type": "string"}}},
+                "ContactRequested": {"type": "object", "required": ["email", "state"], "properties": {"email": {"type": "string", "description": "normalised"}, "state": {"type": "string", "enum": ["requested"]}}},
                 "Contact": {"type": "object", "required": ["user_id", "email", "display_name", "status"], "properties": {
                     "user_id": {"type": "string"}, "email": {"type": "string"}, "display_name": {"type": "string"}, "status": {"$ref": "#/components/schemas/Status"}}},
-                "ContactList": {"type": "object", "required": ["contacts"], "properties": {"contacts": {"type": "array", "items": {"$ref": "#/components/schemas/Contact"}}}},
+                "IncomingRequest": {"type": "object", "required": ["user_id", "email", "display_name", "created_at"], "properties": {
+                    "user_id": {"type": "string"}, "email": {"type": "string"}, "display_name": {"type": "string"}, "created_at": {"type": "integer"}}},
+                "OutgoingRequest": {"type": "object", "required": ["email", "created_at"], "properties": {"email": {"type": "string"}, "created_at": {"type": "integer"}}},
+                "ContactList": {"type": "object", "required": ["contacts", "incoming", "outgoing"], "properties": {
+                    "contacts": {"type": "array", "items": {"$ref": "#/components/schemas/Contact"}, "description": "accepted contacts, with their presence"},
+                    "incoming": {"type": "array", "items": {"$ref": "#/components/schemas/IncomingRequest"}, "description": "requests to you, to accept or decline"},
+                    "outgoing": {"type": "array", "items": {"$ref": "#/components/schemas/OutgoingRequest"}, "description": "your requests not yet accepted"}}},
                 "CreateRoomRequest": {"type": "object", "properties": {"name": {"type": "string"}}},
                 "Room": {"type": "object", "required": ["id", "name", "expires_at"], "properties": {"id": {"type": "string"}, "name": {"type": "string"},
                     "expires_at": {"type": "integer", "description": "unix seconds; each join pushes it back by the room lifetime (30 days by default)"}}},
@@ -104,22 +112,40 @@ fn build() -> Value {
             "/v1/me": {"get": {"summary": "The logged-in account", "security": bearer.clone(),
                 "responses": {"200": ok("the account", "Account"), "401": unauthorized.clone()}}},
             "/v1/presence": {
-                "put": {"summary": "Heartbeat: set your status for ttl_secs (send again before it passes, with jitter)", "security": bearer.clone(),
+                "put": {"summary": "Heartbeat: set your status for ttl_secs (send again before it passes, with jitter). Rate-limited per account; a user's changes reach the others at most once per --presence-coalesce-ms, the last one winning", "security": bearer.clone(),
                     "requestBody": body("HeartbeatRequest"),
-                    "responses": {"200": ok("status set", "Heartbeat"), "401": unauthorized.clone(), "422": error("`invalid_status`"), "503": retry("`presence_unavailable`")}},
-                "get": {"summary": "Presence of several users (offline when unknown or expired)", "security": bearer.clone(),
+                    "responses": {"200": ok("status set", "Heartbeat"), "401": unauthorized.clone(), "422": error("`invalid_status`"), "429": retry("`rate_limited`"), "503": retry("`presence_unavailable`")}},
+                "get": {"summary": "Presence of those of the ids who are your accepted contacts (or you); other ids are left out of the answer", "security": bearer.clone(),
                     "parameters": [{"name": "ids", "in": "query", "required": true, "schema": {"type": "string"}, "description": "comma-separated user ids (at most 200)"}],
                     "responses": {"200": ok("statuses", "PresenceList"), "401": unauthorized.clone(), "422": error("`invalid_ids`")}}},
-            "/v1/presence/stream": {"get": {
-                "summary": "Server-Sent Events: event `presence`, data {user_id, status}, for your contacts: a snapshot, then every change (including going offline)",
+            "/v1/presence/tickets": {"post": {
+                "summary": "A single-use ticket for opening the presence stream, valid for expires_in_secs (30 s)",
                 "security": bearer.clone(),
-                "parameters": [{"name": "token", "in": "query", "required": false, "schema": {"type": "string"}, "description": "session token, for EventSource"}],
-                "responses": {"200": {"description": "text/event-stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}, "401": unauthorized.clone()}}},
+                "responses": {"201": ok("ticket", "Ticket"), "401": unauthorized.clone(), "429": retry("`rate_limited`"), "503": retry("`presence_unavailable`")}}},
+            "/v1/presence/stream": {"get": {
+                "summary": "Server-Sent Events for your accepted contacts: event `presence` (data {user_id, status}): a snapshot, then every change (including going offline); event `contacts` (data {user_id, change: added|removed|requested|resync}): your contacts or requests changed, read GET /v1/contacts again. Ends when your session logs out.",
+                "parameters": [{"name": "ticket", "in": "query", "required": true, "schema": {"type": "string"}, "description": "from POST /v1/presence/tickets; single-use"}],
+                "responses": {"200": {"description": "text/event-stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                    "401": error("`invalid_ticket` (missing, used or expired) or `invalid_session` (logged out since)"),
+                    "429": retry("`too_many_streams`: this account has as many streams open on this server as it may (8)"),
+                    "503": retry("`stream_capacity` (this server holds as many streams as it may), `presence_unavailable` or `database_unavailable`")}}},
             "/v1/contacts": {
-                "post": {"summary": "Add a contact by email", "security": bearer.clone(), "requestBody": body("AddContactRequest"),
-                    "responses": {"201": ok("added", "Contact"), "401": unauthorized.clone(), "404": error("`user_not_found`"), "422": error("`invalid_email`, `cannot_add_self`")}},
-                "get": {"summary": "Your contacts with their presence", "security": bearer.clone(),
+                "post": {"summary": "Ask the owner of an email to be contacts. The answer is the same whether or not the email has an account; if they had asked you, you are contacts at once", "security": bearer.clone(), "requestBody": body("AddContactRequest"),
+                    "responses": {"202": ok("requested", "ContactRequested"), "401": unauthorized.clone(), "409": error("`too_many_contact_requests` (unanswered requests cap)"), "422": error("`invalid_email`, `cannot_add_self`"), "429": retry("`rate_limited`")}},
+                "get": {"summary": "Your contacts with their presence, requests to you, and your pending requests", "security": bearer.clone(),
                     "responses": {"200": ok("contacts", "ContactList"), "401": unauthorized.clone()}}},
+            "/v1/contacts/{user_id}": {"delete": {"summary": "Remove a contact, both ways (idempotent)", "security": bearer.clone(),
+                "parameters": [{"name": "user_id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {"204": {"description": "not contacts (any more)"}, "401": unauthorized.clone()}}},
+            "/v1/contacts/requests/{user_id}/accept": {"post": {"summary": "Accept that user's request: you become contacts", "security": bearer.clone(),
+                "parameters": [{"name": "user_id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {"200": ok("the new contact", "Contact"), "401": unauthorized.clone(), "404": error("`contact_request_not_found`")}}},
+            "/v1/contacts/requests/{user_id}": {"delete": {"summary": "Decline that user's request (they are not told)", "security": bearer.clone(),
+                "parameters": [{"name": "user_id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {"204": {"description": "declined"}, "401": unauthorized.clone(), "404": error("`contact_request_not_found`")}}},
+            "/v1/contacts/outgoing/{email}": {"delete": {"summary": "Withdraw your own pending request", "security": bearer.clone(),
+                "parameters": [{"name": "email", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {"204": {"description": "withdrawn"}, "401": unauthorized.clone(), "404": error("`contact_request_not_found`"), "422": error("`invalid_email`")}}},
             "/v1/rooms": {"post": {"summary": "Create a room", "security": bearer.clone(),
                 "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreateRoomRequest"}}}},
                 "responses": {"201": ok("created", "Room"), "401": unauthorized.clone(), "409": error("`too_many_rooms` (the account holds as many live rooms as it may)"),

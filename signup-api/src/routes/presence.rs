@@ -1,4 +1,10 @@
-//! Presence heartbeats and queries, contacts, and the SSE stream of the contacts' presence.
+//! Presence heartbeats and queries, and the SSE stream of the contacts' presence.
+//!
+//! Presence is visible only between accepted contacts. Heartbeats are rate-limited per
+//! account and their changes coalesced ([`crate::presence::Publisher`]). The stream is
+//! opened with a single-use ticket (never the session token, which would land in access
+//! logs), holds a slot (per account and per process), reads the contacts once and then
+//! follows notices: contacts added or removed, and the session's logout, which ends it.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -16,10 +22,10 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::auth::Session;
-use super::{AppState, invalid, now_secs, presence_error, store_error};
-use crate::presence::{Change, Status};
-use crate::store::Account;
-use crate::validate;
+use super::{AppState, limited, now_secs, presence_error, store_error};
+use crate::limits::Action;
+use crate::presence::{Change, ContactChange, Notice, Status, StreamRefused, StreamSlot};
+use crate::tickets::{self, Ticket, TicketError};
 
 #[derive(Deserialize)]
 pub(crate) struct HeartbeatRequest {
@@ -50,9 +56,14 @@ pub(crate) async fn heartbeat(
             ));
         }
     };
+    state
+        .limits
+        .check_account(Action::Heartbeat, &session.account.id)
+        .await
+        .map_err(limited)?;
     let ttl = state.settings.presence_ttl;
     state
-        .presence
+        .publisher
         .heartbeat(&session.account.id, status, ttl)
         .await
         .map_err(presence_error)?;
@@ -76,10 +87,11 @@ pub(crate) struct PresenceList {
 /// Most ids one presence query may ask for.
 const MAX_IDS: usize = 200;
 
-/// `GET /v1/presence?ids=a,b`.
+/// `GET /v1/presence?ids=a,b`: the statuses of those of `ids` who are the caller's
+/// accepted contacts (or the caller); the other ids are left out of the answer.
 pub(crate) async fn statuses(
     State(state): State<AppState>,
-    _session: Session,
+    session: Session,
     Query(query): Query<IdsQuery>,
 ) -> Result<Json<PresenceList>, HttpError> {
     let ids: Vec<String> = query
@@ -96,6 +108,20 @@ pub(crate) async fn statuses(
             format!("ids must be at most {MAX_IDS} user ids separated by commas"),
         ));
     }
+    let visible: HashSet<String> = state
+        .store
+        .contacts(&session.account.id)
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .map(|c| c.id)
+        .chain([session.account.id.clone()])
+        .collect();
+    let mut seen = HashSet::new();
+    let ids: Vec<String> = ids
+        .into_iter()
+        .filter(|id| visible.contains(id) && seen.insert(id.clone()))
+        .collect();
     let statuses = state
         .presence
         .statuses(&ids)
@@ -110,109 +136,90 @@ pub(crate) async fn statuses(
     }))
 }
 
-#[derive(Deserialize)]
-pub(crate) struct AddContactRequest {
-    email: String,
-}
-
 #[derive(Serialize)]
-pub(crate) struct ContactView {
-    user_id: String,
-    email: String,
-    display_name: String,
-    status: Status,
+pub(crate) struct TicketView {
+    ticket: String,
+    expires_in_secs: u64,
 }
 
-fn view(account: Account, status: Status) -> ContactView {
-    ContactView {
-        user_id: account.id,
-        email: account.email,
-        display_name: account.display_name,
-        status,
-    }
+fn ticket_store_error(e: TicketError) -> HttpError {
+    tracing::warn!(error = %e, "ticket store unavailable");
+    HttpError::unavailable(
+        ErrorCode::PresenceUnavailable,
+        "presence is not available right now; retry shortly",
+        Duration::from_secs(1),
+    )
 }
 
-async fn status_of(state: &AppState, ids: &[String]) -> Vec<Status> {
-    // Presence is a nicety here: when its store is down contacts still list, as offline.
-    match state.presence.statuses(ids).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::debug!(error = %e, "presence unavailable while listing contacts");
-            vec![Status::Offline; ids.len()]
-        }
-    }
-}
-
-/// `POST /v1/contacts`.
-pub(crate) async fn add_contact(
+/// `POST /v1/presence/tickets`: a single-use ticket for opening the stream.
+pub(crate) async fn ticket(
     State(state): State<AppState>,
     session: Session,
-    ApiJson(req): ApiJson<AddContactRequest>,
-) -> Result<(StatusCode, Json<ContactView>), HttpError> {
-    let email = validate::email(&req.email).map_err(invalid)?;
-    let contact = state
-        .store
-        .account_by_email(&email)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| {
-            HttpError::new(
-                StatusCode::NOT_FOUND,
-                ErrorCode::UserNotFound,
-                "no account has this email",
-            )
-        })?;
-    if contact.id == session.account.id {
-        return Err(HttpError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorCode::CannotAddSelf,
-            "you cannot add yourself as a contact",
-        ));
-    }
+) -> Result<(StatusCode, Json<TicketView>), HttpError> {
     state
-        .store
-        .add_contact(&session.account.id, &contact.id, now_secs())
+        .limits
+        .check_account(Action::StreamTicket, &session.account.id)
         .await
-        .map_err(store_error)?;
-    let status = status_of(&state, std::slice::from_ref(&contact.id)).await;
+        .map_err(limited)?;
+    let (ticket, digest) = tickets::new_ticket();
+    let ttl = state.settings.ticket_ttl;
+    state
+        .tickets
+        .issue(
+            &digest,
+            &Ticket {
+                account_id: session.account.id,
+                session: session.token_digest,
+            },
+            ttl,
+        )
+        .await
+        .map_err(ticket_store_error)?;
     Ok((
         StatusCode::CREATED,
-        Json(view(
-            contact,
-            status.first().copied().unwrap_or(Status::Offline),
-        )),
+        Json(TicketView {
+            ticket,
+            expires_in_secs: ttl.as_secs(),
+        }),
     ))
 }
 
-#[derive(Serialize)]
-pub(crate) struct ContactList {
-    contacts: Vec<ContactView>,
+#[derive(Deserialize)]
+pub(crate) struct StreamQuery {
+    ticket: Option<String>,
 }
 
-/// `GET /v1/contacts`.
-pub(crate) async fn contacts(
-    State(state): State<AppState>,
-    session: Session,
-) -> Result<Json<ContactList>, HttpError> {
-    let contacts = state
-        .store
-        .contacts(&session.account.id)
-        .await
-        .map_err(store_error)?;
-    let ids: Vec<String> = contacts.iter().map(|c| c.id.clone()).collect();
-    let statuses = status_of(&state, &ids).await;
-    Ok(Json(ContactList {
-        contacts: contacts
-            .into_iter()
-            .zip(statuses)
-            .map(|(c, s)| view(c, s))
-            .collect(),
-    }))
+fn invalid_ticket() -> HttpError {
+    HttpError::unauthorized(
+        ErrorCode::InvalidTicket,
+        "missing, used or expired stream ticket; get a new one from POST /v1/presence/tickets",
+    )
 }
 
-/// How often the stream re-reads the caller's contacts, so a contact added after the
-/// stream opened shows up without reconnecting.
-const CONTACTS_REFRESH: Duration = Duration::from_secs(5);
+/// How long a refused stream is told to wait.
+const STREAM_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+fn refused(r: StreamRefused) -> HttpError {
+    metrics::counter!("surge_api_presence_streams_refused_total", "reason" => match r {
+        StreamRefused::PerAccount => "per_account",
+        StreamRefused::Total => "total",
+    })
+    .increment(1);
+    match r {
+        StreamRefused::PerAccount => HttpError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TooManyStreams,
+            "this account has as many presence streams open as it may; close one",
+        )
+        .with_retry_after(STREAM_RETRY_AFTER),
+        StreamRefused::Total => HttpError::unavailable(
+            ErrorCode::StreamCapacity,
+            "this server holds as many presence streams as it may; retry shortly",
+            STREAM_RETRY_AFTER,
+        ),
+    }
+}
+
 /// SSE comment lines that keep proxies from closing an idle stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -220,86 +227,204 @@ fn event(change: &Change) -> Option<Event> {
     Event::default().event("presence").json_data(change).ok()
 }
 
-/// `GET /v1/presence/stream`: an initial snapshot of every contact, then each change. It
-/// ends when the client leaves or the server shuts down.
+/// The `contacts` event: the client re-reads `GET /v1/contacts`.
+#[derive(Serialize)]
+struct ContactsEvent<'a> {
+    user_id: &'a str,
+    change: &'a str,
+}
+
+fn contacts_event(user_id: &str, change: &str) -> Option<Event> {
+    Event::default()
+        .event("contacts")
+        .json_data(ContactsEvent { user_id, change })
+        .ok()
+}
+
+fn change_name(change: ContactChange) -> &'static str {
+    match change {
+        ContactChange::Added => "added",
+        ContactChange::Removed => "removed",
+        ContactChange::Requested => "requested",
+    }
+}
+
+/// `GET /v1/presence/stream?ticket=…`: an initial snapshot of every contact, then each
+/// change (`presence` events) and each change of the contact list (`contacts` events). It
+/// ends when the client leaves, the session logs out, or the server shuts down.
+///
+/// Cheapest first: the ticket (no database), the slot (no database); only a stream that
+/// will be served reads the database, twice, and never again while it runs.
 pub(crate) async fn stream(
     State(state): State<AppState>,
-    session: Session,
+    Query(query): Query<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, HttpError> {
+    let text = query.ticket.unwrap_or_default();
+    if !tickets::plausible(&text) {
+        return Err(invalid_ticket());
+    }
+    let ticket = state
+        .tickets
+        .redeem(&tickets::ticket_digest(&text))
+        .await
+        .map_err(ticket_store_error)?
+        .ok_or_else(invalid_ticket)?;
+    let slot = state.streams.acquire(&ticket.account_id).map_err(refused)?;
     // Subscribe before reading the snapshot, so no change falls between the two.
     let bus = state.presence.subscribe();
+    let notices = state.presence.notices();
+    // The session may have logged out since the ticket was issued.
+    let account = state
+        .store
+        .session_account(&ticket.session, now_secs())
+        .await
+        .map_err(store_error)?
+        .filter(|a| a.id == ticket.account_id)
+        .ok_or_else(|| {
+            HttpError::unauthorized(ErrorCode::InvalidSession, "the session has ended")
+        })?;
     let contacts = state
         .store
-        .contacts(&session.account.id)
+        .contacts(&account.id)
         .await
         .map_err(store_error)?;
     let (tx, rx) = mpsc::channel::<Event>(64);
-    metrics::gauge!("surge_api_presence_streams").increment(1.0);
-    tokio::spawn(feed(state, session.account.id, contacts, bus, tx));
+    let feed = Feed {
+        state,
+        owner: account.id,
+        session: ticket.session,
+        known: contacts.into_iter().map(|c| c.id).collect(),
+        tx,
+        _slot: slot,
+    };
+    tokio::spawn(feed.run(bus, notices));
     let events = ReceiverStream::new(rx).map(Ok);
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }
 
-async fn snapshot(state: &AppState, ids: Vec<String>, tx: &mpsc::Sender<Event>) -> bool {
-    let statuses = status_of(state, &ids).await;
-    for (user_id, status) in ids.into_iter().zip(statuses) {
-        if let Some(e) = event(&Change { user_id, status })
-            && tx.send(e).await.is_err()
-        {
-            return false;
-        }
-    }
-    true
-}
-
-async fn feed(
+/// One stream's task: owns its slot (freed when it ends) and its view of the contacts.
+struct Feed {
     state: AppState,
     owner: String,
-    contacts: Vec<Account>,
-    mut bus: broadcast::Receiver<Change>,
+    /// The session's token digest: its logout ends the stream.
+    session: String,
+    known: HashSet<String>,
     tx: mpsc::Sender<Event>,
-) {
-    let mut known: HashSet<String> = contacts.into_iter().map(|c| c.id).collect();
-    let mut refresh = tokio::time::interval(CONTACTS_REFRESH);
-    refresh.tick().await;
-    if snapshot(&state, known.iter().cloned().collect(), &tx).await {
-        loop {
-            tokio::select! {
-                () = state.shutdown.cancelled() => break,
-                () = tx.closed() => break,
-                received = bus.recv() => match received {
-                    Ok(change) => {
-                        if known.contains(&change.user_id)
-                            && let Some(e) = event(&change)
-                            && tx.send(e).await.is_err()
-                        {
-                            break;
-                        }
+    _slot: StreamSlot,
+}
+
+/// Whether the stream goes on.
+enum Flow {
+    Continue,
+    End,
+}
+
+impl Feed {
+    async fn send(&self, event: Option<Event>) -> Flow {
+        let Some(e) = event else {
+            return Flow::Continue;
+        };
+        if self.tx.send(e).await.is_err() {
+            Flow::End
+        } else {
+            Flow::Continue
+        }
+    }
+
+    async fn snapshot(&self, ids: Vec<String>) -> Flow {
+        let statuses = super::contacts::status_of(&self.state, &ids).await;
+        for (user_id, status) in ids.into_iter().zip(statuses) {
+            if let Flow::End = self.send(event(&Change { user_id, status })).await {
+                return Flow::End;
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn on_notice(&mut self, notice: Notice) -> Flow {
+        match notice {
+            Notice::SessionEnded { session } if session == self.session => Flow::End,
+            Notice::Contacts {
+                account,
+                other,
+                change,
+            } if account == self.owner => {
+                match change {
+                    ContactChange::Added => {
+                        self.known.insert(other.clone());
                     }
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        // Too slow to follow every change: resend the whole picture.
-                        tracing::debug!(missed, "presence stream lagged; resending snapshot");
-                        if !snapshot(&state, known.iter().cloned().collect(), &tx).await {
-                            break;
-                        }
+                    ContactChange::Removed => {
+                        self.known.remove(&other);
                     }
-                    Err(broadcast::error::RecvError::Closed) => break,
-                },
-                _ = refresh.tick() => {
-                    if let Ok(now) = state.store.contacts(&owner).await {
-                        let added: Vec<String> = now
-                            .iter()
-                            .filter(|c| !known.contains(&c.id))
-                            .map(|c| c.id.clone())
-                            .collect();
-                        known.extend(added.iter().cloned());
-                        if !added.is_empty() && !snapshot(&state, added, &tx).await {
-                            break;
-                        }
-                    }
+                    ContactChange::Requested => {}
                 }
+                if let Flow::End = self.send(contacts_event(&other, change_name(change))).await {
+                    return Flow::End;
+                }
+                if change == ContactChange::Added {
+                    return self.snapshot(vec![other]).await;
+                }
+                Flow::Continue
+            }
+            _ => Flow::Continue,
+        }
+    }
+
+    /// Missed notices: read the contacts again (the only database read after the start,
+    /// and only when this stream fell behind the bus).
+    async fn resync(&mut self) -> Flow {
+        match self.state.store.contacts(&self.owner).await {
+            Ok(contacts) => {
+                self.known = contacts.into_iter().map(|c| c.id).collect();
+                if let Flow::End = self.send(contacts_event("", "resync")).await {
+                    return Flow::End;
+                }
+                self.snapshot(self.known.iter().cloned().collect()).await
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "presence stream could not resync; ending it");
+                Flow::End
             }
         }
     }
-    metrics::gauge!("surge_api_presence_streams").decrement(1.0);
+
+    async fn run(
+        mut self,
+        mut bus: broadcast::Receiver<Change>,
+        mut notices: broadcast::Receiver<Notice>,
+    ) {
+        if let Flow::End = self.snapshot(self.known.iter().cloned().collect()).await {
+            return;
+        }
+        let shutdown = self.state.shutdown.clone();
+        loop {
+            let flow = tokio::select! {
+                () = shutdown.cancelled() => Flow::End,
+                () = self.tx.closed() => Flow::End,
+                received = notices.recv() => match received {
+                    Ok(notice) => self.on_notice(notice).await,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::debug!(missed, "presence stream missed notices; resyncing");
+                        self.resync().await
+                    }
+                    Err(broadcast::error::RecvError::Closed) => Flow::End,
+                },
+                received = bus.recv() => match received {
+                    Ok(change) if self.known.contains(&change.user_id) => {
+                        self.send(event(&change)).await
+                    }
+                    Ok(_) => Flow::Continue,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        // Too slow to follow every change: resend the whole picture.
+                        tracing::debug!(missed, "presence stream lagged; resending snapshot");
+                        self.snapshot(self.known.iter().cloned().collect()).await
+                    }
+                    Err(broadcast::error::RecvError::Closed) => Flow::End,
+                },
+            };
+            if let Flow::End = flow {
+                return;
+            }
+        }
+    }
 }

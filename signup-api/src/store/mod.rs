@@ -125,6 +125,34 @@ impl Table {
     }
 }
 
+/// What a contact request did. The HTTP answer is the same for every outcome; the
+/// outcome only decides whom to notify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestOutcome {
+    /// Stored (or was already pending); `recipient` is the account with that email, if any.
+    Pending { recipient: Option<String> },
+    /// The other side had asked first: the two are contacts now.
+    Connected { other: String },
+    /// They were contacts already; nothing changed.
+    AlreadyContacts,
+}
+
+/// A contact request someone sent the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingRequest {
+    pub from: Account,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// A contact request the caller sent, not yet answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingRequest {
+    pub email: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -138,6 +166,9 @@ pub enum StoreError {
     /// The account already has as many live rooms as it may.
     #[error("the account has too many rooms")]
     TooManyRooms,
+    /// The account has as many unanswered contact requests out as it may.
+    #[error("too many pending contact requests")]
+    TooManyPendingRequests,
     /// The database did not answer; the client may retry later.
     #[error("the database is unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
@@ -190,13 +221,36 @@ pub trait Store: Send + Sync + 'static {
     async fn purge_batch(&self, table: Table, cutoff: i64, limit: u32) -> Result<u64, StoreError>;
     /// Gives rooms created before expiry existed (`expires_at = 0`) this expiry.
     async fn date_undated_rooms(&self, expires_at: i64) -> Result<u64, StoreError>;
-    /// Adds `contact_id` to `owner_id`'s contacts (idempotent).
-    async fn add_contact(
+    /// `from` asks the owner of `to_email` to be contacts: stored as pending (at most
+    /// `max_pending` per sender, else [`StoreError::TooManyPendingRequests`]), or, when the
+    /// other side had already asked `from`, the two become contacts at once. The same
+    /// statements run whether or not `to_email` has an account.
+    async fn request_contact(
         &self,
-        owner_id: &str,
-        contact_id: &str,
+        from: &Account,
+        to_email: &str,
         now: i64,
-    ) -> Result<(), StoreError>;
+        max_pending: u32,
+    ) -> Result<RequestOutcome, StoreError>;
+    /// Requests sent to `email`, oldest first.
+    async fn incoming_requests(&self, email: &str) -> Result<Vec<IncomingRequest>, StoreError>;
+    /// Requests `from_id` sent that are still pending, oldest first.
+    async fn outgoing_requests(&self, from_id: &str) -> Result<Vec<OutgoingRequest>, StoreError>;
+    /// `me` accepts `from_id`'s request: both become contacts. False when there was no
+    /// such request.
+    async fn accept_request(
+        &self,
+        me: &Account,
+        from_id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    /// Drops `from_id`'s request to `me_email`. False when there was none.
+    async fn decline_request(&self, me_email: &str, from_id: &str) -> Result<bool, StoreError>;
+    /// Drops `from_id`'s own request to `to_email`. False when there was none.
+    async fn withdraw_request(&self, from_id: &str, to_email: &str) -> Result<bool, StoreError>;
+    /// Ends the contact between the two, both ways. False when they were not contacts.
+    async fn remove_contact(&self, owner_id: &str, contact_id: &str) -> Result<bool, StoreError>;
+    /// `owner_id`'s accepted contacts.
     async fn contacts(&self, owner_id: &str) -> Result<Vec<Account>, StoreError>;
     /// Creates a room unless `created_by` already has `max_live` rooms that have not
     /// expired by `now` ([`StoreError::TooManyRooms`]).
@@ -214,4 +268,6 @@ pub trait Store: Send + Sync + 'static {
     async fn extend_room(&self, id: &str, expires_at: i64) -> Result<(), StoreError>;
     /// Number of accounts (tests and reports).
     async fn count_accounts(&self) -> Result<i64, StoreError>;
+    /// Database connections checked out of the pools right now (tests and metrics).
+    fn connections_in_use(&self) -> u32;
 }

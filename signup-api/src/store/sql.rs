@@ -8,12 +8,16 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
-use super::{Account, Credentials, Room, Store, StoreError, StoredResponse, Table};
+use super::{
+    Account, Credentials, IncomingRequest, OutgoingRequest, RequestOutcome, Room, Store,
+    StoreError, StoredResponse, Table,
+};
 
 /// The schema, applied in order; each entry runs once (recorded in `surge_migrations`).
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/0001_accounts.sql")),
     (2, include_str!("../../migrations/0002_housekeeping.sql")),
+    (3, include_str!("../../migrations/0003_contact_requests.sql")),
 ];
 
 /// How long a request waits for a database connection before answering 503.
@@ -69,6 +73,13 @@ pub struct PgStore {
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// An in-memory database: `reader` is `writer`.
+    shared_pool: bool,
+}
+
+/// Connections of `size` not idle.
+fn busy(size: u32, idle: usize) -> u32 {
+    size.saturating_sub(u32::try_from(idle).unwrap_or(u32::MAX))
 }
 
 impl PgStore {
@@ -78,6 +89,9 @@ impl PgStore {
     fn reader(&self) -> &PgPool {
         &self.pool
     }
+    fn in_use(&self) -> u32 {
+        busy(self.pool.size(), self.pool.num_idle())
+    }
 }
 
 impl SqliteStore {
@@ -86,6 +100,13 @@ impl SqliteStore {
     }
     fn reader(&self) -> &SqlitePool {
         &self.reader
+    }
+    fn in_use(&self) -> u32 {
+        let writer = busy(self.writer.size(), self.writer.num_idle());
+        if self.shared_pool {
+            return writer;
+        }
+        writer + busy(self.reader.size(), self.reader.num_idle())
     }
 }
 
@@ -165,6 +186,7 @@ pub async fn connect(
         let store = SqliteStore {
             writer: writer.clone(),
             reader,
+            shared_pool: in_memory,
         };
         // One writer connection: nothing else can race the migrations.
         let mut tx = writer.begin().await.map_err(classify)?;
@@ -410,22 +432,222 @@ macro_rules! sql_store {
                     .map_err(classify)
             }
 
-            async fn add_contact(
+            async fn request_contact(
+                &self,
+                from: &Account,
+                to_email: &str,
+                now: i64,
+                max_pending: u32,
+            ) -> Result<RequestOutcome, StoreError> {
+                let mut tx = self.writer().begin().await.map_err(classify)?;
+                let recipient: Option<(String,)> =
+                    sqlx::query_as("SELECT id FROM accounts WHERE email = $1")
+                        .bind(to_email)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(classify)?;
+                let recipient = recipient.map(|(id,)| id);
+                // The same statements run without a recipient (an id that matches nothing),
+                // so the time taken does not tell whether the email has an account.
+                let other = recipient.clone().unwrap_or_default();
+                let already: Option<(String,)> = sqlx::query_as(
+                    "SELECT contact_id FROM contacts WHERE owner_id = $1 AND contact_id = $2",
+                )
+                .bind(&from.id)
+                .bind(&other)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?;
+                if already.is_some() {
+                    tx.rollback().await.map_err(classify)?;
+                    return Ok(RequestOutcome::AlreadyContacts);
+                }
+                let asked_first = sqlx::query(
+                    "DELETE FROM contact_requests WHERE from_id = $1 AND to_email = $2",
+                )
+                .bind(&other)
+                .bind(&from.email)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?
+                .rows_affected();
+                if asked_first > 0 {
+                    for (owner, contact) in [(&from.id, &other), (&other, &from.id)] {
+                        sqlx::query(
+                            "INSERT INTO contacts (owner_id, contact_id, created_at) \
+                             VALUES ($1, $2, $3) ON CONFLICT (owner_id, contact_id) DO NOTHING",
+                        )
+                        .bind(owner)
+                        .bind(contact)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(classify)?;
+                    }
+                    sqlx::query("DELETE FROM contact_requests WHERE from_id = $1 AND to_email = $2")
+                        .bind(&from.id)
+                        .bind(to_email)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(classify)?;
+                    tx.commit().await.map_err(classify)?;
+                    return Ok(RequestOutcome::Connected { other });
+                }
+                let (pending, this_one): (i64, i64) = sqlx::query_as(
+                    "SELECT COUNT(*), COUNT(CASE WHEN to_email = $2 THEN 1 END) \
+                     FROM contact_requests WHERE from_id = $1",
+                )
+                .bind(&from.id)
+                .bind(to_email)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(classify)?;
+                if this_one == 0 && pending >= i64::from(max_pending) {
+                    tx.rollback().await.map_err(classify)?;
+                    return Err(StoreError::TooManyPendingRequests);
+                }
+                sqlx::query(
+                    "INSERT INTO contact_requests (from_id, to_email, created_at) \
+                     VALUES ($1, $2, $3) ON CONFLICT (from_id, to_email) DO NOTHING",
+                )
+                .bind(&from.id)
+                .bind(to_email)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+                tx.commit().await.map_err(classify)?;
+                Ok(RequestOutcome::Pending { recipient })
+            }
+
+            async fn incoming_requests(
+                &self,
+                email: &str,
+            ) -> Result<Vec<IncomingRequest>, StoreError> {
+                let rows: Vec<(String, String, String, i64, i64)> = sqlx::query_as(
+                    "SELECT a.id, a.email, a.display_name, a.created_at, r.created_at \
+                     FROM contact_requests r JOIN accounts a ON a.id = r.from_id \
+                     WHERE r.to_email = $1 ORDER BY r.created_at, a.email",
+                )
+                .bind(email)
+                .fetch_all(self.reader())
+                .await
+                .map_err(classify)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, email, display_name, joined, created_at)| IncomingRequest {
+                        from: account((id, email, display_name, joined)),
+                        created_at,
+                    })
+                    .collect())
+            }
+
+            async fn outgoing_requests(
+                &self,
+                from_id: &str,
+            ) -> Result<Vec<OutgoingRequest>, StoreError> {
+                let rows: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT to_email, created_at FROM contact_requests \
+                     WHERE from_id = $1 ORDER BY created_at, to_email",
+                )
+                .bind(from_id)
+                .fetch_all(self.reader())
+                .await
+                .map_err(classify)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(email, created_at)| OutgoingRequest { email, created_at })
+                    .collect())
+            }
+
+            async fn accept_request(
+                &self,
+                me: &Account,
+                from_id: &str,
+                now: i64,
+            ) -> Result<bool, StoreError> {
+                let mut tx = self.writer().begin().await.map_err(classify)?;
+                let found = sqlx::query(
+                    "DELETE FROM contact_requests WHERE from_id = $1 AND to_email = $2",
+                )
+                .bind(from_id)
+                .bind(&me.email)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?
+                .rows_affected();
+                if found == 0 {
+                    tx.rollback().await.map_err(classify)?;
+                    return Ok(false);
+                }
+                for (owner, contact) in [(me.id.as_str(), from_id), (from_id, me.id.as_str())] {
+                    sqlx::query(
+                        "INSERT INTO contacts (owner_id, contact_id, created_at) \
+                         VALUES ($1, $2, $3) ON CONFLICT (owner_id, contact_id) DO NOTHING",
+                    )
+                    .bind(owner)
+                    .bind(contact)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                }
+                // A request the other way is answered too.
+                sqlx::query(
+                    "DELETE FROM contact_requests WHERE from_id = $1 \
+                     AND to_email = (SELECT email FROM accounts WHERE id = $2)",
+                )
+                .bind(&me.id)
+                .bind(from_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+                tx.commit().await.map_err(classify)?;
+                Ok(true)
+            }
+
+            async fn decline_request(
+                &self,
+                me_email: &str,
+                from_id: &str,
+            ) -> Result<bool, StoreError> {
+                sqlx::query("DELETE FROM contact_requests WHERE from_id = $1 AND to_email = $2")
+                    .bind(from_id)
+                    .bind(me_email)
+                    .execute(self.writer())
+                    .await
+                    .map(|r| r.rows_affected() > 0)
+                    .map_err(classify)
+            }
+
+            async fn withdraw_request(
+                &self,
+                from_id: &str,
+                to_email: &str,
+            ) -> Result<bool, StoreError> {
+                sqlx::query("DELETE FROM contact_requests WHERE from_id = $1 AND to_email = $2")
+                    .bind(from_id)
+                    .bind(to_email)
+                    .execute(self.writer())
+                    .await
+                    .map(|r| r.rows_affected() > 0)
+                    .map_err(classify)
+            }
+
+            async fn remove_contact(
                 &self,
                 owner_id: &str,
                 contact_id: &str,
-                now: i64,
-            ) -> Result<(), StoreError> {
+            ) -> Result<bool, StoreError> {
                 sqlx::query(
-                    "INSERT INTO contacts (owner_id, contact_id, created_at) VALUES ($1, $2, $3) \
-                     ON CONFLICT (owner_id, contact_id) DO NOTHING",
+                    "DELETE FROM contacts WHERE (owner_id = $1 AND contact_id = $2) \
+                     OR (owner_id = $2 AND contact_id = $1)",
                 )
                 .bind(owner_id)
                 .bind(contact_id)
-                .bind(now)
                 .execute(self.writer())
                 .await
-                .map(|_| ())
+                .map(|r| r.rows_affected() > 0)
                 .map_err(classify)
             }
 
@@ -506,6 +728,10 @@ macro_rules! sql_store {
                     .await
                     .map_err(classify)?;
                 Ok(n)
+            }
+
+            fn connections_in_use(&self) -> u32 {
+                self.in_use()
             }
         }
     };
