@@ -468,40 +468,39 @@ impl Api {
             LoginBackoff,
             Arc<dyn Presence>,
             Arc<dyn Tickets>,
-        ) =
-            match &deps.redis_url {
-                Some(url) => {
-                    let redis_error = |source| StartError::Redis {
-                        url: redact(url),
-                        source,
-                    };
-                    let client = redis::Client::open(url.as_str()).map_err(redis_error)?;
-                    let conn = redis::aio::ConnectionManager::new_lazy_with_config(
-                        client.clone(),
-                        limits::redis_manager_config(),
-                    )
-                    .map_err(redis_error)?;
-                    dependencies.push(Arc::new(RedisDependency(conn.clone())));
-                    let limits = Limits::new(
-                        config.limits(),
-                        Some((conn.clone(), deps.redis_prefix.clone())),
-                    );
-                    let login_backoff = LoginBackoff::new(
-                        backoff_config,
-                        Some((conn.clone(), deps.redis_prefix.clone())),
-                    );
-                    let tickets = Arc::new(RedisTickets::new(conn.clone(), &deps.redis_prefix));
-                    let presence =
-                        RedisPresence::new(client, conn, deps.redis_prefix.clone(), tasks.clone());
-                    (limits, login_backoff, presence, tickets)
-                }
-                None => (
-                    Limits::new(config.limits(), None),
-                    LoginBackoff::new(backoff_config, None),
-                    Arc::new(MemoryPresence::default()),
-                    Arc::new(MemoryTickets::default()),
-                ),
-            };
+        ) = match &deps.redis_url {
+            Some(url) => {
+                let redis_error = |source| StartError::Redis {
+                    url: redact(url),
+                    source,
+                };
+                let client = redis::Client::open(url.as_str()).map_err(redis_error)?;
+                let conn = redis::aio::ConnectionManager::new_lazy_with_config(
+                    client.clone(),
+                    limits::redis_manager_config(),
+                )
+                .map_err(redis_error)?;
+                dependencies.push(Arc::new(RedisDependency(conn.clone())));
+                let limits = Limits::new(
+                    config.limits(),
+                    Some((conn.clone(), deps.redis_prefix.clone())),
+                );
+                let login_backoff = LoginBackoff::new(
+                    backoff_config,
+                    Some((conn.clone(), deps.redis_prefix.clone())),
+                );
+                let tickets = Arc::new(RedisTickets::new(conn.clone(), &deps.redis_prefix));
+                let presence =
+                    RedisPresence::new(client, conn, deps.redis_prefix.clone(), tasks.clone());
+                (limits, login_backoff, presence, tickets)
+            }
+            None => (
+                Limits::new(config.limits(), None),
+                LoginBackoff::new(backoff_config, None),
+                Arc::new(MemoryPresence::default()),
+                Arc::new(MemoryTickets::default()),
+            ),
+        };
         let login_backoff = Arc::new(login_backoff);
         presence::spawn_sweeper(presence.clone(), Duration::from_secs(1), tasks.clone());
         let publisher = Arc::new(Publisher::new(

@@ -17,7 +17,10 @@ use super::{
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/0001_accounts.sql")),
     (2, include_str!("../../migrations/0002_housekeeping.sql")),
-    (3, include_str!("../../migrations/0003_contact_requests.sql")),
+    (
+        3,
+        include_str!("../../migrations/0003_contact_requests.sql"),
+    ),
 ];
 
 /// How long a request waits for a database connection before answering 503.
