@@ -133,8 +133,10 @@ error_codes! {
     Draining = "draining",
     /// The shard is stopping.
     Stopping = "stopping",
-    /// The shard's media worker did not answer in time.
+    /// The shard's media worker did not answer in time, or has failed (the shard restarts).
     WorkerUnavailable = "worker_unavailable",
+    /// The media worker that hosted the participant failed: the call ended; rejoin.
+    WorkerFailed = "worker_failed",
     // Join tokens (shard side).
     /// No bearer join token.
     TokenMalformed = "token_malformed",

@@ -103,13 +103,12 @@ pub struct TrackInfo {
     pub kind: Kind,
 }
 
-/// A participant as others see it.
+/// A participant as others see it: the per-join participant id and the display name, never
+/// the account id (which would let every call participant follow a person across calls).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParticipantSummary {
     /// The participant id (one per join).
     pub id: ParticipantId,
-    /// The account's user id.
-    pub user: String,
     /// Display name.
     pub name: String,
 }

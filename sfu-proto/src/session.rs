@@ -68,6 +68,37 @@ pub fn announced_receive_cap(sdp: &str) -> Option<u64> {
     cap
 }
 
+/// What one participant may offer: at most one audio and one video m-line to publish, and
+/// the `surge` data channel. More would let one client make the shard negotiate, forward
+/// and renegotiate toward every subscriber without bound.
+pub const MAX_OFFERED_MEDIA: [(&str, usize); 3] = [("audio", 1), ("video", 1), ("application", 1)];
+
+/// Checks the m-lines of a join offer against [`MAX_OFFERED_MEDIA`]; `Err` says what is
+/// wrong, for the `400 invalid_sdp` the client gets.
+pub fn check_offered_media(sdp: &str) -> Result<(), String> {
+    let mut counts = [0usize; MAX_OFFERED_MEDIA.len()];
+    for line in sdp.lines() {
+        let Some(media) = line.strip_prefix("m=") else {
+            continue;
+        };
+        let kind = media.split(' ').next().unwrap_or_default();
+        let Some(at) = MAX_OFFERED_MEDIA.iter().position(|(k, _)| *k == kind) else {
+            return Err(format!(
+                "the offer has an m={kind} line; a participant offers only audio, video and the data channel"
+            ));
+        };
+        counts[at] += 1;
+    }
+    for ((kind, max), count) in MAX_OFFERED_MEDIA.iter().zip(counts) {
+        if count > *max {
+            return Err(format!(
+                "the offer has {count} {kind} m-lines; a participant publishes at most one audio and one video m-line, plus the data channel"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Sets up bandwidth estimation for a client that announced a receive cap: estimation
 /// starts at the cap (when below the usual start) and probes no further than it, so the
 /// first probes and keyframes do not overrun a thin link before any feedback came back.
@@ -135,6 +166,25 @@ mod tests {
         let ours = subscriber_offer(rtc_config());
         assert!(default > 9_000, "{default}");
         assert!(ours < 5_500, "{ours}");
+    }
+
+    #[test]
+    fn offers_are_limited_to_one_audio_one_video_and_the_channel() {
+        let sdp = |lines: &[&str]| {
+            let mut s = String::from("v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n");
+            for kind in lines {
+                s.push_str(&format!("m={kind} 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:x\r\n"));
+            }
+            s
+        };
+        assert!(check_offered_media(&sdp(&[])).is_ok());
+        assert!(check_offered_media(&sdp(&["audio", "video", "application"])).is_ok());
+        let two_audio = check_offered_media(&sdp(&["audio", "audio"])).unwrap_err();
+        assert!(two_audio.contains("2 audio m-lines"), "{two_audio}");
+        assert!(check_offered_media(&sdp(&["video", "audio", "video"])).is_err());
+        assert!(check_offered_media(&sdp(&["application", "application"])).is_err());
+        let text = check_offered_media(&sdp(&["text"])).unwrap_err();
+        assert!(text.contains("m=text"), "{text}");
     }
 
     #[test]

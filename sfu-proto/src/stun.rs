@@ -1,7 +1,8 @@
 //! Just enough STUN parsing to route the first packet of a new remote address: the
 //! ICE username fragment this shard handed out sits before the colon of the USERNAME
-//! attribute of a binding request (RFC 8445 §7.2.2). str0m does the full validation
-//! (message integrity, fingerprint) afterwards; this only picks the session.
+//! attribute of a binding request (RFC 8445 §7.2.2). This only picks the session to ask;
+//! str0m does the full validation (message integrity, fingerprint), and the address is
+//! registered only once str0m answered the request with a binding success.
 
 const HEADER_LEN: usize = 20;
 const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
@@ -11,6 +12,12 @@ const ATTR_USERNAME: u16 = 0x0006;
 /// plus the magic cookie).
 pub fn is_stun(datagram: &[u8]) -> bool {
     datagram.len() >= HEADER_LEN && datagram[0] < 4 && datagram[4..8] == MAGIC_COOKIE
+}
+
+/// Whether `datagram` is a STUN binding success response (RFC 8489 §5: method 0x001, class
+/// success), which str0m sends only for a request that passed its integrity check.
+pub fn is_binding_success(datagram: &[u8]) -> bool {
+    is_stun(datagram) && datagram[0..2] == [0x01, 0x01]
 }
 
 /// The local (our) ufrag from a STUN message's USERNAME attribute, if it has one.
@@ -65,6 +72,10 @@ mod tests {
     fn finds_the_local_ufrag() {
         let msg = binding_request(b"srvfrag:clifrag");
         assert!(is_stun(&msg));
+        assert!(!is_binding_success(&msg));
+        let mut success = msg.clone();
+        success[0..2].copy_from_slice(&[0x01, 0x01]);
+        assert!(is_binding_success(&success));
         assert_eq!(local_ufrag(&msg), Some("srvfrag"));
     }
 

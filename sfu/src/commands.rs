@@ -3,6 +3,7 @@
 //! side, so that neither depends on the other.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 
 use str0m::change::{SdpAnswer, SdpOffer};
@@ -32,6 +33,9 @@ pub(crate) enum Command {
     Leave(LeaveRequest),
     Lookup(LeaveRequest),
     Stop,
+    /// Panics the worker, for the tests of what a failed worker does (sent only by
+    /// `Shard::inject_worker_panic`).
+    InjectPanic,
 }
 
 /// How the HTTP side reaches a worker.
@@ -39,6 +43,14 @@ pub(crate) struct WorkerHandle {
     pub public_addr: SocketAddr,
     pub commands: Sender<Command>,
     pub waker: Waker,
+    /// The worker thread panicked: its rooms are gone and it takes no more commands.
+    pub failed: AtomicBool,
+}
+
+impl WorkerHandle {
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
 }
 
 /// Wakes a worker blocked in its socket wait; the HTTP side holds it.

@@ -28,3 +28,5 @@ pub const SEND_SYSCALLS: &str = "surge_sfu_send_syscalls_total";
 pub const JOINS_REFUSED: &str = "surge_sfu_joins_refused_total";
 /// Counter: participants removed, by `reason` (left, timeout, ice, drain).
 pub const PARTICIPANTS_REMOVED: &str = "surge_sfu_participants_removed_total";
+/// Counter: worker threads that failed (panicked); the shard exits after one.
+pub const WORKER_FAILURES: &str = "surge_sfu_worker_failures_total";

@@ -62,6 +62,7 @@ impl Shard {
                 public_addr,
                 commands: tx,
                 waker,
+                failed: AtomicBool::new(false),
             });
             receivers.push(rx);
         }
@@ -92,6 +93,7 @@ impl Shard {
             drain_started: Mutex::new(None),
             drain_token: CancellationToken::new(),
             stopped: AtomicBool::new(false),
+            worker_failed: CancellationToken::new(),
         });
         let mut threads = Vec::with_capacity(count);
         for ((index, (udp, public_addr)), rx) in udps.into_iter().enumerate().zip(receivers) {
@@ -144,6 +146,21 @@ impl Shard {
     /// Resolves when an operator asks this shard to drain (admin endpoint or registry).
     pub async fn drain_requested(&self) {
         self.shared.drain_token.cancelled().await;
+    }
+
+    /// Resolves when a worker thread has failed (panicked): its calls are lost, the shard
+    /// is not ready, and the process should exit non-zero so that it is restarted.
+    pub async fn worker_failed(&self) {
+        self.shared.worker_failed.cancelled().await;
+    }
+
+    /// Test hook: panics the worker that hosts `room`, to check what a failed worker
+    /// does. Never called outside tests.
+    #[doc(hidden)]
+    pub fn inject_worker_panic(&self, room: &str) {
+        let worker = self.shared.worker_for(room);
+        let _ = worker.commands.send(Command::InjectPanic);
+        worker.waker.wake();
     }
 
     /// Resolves when a draining shard is empty or its deadline has passed.
@@ -256,10 +273,22 @@ async fn heartbeat(shared: Arc<Shared>, registry: Arc<dyn ShardRegistry>, stop: 
 
 /// Ready while the workers run and the shard is not draining. A draining shard keeps its
 /// calls and still answers the API (its per-shard Services publish not-ready addresses);
-/// it only leaves the pool of new work.
+/// it only leaves the pool of new work. A failed worker makes it unready for good (the
+/// process exits for a restart).
 pub(crate) fn ready_gate(shared: Arc<Shared>) -> Gate {
     Arc::new(move || {
-        if shared.stopped.load(Ordering::Acquire) {
+        let failed: Vec<usize> = shared
+            .workers
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.has_failed())
+            .map(|(index, _)| index)
+            .collect();
+        if !failed.is_empty() {
+            Err(format!(
+                "sfu_worker_failed: media worker {failed:?} failed; the shard exits for a restart"
+            ))
+        } else if shared.stopped.load(Ordering::Acquire) {
             Err("the shard is stopped".to_owned())
         } else if shared.draining.load(Ordering::Acquire) {
             Err("the shard is draining".to_owned())

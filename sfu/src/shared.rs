@@ -47,6 +47,8 @@ pub(crate) struct Shared {
     pub drain_started: Mutex<Option<Instant>>,
     pub drain_token: CancellationToken,
     pub stopped: AtomicBool,
+    /// Cancelled when a worker thread fails (see `worker::run`).
+    pub worker_failed: CancellationToken,
 }
 
 impl Shared {

@@ -98,6 +98,16 @@ fn shard_full() -> HttpError {
     ))
 }
 
+/// A join for a room whose worker failed: the shard is about to exit and be restarted;
+/// the API places the room again.
+fn worker_failed_join() -> HttpError {
+    refuse(HttpError::unavailable(
+        ErrorCode::WorkerUnavailable,
+        "the media worker for this room failed; the shard is restarting",
+        RETRY_AFTER,
+    ))
+}
+
 async fn join(
     State(shared): State<Arc<Shared>>,
     Path(room): Path<String>,
@@ -134,6 +144,9 @@ async fn join(
     let participant_id = format!("{participant:016x}");
     let (reply, answer) = tokio::sync::oneshot::channel();
     let worker = shared.worker_for(&room);
+    if worker.has_failed() {
+        return Err(worker_failed_join());
+    }
     let request = JoinRequest {
         room: room.clone(),
         participant,
@@ -146,6 +159,9 @@ async fn join(
         .send(Command::Join(Box::new(request)))
         .is_err()
     {
+        if worker.has_failed() {
+            return Err(worker_failed_join());
+        }
         return Err(HttpError::unavailable(
             ErrorCode::Stopping,
             "this shard is stopping",
@@ -222,6 +238,14 @@ async fn ask_worker(
     };
     let (reply, done) = tokio::sync::oneshot::channel();
     let worker = shared.worker_for(&room);
+    if worker.has_failed() {
+        // Its participants were ended when it failed: gone, for a clear reason.
+        return Err(HttpError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::WorkerFailed,
+            "the media worker hosting this participant failed and the call ended; rejoin",
+        ));
+    }
     let request = LeaveRequest {
         room,
         participant,

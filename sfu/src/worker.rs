@@ -3,13 +3,16 @@
 //! lookup, stop), feeds datagrams and timeouts to the switchboard and sends what it hands
 //! back; the switchboard owns the rooms and sessions.
 
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use surge_sfu_proto::core::{ParticipantId, ParticipantInfo};
-use surge_sfu_proto::switchboard::{Counters, Event, Join, Load};
+use surge_sfu_proto::switchboard::{Counters, Event, Join, Load, RemoveReason};
 use surge_sfu_proto::{Switchboard, SwitchboardConfig};
 
 use crate::commands::{Command, JoinRequest};
@@ -40,32 +43,77 @@ pub(crate) fn bind_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     Ok(socket.into())
 }
 
-/// The shard-wide counts behind the switchboard's admission.
-struct ShardLoad(Arc<Shared>);
+/// The shard-wide counts behind the switchboard's admission. It also remembers what this
+/// worker holds, so that a worker that fails (a panic, with the switchboard in an unknown
+/// state) can still give its slots back.
+struct ShardLoad {
+    shared: Arc<Shared>,
+    held: Arc<Held>,
+}
+
+/// The participant and room slots one worker holds.
+#[derive(Default)]
+struct Held {
+    participants: AtomicU32,
+    rooms: Mutex<BTreeSet<String>>,
+}
+
+impl Held {
+    fn rooms(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        // A set of names: usable whatever a panicking holder left half done.
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Gives every slot still held back to the shard; returns (participants, rooms).
+    fn release_all(&self, shared: &Shared) -> (u32, usize) {
+        let participants = self.participants.swap(0, Ordering::AcqRel);
+        for _ in 0..participants {
+            shared.release_participant();
+        }
+        let rooms = std::mem::take(&mut *self.rooms());
+        for room in &rooms {
+            shared.release_room(room);
+        }
+        (participants, rooms.len())
+    }
+}
 
 impl Load for ShardLoad {
     fn draining(&self) -> bool {
-        self.0.draining.load(std::sync::atomic::Ordering::Acquire)
+        self.shared.draining.load(Ordering::Acquire)
     }
 
     fn open_room(&self, room: &str) -> bool {
-        self.0.reserve_room(room)
+        let opened = self.shared.reserve_room(room);
+        if opened {
+            self.held.rooms().insert(room.to_owned());
+        }
+        opened
     }
 
     fn close_room(&self, room: &str) {
-        self.0.release_room(room);
+        self.held.rooms().remove(room);
+        self.shared.release_room(room);
     }
 
     fn add_participant(&self) -> bool {
-        self.0.reserve_participant()
+        let added = self.shared.reserve_participant();
+        if added {
+            self.held.participants.fetch_add(1, Ordering::AcqRel);
+        }
+        added
     }
 
     fn remove_participant(&self) {
-        self.0.release_participant();
+        let _ = self
+            .held
+            .participants
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        self.shared.release_participant();
     }
 
     fn add_egress(&self, delta: i64) {
-        self.0.add_egress(delta);
+        self.shared.add_egress(delta);
     }
 }
 
@@ -95,6 +143,8 @@ fn export(c: &Counters, sent: udp::Sent, wakeups: u64) {
         .increment(c.dropped_unknown);
     metrics::counter!(m::DATAGRAMS_DROPPED, "reason" => "stun_unknown_ufrag")
         .increment(c.dropped_stun_unknown);
+    metrics::counter!(m::DATAGRAMS_DROPPED, "reason" => "stun_unverified")
+        .increment(c.stun_unverified);
     metrics::counter!(m::DATAGRAMS_DROPPED, "reason" => "send_failed").increment(sent.dropped);
     metrics::counter!(m::SEND_SYSCALLS).increment(sent.syscalls);
 }
@@ -107,7 +157,10 @@ pub(crate) struct Worker {
     wakeups: u64,
 }
 
-/// The thread body.
+/// The thread body. A panic anywhere in the loop (a bug: nothing a client sends should
+/// panic) is caught here: the worker's participants are ended with the reason
+/// `worker_failed`, its slots go back to the shard, the shard turns unready and the
+/// process exits for a restart (see [`Worker::fail`]).
 pub(crate) fn run(
     index: usize,
     udp: Udp,
@@ -120,7 +173,12 @@ pub(crate) fn run(
         max_room_participants: shared.limits.max_room_participants as usize,
         participant_timeout: shared.participant_timeout,
     };
-    let switchboard = Switchboard::new(config, Box::new(ShardLoad(shared.clone())));
+    let held = Arc::new(Held::default());
+    let load = ShardLoad {
+        shared: shared.clone(),
+        held: held.clone(),
+    };
+    let switchboard = Switchboard::new(config, Box::new(load));
     let mut worker = Worker {
         udp,
         rx: RxBatch::new(),
@@ -128,9 +186,24 @@ pub(crate) fn run(
         switchboard,
         wakeups: 0,
     };
-    worker.run_loop(&commands);
-    worker.shutdown();
-    tracing::debug!(index, "SFU worker stopped");
+    // The switchboard is not used again after a panic except to end its sessions, under
+    // another guard.
+    match std::panic::catch_unwind(AssertUnwindSafe(|| worker.run_loop(&commands))) {
+        Ok(()) => {
+            worker.shutdown();
+            tracing::debug!(index, "SFU worker stopped");
+        }
+        Err(panic) => worker.fail(index, &held, panic_message(panic.as_ref())),
+    }
+}
+
+/// The text a panic was raised with.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 impl Worker {
@@ -160,6 +233,7 @@ impl Worker {
                         );
                         let _ = request.reply.send(here);
                     }
+                    Ok(Command::InjectPanic) => panic!("a worker panic injected by a test"),
                     Err(TryRecvError::Empty) => break,
                 }
             }
@@ -282,6 +356,38 @@ impl Worker {
         self.switchboard.shutdown(now);
         self.send_all(now);
         self.export_counters();
+    }
+
+    /// After a panic: marks this worker failed (joins for its rooms get `503
+    /// worker_unavailable`, `/readyz` 503 `sfu_worker_failed`), ends its participants with
+    /// the reason `worker_failed` where the switchboard still can, gives back every slot
+    /// it held, and tells the shard, whose process then exits non-zero.
+    fn fail(&mut self, index: usize, held: &Held, why: String) {
+        tracing::error!(index, panic = %why, "SFU worker failed: its calls are lost; the shard exits for a restart");
+        metrics::counter!(m::WORKER_FAILURES).increment(1);
+        if let Some(handle) = self.shared.workers.get(index) {
+            handle.failed.store(true, Ordering::Release);
+        }
+        let ended = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let now = Instant::now();
+            self.switchboard.end_all(now, RemoveReason::WorkerFailed);
+            self.send_all(now);
+        }));
+        if ended.is_err() {
+            tracing::error!(
+                index,
+                "the failed worker's sessions could not be ended one by one"
+            );
+        }
+        let (participants, rooms) = held.release_all(&self.shared);
+        if participants > 0 || rooms > 0 {
+            // What the switchboard could not end (and so did not report) leaves the gauges.
+            metrics::gauge!(m::PARTICIPANTS).decrement(f64::from(participants));
+            metrics::gauge!(m::ROOMS).decrement(rooms as f64);
+            metrics::counter!(m::PARTICIPANTS_REMOVED, "reason" => RemoveReason::WorkerFailed.as_str())
+                .increment(u64::from(participants));
+        }
+        self.shared.worker_failed.cancel();
     }
 }
 

@@ -91,7 +91,7 @@ export class Call {
     this.state = CallState.CONNECTING;
     /** A human sentence about the state (why it failed, when it retries). */
     this.detail = '';
-    /** Remote participants by id: `{ id, user, name, stream, muted: {audio, video} }`. */
+    /** Remote participants by id: `{ id, name, stream, muted: {audio, video} }`. */
     this.participants = new Map();
     this.selfId = null;
     this.speaker = null;
@@ -370,7 +370,6 @@ export class Call {
     }
     this.participants.set(p.id, {
       id: p.id,
-      user: p.user,
       name: p.name || 'Guest',
       stream: new MediaStream(),
       muted: { audio: false, video: false },

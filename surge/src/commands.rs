@@ -167,6 +167,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let admin =
         surge_cluster::admin::router(backends.registry.clone(), args.common.admin_token.clone());
     let router = api.router().merge(shard.router()).merge(admin);
+    let failed = exit_on_worker_failure(&shard, shutdown.clone());
     serve(
         &args.common,
         listener,
@@ -180,7 +181,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     .await?;
     shard.stop().await;
     api.stop().await;
-    Ok(())
+    worker_failure_result(&failed)
 }
 
 async fn api(args: ApiArgs) -> anyhow::Result<()> {
@@ -234,6 +235,7 @@ async fn sfu(args: SfuArgs) -> anyhow::Result<()> {
         }
     };
     tokio::spawn(drained);
+    let failed = exit_on_worker_failure(&shard, stop_serving.clone());
     serve(
         &args.common,
         listener,
@@ -246,6 +248,31 @@ async fn sfu(args: SfuArgs) -> anyhow::Result<()> {
     )
     .await?;
     shard.stop().await;
+    worker_failure_result(&failed)
+}
+
+/// Stops serving when a shard's worker thread fails; the returned flag says it did.
+fn exit_on_worker_failure(
+    shard: &Shard,
+    stop: CancellationToken,
+) -> Arc<std::sync::atomic::AtomicBool> {
+    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let shard = shard.clone();
+    let flag = failed.clone();
+    tokio::spawn(async move {
+        shard.worker_failed().await;
+        flag.store(true, std::sync::atomic::Ordering::Release);
+        stop.cancel();
+    });
+    failed
+}
+
+/// A failed worker lost its calls and cannot be restarted in place: the process exits
+/// non-zero so that its supervisor (Kubernetes) starts a fresh one.
+fn worker_failure_result(failed: &std::sync::atomic::AtomicBool) -> anyhow::Result<()> {
+    if failed.load(std::sync::atomic::Ordering::Acquire) {
+        anyhow::bail!("an SFU worker thread failed (see the log); exiting for a restart");
+    }
     Ok(())
 }
 

@@ -32,6 +32,7 @@ use crate::core::{Forward, ParticipantId, ParticipantInfo, Room, RoomConfig, Roo
 use crate::session::{Drain, Polled};
 use crate::stun;
 
+mod outbox;
 mod peer;
 mod route;
 
@@ -124,6 +125,11 @@ pub enum RemoveReason {
     Abandoned,
     /// The switchboard stopped.
     Stopped,
+    /// Its data-channel outbox passed the backstop (a client that stopped reading, with
+    /// more queued than coalescing allows): ended rather than a message dropped.
+    Unresponsive,
+    /// The worker thread running the switchboard failed.
+    WorkerFailed,
 }
 
 impl RemoveReason {
@@ -137,6 +143,8 @@ impl RemoveReason {
             RemoveReason::Error => "error",
             RemoveReason::Abandoned => "abandoned",
             RemoveReason::Stopped => "stopped",
+            RemoveReason::Unresponsive => "unresponsive",
+            RemoveReason::WorkerFailed => "worker_failed",
         }
     }
 }
@@ -195,6 +203,9 @@ pub struct Counters {
     pub dropped_unknown: u64,
     /// STUN from unknown addresses without a ufrag of ours.
     pub dropped_stun_unknown: u64,
+    /// STUN from unknown addresses that named a ufrag of ours but that str0m did not accept
+    /// (wrong message integrity: forged, or stale): no address was registered.
+    pub stun_unverified: u64,
     /// Session timeouts handled.
     pub session_timeouts: u64,
 }
@@ -275,6 +286,11 @@ impl Switchboard {
             .is_some_and(|p| p.is(room, user))
     }
 
+    /// Messages waiting in `participant`'s data-channel outbox (for tests and debugging).
+    pub fn queued_messages(&self, participant: ParticipantId) -> Option<usize> {
+        self.peers.get(&participant).map(|p| p.queued())
+    }
+
     /// The counters since the last call.
     pub fn take_counters(&mut self) -> Counters {
         std::mem::take(&mut self.counters)
@@ -292,6 +308,10 @@ impl Switchboard {
         if self.peers.contains_key(&pid) {
             return Err(JoinRefusal::DuplicateParticipant);
         }
+        // Before anything is reserved: a refused offer leaves the room and the shard as
+        // they were.
+        crate::session::check_offered_media(&offer.to_sdp_string())
+            .map_err(JoinRefusal::InvalidSdp)?;
         let new_room = !self.rooms.contains_key(&room);
         if new_room && self.load.draining() {
             return Err(JoinRefusal::Draining);
@@ -383,36 +403,13 @@ impl Switchboard {
     }
 
     /// One datagram from `source`: to the session its address belongs to, or for a new
-    /// address, the session whose ICE ufrag its STUN request names. Anything else is
-    /// counted and dropped.
+    /// address, to the session whose ICE ufrag its STUN request names (see
+    /// [`Switchboard::handle_new_address`]). Anything else is counted and dropped.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
         self.counters.datagrams += 1;
-        let pid = match self.by_addr.get(&source) {
-            Some(pid) => *pid,
-            None => {
-                let Some(ufrag) = stun::local_ufrag(data) else {
-                    if stun::is_stun(data) {
-                        self.counters.dropped_stun_unknown += 1;
-                    } else {
-                        self.counters.dropped_unknown += 1;
-                    }
-                    return;
-                };
-                let Some(pid) = self.by_ufrag.get(ufrag).copied() else {
-                    self.counters.dropped_stun_unknown += 1;
-                    return;
-                };
-                let Some(peer) = self.peers.get_mut(&pid) else {
-                    return;
-                };
-                if peer.addrs.len() >= MAX_ADDRS_PER_PEER {
-                    self.counters.dropped_unknown += 1;
-                    return;
-                }
-                peer.addrs.push(source);
-                self.by_addr.insert(source, pid);
-                pid
-            }
+        let Some(pid) = self.by_addr.get(&source).copied() else {
+            self.handle_new_address(now, source, data);
+            return;
         };
         let Ok(receive) = Receive::new(Protocol::Udp, source, self.config.public_addr, data) else {
             self.counters.dropped_garbage += 1;
@@ -431,6 +428,60 @@ impl Switchboard {
         }
         // str0m holds one decoded RTP packet at a time: drain before the next input.
         self.drain_peer(pid, now);
+    }
+
+    /// A datagram from an address no session has: only a STUN binding request naming one
+    /// of our ufrags goes to that session, and the address is registered only when str0m
+    /// answered it with a binding success, i.e. after it checked the message integrity with
+    /// the session's ICE password. The USERNAME alone is public (it crosses the network in
+    /// clear), so a forged request binds nothing, redirects nothing and uses up none of the
+    /// participant's address slots.
+    fn handle_new_address(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+        let Some(ufrag) = stun::local_ufrag(data) else {
+            if stun::is_stun(data) {
+                self.counters.dropped_stun_unknown += 1;
+            } else {
+                self.counters.dropped_unknown += 1;
+            }
+            return;
+        };
+        let Some(pid) = self.by_ufrag.get(ufrag).copied() else {
+            self.counters.dropped_stun_unknown += 1;
+            return;
+        };
+        let Ok(receive) = Receive::new(Protocol::Udp, source, self.config.public_addr, data) else {
+            self.counters.dropped_garbage += 1;
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&pid) else {
+            return;
+        };
+        if peer.addrs.len() >= MAX_ADDRS_PER_PEER {
+            self.counters.dropped_unknown += 1;
+            return;
+        }
+        if let Err(e) = peer.rtc.handle_input(Input::Receive(now, receive)) {
+            tracing::debug!(participant = %pid, %e, "STUN from a new address refused");
+        }
+        let sent_before = self.transmits.len();
+        self.drain_peer(pid, now);
+        let accepted = self
+            .transmits
+            .iter()
+            .skip(sent_before)
+            .any(|t| t.destination == source && stun::is_binding_success(&t.contents));
+        if !accepted {
+            self.counters.stun_unverified += 1;
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&pid) else {
+            return;
+        };
+        peer.addrs.push(source);
+        self.by_addr.insert(source, pid);
+        if let Some(entry) = self.rooms.get_mut(&peer.room) {
+            entry.room.handle_activity(pid, now);
+        }
     }
 
     /// Serves the sessions and rooms whose timeouts are due at `now`.
@@ -499,9 +550,14 @@ impl Switchboard {
 
     /// Ends every session (the shard stops).
     pub fn shutdown(&mut self, now: Instant) {
+        self.end_all(now, RemoveReason::Stopped);
+    }
+
+    /// Ends every session for `reason`, giving back every slot.
+    pub fn end_all(&mut self, now: Instant, reason: RemoveReason) {
         let pids: Vec<ParticipantId> = self.peers.keys().copied().collect();
         for pid in pids {
-            self.remove_peer(pid, RemoveReason::Stopped, now);
+            self.remove_peer(pid, reason, now);
         }
     }
 
@@ -549,6 +605,11 @@ impl Switchboard {
         if let Some(peer) = self.peers.get_mut(&pid) {
             peer.negotiate_if_needed();
             peer.flush_outbox();
+            if peer.outbox_overflowed {
+                tracing::warn!(participant = %pid, queued = peer.queued(), "data channel outbox overflowed: ending the session");
+                self.remove_peer(pid, RemoveReason::Unresponsive, now);
+                return;
+            }
         }
         let mut drain = Drain::new(now);
         loop {

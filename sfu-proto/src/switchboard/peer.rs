@@ -14,13 +14,10 @@ use str0m::format::PayloadParams;
 use str0m::media::{Direction, MediaKind, Mid, Pt, Rid};
 use str0m::{Candidate, Rtc};
 
+use super::outbox::{About, MAX_QUEUED, Outbox};
 use crate::core::{ParticipantInfo, TrackId};
 use crate::protocol::{ServerMessage, TrackInfo};
 use crate::session;
-
-/// Messages queued while the channel is closed or full; a client that never opens its
-/// channel does not grow memory forever.
-const MAX_OUTBOX: usize = 256;
 
 /// Where an outgoing m-line is in its negotiation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +79,9 @@ pub(super) struct Peer {
     pub dirty: bool,
     channel: Option<ChannelId>,
     /// Messages waiting for the data channel to open (or for room in its buffer).
-    outbox: Vec<String>,
+    outbox: Outbox,
+    /// The outbox passed its backstop: the session is to be ended (see [`Outbox`]).
+    pub outbox_overflowed: bool,
     pending: Option<SdpPendingOffer>,
     slots: Vec<Slot>,
     pub published: HashMap<Mid, Published>,
@@ -131,7 +130,8 @@ impl Peer {
                 scheduled: None,
                 dirty: false,
                 channel: None,
-                outbox: Vec::new(),
+                outbox: Outbox::default(),
+                outbox_overflowed: false,
                 pending: None,
                 slots: Vec::new(),
                 published: HashMap::new(),
@@ -147,11 +147,12 @@ impl Peer {
 
     /// Sends a message on the `surge` data channel, or queues it until it opens.
     pub fn send(&mut self, message: &ServerMessage) {
-        self.send_json(message.to_json());
+        self.send_encoded(About::of(message), message.to_json());
     }
 
-    /// Sends an encoded message on the `surge` data channel, or queues it until it opens.
-    pub fn send_json(&mut self, message: String) {
+    /// Sends a message encoded once for several peers (`about` is [`About::of`] it), or
+    /// queues it behind what waits already.
+    pub fn send_encoded(&mut self, about: About, message: String) {
         // Behind queued messages, to keep their order.
         if self.outbox.is_empty()
             && let Some(id) = self.channel
@@ -160,15 +161,21 @@ impl Peer {
         {
             return;
         }
-        if self.outbox.len() < MAX_OUTBOX {
-            self.outbox.push(message);
+        self.outbox.push(about, message);
+        if self.outbox.len() > MAX_QUEUED {
+            self.outbox_overflowed = true;
         }
+    }
+
+    /// Messages waiting in the outbox.
+    pub fn queued(&self) -> usize {
+        self.outbox.len()
     }
 
     /// The data channel opened: `welcome` goes first, then whatever queued before.
     pub fn channel_opened(&mut self, id: ChannelId, welcome: &ServerMessage) {
         self.channel = Some(id);
-        self.outbox.insert(0, welcome.to_json());
+        self.outbox.push_front(welcome.to_json());
         self.flush_outbox();
     }
 
@@ -177,11 +184,7 @@ impl Peer {
         let Some(id) = self.channel else {
             return;
         };
-        if self.outbox.is_empty() {
-            return;
-        }
-        let mut sent = 0;
-        for message in &self.outbox {
+        while let Some(message) = self.outbox.front() {
             let ok = self
                 .rtc
                 .channel(id)
@@ -190,9 +193,8 @@ impl Peer {
                 // The SCTP buffer is full: the rest waits, in order, for the next drain.
                 break;
             }
-            sent += 1;
+            self.outbox.pop_front();
         }
-        self.outbox.drain(..sent);
     }
 
     /// The estimate the room should plan with: TWCC, capped by what the client asked

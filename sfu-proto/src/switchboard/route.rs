@@ -10,6 +10,7 @@ use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
 use str0m::{Event, IceConnectionState};
 
+use super::outbox::About;
 use super::peer::Published;
 use super::{RemoveReason, Switchboard};
 use crate::core::{
@@ -116,7 +117,6 @@ impl Switchboard {
                             .filter_map(|p| {
                                 self.peers.get(p).map(|o| ParticipantSummary {
                                     id: *p,
-                                    user: o.info.user.clone(),
                                     name: o.info.name.clone(),
                                 })
                             })
@@ -325,15 +325,13 @@ impl Switchboard {
 
     fn send_room_event(&mut self, room: &str, event: RoomEvent) {
         let (message, only) = match event {
+            // The account id stays on the server: others see the participant id and name.
             RoomEvent::Joined {
-                participant,
-                user,
-                name,
+                participant, name, ..
             } => (
                 ServerMessage::Joined {
                     participant: ParticipantSummary {
                         id: participant,
-                        user,
                         name,
                     },
                 },
@@ -375,6 +373,7 @@ impl Switchboard {
                 Some(subscriber),
             ),
         };
+        let about = About::of(&message);
         let text = message.to_json();
         let members: Vec<ParticipantId> = match only {
             Some(pid) => vec![pid],
@@ -386,7 +385,7 @@ impl Switchboard {
         };
         for pid in members {
             if let Some(peer) = self.peers.get_mut(&pid) {
-                peer.send_json(text.clone());
+                peer.send_encoded(about.clone(), text.clone());
             }
             self.mark_dirty(pid);
         }

@@ -102,12 +102,19 @@ pub struct Client {
     audio_mid: Option<Mid>,
     video: Option<Video>,
     pub messages: Vec<ServerMessage>,
+    /// Every data-channel message as it arrived, for checks on what is on the wire.
+    pub raw: Vec<String>,
     pub received: HashMap<Mid, u64>,
     pub offers_answered: u32,
     next_audio: Instant,
     audio_seq: u64,
     /// A vanished client neither sends nor receives.
     pub gone: bool,
+    /// A stalled client reads no DTLS (so no SCTP, so nothing on its data channel) but
+    /// keeps ICE and media going: a tab that stopped reading its channel.
+    pub stalled: bool,
+    /// The ICE ufrag the switchboard handed this client in its answer.
+    pub server_ufrag: String,
 }
 
 impl Client {
@@ -127,6 +134,8 @@ impl Client {
         match event {
             RtcEvent::ChannelOpen(id, _) => self.channel = Some(id),
             RtcEvent::ChannelData(data) => {
+                self.raw
+                    .push(String::from_utf8(data.data.clone()).expect("text messages"));
                 let message: ServerMessage = serde_json::from_slice(&data.data).unwrap();
                 if let ServerMessage::Offer { sdp } = &message {
                     let offer = SdpOffer::from_sdp_string(sdp).unwrap();
@@ -318,6 +327,8 @@ pub struct Net {
     pub events: Vec<Event>,
     pub counters: Counters,
     pub time: SwitchboardTime,
+    /// Destinations of datagrams the switchboard sent to no client of this net.
+    pub stray_transmits: Vec<SocketAddr>,
     next_id: u64,
 }
 
@@ -338,12 +349,23 @@ impl Net {
             events: Vec::new(),
             counters: Counters::default(),
             time: SwitchboardTime::default(),
+            stray_transmits: Vec::new(),
             next_id: 0x1000,
         }
     }
 
     /// Offers what `publish` says plus the `surge` channel, and joins `room`.
     pub fn try_join(&mut self, room: &str, publish: Publish) -> Result<usize, JoinRefusal> {
+        self.try_join_with(room, publish, |_| {})
+    }
+
+    /// Like [`Net::try_join`], with `extra` adding to the offer before the channel.
+    pub fn try_join_with(
+        &mut self,
+        room: &str,
+        publish: Publish,
+        extra: impl FnOnce(&mut str0m::change::SdpApi<'_>),
+    ) -> Result<usize, JoinRefusal> {
         let index = self.clients.len();
         let addr = SocketAddr::from(([10, 1, (index / 250) as u8, (index % 250) as u8 + 1], 6000));
         let mut rtc = Rtc::builder().set_rtp_mode(true).build(self.now);
@@ -354,6 +376,7 @@ impl Net {
             publish != Publish::Nothing,
             publish == Publish::AudioVideo,
         );
+        extra(&mut change);
         change.add_channel("surge".to_owned());
         let (offer, pending) = change.apply().unwrap();
         self.next_id += 1;
@@ -370,6 +393,11 @@ impl Net {
             offer,
         };
         let answer = self.sb.handle_join(self.now, join)?;
+        let server_ufrag = answer
+            .to_sdp_string()
+            .lines()
+            .find_map(|l| l.strip_prefix("a=ice-ufrag:").map(|u| u.trim().to_owned()))
+            .unwrap();
         rtc.sdp_api().accept_answer(pending, answer).unwrap();
         self.clients.push(Client {
             rtc,
@@ -387,11 +415,14 @@ impl Net {
                 next_frame: self.now,
             }),
             messages: Vec::new(),
+            raw: Vec::new(),
             received: HashMap::new(),
             offers_answered: 0,
             next_audio: self.now,
             audio_seq: 1,
             gone: false,
+            stalled: false,
+            server_ufrag,
         });
         Ok(index)
     }
@@ -434,8 +465,15 @@ impl Net {
                     .iter_mut()
                     .find(|c| c.addr == t.destination && !c.gone)
                 else {
+                    if !self.clients.iter().any(|c| c.addr == t.destination) {
+                        self.stray_transmits.push(t.destination);
+                    }
                     continue;
                 };
+                // DTLS records (RFC 7983: first byte 20..=63) carry SCTP.
+                if c.stalled && (20..=63).contains(&t.contents[0]) {
+                    continue;
+                }
                 let receive =
                     Receive::new(Protocol::Udp, t.source, t.destination, &t.contents).unwrap();
                 c.rtc.handle_input(Input::Receive(now, receive)).unwrap();
@@ -458,6 +496,7 @@ impl Net {
         self.counters.dropped_garbage += c.dropped_garbage;
         self.counters.dropped_unknown += c.dropped_unknown;
         self.counters.dropped_stun_unknown += c.dropped_stun_unknown;
+        self.counters.stun_unverified += c.stun_unverified;
     }
 
     /// Steps until `done` holds, at most `limit` of virtual time; panics past it.
