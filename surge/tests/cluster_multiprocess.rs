@@ -14,13 +14,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use surge_cluster::registry::{ShardInfo, ShardRegistry, ShardState};
-use surge_cluster::{JoinClaims, RedisRegistry, TokenKey};
+use surge_cluster::{JoinClaims, RedisRegistry, TokenSigner};
 use surge_sfu::participant::{Participant, ParticipantConfig, ParticipantError};
 
 mod common;
 use common::free_port;
 
-const TOKEN_KEY: &str = "cluster-test-token-key-0123456789abcdef";
 const ADMIN_TOKEN: &str = "cluster-test-admin";
 /// Generous: debug builds of five processes start on two busy cores.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -101,6 +100,8 @@ struct Cluster {
     apis: Vec<Proc>,
     shards: Vec<Proc>,
     session: String,
+    /// The join-token keypair: the APIs get the private key, the shards only the public one.
+    keys: TokenSigner,
 }
 
 impl Cluster {
@@ -121,6 +122,7 @@ impl Cluster {
             apis: Vec::new(),
             shards: Vec::new(),
             session: String::new(),
+            keys: TokenSigner::generate(),
         };
         for i in 0..shards {
             cluster.start_shard(&format!("sfu-{i}"));
@@ -140,7 +142,6 @@ impl Cluster {
         cmd.env("SURGE_LISTEN", format!("127.0.0.1:{port}"))
             .env("SURGE_REDIS_URL", redis_url())
             .env("SURGE_REDIS_PREFIX", &self.prefix)
-            .env("SURGE_TOKEN_KEY", TOKEN_KEY)
             .env("SURGE_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("SURGE_SHUTDOWN_GRACE_SECS", "2");
     }
@@ -150,6 +151,7 @@ impl Cluster {
         let mut cmd = surge();
         self.common(&mut cmd, port);
         cmd.arg("sfu")
+            .env("SURGE_JOIN_TOKEN_PUBLIC_KEY", self.keys.public_key_pem())
             .env("SURGE_SHARD_ID", id)
             .env("SURGE_WORKERS", "1")
             .env("SURGE_DRAIN_DEADLINE_SECS", "300");
@@ -165,6 +167,7 @@ impl Cluster {
         let mut cmd = surge();
         self.common(&mut cmd, port);
         cmd.arg("api")
+            .env("SURGE_JOIN_TOKEN_PRIVATE_KEY", self.keys.private_key_pem())
             .env("SURGE_DATABASE_URL", postgres_url())
             .env("SURGE_DATABASE_SCHEMA", &self.schema)
             .env("SURGE_DATABASE_MAX_CONNECTIONS", "4")
@@ -559,9 +562,9 @@ async fn sigterm_drains_a_shard_then_it_exits_zero() {
     p3.leave().await.unwrap();
 
     // The shard itself refuses a new room, even with a valid token for it.
-    let key = TokenKey::from_secret(TOKEN_KEY.as_bytes()).unwrap();
     let now = surge_cluster::token::unix_now();
-    let token = key
+    let token = cluster
+        .keys
         .issue(&JoinClaims {
             sub: "someone".into(),
             name: "Someone".into(),
@@ -571,6 +574,7 @@ async fn sigterm_drains_a_shard_then_it_exits_zero() {
             subscribe: true,
             iat: now,
             exp: now + 60,
+            jti: surge_cluster::token::new_jti(),
         })
         .unwrap();
     let url = format!(

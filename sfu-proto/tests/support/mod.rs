@@ -342,8 +342,20 @@ impl Net {
         }
     }
 
-    /// Offers what `publish` says plus the `surge` channel, and joins `room`.
+    /// Offers what `publish` says plus the `surge` channel, and joins `room` as a user of
+    /// its own (`user-N`, N the client's index).
     pub fn try_join(&mut self, room: &str, publish: Publish) -> Result<usize, JoinRefusal> {
+        let user = format!("user-{}", self.clients.len());
+        self.try_join_as(room, publish, &user)
+    }
+
+    /// [`Self::try_join`] as `user` (another tab or device of someone already here).
+    pub fn try_join_as(
+        &mut self,
+        room: &str,
+        publish: Publish,
+        user: &str,
+    ) -> Result<usize, JoinRefusal> {
         let index = self.clients.len();
         let addr = SocketAddr::from(([10, 1, (index / 250) as u8, (index % 250) as u8 + 1], 6000));
         let mut rtc = Rtc::builder().set_rtp_mode(true).build(self.now);
@@ -362,7 +374,7 @@ impl Net {
             room: room.to_owned(),
             participant: id,
             info: ParticipantInfo {
-                user: format!("user-{index}"),
+                user: user.to_owned(),
                 name: format!("Client {index}"),
                 publish: publish != Publish::Nothing,
                 subscribe: true,
