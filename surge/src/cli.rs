@@ -58,12 +58,17 @@ pub struct Common {
     /// The Ed25519 private key (PEM, PKCS#8: `openssl genpkey -algorithm ed25519`) with
     /// which the API signs join tokens. A shard refuses to start with it. `surge up`
     /// generates an ephemeral keypair when it is not given.
-    #[arg(long, env = "SURGE_JOIN_TOKEN_PRIVATE_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "SURGE_JOIN_TOKEN_PRIVATE_KEY",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     pub join_token_private_key: Option<String>,
 
     /// The public half (PEM: `PUBLIC KEY` from `openssl pkey -pubout`, or a `CERTIFICATE`
     /// holding it) with which a shard verifies join tokens; required by `surge sfu`.
-    #[arg(long, env = "SURGE_JOIN_TOKEN_PUBLIC_KEY")]
+    #[arg(long, env = "SURGE_JOIN_TOKEN_PUBLIC_KEY", allow_hyphen_values = true)]
     pub join_token_public_key: Option<String>,
 
     /// Bearer token for the admin endpoints; they are disabled without it.

@@ -100,6 +100,9 @@ struct Cluster {
     apis: Vec<Proc>,
     shards: Vec<Proc>,
     session: String,
+    /// Sessions of other accounts, one per caller of a call (a user has one session per
+    /// room: a second join by the same account would replace the first).
+    callers: Vec<String>,
     /// The join-token keypair: the APIs get the private key, the shards only the public one.
     keys: TokenSigner,
 }
@@ -122,6 +125,7 @@ impl Cluster {
             apis: Vec::new(),
             shards: Vec::new(),
             session: String::new(),
+            callers: Vec::new(),
             keys: TokenSigner::generate(),
         };
         for i in 0..shards {
@@ -134,7 +138,11 @@ impl Cluster {
             cluster.wait_ready(&api.base, &api.name).await;
         }
         cluster.wait_for_shards(shards).await;
-        cluster.session = cluster.sign_up().await;
+        cluster.session = cluster.sign_up(0).await;
+        for n in 1..=3 {
+            let caller = cluster.sign_up(n).await;
+            cluster.callers.push(caller);
+        }
         cluster
     }
 
@@ -230,9 +238,10 @@ impl Cluster {
         (status, body)
     }
 
-    async fn sign_up(&self) -> String {
+    async fn sign_up(&self, n: usize) -> String {
         let api = &self.apis[0].base;
-        let creds = json!({"email": "caller@example.com", "password": "correct horse battery"});
+        let creds =
+            json!({"email": format!("caller{n}@example.com"), "password": "correct horse battery"});
         let (status, body) = self
             .post(
                 &format!("{api}/v1/accounts"),
@@ -307,11 +316,12 @@ impl Cluster {
 
 /// Joins `room` through the API (which relays the offer to the room's shard), retrying
 /// while the API sheds the join, as a real client does; returns the shard it landed on.
-async fn join_call(cluster: &Cluster, api: usize, room: &str) -> (Participant, String) {
+/// Caller `who` (each its own account) joins `room` through API replica `api`.
+async fn join_call(cluster: &Cluster, api: usize, who: usize, room: &str) -> (Participant, String) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let url = cluster.participants_url(api, room);
     loop {
-        match Participant::join(ParticipantConfig::new(&url, &cluster.session)).await {
+        match Participant::join(ParticipantConfig::new(&url, &cluster.callers[who])).await {
             Ok(p) => {
                 let shard = cluster.registry.room_pin(room).await.unwrap().unwrap();
                 return (p, shard);
@@ -443,12 +453,12 @@ async fn a_killed_shard_costs_only_its_own_rooms() {
     // One call on the victim and one on a survivor, two participants each.
     let doomed_room = on(victim)[0].clone();
     let safe_room = on("sfu-0")[0].clone();
-    let (d1, s) = join_call(&cluster, 0, &doomed_room).await;
+    let (d1, s) = join_call(&cluster, 0, 0, &doomed_room).await;
     assert_eq!(s, victim);
-    let (d2, _) = join_call(&cluster, 1, &doomed_room).await;
-    let (k1, s) = join_call(&cluster, 0, &safe_room).await;
+    let (d2, _) = join_call(&cluster, 1, 1, &doomed_room).await;
+    let (k1, s) = join_call(&cluster, 0, 0, &safe_room).await;
     assert_eq!(s, "sfu-0");
-    let (k2, _) = join_call(&cluster, 1, &safe_room).await;
+    let (k2, _) = join_call(&cluster, 1, 1, &safe_room).await;
     let (audio, video) = wait_media(&[&d1, &d2, &k1, &k2], Duration::from_secs(90)).await;
     println!(
         "fresh calls: audio after {:.2} s, video after {:.2} s",
@@ -472,8 +482,8 @@ async fn a_killed_shard_costs_only_its_own_rooms() {
     d1.vanish();
     d2.vanish();
     let ((n1, s1), (n2, s2)) = tokio::join!(
-        join_call(&cluster, 0, &doomed_room),
-        join_call(&cluster, 1, &doomed_room)
+        join_call(&cluster, 0, 0, &doomed_room),
+        join_call(&cluster, 1, 1, &doomed_room)
     );
     let rejoined = killed_at.elapsed();
     assert_eq!(s1, s2, "the rejoined participants were split");
@@ -530,9 +540,9 @@ async fn sigterm_drains_a_shard_then_it_exits_zero() {
         .find(|(_, s)| *s == draining)
         .map(|(r, _)| r.clone())
         .unwrap();
-    let (p1, s) = join_call(&cluster, 0, &room).await;
+    let (p1, s) = join_call(&cluster, 0, 0, &room).await;
     assert_eq!(s, draining);
-    let (p2, _) = join_call(&cluster, 0, &room).await;
+    let (p2, _) = join_call(&cluster, 0, 1, &room).await;
     wait_media(&[&p1, &p2], Duration::from_secs(90)).await;
 
     cluster.shard_mut(draining).signal("-TERM");
@@ -556,7 +566,7 @@ async fn sigterm_drains_a_shard_then_it_exits_zero() {
         let new_room = cluster.create_room(i).await;
         assert_eq!(cluster.place(i, &new_room).await, "sfu-0");
     }
-    let (p3, s) = join_call(&cluster, 0, &room).await;
+    let (p3, s) = join_call(&cluster, 0, 2, &room).await;
     assert_eq!(s, draining, "the late joiner was split from the meeting");
     wait_media(&[&p1, &p2, &p3], Duration::from_secs(90)).await;
     p3.leave().await.unwrap();
