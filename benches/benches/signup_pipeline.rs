@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::body::Body;
 use axum::http::Request;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use surge_cluster::{MemoryRegistry, TokenKey};
+use surge_cluster::{MemoryRegistry, TokenSigner};
 use surge_signup_api::{Api, ApiConfig, ApiDeps, validate};
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
@@ -58,7 +58,7 @@ fn http(c: &mut Criterion) {
         &config,
         ApiDeps {
             registry: Arc::new(MemoryRegistry::new()),
-            token_key: TokenKey::generate(),
+            token_key: TokenSigner::generate(),
             redis_url: None,
             redis_prefix: "bench:".into(),
             shutdown: shutdown.clone(),

@@ -148,6 +148,8 @@ error_codes! {
     TokenWrongShard = "token_wrong_shard",
     /// The token names another room.
     TokenWrongRoom = "token_wrong_room",
+    /// The token was used already: each join token opens one join.
+    TokenReplayed = "token_replayed",
 }
 
 impl std::fmt::Display for ErrorCode {

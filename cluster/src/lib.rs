@@ -24,4 +24,4 @@ pub use registry::{
     MemoryRegistry, RegistryError, ShardCapacity, ShardInfo, ShardLoad, ShardRegistry, ShardState,
 };
 pub use registry_redis::RedisRegistry;
-pub use token::{JoinClaims, TokenError, TokenKey};
+pub use token::{JoinClaims, TokenError, TokenSigner, TokenVerifier};

@@ -1,16 +1,21 @@
-//! Join tokens: short-lived signed tokens (HS256 JWTs) that the API issues after placing a
-//! room and that the SFU shard verifies before it accepts an offer. Binding the token to
-//! one room and one shard means a token leaked from one call opens nothing else.
+//! Join tokens: short-lived, single-use EdDSA (Ed25519) JWTs that the API signs after
+//! placing a room and that the SFU shard verifies before it accepts an offer. Binding the
+//! token to one room and one shard means a token leaked from one call opens nothing else;
+//! the shard holding only the public key means a compromised shard cannot mint tokens; the
+//! `jti` remembered by the shard means a token opens one join only.
 
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::ErrorCode;
 
-/// A key shorter than this is refused: HS256 with a short secret can be brute-forced.
-pub const MIN_KEY_BYTES: usize = 32;
+mod keys;
+mod replay;
+
+pub use keys::{KeyError, TokenSigner, TokenVerifier};
+pub use replay::{MAX_JTI_BYTES, ReplayGuard};
 
 /// Clock difference between the API and a shard that is tolerated on expiry.
 pub const EXPIRY_LEEWAY: Duration = Duration::from_secs(5);
@@ -34,18 +39,29 @@ pub struct JoinClaims {
     pub iat: u64,
     /// Expires at, Unix seconds.
     pub exp: u64,
+    /// This token's unique id ([`new_jti`]): a shard admits one join per id.
+    pub jti: String,
+}
+
+/// A fresh token id: 128 random bits in hex.
+pub fn new_jti() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
 
 /// Why a token was refused. Each maps to a distinct, stable HTTP error code.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TokenError {
     #[error("the join token is malformed")]
     Malformed,
     #[error("the join token's signature is not valid")]
     BadSignature,
+    #[error("the join token is not signed with EdDSA (Ed25519)")]
+    WrongAlgorithm,
     #[error("the join token has expired")]
     Expired,
+    #[error("the join token has been used already")]
+    Replayed,
     #[error("the join token is for shard {token_shard}, not this shard ({this_shard})")]
     WrongShard {
         token_shard: String,
@@ -53,8 +69,6 @@ pub enum TokenError {
     },
     #[error("the join token is for another room")]
     WrongRoom,
-    #[error("the token key must be at least {MIN_KEY_BYTES} bytes")]
-    KeyTooShort,
     #[error("could not sign the token: {0}")]
     Signing(String),
 }
@@ -64,58 +78,28 @@ impl TokenError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Malformed => ErrorCode::TokenMalformed,
-            Self::BadSignature => ErrorCode::TokenInvalid,
+            Self::BadSignature | Self::WrongAlgorithm => ErrorCode::TokenInvalid,
             Self::Expired => ErrorCode::TokenExpired,
+            Self::Replayed => ErrorCode::TokenReplayed,
             Self::WrongShard { .. } => ErrorCode::TokenWrongShard,
             Self::WrongRoom => ErrorCode::TokenWrongRoom,
-            Self::KeyTooShort | Self::Signing(_) => ErrorCode::Internal,
+            Self::Signing(_) => ErrorCode::Internal,
         }
     }
 }
 
-/// The shared secret that signs and verifies join tokens.
-#[derive(Clone)]
-pub struct TokenKey {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-}
-
-impl std::fmt::Debug for TokenKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TokenKey(..)")
-    }
-}
-
-impl TokenKey {
-    /// A key from configured secret bytes.
-    pub fn from_secret(secret: &[u8]) -> Result<Self, TokenError> {
-        if secret.len() < MIN_KEY_BYTES {
-            return Err(TokenError::KeyTooShort);
-        }
-        Ok(Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-        })
-    }
-
-    /// A fresh random key, for a single process that both issues and verifies.
-    pub fn generate() -> Self {
-        let secret: [u8; 32] = rand::random();
-        // 32 random bytes always satisfy MIN_KEY_BYTES.
-        Self {
-            encoding: EncodingKey::from_secret(&secret),
-            decoding: DecodingKey::from_secret(&secret),
-        }
-    }
-
-    /// Signs `claims`.
+impl TokenSigner {
+    /// Signs `claims` with EdDSA.
     pub fn issue(&self, claims: &JoinClaims) -> Result<String, TokenError> {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), claims, &self.encoding)
             .map_err(|e| TokenError::Signing(e.to_string()))
     }
+}
 
+impl TokenVerifier {
     /// Verifies a token for `this_shard` (and `room`, when the caller knows it) at Unix time
     /// `now`. Expiry is checked here against the explicit time, with [`EXPIRY_LEEWAY`].
+    /// Whether the token was used before is the caller's [`ReplayGuard`]'s to say.
     pub fn verify(
         &self,
         token: &str,
@@ -144,12 +128,15 @@ impl TokenKey {
         room: Option<&str>,
         now: Option<u64>,
     ) -> Result<JoinClaims, TokenError> {
-        let mut validation = Validation::new(Algorithm::HS256);
+        // Only EdDSA: an HS256 token (signed with any secret, the public key included) or
+        // `alg: none` is refused before any key is used.
+        let mut validation = Validation::new(Algorithm::EdDSA);
         validation.validate_exp = false;
         validation.required_spec_claims.clear();
         let data = jsonwebtoken::decode::<JoinClaims>(token, &self.decoding, &validation).map_err(
             |e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
+                jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm,
                 _ => TokenError::Malformed,
             },
         )?;
@@ -181,6 +168,8 @@ pub fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     fn claims(exp: u64) -> JoinClaims {
         JoinClaims {
@@ -192,16 +181,23 @@ mod tests {
             subscribe: true,
             iat: exp - 60,
             exp,
+            jti: new_jti(),
         }
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(bytes)
     }
 
     #[test]
     fn round_trip_and_refusals() {
-        let key = TokenKey::generate();
-        let token = key.issue(&claims(1_000)).unwrap();
+        let signer = TokenSigner::generate();
+        let key = signer.verifier();
+        let issued = claims(1_000);
+        let token = signer.issue(&issued).unwrap();
         assert_eq!(
             key.verify(&token, "shard-a", Some("r1"), 990).unwrap(),
-            claims(1_000)
+            issued
         );
         assert_eq!(
             key.verify(&token, "shard-a", Some("r1"), 1_000 + 6),
@@ -215,18 +211,13 @@ mod tests {
             key.verify(&token, "shard-a", Some("r2"), 990),
             Err(TokenError::WrongRoom)
         );
-        let other = TokenKey::generate();
-        assert_eq!(
-            other.verify(&token, "shard-a", None, 990),
-            Err(TokenError::BadSignature)
-        );
         // Garbage is refused; whether as malformed or as badly signed depends on how far
         // the decoder gets, and both are 401s.
         for garbage in [
             "",
             "abc",
             "a.b.c",
-            "eyJhbGciOiJIUzI1NiJ9.e30.",
+            "eyJhbGciOiJFZERTQSJ9.e30.",
             &"x".repeat(10_000),
         ] {
             let err = key.verify(garbage, "shard-a", None, 990).unwrap_err();
@@ -237,23 +228,65 @@ mod tests {
         }
     }
 
+    /// What a compromised shard, or anyone without the API's private key, could try.
     #[test]
-    fn alg_none_is_refused() {
-        let key = TokenKey::generate();
-        let body = base64::Engine::encode(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-            serde_json::to_vec(&claims(1_000)).unwrap(),
+    fn forgeries_are_refused_with_stable_codes() {
+        let api = TokenSigner::generate();
+        let shard = api.verifier();
+        let genuine = api.issue(&claims(1_000)).unwrap();
+
+        // Signed by another Ed25519 key.
+        let other = TokenSigner::generate().issue(&claims(1_000)).unwrap();
+        let err = shard.verify(&other, "shard-a", None, 990).unwrap_err();
+        assert_eq!(
+            (err.clone(), err.code()),
+            (TokenError::BadSignature, ErrorCode::TokenInvalid)
         );
-        let forged = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{body}.");
-        assert!(key.verify(&forged, "shard-a", None, 990).is_err());
+
+        // HS256 with the only secret a shard has: its public key (the classic confusion),
+        // and with any other secret.
+        for secret in [api.public_key_pem().into_bytes(), b"x".repeat(32)] {
+            let hs256 = jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims(1_000),
+                &jsonwebtoken::EncodingKey::from_secret(&secret),
+            )
+            .unwrap();
+            let err = shard.verify(&hs256, "shard-a", None, 990).unwrap_err();
+            assert_eq!(
+                (err.clone(), err.code()),
+                (TokenError::WrongAlgorithm, ErrorCode::TokenInvalid)
+            );
+        }
+
+        // alg none, with and without a signature part.
+        let body = b64(&serde_json::to_vec(&claims(1_000)).unwrap());
+        let none = b64(br#"{"alg":"none","typ":"JWT"}"#);
+        for forged in [format!("{none}.{body}."), format!("{none}.{body}")] {
+            let err = shard.verify(&forged, "shard-a", None, 990).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::TokenMalformed, "{err:?}");
+        }
+
+        // The genuine token with its claims changed (another room) keeps the old signature.
+        let mut parts: Vec<&str> = genuine.split('.').collect();
+        let mut changed = claims(1_000);
+        changed.room = "someone-elses".into();
+        let changed = b64(&serde_json::to_vec(&changed).unwrap());
+        parts[1] = &changed;
+        let err = shard
+            .verify(&parts.join("."), "shard-a", None, 990)
+            .unwrap_err();
+        assert_eq!(err, TokenError::BadSignature);
+
+        // Nothing of this changed the key: the genuine token still verifies.
+        assert!(shard.verify(&genuine, "shard-a", Some("r1"), 990).is_ok());
     }
 
     #[test]
-    fn short_keys_are_refused() {
-        assert_eq!(
-            TokenKey::from_secret(b"short").unwrap_err(),
-            TokenError::KeyTooShort
-        );
-        assert!(TokenKey::from_secret(&[7u8; 32]).is_ok());
+    fn every_token_gets_its_own_id() {
+        let a = claims(1_000);
+        let b = claims(1_000);
+        assert_ne!(a.jti, b.jti);
+        assert_eq!(a.jti.len(), 32);
     }
 }

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use surge_cluster::{MemoryRegistry, TokenKey};
+use surge_cluster::{MemoryRegistry, TokenSigner};
 use surge_loadgen::calls::{self, CallsArgs};
 use surge_loadgen::report;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +20,7 @@ async fn calls_run_against_an_in_process_surge() {
     config.signup_ip_per_min = 0;
     config.login_ip_per_min = 0;
     let registry = Arc::new(MemoryRegistry::new());
-    let token_key = TokenKey::generate();
+    let token_key = TokenSigner::generate();
     let shutdown = CancellationToken::new();
     let (listener, base) = common::listen().await;
     let shard = common::start_shard("loadgen-test", &base, registry.clone(), &token_key).await;

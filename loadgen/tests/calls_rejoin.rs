@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use surge_cluster::{MemoryRegistry, ShardRegistry, TokenKey};
+use surge_cluster::{MemoryRegistry, ShardRegistry, TokenSigner};
 use surge_loadgen::calls::{self, CallsArgs};
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +19,7 @@ async fn participants_rejoin_when_their_shard_dies() {
     config.signup_ip_per_min = 0;
     config.login_ip_per_min = 0;
     let registry = Arc::new(MemoryRegistry::new());
-    let key = TokenKey::generate();
+    let key = TokenSigner::generate();
     let (a, stop_a) = common::serve_shard("shard-a", registry.clone(), &key).await;
     let (b, stop_b) = common::serve_shard("shard-b", registry.clone(), &key).await;
     for _ in 0..100 {

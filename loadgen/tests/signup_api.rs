@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use surge_cluster::{MemoryRegistry, TokenKey};
+use surge_cluster::{MemoryRegistry, TokenSigner};
 use surge_loadgen::signup::{self, SignupArgs};
 use tokio_util::sync::CancellationToken;
 
@@ -23,7 +23,7 @@ async fn signup_run_against_the_in_process_api() {
     let api = common::start_api(
         &config,
         Arc::new(MemoryRegistry::new()),
-        TokenKey::generate(),
+        TokenSigner::generate(),
         shutdown.clone(),
     )
     .await;

@@ -62,6 +62,22 @@ pub enum ServerMessage {
         /// The layer.
         layer: LayerName,
     },
+    /// The server ends this client's session now, for `reason`; the client must not rejoin
+    /// on its own (its session was not lost).
+    Ended {
+        /// Why.
+        reason: EndReason,
+    },
+}
+
+/// Why the server ended a client's session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EndReason {
+    /// The same account joined the room again (another tab or device): one session per
+    /// user per room, and the newest wins.
+    Replaced,
 }
 
 /// What a client sends the SFU.
@@ -214,8 +230,8 @@ impl ServerMessage {
     }
 
     /// Every `type` tag, for checks that the docs and clients cover all of them.
-    pub const TYPES: [&'static str; 8] = [
-        "offer", "tracks", "welcome", "joined", "left", "muted", "speaker", "layer",
+    pub const TYPES: [&'static str; 9] = [
+        "offer", "tracks", "welcome", "joined", "left", "muted", "speaker", "layer", "ended",
     ];
 }
 

@@ -40,6 +40,7 @@ fn server_type(message: &ServerMessage) -> &'static str {
         ServerMessage::Muted { .. } => "muted",
         ServerMessage::Speaker { .. } => "speaker",
         ServerMessage::Layer { .. } => "layer",
+        ServerMessage::Ended { .. } => "ended",
     }
 }
 

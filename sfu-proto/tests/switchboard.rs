@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use support::{Net, Publish};
-use surge_sfu_proto::protocol::{ClientMessage, Kind, LayerName, ServerMessage};
+use surge_sfu_proto::protocol::{ClientMessage, EndReason, Kind, LayerName, ServerMessage};
 use surge_sfu_proto::{Event, JoinRefusal, RemoveReason};
 
 const LONG: Duration = Duration::from_secs(5);
@@ -254,4 +254,115 @@ fn simulcast_layers_follow_the_subscribers_max_height() {
         net.counters.keyframe_requests >= 1,
         "switches wait for keyframes"
     );
+}
+
+/// One session per user per room: the same account joining again (another tab, a second
+/// device, a replayed join) ends its older session instead of adding one.
+#[test]
+fn a_second_join_by_the_same_user_replaces_the_first() {
+    let mut net = Net::new(50, Duration::from_secs(15));
+    let alice = net.join("r", Publish::Audio);
+    let bob = net.join("r", Publish::Audio);
+    net.run_until(LONG, "media flows both ways", |n| {
+        n.clients[alice].received_total() > 5 && n.clients[bob].received_total() > 5
+    });
+    let old_id = net.clients[alice].id;
+    let user = "user-0";
+
+    let again = net.try_join_as("r", Publish::Audio, user).unwrap();
+    let new_id = net.clients[again].id;
+    assert_eq!(
+        (net.rooms(), net.participants()),
+        (1, 2),
+        "the new session took the old one's slot"
+    );
+    net.run_until(
+        LONG,
+        "the old session is told, bob sees it leave and the new one join and hears it",
+        |n| {
+            n.clients[alice].saw(|m| {
+                matches!(
+                    m,
+                    ServerMessage::Ended {
+                        reason: EndReason::Replaced
+                    }
+                )
+            }) && n.clients[bob].saw(
+                |m| matches!(m, ServerMessage::Left { participant_id } if *participant_id == old_id),
+            ) && n.clients[bob].saw(
+                |m| matches!(m, ServerMessage::Joined { participant } if participant.id == new_id),
+            ) && n.clients[bob]
+                .tracks()
+                .is_some_and(|t| t.len() == 1 && t[0].participant_id == new_id)
+                && n.clients[again].received_total() > 5
+        },
+    );
+    net.clients[alice].gone = true;
+    let before = net.clients[bob].received_total();
+    net.run_until(LONG, "bob keeps receiving", |n| {
+        n.clients[bob].received_total() > before + 5
+    });
+    assert!(net.events.iter().any(|e| matches!(
+        e,
+        Event::Removed { participant, reason: RemoveReason::Replaced, .. } if *participant == old_id
+    )));
+    assert!(
+        !net.events.iter().any(|e| matches!(e, Event::RoomClosed(_))),
+        "the room stayed open"
+    );
+    // The old session is gone for good; the new one is the user's only one.
+    assert!(!net.sb.contains("r", old_id, user));
+    assert!(!net.sb.handle_leave(net.now, "r", old_id, user));
+    assert!(net.sb.contains("r", new_id, user));
+    assert_eq!((net.rooms(), net.participants()), (1, 2));
+    assert!(
+        !net.clients[again].saw(|m| matches!(m, ServerMessage::Ended { .. })),
+        "the newest session is not ended"
+    );
+}
+
+/// A replacement needs no free place: it fits a full room and a full shard, while another
+/// user is still refused.
+#[test]
+fn a_replacement_fits_a_full_room_and_a_full_shard() {
+    let mut net = Net::new(2, Duration::from_secs(15));
+    net.join("r", Publish::Audio);
+    net.join("r", Publish::Nothing);
+    // Connected, so that they can be told (a session replaced before its data channel
+    // opened just ends).
+    net.run_until(LONG, "both channels open", |n| {
+        n.clients.iter().all(|c| c.channel.is_some())
+    });
+    assert_eq!(
+        net.try_join("r", Publish::Audio),
+        Err(JoinRefusal::RoomFull)
+    );
+    net.try_join_as("r", Publish::Audio, "user-1").unwrap();
+    assert_eq!((net.rooms(), net.participants()), (1, 2));
+
+    net.load.max_participants.store(2, Ordering::Relaxed);
+    assert_eq!(
+        net.try_join("s", Publish::Audio),
+        Err(JoinRefusal::ShardFull)
+    );
+    net.try_join_as("r", Publish::Audio, "user-0").unwrap();
+    assert_eq!((net.rooms(), net.participants()), (1, 2));
+    net.run_until(LONG, "the replaced sessions are told", |n| {
+        n.clients
+            .iter()
+            .take(2)
+            .all(|c| c.saw(|m| matches!(m, ServerMessage::Ended { .. })))
+    });
+}
+
+/// The same user in another room is another session: nothing is replaced.
+#[test]
+fn the_same_user_in_two_rooms_keeps_both() {
+    let mut net = Net::new(50, Duration::from_secs(15));
+    let first = net.join("r", Publish::Audio);
+    let second = net.try_join_as("other", Publish::Audio, "user-0").unwrap();
+    net.run_for(Duration::from_secs(1));
+    assert_eq!((net.rooms(), net.participants()), (2, 2));
+    assert!(net.sb.contains("r", net.clients[first].id, "user-0"));
+    assert!(net.sb.contains("other", net.clients[second].id, "user-0"));
 }

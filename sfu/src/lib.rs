@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::Router;
 use surge_cluster::health::Gate;
-use surge_cluster::{ShardRegistry, TokenKey};
+use surge_cluster::{ShardRegistry, TokenVerifier};
 
 mod commands;
 mod metrics_names;
@@ -115,8 +115,8 @@ impl SfuConfig {
 pub struct ShardDeps {
     /// Where the shard heartbeats its load and refreshes its room pins.
     pub registry: Arc<dyn ShardRegistry>,
-    /// Verifies join tokens.
-    pub token_key: TokenKey,
+    /// Verifies join tokens: the public key only (the API holds the private one).
+    pub token_key: TokenVerifier,
     /// Bearer token for `POST /v1/sfu/drain`; the endpoint is disabled without it.
     pub admin_token: Option<String>,
     /// The internal signalling base URL to advertise when `--signal-url` is not given.

@@ -11,6 +11,7 @@ use surge_cluster::ShardRegistry;
 use surge_cluster::health::Gate;
 use surge_cluster::placement::DEFAULT_PIN_TTL;
 use surge_cluster::registry::{DEFAULT_SHARD_TTL, HEARTBEAT_INTERVAL, ShardInfo, ShardLoad};
+use surge_cluster::token::ReplayGuard;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -73,6 +74,7 @@ impl Shard {
                 .clone()
                 .unwrap_or_else(|| deps.default_signal_url.clone()),
             token_key: deps.token_key,
+            used_tokens: ReplayGuard::new(),
             admin_token: deps.admin_token,
             limits: Limits {
                 max_rooms: config.max_rooms,

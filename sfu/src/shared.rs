@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
-use surge_cluster::TokenKey;
+use surge_cluster::TokenVerifier;
 use surge_cluster::registry::{ShardCapacity, ShardState};
+use surge_cluster::token::ReplayGuard;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -28,7 +29,9 @@ pub(crate) struct Limits {
 pub(crate) struct Shared {
     pub shard_id: String,
     pub signal_url: String,
-    pub token_key: TokenKey,
+    pub token_key: TokenVerifier,
+    /// The ids of the join tokens used here, until they expire: each opens one join.
+    pub used_tokens: ReplayGuard,
     pub admin_token: Option<String>,
     pub limits: Limits,
     pub participant_timeout: Duration,

@@ -119,7 +119,14 @@ async fn join(
     if shared.draining.load(Ordering::Acquire) && !shared.hosts(&room) {
         return Err(draining());
     }
-    let claims = verify(&shared, &headers, &room, Some(unix_now()))?;
+    let now = unix_now();
+    let claims = verify(&shared, &headers, &room, Some(now))?;
+    // Burnt on first sight, before the offer is looked at: a replay races nothing, and a
+    // refused join costs the API one fresh token (it mints one per try anyway).
+    shared
+        .used_tokens
+        .first_use(&claims.jti, claims.exp, now)
+        .map_err(|e| refuse(HttpError::unauthorized(e.code(), e.to_string())))?;
     let is_sdp = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -3,9 +3,12 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{ADMIN, TestShard};
-use surge_cluster::token::TokenKey;
-use surge_sfu::participant::{Participant, ParticipantError};
+use surge_cluster::token::{JoinClaims, TokenSigner};
+use surge_sfu::participant::{Participant, ParticipantConfig, ParticipantError};
+use surge_sfu_proto::protocol::{EndReason, ServerMessage};
 
 async fn post(
     url: &str,
@@ -27,6 +30,25 @@ async fn post(
     (status, body, headers)
 }
 
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn hs256(claims: &JoinClaims, secret: &[u8]) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
+
+fn alg_none(claims: &JoinClaims) -> String {
+    let header = b64(br#"{"alg":"none","typ":"JWT"}"#);
+    format!("{header}.{}.", b64(&serde_json::to_vec(claims).unwrap()))
+}
+
 #[tokio::test]
 async fn bad_tokens_are_refused_with_their_code() {
     let shard = TestShard::start().await;
@@ -41,7 +63,7 @@ async fn bad_tokens_are_refused_with_their_code() {
         (Some("not.a.jwt".to_owned()), "token_malformed"),
         (
             Some(
-                TokenKey::generate()
+                TokenSigner::generate()
                     .issue(&shard.claims("room-a", "u"))
                     .unwrap(),
             ),
@@ -53,6 +75,18 @@ async fn bad_tokens_are_refused_with_their_code() {
             "token_wrong_shard",
         ),
         (Some(shard.token("room-b", "u")), "token_wrong_room"),
+        // HS256, even with the shard's own public key as the secret (algorithm confusion).
+        (
+            Some(hs256(
+                &shard.claims("room-a", "u"),
+                shard.key.public_key_pem().as_bytes(),
+            )),
+            "token_invalid",
+        ),
+        (
+            Some(alg_none(&shard.claims("room-a", "u"))),
+            "token_malformed",
+        ),
     ];
     for (token, code) in cases {
         let (status, body, _) = post(&url, token.as_deref(), "application/sdp", "v=0\r\n").await;
@@ -66,18 +100,19 @@ async fn bad_tokens_are_refused_with_their_code() {
 #[tokio::test]
 async fn malformed_sdp_is_a_400_and_changes_nothing() {
     let shard = TestShard::start().await;
-    let token = shard.token("room", "u");
     for body in [
         "",
         "hello",
         "v=0\r\nm=video banana\r\n",
         &"a".repeat(10_000),
     ] {
+        let token = shard.token("room", "u");
         let (status, json, _) =
             post(&shard.url("room"), Some(&token), "application/sdp", body).await;
         assert_eq!(status, 400, "{json}");
         assert_eq!(json["error"]["code"], "invalid_sdp");
     }
+    let token = shard.token("room", "u");
     let (status, json, _) = post(&shard.url("room"), Some(&token), "application/json", "{}").await;
     assert_eq!(status, 415, "{json}");
     assert_eq!(json["error"]["code"], "unsupported_media_type");
@@ -272,5 +307,97 @@ async fn signalling_answers_no_cross_origin_requests() {
     );
     let (_, _, headers) = post(&shard.url("cors"), None, "application/sdp", "v=0\r\n").await;
     assert!(!headers.contains_key("access-control-allow-origin"));
+    shard.stop().await;
+}
+
+/// A join token opens one join: the same token again (captured on the cluster network, or
+/// from a log) is refused, even after the first session left, and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_join_token_is_refused() {
+    let shard = TestShard::start().await;
+    let token = shard.token("room", "u");
+    let first = Participant::join(ParticipantConfig::new(&shard.url("room"), &token))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        match Participant::join(ParticipantConfig::new(&shard.url("room"), &token)).await {
+            Err(ParticipantError::Refused { status, code }) => {
+                assert_eq!((status, code.as_str()), (401, "token_replayed"));
+            }
+            other => panic!("a replay was admitted: {:?}", other.map(|_| ())),
+        }
+    }
+    assert_eq!(shard.shard.status().participants, 1);
+    first.leave().await.unwrap();
+    let (status, body, _) = post(
+        &shard.url("room"),
+        Some(&token),
+        "application/sdp",
+        "v=0\r\n",
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("token_replayed"))
+    );
+    // The shard is healthy: a fresh token joins.
+    let again = shard.join("room", "u").await;
+    assert_eq!(shard.shard.status().participants, 1);
+    again.leave().await.unwrap();
+    shard.stop().await;
+}
+
+/// One session per user per room, over real HTTP and UDP: the second join of a user ends
+/// the first (told `ended`/`replaced`), and the others see it leave and the new one join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_join_of_the_same_user_replaces_the_first() {
+    let shard = TestShard::start().await;
+    let other = shard.join("room", "bob").await;
+    let first = shard.join("room", "alice").await;
+    let first_id = first.stats().participant_id.unwrap();
+    let second = shard.join("room", "alice").await;
+    let second_id = second.stats().participant_id.unwrap();
+    assert_ne!(first_id, second_id);
+    let told = common::wait_for(&first, Duration::from_secs(30), |s| {
+        s.messages.iter().any(|m| {
+            matches!(
+                m,
+                ServerMessage::Ended {
+                    reason: EndReason::Replaced
+                }
+            )
+        })
+    })
+    .await;
+    assert!(
+        told.messages
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Ended { .. })),
+        "{:?}",
+        told.messages
+    );
+    let seen = common::wait_for(&other, Duration::from_secs(30), |s| {
+        let left = s.messages.iter().any(
+            |m| matches!(m, ServerMessage::Left { participant_id } if participant_id.to_string() == first_id),
+        );
+        let joined = s.messages.iter().any(
+            |m| matches!(m, ServerMessage::Joined { participant } if participant.id.to_string() == second_id),
+        );
+        left && joined
+    })
+    .await;
+    assert!(
+        seen.messages
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Left { .. })),
+        "{:?}",
+        seen.messages
+    );
+    assert_eq!(shard.shard.status().participants, 2);
+    // The replaced session cannot be left twice; the new one leaves normally.
+    assert!(first.leave().await.is_err());
+    second.leave().await.unwrap();
+    other.leave().await.unwrap();
+    assert_eq!(shard.shard.status().participants, 0);
     shard.stop().await;
 }

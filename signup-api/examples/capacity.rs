@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use surge_cluster::{MemoryRegistry, TokenKey};
+use surge_cluster::{MemoryRegistry, TokenSigner};
 use surge_signup_api::hashing::HashParams;
 use surge_signup_api::{Api, ApiConfig, ApiDeps};
 use tokio_util::sync::CancellationToken;
@@ -174,7 +174,7 @@ async fn main() {
         &config,
         ApiDeps {
             registry: Arc::new(MemoryRegistry::new()),
-            token_key: TokenKey::generate(),
+            token_key: TokenSigner::generate(),
             redis_url: None,
             redis_prefix: "cap:".into(),
             shutdown: shutdown.clone(),

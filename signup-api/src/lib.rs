@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use axum::Router;
 use surge_cluster::client_addr::{ForwardedHeader, ProxyList, TrustedProxies};
 use surge_cluster::health::Dependency;
-use surge_cluster::{Placer, ShardRegistry, TokenKey};
+use surge_cluster::{Placer, ShardRegistry, TokenSigner};
 use tokio_util::sync::CancellationToken;
 
 use crate::hashing::{HashError, HashParams, HashPool, PoolConfig};
@@ -336,7 +336,7 @@ pub struct ApiDeps {
     /// The SFU shards, for room placement.
     pub registry: Arc<dyn ShardRegistry>,
     /// Signs join tokens.
-    pub token_key: TokenKey,
+    pub token_key: TokenSigner,
     /// Shared limits and presence live here when set; in memory otherwise.
     pub redis_url: Option<String>,
     /// Prefix of every Redis key this API writes.

@@ -345,6 +345,11 @@ export class Call {
       case 'layer':
         this.layers.set(String(message.mid), message.layer);
         break;
+      case 'ended':
+        // This session was ended on purpose (the same account joined from elsewhere):
+        // rejoining would only end that newer session in turn.
+        this.end(message.reason === 'replaced' ? 'You joined this call from another tab or device' : 'The call ended');
+        return;
       default:
         return;
     }
@@ -460,6 +465,18 @@ export class Call {
     this.teardown();
     for (const track of this.localStream.getTracks()) track.stop();
     this.participants.clear();
+    this.onChange();
+  }
+
+  /** The server ended this session: stop without rejoining, keep the camera for a new join. */
+  end(detail) {
+    if (this.state === CallState.LEFT) return;
+    this.generation += 1;
+    // The server has removed us already: no leave request (the resource is gone with it).
+    this.resource = null;
+    this.teardown();
+    this.participants.clear();
+    this.setState(CallState.FAILED, detail);
     this.onChange();
   }
 

@@ -55,10 +55,21 @@ pub struct Common {
     #[arg(long, env = "SURGE_REDIS_PREFIX", default_value = "surge:")]
     pub redis_prefix: String,
 
-    /// Secret that signs join tokens (at least 32 bytes). The API and every shard must
-    /// share it. `surge up` generates one when it is not given.
-    #[arg(long, env = "SURGE_TOKEN_KEY", hide_env_values = true)]
-    pub token_key: Option<String>,
+    /// The Ed25519 private key (PEM, PKCS#8: `openssl genpkey -algorithm ed25519`) with
+    /// which the API signs join tokens. A shard refuses to start with it. `surge up`
+    /// generates an ephemeral keypair when it is not given.
+    #[arg(
+        long,
+        env = "SURGE_JOIN_TOKEN_PRIVATE_KEY",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
+    pub join_token_private_key: Option<String>,
+
+    /// The public half (PEM: `PUBLIC KEY` from `openssl pkey -pubout`, or a `CERTIFICATE`
+    /// holding it) with which a shard verifies join tokens; required by `surge sfu`.
+    #[arg(long, env = "SURGE_JOIN_TOKEN_PUBLIC_KEY", allow_hyphen_values = true)]
+    pub join_token_public_key: Option<String>,
 
     /// Bearer token for the admin endpoints; they are disabled without it.
     #[arg(long, env = "SURGE_ADMIN_TOKEN", hide_env_values = true)]

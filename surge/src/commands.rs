@@ -108,7 +108,11 @@ async fn start_api(
         config,
         ApiDeps {
             registry: backends.registry.clone(),
-            token_key: backends.token_key.clone(),
+            token_key: backends
+                .keys
+                .signer
+                .clone()
+                .context("the API needs the join-token private key")?,
             redis_url: common.redis_url.clone(),
             redis_prefix: common.redis_prefix.clone(),
             shutdown,
@@ -130,7 +134,11 @@ async fn start_shard(
         config,
         ShardDeps {
             registry: backends.registry.clone(),
-            token_key: backends.token_key.clone(),
+            token_key: backends
+                .keys
+                .verifier
+                .clone()
+                .context("a shard needs the join-token public key")?,
             admin_token: common.admin_token.clone(),
             default_signal_url: format!("http://{}", reachable(local)),
         },
@@ -155,7 +163,7 @@ fn reachable(local: std::net::SocketAddr) -> std::net::SocketAddr {
 async fn up(args: UpArgs) -> anyhow::Result<()> {
     surge_cluster::telemetry::install_metrics();
     let shutdown = CancellationToken::new();
-    let backends = backends::build(&args.common, true).await?;
+    let backends = backends::build(&args.common, backends::Role::Up).await?;
     let listener = http::bind(args.common.listen).await?;
     let local = listener
         .local_addr()
@@ -187,7 +195,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
 async fn api(args: ApiArgs) -> anyhow::Result<()> {
     surge_cluster::telemetry::install_metrics();
     let shutdown = CancellationToken::new();
-    let backends = backends::build(&args.common, false).await?;
+    let backends = backends::build(&args.common, backends::Role::Api).await?;
     let listener = http::bind(args.common.listen).await?;
     let api = start_api(&args.api, &args.common, &backends, shutdown.clone()).await?;
     tracing::info!(listen = %args.common.listen, "API serving");
@@ -214,7 +222,7 @@ async fn api(args: ApiArgs) -> anyhow::Result<()> {
 /// its deadline passes, and only then stops serving and exits.
 async fn sfu(args: SfuArgs) -> anyhow::Result<()> {
     surge_cluster::telemetry::install_metrics();
-    let backends = backends::build(&args.common, false).await?;
+    let backends = backends::build(&args.common, backends::Role::Shard).await?;
     let listener = http::bind(args.common.listen).await?;
     let local = listener
         .local_addr()

@@ -202,8 +202,39 @@ fn bad_flags_are_refused_with_usage() {
     let stderr = fails_with_one_line(&["up", "--listen", "nowhere"]);
     assert!(stderr.contains("--listen"), "{stderr}");
     let stderr = fails_with_one_line(&["sfu"]);
-    assert!(
-        stderr.contains("token-key") || stderr.contains("SURGE_TOKEN_KEY"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("--join-token-public-key"), "{stderr}");
+    let stderr = fails_with_one_line(&["api"]);
+    assert!(stderr.contains("--join-token-private-key"), "{stderr}");
+}
+
+/// A shard holds only the public key: given the private one (as its own flag, or in place
+/// of the public key) it refuses to start, saying why; a wrong public key for the API's
+/// private key is refused too.
+#[test]
+fn a_shard_refuses_the_join_token_private_key() {
+    let keys = surge_cluster::TokenSigner::generate();
+    let private = keys.private_key_pem();
+    let public = keys.public_key_pem();
+    let stderr = fails_with_one_line(&[
+        "sfu",
+        "--join-token-public-key",
+        &public,
+        "--join-token-private-key",
+        &private,
+    ]);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.contains("must hold only the public key"), "{stderr}");
+    let stderr = fails_with_one_line(&["sfu", "--join-token-public-key", &private]);
+    assert!(stderr.contains("this is a private key"), "{stderr}");
+    let stderr = fails_with_one_line(&["sfu", "--join-token-public-key", "not a key"]);
+    assert!(stderr.contains("--join-token-public-key"), "{stderr}");
+    let other = surge_cluster::TokenSigner::generate().public_key_pem();
+    let stderr = fails_with_one_line(&[
+        "api",
+        "--join-token-private-key",
+        &private,
+        "--join-token-public-key",
+        &other,
+    ]);
+    assert!(stderr.contains("not the public half"), "{stderr}");
 }

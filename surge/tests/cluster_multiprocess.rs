@@ -14,13 +14,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use surge_cluster::registry::{ShardInfo, ShardRegistry, ShardState};
-use surge_cluster::{JoinClaims, RedisRegistry, TokenKey};
+use surge_cluster::{JoinClaims, RedisRegistry, TokenSigner};
 use surge_sfu::participant::{Participant, ParticipantConfig, ParticipantError};
 
 mod common;
 use common::free_port;
 
-const TOKEN_KEY: &str = "cluster-test-token-key-0123456789abcdef";
 const ADMIN_TOKEN: &str = "cluster-test-admin";
 /// Generous: debug builds of five processes start on two busy cores.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -101,6 +100,11 @@ struct Cluster {
     apis: Vec<Proc>,
     shards: Vec<Proc>,
     session: String,
+    /// Sessions of other accounts, one per caller of a call (a user has one session per
+    /// room: a second join by the same account would replace the first).
+    callers: Vec<String>,
+    /// The join-token keypair: the APIs get the private key, the shards only the public one.
+    keys: TokenSigner,
 }
 
 impl Cluster {
@@ -121,6 +125,8 @@ impl Cluster {
             apis: Vec::new(),
             shards: Vec::new(),
             session: String::new(),
+            callers: Vec::new(),
+            keys: TokenSigner::generate(),
         };
         for i in 0..shards {
             cluster.start_shard(&format!("sfu-{i}"));
@@ -132,7 +138,11 @@ impl Cluster {
             cluster.wait_ready(&api.base, &api.name).await;
         }
         cluster.wait_for_shards(shards).await;
-        cluster.session = cluster.sign_up().await;
+        cluster.session = cluster.sign_up(0).await;
+        for n in 1..=3 {
+            let caller = cluster.sign_up(n).await;
+            cluster.callers.push(caller);
+        }
         cluster
     }
 
@@ -140,7 +150,6 @@ impl Cluster {
         cmd.env("SURGE_LISTEN", format!("127.0.0.1:{port}"))
             .env("SURGE_REDIS_URL", redis_url())
             .env("SURGE_REDIS_PREFIX", &self.prefix)
-            .env("SURGE_TOKEN_KEY", TOKEN_KEY)
             .env("SURGE_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("SURGE_SHUTDOWN_GRACE_SECS", "2");
     }
@@ -150,6 +159,7 @@ impl Cluster {
         let mut cmd = surge();
         self.common(&mut cmd, port);
         cmd.arg("sfu")
+            .env("SURGE_JOIN_TOKEN_PUBLIC_KEY", self.keys.public_key_pem())
             .env("SURGE_SHARD_ID", id)
             .env("SURGE_WORKERS", "1")
             .env("SURGE_DRAIN_DEADLINE_SECS", "300");
@@ -165,6 +175,7 @@ impl Cluster {
         let mut cmd = surge();
         self.common(&mut cmd, port);
         cmd.arg("api")
+            .env("SURGE_JOIN_TOKEN_PRIVATE_KEY", self.keys.private_key_pem())
             .env("SURGE_DATABASE_URL", postgres_url())
             .env("SURGE_DATABASE_SCHEMA", &self.schema)
             .env("SURGE_DATABASE_MAX_CONNECTIONS", "4")
@@ -228,9 +239,10 @@ impl Cluster {
         (status, body)
     }
 
-    async fn sign_up(&self) -> String {
+    async fn sign_up(&self, n: usize) -> String {
         let api = &self.apis[0].base;
-        let creds = json!({"email": "caller@example.com", "password": "correct horse battery"});
+        let creds =
+            json!({"email": format!("caller{n}@example.com"), "password": "correct horse battery"});
         let (status, body) = self
             .post(
                 &format!("{api}/v1/accounts"),
@@ -305,11 +317,12 @@ impl Cluster {
 
 /// Joins `room` through the API (which relays the offer to the room's shard), retrying
 /// while the API sheds the join, as a real client does; returns the shard it landed on.
-async fn join_call(cluster: &Cluster, api: usize, room: &str) -> (Participant, String) {
+/// Caller `who` (each its own account) joins `room` through API replica `api`.
+async fn join_call(cluster: &Cluster, api: usize, who: usize, room: &str) -> (Participant, String) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let url = cluster.participants_url(api, room);
     loop {
-        match Participant::join(ParticipantConfig::new(&url, &cluster.session)).await {
+        match Participant::join(ParticipantConfig::new(&url, &cluster.callers[who])).await {
             Ok(p) => {
                 let shard = cluster.registry.room_pin(room).await.unwrap().unwrap();
                 return (p, shard);
@@ -441,12 +454,12 @@ async fn a_killed_shard_costs_only_its_own_rooms() {
     // One call on the victim and one on a survivor, two participants each.
     let doomed_room = on(victim)[0].clone();
     let safe_room = on("sfu-0")[0].clone();
-    let (d1, s) = join_call(&cluster, 0, &doomed_room).await;
+    let (d1, s) = join_call(&cluster, 0, 0, &doomed_room).await;
     assert_eq!(s, victim);
-    let (d2, _) = join_call(&cluster, 1, &doomed_room).await;
-    let (k1, s) = join_call(&cluster, 0, &safe_room).await;
+    let (d2, _) = join_call(&cluster, 1, 1, &doomed_room).await;
+    let (k1, s) = join_call(&cluster, 0, 0, &safe_room).await;
     assert_eq!(s, "sfu-0");
-    let (k2, _) = join_call(&cluster, 1, &safe_room).await;
+    let (k2, _) = join_call(&cluster, 1, 1, &safe_room).await;
     let (audio, video) = wait_media(&[&d1, &d2, &k1, &k2], Duration::from_secs(90)).await;
     println!(
         "fresh calls: audio after {:.2} s, video after {:.2} s",
@@ -470,8 +483,8 @@ async fn a_killed_shard_costs_only_its_own_rooms() {
     d1.vanish();
     d2.vanish();
     let ((n1, s1), (n2, s2)) = tokio::join!(
-        join_call(&cluster, 0, &doomed_room),
-        join_call(&cluster, 1, &doomed_room)
+        join_call(&cluster, 0, 0, &doomed_room),
+        join_call(&cluster, 1, 1, &doomed_room)
     );
     let rejoined = killed_at.elapsed();
     assert_eq!(s1, s2, "the rejoined participants were split");
@@ -528,9 +541,9 @@ async fn sigterm_drains_a_shard_then_it_exits_zero() {
         .find(|(_, s)| *s == draining)
         .map(|(r, _)| r.clone())
         .unwrap();
-    let (p1, s) = join_call(&cluster, 0, &room).await;
+    let (p1, s) = join_call(&cluster, 0, 0, &room).await;
     assert_eq!(s, draining);
-    let (p2, _) = join_call(&cluster, 0, &room).await;
+    let (p2, _) = join_call(&cluster, 0, 1, &room).await;
     wait_media(&[&p1, &p2], Duration::from_secs(90)).await;
 
     cluster.shard_mut(draining).signal("-TERM");
@@ -554,15 +567,15 @@ async fn sigterm_drains_a_shard_then_it_exits_zero() {
         let new_room = cluster.create_room(i).await;
         assert_eq!(cluster.place(i, &new_room).await, "sfu-0");
     }
-    let (p3, s) = join_call(&cluster, 0, &room).await;
+    let (p3, s) = join_call(&cluster, 0, 2, &room).await;
     assert_eq!(s, draining, "the late joiner was split from the meeting");
     wait_media(&[&p1, &p2, &p3], Duration::from_secs(90)).await;
     p3.leave().await.unwrap();
 
     // The shard itself refuses a new room, even with a valid token for it.
-    let key = TokenKey::from_secret(TOKEN_KEY.as_bytes()).unwrap();
     let now = surge_cluster::token::unix_now();
-    let token = key
+    let token = cluster
+        .keys
         .issue(&JoinClaims {
             sub: "someone".into(),
             name: "Someone".into(),
@@ -572,6 +585,7 @@ async fn sigterm_drains_a_shard_then_it_exits_zero() {
             subscribe: true,
             iat: now,
             exp: now + 60,
+            jti: surge_cluster::token::new_jti(),
         })
         .unwrap();
     let url = format!(

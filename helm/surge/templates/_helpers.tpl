@@ -73,12 +73,12 @@ Order: a value given in values.yaml, else the one in the Secret already in the c
 */}}
 {{- define "surge.secretData" -}}
 {{- $cache := .Values.__surgeSecretData | default dict -}}
-{{- if not $cache.tokenKey -}}
+{{- if not $cache.adminToken -}}
 {{- $existing := dict -}}
 {{- $found := lookup "v1" "Secret" .Release.Namespace (include "surge.fullname" .) -}}
 {{- if and $found $found.data -}}{{- $existing = $found.data -}}{{- end -}}
 {{- $pick := dict -}}
-{{- range $key, $spec := dict "token-key" (list .Values.secrets.tokenKey 48) "admin-token" (list .Values.secrets.adminToken 40) "redis-password" (list .Values.redis.builtin.password 32) "database-password" (list .Values.postgresql.builtin.password 32) -}}
+{{- range $key, $spec := dict "admin-token" (list .Values.secrets.adminToken 40) "redis-password" (list .Values.redis.builtin.password 32) "database-password" (list .Values.postgresql.builtin.password 32) -}}
 {{- $given := index $spec 0 -}}
 {{- if $given -}}
 {{- $_ := set $pick $key $given -}}
@@ -87,6 +87,25 @@ Order: a value given in values.yaml, else the one in the Secret already in the c
 {{- else -}}
 {{- $_ := set $pick $key (randAlphaNum (index $spec 1)) -}}
 {{- end -}}
+{{- end -}}
+{{- /* The join-token keypair (Ed25519). The shards get only the public half; Helm cannot
+derive a public key, but it can put it in a self-signed certificate made with the private
+key, which `--join-token-public-key` accepts (only the key in it is used). The certificate
+is kept while the private key is, so an upgrade does not roll the shards. */ -}}
+{{- $private := .Values.secrets.joinTokenPrivateKey -}}
+{{- $existingPrivate := "" -}}
+{{- if hasKey $existing "join-token-private-key" -}}
+{{- $existingPrivate = index $existing "join-token-private-key" | b64dec -}}
+{{- end -}}
+{{- if not $private -}}
+{{- $private = $existingPrivate | default (genPrivateKey "ed25519") -}}
+{{- end -}}
+{{- $public := .Values.secrets.joinTokenPublicKey -}}
+{{- if and (not $public) (eq $private $existingPrivate) (hasKey $existing "join-token-public-key") -}}
+{{- $public = index $existing "join-token-public-key" | b64dec -}}
+{{- end -}}
+{{- if not $public -}}
+{{- $public = (genSelfSignedCertWithKey "surge-join-tokens" nil nil 36500 $private).Cert -}}
 {{- end -}}
 {{- $redisUrl := .Values.redis.url -}}
 {{- if not $redisUrl -}}
@@ -97,7 +116,7 @@ Order: a value given in values.yaml, else the one in the Secret already in the c
 {{- $pg := .Values.postgresql.builtin -}}
 {{- $databaseUrl = printf "postgres://%s:%s@%s:5432/%s" ($pg.username | urlquery) (index $pick "database-password" | urlquery) (include "surge.component" (dict "root" . "component" "postgresql")) $pg.database -}}
 {{- end -}}
-{{- $cache = dict "tokenKey" (index $pick "token-key") "adminToken" (index $pick "admin-token") "redisPassword" (index $pick "redis-password") "databasePassword" (index $pick "database-password") "redisUrl" $redisUrl "databaseUrl" $databaseUrl -}}
+{{- $cache = dict "joinTokenPrivateKey" $private "joinTokenPublicKey" $public "joinTokenKeyId" (printf "%s\n%s" $private .Values.secrets.joinTokenPublicKey | sha256sum) "adminToken" (index $pick "admin-token") "redisPassword" (index $pick "redis-password") "databasePassword" (index $pick "database-password") "redisUrl" $redisUrl "databaseUrl" $databaseUrl -}}
 {{- $_ := set .Values "__surgeSecretData" $cache -}}
 {{- end -}}
 {{- toJson $cache -}}
@@ -106,7 +125,7 @@ Order: a value given in values.yaml, else the one in the Secret already in the c
 {{/*
 A pod's annotations: its own (values) plus a checksum of the Secret values it uses, so a
 rotated key or password rolls exactly the pods that read it. Call with
-(dict "root" $ "keys" (list "tokenKey" ...) "extra" .Values.x.podAnnotations).
+(dict "root" $ "keys" (list "joinTokenKeyId" ...) "extra" .Values.x.podAnnotations).
 No checksum with an existingSecret: the chart cannot see its content, and a value that
 changed on every upgrade would restart (and drain) every shard each time.
 */}}
@@ -136,11 +155,6 @@ annotations:
       key: redis-url
 - name: SURGE_REDIS_PREFIX
   value: {{ .Values.redis.prefix | quote }}
-- name: SURGE_TOKEN_KEY
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "surge.secretName" . }}
-      key: token-key
 - name: SURGE_ADMIN_TOKEN
   valueFrom:
     secretKeyRef:
@@ -186,8 +200,15 @@ podAntiAffinity:
 {{- if and $hpa.enabled (lt (int64 $hpa.maxReplicas) (int64 $hpa.minReplicas)) -}}
 {{- fail (printf "api.autoscaling.maxReplicas (%d) must be at least minReplicas (%d)" (int64 $hpa.maxReplicas) (int64 $hpa.minReplicas)) -}}
 {{- end -}}
-{{- if and .Values.secrets.tokenKey (lt (len .Values.secrets.tokenKey) 32) -}}
-{{- fail "secrets.tokenKey must be at least 32 characters" -}}
+{{- with .Values.secrets.joinTokenPrivateKey -}}
+{{- if not (contains "-----BEGIN PRIVATE KEY-----" .) -}}
+{{- fail "secrets.joinTokenPrivateKey must be an Ed25519 private key in PEM (-----BEGIN PRIVATE KEY-----, from `openssl genpkey -algorithm ed25519`)" -}}
+{{- end -}}
+{{- end -}}
+{{- with .Values.secrets.joinTokenPublicKey -}}
+{{- if contains "PRIVATE KEY" . -}}
+{{- fail "secrets.joinTokenPublicKey holds a private key: the shards must get only the public key (`openssl pkey -pubout`)" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use surge_cluster::{MemoryRegistry, TokenKey};
+use surge_cluster::{MemoryRegistry, TokenSigner};
 use surge_sfu::{SfuConfig, Shard, ShardDeps};
 use surge_signup_api::{Api, ApiConfig, ApiDeps};
 use tokio::net::TcpListener;
@@ -53,7 +53,7 @@ pub fn serve(
 pub async fn start_api(
     config: &ApiConfig,
     registry: Arc<MemoryRegistry>,
-    token_key: TokenKey,
+    token_key: TokenSigner,
     shutdown: CancellationToken,
 ) -> Api {
     Api::start(
@@ -75,13 +75,13 @@ pub async fn start_shard(
     id: &str,
     base: &str,
     registry: Arc<MemoryRegistry>,
-    token_key: &TokenKey,
+    token_key: &TokenSigner,
 ) -> Shard {
     Shard::start(
         &SfuConfig::for_tests(id),
         ShardDeps {
             registry,
-            token_key: token_key.clone(),
+            token_key: token_key.verifier(),
             admin_token: None,
             default_signal_url: base.to_owned(),
         },
@@ -94,7 +94,7 @@ pub async fn start_shard(
 pub async fn serve_shard(
     id: &str,
     registry: Arc<MemoryRegistry>,
-    token_key: &TokenKey,
+    token_key: &TokenSigner,
 ) -> (Shard, CancellationToken) {
     let (listener, base) = listen().await;
     let shard = start_shard(id, &base, registry, token_key).await;

@@ -29,6 +29,7 @@ use str0m::net::{Protocol, Receive, Transmit};
 
 use crate::core::hash::FastMap;
 use crate::core::{Forward, ParticipantId, ParticipantInfo, Room, RoomConfig, RoomError};
+use crate::protocol::{EndReason, ServerMessage};
 use crate::session::{Drain, Polled};
 use crate::stun;
 
@@ -130,6 +131,8 @@ pub enum RemoveReason {
     Unresponsive,
     /// The worker thread running the switchboard failed.
     WorkerFailed,
+    /// The same user joined the same room again: one session per user per room.
+    Replaced,
 }
 
 impl RemoveReason {
@@ -145,6 +148,7 @@ impl RemoveReason {
             RemoveReason::Stopped => "stopped",
             RemoveReason::Unresponsive => "unresponsive",
             RemoveReason::WorkerFailed => "worker_failed",
+            RemoveReason::Replaced => "replaced",
         }
     }
 }
@@ -298,6 +302,10 @@ impl Switchboard {
 
     /// Admits a participant: a draining shard opens no new rooms, a full room or shard
     /// refuses. On success the session exists and its answer goes back to the client.
+    ///
+    /// A user has one session per room: a join by a user who is in the room already ends
+    /// the older session ([`RemoveReason::Replaced`], and it is told so), once the new
+    /// offer has been accepted; the new session takes over the old one's slot.
     pub fn handle_join(&mut self, now: Instant, join: Join) -> Result<SdpAnswer, JoinRefusal> {
         let Join {
             room,
@@ -312,17 +320,20 @@ impl Switchboard {
         // they were.
         crate::session::check_offered_media(&offer.to_sdp_string())
             .map_err(JoinRefusal::InvalidSdp)?;
+        let replaced = self.member(&room, &info.user);
         let new_room = !self.rooms.contains_key(&room);
         if new_room && self.load.draining() {
             return Err(JoinRefusal::Draining);
         }
         if let Some(entry) = self.rooms.get(&room)
-            && entry.members.len() >= self.config.max_room_participants
+            && entry.members.len() - usize::from(replaced.is_some())
+                >= self.config.max_room_participants
         {
             return Err(JoinRefusal::RoomFull);
         }
         // Slots first: a full shard sheds the join before the costly part (the SDP answer).
-        if !self.load.add_participant() {
+        // A replacement inherits the old session's slot.
+        if replaced.is_none() && !self.load.add_participant() {
             return Err(JoinRefusal::ShardFull);
         }
         if new_room && !self.load.open_room(&room) {
@@ -333,13 +344,19 @@ impl Switchboard {
             match Peer::accept(&room, info.clone(), offer, self.config.public_addr, now) {
                 Ok(accepted) => accepted,
                 Err(why) => {
-                    self.load.remove_participant();
+                    // A bad offer changes nothing: the old session, if any, stays.
+                    if replaced.is_none() {
+                        self.load.remove_participant();
+                    }
                     if new_room {
                         self.load.close_room(&room);
                     }
                     return Err(JoinRefusal::InvalidSdp(why));
                 }
             };
+        if let Some(old) = replaced {
+            self.detach_peer(old, RemoveReason::Replaced, now);
+        }
         let max_participants = self.config.max_room_participants;
         let participant_timeout = self.config.participant_timeout;
         let entry = self.rooms.entry(room.clone()).or_insert_with(|| RoomEntry {
@@ -354,9 +371,13 @@ impl Switchboard {
         });
         if let Err(e) = entry.room.join(pid, info.clone(), now) {
             self.load.remove_participant();
-            if new_room {
+            // Empty now (new, or its one member was replaced): it closes.
+            if entry.members.is_empty() {
                 self.rooms.remove(&room);
                 self.load.close_room(&room);
+                if !new_room {
+                    self.events.push_back(Event::RoomClosed(room));
+                }
             }
             return Err(match e {
                 RoomError::RoomFull => JoinRefusal::RoomFull,
@@ -639,19 +660,63 @@ impl Switchboard {
         }
     }
 
+    /// `user`'s participant in `room`, if there is one.
+    fn member(&self, room: &str, user: &str) -> Option<ParticipantId> {
+        let entry = self.rooms.get(room)?;
+        entry
+            .members
+            .iter()
+            .copied()
+            .find(|pid| self.peers.get(pid).is_some_and(|p| p.is(room, user)))
+    }
+
     /// Removes a participant everywhere; the room forgets it (unless the room removed it
     /// already), and an empty room closes. The one place slots are given back.
     fn remove_peer(&mut self, pid: ParticipantId, reason: RemoveReason, now: Instant) {
-        let Some(mut peer) = self.peers.remove(&pid) else {
+        let Some(room_name) = self.detach_peer(pid, reason, now) else {
             return;
         };
+        self.load.remove_participant();
+        if self
+            .rooms
+            .get(&room_name)
+            .is_some_and(|e| e.members.is_empty())
+        {
+            self.rooms.remove(&room_name);
+            self.load.close_room(&room_name);
+            self.events.push_back(Event::RoomClosed(room_name));
+        }
+    }
+
+    /// Ends a participant's session and takes it out of its room, keeping its participant
+    /// slot and the room (even when empty) for the caller: [`Self::remove_peer`], or a join
+    /// that replaces it. Returns the room's name.
+    fn detach_peer(
+        &mut self,
+        pid: ParticipantId,
+        reason: RemoveReason,
+        now: Instant,
+    ) -> Option<String> {
+        let mut peer = self.peers.remove(&pid)?;
+        if let Some(message) = farewell(reason) {
+            // Out before the session closes, so the client knows not to rejoin.
+            peer.flush_outbox();
+            peer.send(&message);
+            let mut drain = Drain::new(now);
+            loop {
+                match drain.next(&mut peer.rtc) {
+                    Ok(Polled::Transmit(transmit)) => self.transmits.push_back(transmit),
+                    Ok(Polled::Event(_)) => {}
+                    Ok(Polled::Timeout(_)) | Err(_) => break,
+                }
+            }
+        }
         peer.rtc.disconnect();
         for addr in &peer.addrs {
             self.by_addr.remove(addr);
         }
         self.by_ufrag.remove(&peer.ufrag);
         self.load.add_egress(-(peer.egress_bps as i64));
-        self.load.remove_participant();
         let room_name = peer.room;
         self.events.push_back(Event::Removed {
             room: room_name.clone(),
@@ -663,14 +728,16 @@ impl Switchboard {
             entry.room.leave(pid, now);
         }
         self.drain_room(&room_name, now);
-        if self
-            .rooms
-            .get(&room_name)
-            .is_some_and(|e| e.members.is_empty())
-        {
-            self.rooms.remove(&room_name);
-            self.load.close_room(&room_name);
-            self.events.push_back(Event::RoomClosed(room_name));
-        }
+        Some(room_name)
+    }
+}
+
+/// What a participant removed for `reason` is told first, when anything.
+fn farewell(reason: RemoveReason) -> Option<ServerMessage> {
+    match reason {
+        RemoveReason::Replaced => Some(ServerMessage::Ended {
+            reason: EndReason::Replaced,
+        }),
+        _ => None,
     }
 }

@@ -354,9 +354,11 @@ impl Net {
         }
     }
 
-    /// Offers what `publish` says plus the `surge` channel, and joins `room`.
+    /// Offers what `publish` says plus the `surge` channel, and joins `room` as a user of
+    /// its own (`user-N`, N the client's index).
     pub fn try_join(&mut self, room: &str, publish: Publish) -> Result<usize, JoinRefusal> {
-        self.try_join_with(room, publish, |_| {})
+        let user = format!("user-{}", self.clients.len());
+        self.try_join_full(room, publish, &user, |_| {})
     }
 
     /// Like [`Net::try_join`], with `extra` adding to the offer before the channel.
@@ -364,6 +366,27 @@ impl Net {
         &mut self,
         room: &str,
         publish: Publish,
+        extra: impl FnOnce(&mut str0m::change::SdpApi<'_>),
+    ) -> Result<usize, JoinRefusal> {
+        let user = format!("user-{}", self.clients.len());
+        self.try_join_full(room, publish, &user, extra)
+    }
+
+    /// [`Self::try_join`] as `user` (another tab or device of someone already here).
+    pub fn try_join_as(
+        &mut self,
+        room: &str,
+        publish: Publish,
+        user: &str,
+    ) -> Result<usize, JoinRefusal> {
+        self.try_join_full(room, publish, user, |_| {})
+    }
+
+    fn try_join_full(
+        &mut self,
+        room: &str,
+        publish: Publish,
+        user: &str,
         extra: impl FnOnce(&mut str0m::change::SdpApi<'_>),
     ) -> Result<usize, JoinRefusal> {
         let index = self.clients.len();
@@ -385,7 +408,7 @@ impl Net {
             room: room.to_owned(),
             participant: id,
             info: ParticipantInfo {
-                user: format!("user-{index}"),
+                user: user.to_owned(),
                 name: format!("Client {index}"),
                 publish: publish != Publish::Nothing,
                 subscribe: true,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use surge_cluster::http::{finish_router, serve};
 use surge_cluster::registry::MemoryRegistry;
-use surge_cluster::token::{JoinClaims, TokenKey, unix_now};
+use surge_cluster::token::{JoinClaims, TokenSigner, unix_now};
 use surge_sfu::participant::{Participant, ParticipantConfig, ParticipantStats};
 use surge_sfu::{SfuConfig, Shard, ShardDeps};
 use tokio_util::sync::CancellationToken;
@@ -16,7 +16,7 @@ pub const ADMIN: &str = "admin-secret-for-tests";
 
 pub struct TestShard {
     pub shard: Shard,
-    pub key: TokenKey,
+    pub key: TokenSigner,
     pub addr: SocketAddr,
     pub shard_id: String,
     stop: CancellationToken,
@@ -32,14 +32,14 @@ impl TestShard {
         let shard_id = format!("test-{:x}", rand::random::<u32>());
         let mut config = SfuConfig::for_tests(&shard_id);
         tweak(&mut config);
-        let key = TokenKey::generate();
+        let key = TokenSigner::generate();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shard = Shard::start(
             &config,
             ShardDeps {
                 registry: Arc::new(MemoryRegistry::new()),
-                token_key: key.clone(),
+                token_key: key.verifier(),
                 admin_token: Some(ADMIN.to_owned()),
                 default_signal_url: format!("http://{addr}"),
             },
@@ -77,6 +77,7 @@ impl TestShard {
             subscribe: true,
             iat: now,
             exp: now + 300,
+            jti: surge_cluster::token::new_jti(),
         }
     }
 

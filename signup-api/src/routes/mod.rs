@@ -18,7 +18,7 @@ use axum::routing::{delete, get, post};
 use surge_cluster::ErrorCode;
 use surge_cluster::client_addr::TrustedProxies;
 use surge_cluster::http::HttpError;
-use surge_cluster::{Placer, TokenKey};
+use surge_cluster::{Placer, TokenSigner};
 use tokio_util::sync::CancellationToken;
 
 use crate::hashing::{Busy, HashPool};
@@ -61,7 +61,7 @@ pub(crate) struct Inner {
     pub streams: StreamSlots,
     pub placer: Placer,
     pub shards: ShardClient,
-    pub token_key: TokenKey,
+    pub token_key: TokenSigner,
     pub settings: Settings,
     pub shutdown: CancellationToken,
 }

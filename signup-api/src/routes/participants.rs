@@ -101,6 +101,7 @@ fn mint(
             subscribe: true,
             iat,
             exp: iat + state.settings.join_ttl.as_secs(),
+            jti: surge_cluster::token::new_jti(),
         })
         .map_err(HttpError::internal)
 }

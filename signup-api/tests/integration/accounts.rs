@@ -196,7 +196,7 @@ async fn unreachable_database_is_one_line_at_start() {
         &config,
         ApiDeps {
             registry: std::sync::Arc::new(surge_cluster::MemoryRegistry::new()),
-            token_key: surge_cluster::TokenKey::generate(),
+            token_key: surge_cluster::TokenSigner::generate(),
             redis_url: None,
             redis_prefix: "x:".into(),
             shutdown: tokio_util::sync::CancellationToken::new(),

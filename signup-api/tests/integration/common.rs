@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use surge_cluster::health::Health;
-use surge_cluster::{MemoryRegistry, ShardInfo, ShardRegistry, TokenKey};
+use surge_cluster::{MemoryRegistry, ShardInfo, ShardRegistry, TokenSigner};
 use surge_signup_api::{Api, ApiConfig, ApiDeps};
 use tokio_util::sync::CancellationToken;
 
@@ -81,7 +81,7 @@ pub struct TestApi {
     pub client: reqwest::Client,
     pub shutdown: CancellationToken,
     pub api: Option<Api>,
-    pub token_key: TokenKey,
+    pub token_key: TokenSigner,
     /// Readiness and the dependencies' last checks; `check_now` refreshes them.
     pub health: Health,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -108,7 +108,7 @@ impl TestApi {
         registry: Arc<dyn ShardRegistry>,
     ) -> Self {
         let shutdown = CancellationToken::new();
-        let token_key = TokenKey::generate();
+        let token_key = TokenSigner::generate();
         let (redis_url, redis_prefix) = match redis {
             Some((url, prefix)) => (Some(url), prefix),
             None => (None, "unused:".into()),

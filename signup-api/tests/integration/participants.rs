@@ -13,7 +13,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use serde_json::json;
-use surge_cluster::{JoinClaims, MemoryRegistry, ShardInfo, ShardRegistry, TokenKey};
+use surge_cluster::{
+    JoinClaims, MemoryRegistry, ShardInfo, ShardRegistry, TokenSigner, TokenVerifier,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{Db, TestApi, TestDb, assert_error, random_hex};
@@ -49,7 +51,7 @@ struct FakeShard {
 #[derive(Clone)]
 struct FakeState {
     id: String,
-    key: TokenKey,
+    key: TokenVerifier,
     seen: Arc<Mutex<Seen>>,
 }
 
@@ -152,7 +154,7 @@ async fn fake_present(
 }
 
 impl FakeShard {
-    async fn start(id: &str, key: &TokenKey, registry: &MemoryRegistry) -> Self {
+    async fn start(id: &str, key: &TokenSigner, registry: &MemoryRegistry) -> Self {
         let seen = Arc::new(Mutex::new(Seen {
             mode: Mode::Answer,
             hosted: HashSet::new(),
@@ -161,7 +163,7 @@ impl FakeShard {
         }));
         let state = FakeState {
             id: id.to_owned(),
-            key: key.clone(),
+            key: key.verifier(),
             seen: seen.clone(),
         };
         let router = Router::new()
