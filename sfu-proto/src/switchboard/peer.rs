@@ -17,6 +17,7 @@ use str0m::{Candidate, Rtc};
 use crate::core::{ParticipantInfo, TrackId};
 use crate::protocol::{ServerMessage, TrackInfo};
 use crate::session;
+use crate::stun::{self, Nomination};
 
 /// Messages queued while the channel is closed or full; a client that never opens its
 /// channel does not grow memory forever.
@@ -73,6 +74,10 @@ pub(super) struct Peer {
     pub info: ParticipantInfo,
     pub rtc: Rtc,
     pub ufrag: String,
+    /// Our ICE password (the answer's `a=ice-pwd`), to authenticate the first check.
+    ice_pwd: String,
+    /// The client has nominated (or its first check was taken as a nomination).
+    nominated: bool,
     pub addrs: Vec<SocketAddr>,
     /// str0m's next timeout.
     pub timeout: Instant,
@@ -119,13 +124,16 @@ impl Peer {
         rtc.bwe()
             .set_bitrate(session::MIN_BITRATE, session::START_DESIRED_BITRATE);
         session::apply_receive_cap(&mut rtc, receive_cap_bps);
-        let ufrag = rtc.direct_api().local_ice_credentials().ufrag.clone();
+        let creds = rtc.direct_api().local_ice_credentials();
+        let (ufrag, ice_pwd) = (creds.ufrag.clone(), creds.pass.clone());
         Ok((
             Self {
                 room: room.to_owned(),
                 info,
                 rtc,
                 ufrag,
+                ice_pwd,
+                nominated: false,
                 addrs: Vec::new(),
                 timeout: now,
                 scheduled: None,
@@ -143,6 +151,25 @@ impl Peer {
             },
             answer,
         ))
+    }
+
+    /// Until the client nominates, its authenticated checks are made nominations
+    /// ([`stun::nominating`]): `Some` is the datagram to hand str0m instead of `datagram`.
+    pub fn nominate_first_check(&mut self, datagram: &[u8]) -> Option<Vec<u8>> {
+        if self.nominated {
+            return None;
+        }
+        match stun::nominating(datagram, &self.ice_pwd) {
+            Nomination::NotACheck => None,
+            Nomination::Nominates => {
+                self.nominated = true;
+                None
+            }
+            Nomination::Rewritten(check) => {
+                self.nominated = true;
+                Some(check)
+            }
+        }
     }
 
     /// Sends a message on the `surge` data channel, or queues it until it opens.
