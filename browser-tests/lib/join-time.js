@@ -2,7 +2,12 @@
 // .call.marks`, page clock in ms) turned into phases, and percentiles over several joins.
 // Figures are printed, never asserted: the machine is shared and timing is noisy.
 
-/** The phases of a join, in order: [name, from mark, to mark]. `firstFrame` is the slowest remote video track. */
+/**
+ * The phases of a join, in order: [name, from mark, to mark]. `firstFrame` is the slowest
+ * remote video track. The renegotiation phases are absent when the tracks came in the join's
+ * own answer (its receive-only m-lines). Chromium may report `connected` a little after the
+ * data channel opened.
+ */
 export const PHASES = [
   ['click -> offer sent', 'start', 'offerSent'],
   ['offer sent -> answer (API + shard)', 'offerSent', 'answer'],
@@ -14,6 +19,7 @@ export const PHASES = [
   ['  of which setRemoteDescription', 'subscribeOfferTaken', 'subscribeOfferSet'],
   ['  of which createAnswer + setLocalDescription', 'subscribeOfferSet', 'subscribeAnswered'],
   ['answer sent -> first decoded frame', 'subscribeAnswered', 'firstFrame'],
+  ['DTLS connected -> first decoded frame', 'connected', 'firstFrame'],
   ['click -> first decoded frame', 'start', 'firstFrame'],
 ];
 

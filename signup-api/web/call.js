@@ -12,6 +12,12 @@ export const SIMULCAST_ENCODINGS = [
   { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
 ];
 
+/**
+ * Receive-only audio + video pairs in the join offer: the shard puts the tracks of people
+ * already in the room there, so they flow once DTLS is up instead of after a renegotiation
+ * over the data channel. Two pairs cover a call of three; more people still come by an offer.
+ */
+const RECEIVE_AHEAD = 2;
 /** How often the first decoded frame of a new remote video track is looked for (join marks). */
 const FIRST_FRAME_POLL_MS = 10;
 /** A remote video track that decodes nothing for this long is no longer looked at. */
@@ -70,6 +76,10 @@ export async function prepareConnection(localStream, muted = { audio: false, vid
   try {
     const channel = pc.createDataChannel('surge');
     addLocalTracks(pc, localStream, muted);
+    for (let i = 0; i < RECEIVE_AHEAD; i += 1) {
+      pc.addTransceiver('audio', { direction: 'recvonly' });
+      pc.addTransceiver('video', { direction: 'recvonly' });
+    }
     await pc.setLocalDescription(await pc.createOffer());
     return { pc, channel, localStream, preparedAt: now() };
   } catch (err) {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use str0m::change::SdpOffer;
 use str0m::channel::ChannelId;
 use str0m::format::Codec;
-use str0m::media::{Mid, Pt, Rid};
+use str0m::media::{Direction, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite};
 use str0m::{Candidate, Event as RtcEvent, Input, Rtc};
@@ -344,6 +344,17 @@ impl Net {
 
     /// Offers what `publish` says plus the `surge` channel, and joins `room`.
     pub fn try_join(&mut self, room: &str, publish: Publish) -> Result<usize, JoinRefusal> {
+        self.try_join_receiving(room, publish, 0)
+    }
+
+    /// As `try_join`, with `pairs` receive-only audio + video m-lines in the offer (for
+    /// others' tracks, without a renegotiation).
+    pub fn try_join_receiving(
+        &mut self,
+        room: &str,
+        publish: Publish,
+        pairs: usize,
+    ) -> Result<usize, JoinRefusal> {
         let index = self.clients.len();
         let addr = SocketAddr::from(([10, 1, (index / 250) as u8, (index % 250) as u8 + 1], 6000));
         let mut rtc = Rtc::builder().set_rtp_mode(true).build(self.now);
@@ -354,6 +365,11 @@ impl Net {
             publish != Publish::Nothing,
             publish == Publish::AudioVideo,
         );
+        for _ in 0..pairs {
+            for kind in [MediaKind::Audio, MediaKind::Video] {
+                change.add_media(kind, Direction::RecvOnly, None, None, None);
+            }
+        }
         change.add_channel("surge".to_owned());
         let (offer, pending) = change.apply().unwrap();
         self.next_id += 1;
