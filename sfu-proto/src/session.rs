@@ -73,26 +73,54 @@ pub fn announced_receive_cap(sdp: &str) -> Option<u64> {
 /// and renegotiate toward every subscriber without bound.
 pub const MAX_OFFERED_MEDIA: [(&str, usize); 3] = [("audio", 1), ("video", 1), ("application", 1)];
 
-/// Checks the m-lines of a join offer against [`MAX_OFFERED_MEDIA`]; `Err` says what is
-/// wrong, for the `400 invalid_sdp` the client gets.
+/// Receive-only audio and video m-lines a join may carry per kind, for others' tracks
+/// without a renegotiation (the web client offers two pairs); they carry nothing the
+/// client sends, and each is used once.
+pub const MAX_RECEIVE_ONLY_PER_KIND: usize = 2;
+
+/// Checks the m-lines of a join offer against [`MAX_OFFERED_MEDIA`] (m-lines the client may
+/// send on) and [`MAX_RECEIVE_ONLY_PER_KIND`] (`a=recvonly` ones); `Err` says what is wrong,
+/// for the `400 invalid_sdp` the client gets.
 pub fn check_offered_media(sdp: &str) -> Result<(), String> {
-    let mut counts = [0usize; MAX_OFFERED_MEDIA.len()];
+    let mut sending = [0usize; MAX_OFFERED_MEDIA.len()];
+    let mut receive_only = [0usize; MAX_OFFERED_MEDIA.len()];
+    let mut current: Option<(usize, bool)> = None;
+    let mut count = |section: Option<(usize, bool)>| {
+        if let Some((at, recv_only)) = section {
+            if recv_only && MAX_OFFERED_MEDIA[at].0 != "application" {
+                receive_only[at] += 1;
+            } else {
+                sending[at] += 1;
+            }
+        }
+    };
     for line in sdp.lines() {
-        let Some(media) = line.strip_prefix("m=") else {
-            continue;
-        };
-        let kind = media.split(' ').next().unwrap_or_default();
-        let Some(at) = MAX_OFFERED_MEDIA.iter().position(|(k, _)| *k == kind) else {
-            return Err(format!(
-                "the offer has an m={kind} line; a participant offers only audio, video and the data channel"
-            ));
-        };
-        counts[at] += 1;
+        let line = line.trim_end();
+        if let Some(media) = line.strip_prefix("m=") {
+            count(current.take());
+            let kind = media.split(' ').next().unwrap_or_default();
+            let Some(at) = MAX_OFFERED_MEDIA.iter().position(|(k, _)| *k == kind) else {
+                return Err(format!(
+                    "the offer has an m={kind} line; a participant offers only audio, video and the data channel"
+                ));
+            };
+            current = Some((at, false));
+        } else if line == "a=recvonly"
+            && let Some((_, recv_only)) = current.as_mut()
+        {
+            *recv_only = true;
+        }
     }
-    for ((kind, max), count) in MAX_OFFERED_MEDIA.iter().zip(counts) {
-        if count > *max {
+    count(current);
+    for (((kind, max), sent), received) in MAX_OFFERED_MEDIA.iter().zip(sending).zip(receive_only) {
+        if sent > *max {
             return Err(format!(
-                "the offer has {count} {kind} m-lines; a participant publishes at most one audio and one video m-line, plus the data channel"
+                "the offer has {sent} {kind} m-lines; a participant publishes at most one audio and one video m-line, plus the data channel"
+            ));
+        }
+        if received > MAX_RECEIVE_ONLY_PER_KIND {
+            return Err(format!(
+                "the offer has {received} receive-only {kind} m-lines; at most {MAX_RECEIVE_ONLY_PER_KIND} are accepted"
             ));
         }
     }
@@ -185,6 +213,19 @@ mod tests {
         assert!(check_offered_media(&sdp(&["application", "application"])).is_err());
         let text = check_offered_media(&sdp(&["text"])).unwrap_err();
         assert!(text.contains("m=text"), "{text}");
+        // Receive-only m-lines (others' tracks in the join answer): two per kind.
+        let with_receive_only = |n: usize| {
+            let mut s = sdp(&["audio", "video", "application"]);
+            for _ in 0..n {
+                for kind in ["audio", "video"] {
+                    s.push_str(&format!("m={kind} 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:r\r\na=recvonly\r\n"));
+                }
+            }
+            s
+        };
+        assert!(check_offered_media(&with_receive_only(2)).is_ok());
+        let three = check_offered_media(&with_receive_only(3)).unwrap_err();
+        assert!(three.contains("3 receive-only audio"), "{three}");
     }
 
     #[test]

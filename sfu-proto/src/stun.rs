@@ -3,6 +3,14 @@
 //! attribute of a binding request (RFC 8445 §7.2.2). This only picks the session to ask;
 //! str0m does the full validation (message integrity, fingerprint), and the address is
 //! registered only once str0m answered the request with a binding success.
+//!
+//! And [`nominating`], which turns a client's first authenticated check into a nomination:
+//! see there.
+
+use std::sync::OnceLock;
+
+use str0m::crypto::{CryptoProvider, Sha1HmacProvider, from_feature_flags};
+use str0m::ice::{StunMessage, StunMessageBuilder};
 
 const HEADER_LEN: usize = 20;
 const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
@@ -44,6 +52,82 @@ pub fn local_ufrag(datagram: &[u8]) -> Option<&str> {
         at = value_start + len.div_ceil(4) * 4;
     }
     None
+}
+
+/// What [`nominating`] made of a datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Nomination {
+    /// Not an authenticated binding request from an ICE-controlling client: pass it on as is.
+    NotACheck,
+    /// An authenticated check that already nominates (USE-CANDIDATE): pass it on as is.
+    Nominates,
+    /// The same check re-signed with USE-CANDIDATE added: pass this on instead.
+    Rewritten(Vec<u8>),
+}
+
+/// The HMAC-SHA1 str0m signs STUN with (the process default provider, else the one its
+/// features build in, as `Rtc` picks it).
+fn sha1_hmac(key: &[u8], payloads: &[&[u8]]) -> [u8; 20] {
+    static PROVIDER: OnceLock<&'static dyn Sha1HmacProvider> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| match CryptoProvider::get_default() {
+            Some(p) => p.sha1_hmac_provider,
+            None => from_feature_flags().sha1_hmac_provider,
+        })
+        .sha1_hmac(key, payloads)
+}
+
+/// Aggressive nomination for an ICE-lite server (RFC 5245 §8.1.1.2 style): the client's
+/// first check that proves it knows our ICE password (`local_pwd`, from our answer) is
+/// taken as its nomination.
+///
+/// Why: str0m, being ICE-lite and controlled, has no send address until the client
+/// nominates a pair with USE-CANDIDATE, so it cannot answer DTLS before that. Chrome, facing
+/// an ICE-lite peer, only nominates once its first check was answered and the pair is
+/// selected, on a later check; the DTLS handshake waits that long. Accepting the first check
+/// saves that wait.
+///
+/// Not a new power for the sender: a check with a valid MESSAGE-INTEGRITY could have carried
+/// USE-CANDIDATE itself. Only requests from an ICE-controlling agent are rewritten, and the
+/// caller does it once per session, so the client's own later nominations still decide.
+pub fn nominating(datagram: &[u8], local_pwd: &str) -> Nomination {
+    if !is_stun(datagram) {
+        return Nomination::NotACheck;
+    }
+    let Ok(message) = StunMessage::parse(datagram) else {
+        return Nomination::NotACheck;
+    };
+    if !message.is_binding_request() || !message.verify(local_pwd.as_bytes(), sha1_hmac) {
+        return Nomination::NotACheck;
+    }
+    let (Some(username), Some(prio), Some(tie_breaker)) = (
+        message.username(),
+        message.prio(),
+        message.ice_controlling(),
+    ) else {
+        return Nomination::NotACheck;
+    };
+    if message.use_candidate() {
+        return Nomination::Nominates;
+    }
+    let nomination = StunMessageBuilder::new()
+        .binding()
+        .request()
+        .username(username)
+        .prio(prio)
+        .use_candidate()
+        .ice_controlling(tie_breaker)
+        .build(message.trans_id());
+    // The original plus USE-CANDIDATE (4 bytes) always fits; a little room for other
+    // attributes the builder writes in its own layout.
+    let mut buf = vec![0_u8; datagram.len() + 64];
+    match nomination.to_bytes(Some(local_pwd.as_bytes()), &mut buf, sha1_hmac) {
+        Ok(len) => {
+            buf.truncate(len);
+            Nomination::Rewritten(buf)
+        }
+        Err(_) => Nomination::NotACheck,
+    }
 }
 
 #[cfg(test)]
@@ -92,5 +176,82 @@ mod tests {
         bad_len[2] = 0xFF;
         let _ = local_ufrag(&bad_len);
         assert_eq!(local_ufrag(&binding_request(b":x")), None);
+    }
+
+    /// A binding request as a controlling client signs it.
+    fn signed_check(password: &str, use_candidate: bool) -> Vec<u8> {
+        let trans_id = str0m::ice::TransId::new();
+        let message = StunMessage::binding_request(
+            "srvfrag:clifrag",
+            trans_id,
+            true,
+            0x1234_5678_9abc_def0,
+            0x6e00_1eff,
+            use_candidate,
+        );
+        let mut buf = vec![0_u8; 1500];
+        let len = message
+            .to_bytes(Some(password.as_bytes()), &mut buf, sha1_hmac)
+            .unwrap();
+        buf.truncate(len);
+        buf
+    }
+
+    #[test]
+    fn the_first_authenticated_check_becomes_a_nomination() {
+        let check = signed_check("serverpassword", false);
+        let Nomination::Rewritten(nominating_check) = nominating(&check, "serverpassword") else {
+            panic!("a plain check is rewritten");
+        };
+        let parsed = StunMessage::parse(&nominating_check).unwrap();
+        let original = StunMessage::parse(&check).unwrap();
+        assert!(parsed.use_candidate());
+        assert!(parsed.verify(b"serverpassword", sha1_hmac));
+        assert_eq!(parsed.trans_id(), original.trans_id());
+        assert_eq!(parsed.username(), Some("srvfrag:clifrag"));
+        assert_eq!(parsed.prio(), original.prio());
+        assert_eq!(parsed.ice_controlling(), original.ice_controlling());
+        assert_eq!(local_ufrag(&nominating_check), Some("srvfrag"));
+        // A check that nominates already is left alone.
+        let nominated = signed_check("serverpassword", true);
+        assert_eq!(
+            nominating(&nominated, "serverpassword"),
+            Nomination::Nominates
+        );
+    }
+
+    #[test]
+    fn a_check_without_our_password_nominates_nothing() {
+        // The attack: someone who saw only the ufrag (not the answer's password) forges a
+        // check to choose where the session sends. It must not be signed into a nomination.
+        let forged = signed_check("guessedpassword", false);
+        assert_eq!(nominating(&forged, "serverpassword"), Nomination::NotACheck);
+        let mut tampered = signed_check("serverpassword", false);
+        tampered[30] ^= 1;
+        assert_eq!(
+            nominating(&tampered, "serverpassword"),
+            Nomination::NotACheck
+        );
+        // An ICE-controlled sender (a confused peer) or a response is not a client's check.
+        let trans_id = str0m::ice::TransId::new();
+        let controlled =
+            StunMessage::binding_request("srvfrag:clifrag", trans_id, false, 1, 2, false);
+        let mut buf = vec![0_u8; 1500];
+        let len = controlled
+            .to_bytes(Some(b"serverpassword"), &mut buf, sha1_hmac)
+            .unwrap();
+        assert_eq!(
+            nominating(&buf[..len], "serverpassword"),
+            Nomination::NotACheck
+        );
+        // Garbage and truncations never panic.
+        let check = signed_check("serverpassword", false);
+        for cut in 0..check.len() {
+            let _ = nominating(&check[..cut], "serverpassword");
+        }
+        assert_eq!(
+            nominating(&[0x80; 64], "serverpassword"),
+            Nomination::NotACheck
+        );
     }
 }

@@ -366,3 +366,40 @@ fn the_same_user_in_two_rooms_keeps_both() {
     assert!(net.sb.contains("r", net.clients[first].id, "user-0"));
     assert!(net.sb.contains("other", net.clients[second].id, "user-0"));
 }
+
+#[test]
+fn receive_only_media_lines_of_the_join_carry_the_room_without_a_renegotiation() {
+    let mut net = Net::new(50, Duration::from_secs(15));
+    let alice = net.join("r", Publish::AudioVideo);
+    net.run_for(Duration::from_millis(300));
+    // Bob offers one receive-only pair up front: alice's audio and video go there.
+    let bob = net.try_join_receiving("r", Publish::Nothing, 1).unwrap();
+    net.run_until(LONG, "bob receives alice's audio and video", |n| {
+        let b = &n.clients[bob];
+        b.received_kind(Kind::Audio) > 5 && b.received_kind(Kind::Video) > 5
+    });
+    let b = &net.clients[bob];
+    assert_eq!(b.offers_answered, 0, "no renegotiation was needed");
+    let tracks = b.tracks().expect("a tracks message");
+    let mut kinds: Vec<_> = tracks.iter().map(|t| (t.participant_id, t.kind)).collect();
+    kinds.sort_by_key(|(_, k)| *k == Kind::Video);
+    let alice_id = net.clients[alice].id;
+    assert_eq!(
+        kinds,
+        vec![(alice_id, Kind::Audio), (alice_id, Kind::Video)]
+    );
+
+    // A second publisher finds no spare m-line left: Bob gets a renegotiation for Carol.
+    let carol = net.join("r", Publish::Audio);
+    net.run_until(LONG, "bob receives carol", |n| {
+        n.clients[bob].tracks().is_some_and(|t| t.len() == 3)
+    });
+    assert_eq!(net.clients[bob].offers_answered, 1);
+    assert!(
+        net.clients[bob]
+            .tracks()
+            .unwrap()
+            .iter()
+            .any(|t| t.participant_id == net.clients[carol].id)
+    );
+}

@@ -3,7 +3,7 @@
 
 import { api, session, ApiError } from './api.js';
 import { Presence } from './presence.js';
-import { Call, CallState, openLocalMedia } from './call.js';
+import { Call, CallState, openLocalMedia, prepareConnection } from './call.js';
 import { signupMessage, loginMessage, contactMessage, roomMessage, statusLabel, countdown } from './messages.js';
 
 const $ = (id) => document.getElementById(id);
@@ -18,8 +18,13 @@ const state = {
   /** This user's requests not yet accepted: `{email}` */
   outgoing: [],
   call: null,
-  /** Camera + microphone opened on the pre-join screen, handed to the call. */
-  localStream: null,
+  /**
+   * Camera + microphone (a promise) opened on the pre-join screen and handed to the call:
+   * the preview and a quick click share one getUserMedia.
+   */
+  localMedia: null,
+  /** A connection with its offer made on the pre-join screen (a promise; null if it failed). */
+  prepared: null,
   lastRoom: null,
   /** The name of the room on the pre-join screen, when it has one. */
   roomName: null,
@@ -497,37 +502,73 @@ async function showPrejoin(roomId) {
       }
     },
   );
-  if (!state.localStream) {
-    state.localStream = await openLocalMedia();
-  }
+  const opening = localMedia();
+  const localStream = await opening;
+  if (roomIdFromPath() !== roomId || state.call || state.localMedia !== opening) return;
   const preview = $('preview');
-  if (preview.srcObject !== state.localStream) preview.srcObject = state.localStream;
+  if (preview.srcObject !== localStream) preview.srcObject = localStream;
+  // The connection and its offer, ready before the click (see prepareConnection).
+  state.prepared ??= prepareConnection(localStream).catch(() => null);
+}
+
+/** The camera and microphone, opened once for the preview and the call. */
+function localMedia() {
+  state.localMedia ??= openLocalMedia();
+  return state.localMedia;
+}
+
+/** Closes the connection prepared on the pre-join screen, if any. */
+function dropPrepared() {
+  state.prepared?.then((prepared) => prepared?.pc.close());
+  state.prepared = null;
 }
 
 function stopPreview() {
   $('preview').srcObject = null;
-  if (!state.call && state.localStream) {
-    for (const track of state.localStream.getTracks()) track.stop();
-    state.localStream = null;
+  dropPrepared();
+  if (!state.call && state.localMedia) {
+    const opening = state.localMedia;
+    state.localMedia = null;
+    opening.then((stream) => {
+      for (const track of stream.getTracks()) track.stop();
+    });
   }
 }
 
-async function joinCall() {
+let joining = false;
+
+async function joinCall(clickedAt) {
   const roomId = roomIdFromPath();
-  if (!roomId || state.call) return;
-  const localStream = state.localStream ?? (await openLocalMedia());
-  state.localStream = null;
-  $('preview').srcObject = null;
-  const call = new Call({ roomId, localStream, onChange: () => renderCall(call) });
-  state.call = call;
+  if (!roomId || state.call || joining) return;
+  joining = true;
+  let call;
+  try {
+    const localStream = await localMedia();
+    // Prepared on the pre-join screen; if the click came first, the call prepares its own.
+    const prepared = state.prepared ? await state.prepared : null;
+    state.prepared = null;
+    if (roomIdFromPath() !== roomId || state.call) {
+      // The user went elsewhere meanwhile.
+      prepared?.pc.close();
+      return;
+    }
+    state.localMedia = null;
+    $('preview').srcObject = null;
+    call = new Call({ roomId, localStream, prepared, clickedAt, onChange: () => renderCall(call) });
+    state.call = call;
+  } finally {
+    joining = false;
+  }
+  // The join request goes out first; drawing the call view overlaps its round trip.
+  const started = call.start();
   knownParticipants.clear();
   $('grid').replaceChildren();
   $('call-title').textContent = state.roomName ?? `Room ${roomId}`;
-  $('toggle-mic').disabled = localStream.getAudioTracks().length === 0;
-  $('toggle-cam').disabled = localStream.getVideoTracks().length === 0;
+  $('toggle-mic').disabled = call.localStream.getAudioTracks().length === 0;
+  $('toggle-cam').disabled = call.localStream.getVideoTracks().length === 0;
   show('call');
   renderCall(call);
-  await call.start();
+  await started;
 }
 
 function leaveCall() {
@@ -646,7 +687,8 @@ function announce(text) {
 }
 
 function setupCall() {
-  $('join-call').addEventListener('click', () => joinCall());
+  // The event's time stamp is the click itself, before any queueing on a busy page.
+  $('join-call').addEventListener('click', (event) => joinCall(event.timeStamp));
   $('toggle-mic').addEventListener('click', () => state.call?.setMuted('audio', !state.call.muted.audio));
   $('toggle-cam').addEventListener('click', () => state.call?.setMuted('video', !state.call.muted.video));
   $('leave').addEventListener('click', () => {
@@ -690,11 +732,14 @@ window.surge = {
       layers: Object.fromEntries(state.call.layers),
       history: state.call.history,
       states: state.call.states,
+      marks: state.call.marks,
     },
     contacts: [...state.contacts.values()],
     incoming: state.incoming,
     outgoing: state.outgoing,
   }),
+  /** Whether the pre-join screen has its connection and offer ready (waits while it is being made). */
+  prepared: async () => Boolean(state.prepared && (await state.prepared)),
   stats: async () => (state.call ? state.call.stats() : []),
   outboundStats: async () => (state.call ? state.call.outboundStats() : []),
   /**

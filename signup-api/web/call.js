@@ -12,8 +12,16 @@ export const SIMULCAST_ENCODINGS = [
   { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
 ];
 
-/** ICE gathering on a LAN takes milliseconds; past this we send what we have (the shard is ICE-lite). */
-const GATHER_TIMEOUT_MS = 2000;
+/**
+ * Receive-only audio + video pairs in the join offer: the shard puts the tracks of people
+ * already in the room there, so they flow once DTLS is up instead of after a renegotiation
+ * over the data channel. Two pairs cover a call of three; more people still come by an offer.
+ */
+const RECEIVE_AHEAD = 2;
+/** How often the first decoded frame of a new remote video track is looked for (join marks). */
+const FIRST_FRAME_POLL_MS = 10;
+/** A remote video track that decodes nothing for this long is no longer looked at. */
+const FIRST_FRAME_WATCH_MS = 15_000;
 /** ICE "disconnected" often heals by itself; past this we treat it as lost and rejoin. */
 const DISCONNECTED_GRACE_MS = 6000;
 /**
@@ -49,20 +57,54 @@ function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-function waitForGathering(pc, timeoutMs) {
-  if (pc.iceGatheringState === 'complete') return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      pc.removeEventListener('icegatheringstatechange', check);
-      clearTimeout(timer);
-      resolve();
-    };
-    const check = () => {
-      if (pc.iceGatheringState === 'complete') done();
-    };
-    const timer = setTimeout(done, timeoutMs);
-    pc.addEventListener('icegatheringstatechange', check);
-  });
+/** The page's clock, to a tenth of a millisecond (what the join marks use). */
+function now() {
+  return Math.round(performance.now() * 10) / 10;
+}
+
+/**
+ * A peer connection ready to join with: the local tracks added, the `surge` data channel
+ * created, and the offer set as the local description. The pre-join screen makes one while
+ * the user looks at the preview, so the click only has to send it.
+ *
+ * The offer goes out without waiting for ICE gathering: the shard is ICE-lite and learns
+ * our address from our own connectivity checks (peer-reflexive), so our candidates are of
+ * no use to it, and gathering can take a while on a machine with many interfaces.
+ */
+export async function prepareConnection(localStream, muted = { audio: false, video: false }) {
+  const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+  try {
+    const channel = pc.createDataChannel('surge');
+    addLocalTracks(pc, localStream, muted);
+    for (let i = 0; i < RECEIVE_AHEAD; i += 1) {
+      pc.addTransceiver('audio', { direction: 'recvonly' });
+      pc.addTransceiver('video', { direction: 'recvonly' });
+    }
+    await pc.setLocalDescription(await pc.createOffer());
+    return { pc, channel, localStream, preparedAt: now() };
+  } catch (err) {
+    pc.close();
+    throw err;
+  }
+}
+
+/** Adds the local tracks: audio as is, video as three simulcast layers when possible. */
+function addLocalTracks(pc, localStream, muted) {
+  const [audio] = localStream.getAudioTracks();
+  const [video] = localStream.getVideoTracks();
+  if (audio) {
+    audio.enabled = !muted.audio;
+    pc.addTransceiver(audio, { direction: 'sendonly', streams: [localStream] });
+  }
+  if (video) {
+    video.enabled = !muted.video;
+    try {
+      pc.addTransceiver(video, { direction: 'sendonly', streams: [localStream], sendEncodings: SIMULCAST_ENCODINGS });
+    } catch {
+      // No simulcast in this browser: one layer is still a call.
+      pc.addTransceiver(video, { direction: 'sendonly', streams: [localStream] });
+    }
+  }
 }
 
 /** Opens the camera and microphone; a missing device leaves that kind out instead of failing. */
@@ -84,10 +126,28 @@ export async function openLocalMedia() {
  * fields (`state`, `detail`, `participants`, `speaker`, `selfId`, `muted`) to render.
  */
 export class Call {
-  constructor({ roomId, localStream, onChange }) {
+  /**
+   * `prepared`: a connection from `prepareConnection` for the same local stream, used by the
+   * first attempt (rejoins make their own). `clickedAt`: when the user asked to join, on the
+   * page's clock (the join marks start there).
+   */
+  constructor({ roomId, localStream, onChange, prepared = null, clickedAt = now() }) {
     this.roomId = roomId;
     this.localStream = localStream;
     this.onChange = onChange;
+    this.prepared = prepared;
+    /**
+     * When each step of the current join attempt (`attempt`, from 1) happened (page clock,
+     * ms): `start` (the click, or the retry or rejoin), `prepared` (offer ready, maybe before the click), `offerSent`,
+     * `answer`, `iceConnected`, `connected` (DTLS done), `channelOpen`, `welcome`,
+     * `subscribeOffer`, `subscribeOfferTaken` (its turn in the signalling queue),
+     * `subscribeOfferSet` (setRemoteDescription done), `subscribeAnswered` (the server's
+     * first renegotiation), `tracks`,
+     * and `firstFrame`: mid → first decoded frame of that remote video track. Read by the
+     * browser tests through `window.surge.state().call.marks`.
+     */
+    this.marks = { start: clickedAt, attempt: 1, firstFrame: {} };
+    this.frameWatch = null;
     this.state = CallState.CONNECTING;
     /** A human sentence about the state (why it failed, when it retries). */
     this.detail = '';
@@ -150,26 +210,55 @@ export class Call {
     }
   }
 
+  /** The prepared connection, once, if it is still usable with the current mute state. */
+  takePrepared() {
+    const prepared = this.prepared;
+    this.prepared = null;
+    if (!prepared) return null;
+    if (prepared.pc.signalingState !== 'have-local-offer' || prepared.localStream !== this.localStream) {
+      prepared.pc.close();
+      return null;
+    }
+    return prepared;
+  }
+
   async connect(generation) {
-    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    // A rejoin is timed from its own start; the first attempt from the click.
+    if (this.marks.offerSent !== undefined) this.marks = { start: now(), attempt: this.marks.attempt + 1, firstFrame: {} };
+    const marks = this.marks;
+    let prepared = this.takePrepared();
+    if (!prepared) {
+      prepared = await prepareConnection(this.localStream, this.muted);
+      if (generation !== this.generation) {
+        prepared.pc.close();
+        return;
+      }
+    }
+    const { pc, channel } = prepared;
+    marks.prepared = prepared.preparedAt;
     this.pc = pc;
-    const channel = pc.createDataChannel('surge');
     this.channel = channel;
-    this.publish(pc);
+    for (const [kind, tracks] of [['audio', this.localStream.getAudioTracks()], ['video', this.localStream.getVideoTracks()]]) {
+      for (const track of tracks) track.enabled = !this.muted[kind];
+    }
 
     pc.addEventListener('track', (event) => this.onTrack(event));
     pc.addEventListener('connectionstatechange', () => this.onConnectionState(pc, generation));
+    pc.addEventListener('iceconnectionstatechange', () => {
+      if (pc.iceConnectionState === 'connected' && marks.iceConnected === undefined) marks.iceConnected = now();
+    });
     channel.addEventListener('message', (event) => this.onMessage(event.data));
     channel.addEventListener('open', () => {
+      marks.channelOpen = now();
       this.onChannelOpen();
       this.watch(pc, generation);
     });
     channel.addEventListener('close', () => this.lost('the signalling channel closed', generation));
 
-    await pc.setLocalDescription(await pc.createOffer());
-    await waitForGathering(pc, GATHER_TIMEOUT_MS);
-    if (generation !== this.generation) return;
+    // What ICE gathered so far goes along (nothing, usually): see `prepareConnection`.
+    marks.offerSent = now();
     const joined = await api.joinCall(this.roomId, pc.localDescription.sdp);
+    marks.answer = now();
     if (generation !== this.generation) {
       // Replaced (or left) while the join was on its way: that participant is not wanted.
       if (joined.resource) api.leaveCall(joined.resource, { keepalive: true }).catch(() => {});
@@ -182,25 +271,6 @@ export class Call {
     this.connectTimer = setTimeout(() => {
       if (this.channel !== channel || channel.readyState !== 'open') this.lost('the media server did not answer', generation);
     }, CONNECT_TIMEOUT_MS);
-  }
-
-  /** Adds the local tracks: audio as is, video as three simulcast layers when possible. */
-  publish(pc) {
-    const [audio] = this.localStream.getAudioTracks();
-    const [video] = this.localStream.getVideoTracks();
-    if (audio) {
-      audio.enabled = !this.muted.audio;
-      pc.addTransceiver(audio, { direction: 'sendonly', streams: [this.localStream] });
-    }
-    if (video) {
-      video.enabled = !this.muted.video;
-      try {
-        pc.addTransceiver(video, { direction: 'sendonly', streams: [this.localStream], sendEncodings: SIMULCAST_ENCODINGS });
-      } catch {
-        // No simulcast in this browser: one layer is still a call.
-        pc.addTransceiver(video, { direction: 'sendonly', streams: [this.localStream] });
-      }
-    }
   }
 
   onChannelOpen() {
@@ -218,6 +288,7 @@ export class Call {
     clearTimeout(this.disconnectTimer);
     switch (pc.connectionState) {
       case 'connected':
+        if (this.marks.connected === undefined) this.marks.connected = now();
         if (this.channel?.readyState === 'open') this.setState(CallState.CONNECTED, '');
         break;
       case 'disconnected':
@@ -309,6 +380,7 @@ export class Call {
     if (this.history.length > 50) this.history.shift();
     switch (message.type) {
       case 'offer':
+        this.marks.subscribeOffer ??= now();
         this.signalQueue = this.signalQueue.then(() => this.answer(message.sdp)).catch((err) => {
           console.warn('renegotiation failed', err);
         });
@@ -320,9 +392,12 @@ export class Call {
           this.midOwners.set(String(track.mid), track.participant_id);
           this.midKinds.set(String(track.mid), track.kind);
         }
+        this.marks.tracks ??= now();
         this.assignTracks();
+        this.watchFirstFrames();
         break;
       case 'welcome':
+        this.marks.welcome ??= now();
         this.selfId = message.participant_id;
         for (const p of message.participants ?? []) this.addParticipant(p);
         break;
@@ -359,10 +434,47 @@ export class Call {
   async answer(sdp) {
     const pc = this.pc;
     if (!pc || pc.signalingState === 'closed') return;
+    const marks = this.marks;
+    marks.subscribeOfferTaken ??= now();
     await pc.setRemoteDescription({ type: 'offer', sdp });
+    marks.subscribeOfferSet ??= now();
     await pc.setLocalDescription(await pc.createAnswer());
     this.send({ type: 'answer', sdp: pc.localDescription.sdp });
+    marks.subscribeAnswered ??= now();
     this.assignTracks();
+  }
+
+  /**
+   * Notes when each remote video track named by the server decodes its first frame (the
+   * join marks' `firstFrame`). Polls the receivers' stats until every such track has one,
+   * and stops after FIRST_FRAME_WATCH_MS.
+   */
+  watchFirstFrames() {
+    if (this.frameWatch) return;
+    const pc = this.pc;
+    const marks = this.marks;
+    const until = now() + FIRST_FRAME_WATCH_MS;
+    const look = async () => {
+      this.frameWatch = null;
+      if (this.pc !== pc || this.marks !== marks) return;
+      let waiting = false;
+      for (const transceiver of pc.getTransceivers()) {
+        const mid = transceiver.mid;
+        if (mid == null || this.midKinds.get(mid) !== 'video' || marks.firstFrame[mid] !== undefined) continue;
+        waiting = true;
+        let decoded = 0;
+        try {
+          (await transceiver.receiver.getStats()).forEach((s) => {
+            if (s.type === 'inbound-rtp') decoded += s.framesDecoded ?? 0;
+          });
+        } catch {
+          // Closed meanwhile: the next look stops.
+        }
+        if (decoded > 0) marks.firstFrame[mid] ??= now();
+      }
+      if (waiting && now() < until && this.pc === pc) this.frameWatch = setTimeout(look, FIRST_FRAME_POLL_MS);
+    };
+    this.frameWatch = setTimeout(look, 0);
   }
 
   addParticipant(p) {
@@ -439,12 +551,16 @@ export class Call {
   }
 
   teardown() {
+    clearTimeout(this.frameWatch);
+    this.frameWatch = null;
     clearTimeout(this.disconnectTimer);
     clearTimeout(this.connectTimer);
     clearInterval(this.watchdog);
     const pc = this.pc;
     this.pc = null;
     this.channel = null;
+    this.prepared?.pc.close();
+    this.prepared = null;
     this.midOwners.clear();
     this.midKinds.clear();
     this.layers.clear();

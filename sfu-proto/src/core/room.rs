@@ -379,9 +379,27 @@ impl Room {
             Layer::High
         };
         let state = &mut track.layers[layer.index()];
+        let layer_appears = state.meter.last_packet().is_none();
         state.meter.add(meta.payload_len, now);
         if meta.keyframe {
             state.keyframe.keyframe_arrived();
+        } else if layer_appears && track.kind.is_video() {
+            // A request made before this layer reached us could not be delivered (the
+            // publisher's stream was not known yet) and holds the coalescing window: ask now,
+            // instead of at the retry after the window, if a subscriber waits for it.
+            state.keyframe.keyframe_arrived();
+            let waiting = track
+                .slots
+                .iter()
+                .any(|s| s.target == Some(layer) && s.current != Some(layer));
+            if waiting {
+                let mut sink = Sink {
+                    outputs: &mut self.outputs,
+                    stats: &mut self.stats,
+                    config: &self.config,
+                };
+                track.request_keyframe(layer, now, &mut sink);
+            }
         }
         if let Some(level) = meta.audio_level {
             track.level.add(level, self.config.speaker.silence_level);

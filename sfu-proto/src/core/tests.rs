@@ -1096,3 +1096,38 @@ fn an_announced_cap_picks_the_first_layer_and_caps_later_estimates() {
     }
     sim.assert_continuous();
 }
+
+#[test]
+fn a_layer_that_appears_after_the_keyframe_request_is_asked_again_at_once() {
+    let mut sim = Sim::new(config());
+    sim.join(pid(1), true, true);
+    sim.join(pid(2), false, true);
+    // The subscriber's slot is ready before the publisher's layers reach the SFU: the
+    // request goes out, but nobody can deliver it (str0m knows no stream for the rid yet).
+    sim.answer_keyframes = false;
+    let track = sim.publish(pid(1), simulcast("v"));
+    assert_eq!(
+        sim.keyframe_requests,
+        vec![(pid(1), Mid::from("v"), Some(Layer::Mid))]
+    );
+    sim.answer_keyframes = true;
+    sim.advance(Duration::from_millis(40));
+    // The layers appear, mid-GOP: well within the coalescing window, the layer the
+    // subscriber waits for is asked for again as its first packet arrives.
+    sim.frame();
+    assert_eq!(
+        sim.keyframe_requests,
+        vec![
+            (pid(1), Mid::from("v"), Some(Layer::Mid)),
+            (pid(1), Mid::from("v"), Some(Layer::Mid)),
+        ]
+    );
+    // The publisher answers with the next frame: video flows 2 frames after the layer
+    // appeared, not after the 500 ms retry.
+    sim.frame();
+    let out = sim.out_mid(pid(2), track);
+    assert_eq!(sim.room.current_layer(pid(2), out), Some(Layer::Mid));
+    // Only once: later non-keyframes of a known layer do not ask again.
+    sim.run(Duration::from_millis(200));
+    assert_eq!(sim.keyframe_requests.len(), 2);
+}

@@ -432,6 +432,12 @@ impl Switchboard {
             self.handle_new_address(now, source, data);
             return;
         };
+        // A client's first check counts as its nomination (see `stun::nominating`).
+        let nomination = self
+            .peers
+            .get_mut(&pid)
+            .and_then(|p| p.nominate_first_check(data));
+        let data = nomination.as_deref().unwrap_or(data);
         let Ok(receive) = Receive::new(Protocol::Udp, source, self.config.public_addr, data) else {
             self.counters.dropped_garbage += 1;
             return;

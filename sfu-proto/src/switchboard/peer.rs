@@ -18,12 +18,16 @@ use super::outbox::{About, MAX_QUEUED, Outbox};
 use crate::core::{ParticipantInfo, TrackId};
 use crate::protocol::{ServerMessage, TrackInfo};
 use crate::session;
+use crate::stun::{self, Nomination};
 
 /// Where an outgoing m-line is in its negotiation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SlotState {
     /// Wanted; goes into the next offer.
     ToAdd,
+    /// On a receive-only m-line the client offered at join: negotiated already, ready for
+    /// the room once the session connects.
+    Assigned(Mid),
     /// In the offer awaiting the client's answer.
     Negotiating(Mid),
     /// Negotiated; the room forwards to it.
@@ -50,7 +54,8 @@ impl Slot {
     fn mid(&self) -> Option<Mid> {
         match self.state {
             SlotState::ToAdd => None,
-            SlotState::Negotiating(m)
+            SlotState::Assigned(m)
+            | SlotState::Negotiating(m)
             | SlotState::Ready(m)
             | SlotState::ToRemove(m)
             | SlotState::Removing(m) => Some(m),
@@ -70,6 +75,10 @@ pub(super) struct Peer {
     pub info: ParticipantInfo,
     pub rtc: Rtc,
     pub ufrag: String,
+    /// Our ICE password (the answer's `a=ice-pwd`), to authenticate the first check.
+    ice_pwd: String,
+    /// The client has nominated (or its first check was taken as a nomination).
+    nominated: bool,
     pub addrs: Vec<SocketAddr>,
     /// str0m's next timeout.
     pub timeout: Instant,
@@ -84,6 +93,11 @@ pub(super) struct Peer {
     pub outbox_overflowed: bool,
     pending: Option<SdpPendingOffer>,
     slots: Vec<Slot>,
+    /// Receive-only m-lines of the join offer no track uses yet (our answer made them
+    /// send-only): others' tracks go there without a renegotiation.
+    spare: Vec<(Mid, MediaKind)>,
+    /// ICE and DTLS are done: media written now reaches the client.
+    pub connected: bool,
     pub published: HashMap<Mid, Published>,
     /// The last egress estimate reported to the shard's load, bits/s.
     pub egress_bps: u64,
@@ -107,7 +121,9 @@ impl Peer {
         now: Instant,
     ) -> Result<(Self, SdpAnswer), String> {
         // The cap a thin client announced (b=AS / b=TIAS), read before str0m takes the offer.
-        let receive_cap_bps = session::announced_receive_cap(&offer.to_sdp_string());
+        let offer_sdp = offer.to_sdp_string();
+        let receive_cap_bps = session::announced_receive_cap(&offer_sdp);
+        let spare = receive_only_media(&offer_sdp);
         let mut rtc = session::rtc_config().build(now);
         let candidate = Candidate::host(public_addr, "udp").map_err(|e| e.to_string())?;
         rtc.add_local_candidate(candidate);
@@ -118,13 +134,16 @@ impl Peer {
         rtc.bwe()
             .set_bitrate(session::MIN_BITRATE, session::START_DESIRED_BITRATE);
         session::apply_receive_cap(&mut rtc, receive_cap_bps);
-        let ufrag = rtc.direct_api().local_ice_credentials().ufrag.clone();
+        let creds = rtc.direct_api().local_ice_credentials();
+        let (ufrag, ice_pwd) = (creds.ufrag.clone(), creds.pass.clone());
         Ok((
             Self {
                 room: room.to_owned(),
                 info,
                 rtc,
                 ufrag,
+                ice_pwd,
+                nominated: false,
                 addrs: Vec::new(),
                 timeout: now,
                 scheduled: None,
@@ -134,6 +153,8 @@ impl Peer {
                 outbox_overflowed: false,
                 pending: None,
                 slots: Vec::new(),
+                spare,
+                connected: false,
                 published: HashMap::new(),
                 egress_bps: 0,
                 remb_bps: None,
@@ -143,6 +164,25 @@ impl Peer {
             },
             answer,
         ))
+    }
+
+    /// Until the client nominates, its authenticated checks are made nominations
+    /// ([`stun::nominating`]): `Some` is the datagram to hand str0m instead of `datagram`.
+    pub fn nominate_first_check(&mut self, datagram: &[u8]) -> Option<Vec<u8>> {
+        if self.nominated {
+            return None;
+        }
+        match stun::nominating(datagram, &self.ice_pwd) {
+            Nomination::NotACheck => None,
+            Nomination::Nominates => {
+                self.nominated = true;
+                None
+            }
+            Nomination::Rewritten(check) => {
+                self.nominated = true;
+                Some(check)
+            }
+        }
     }
 
     /// Sends a message on the `surge` data channel, or queues it until it opens.
@@ -210,15 +250,39 @@ impl Peer {
         }
     }
 
-    /// The room wants `track` sent to this participant: an m-line for the next offer.
+    /// The room wants `track` sent to this participant: a spare receive-only m-line of the
+    /// join offer if one of its kind is left, else an m-line for the next offer.
     pub fn want_slot(&mut self, track: TrackId, kind: MediaKind) {
+        let state = match self.spare.iter().position(|(_, k)| *k == kind) {
+            Some(at) => SlotState::Assigned(self.spare.remove(at).0),
+            None => SlotState::ToAdd,
+        };
         self.slots.push(Slot {
             track,
             kind,
-            state: SlotState::ToAdd,
+            state,
             cancelled: false,
             pt_map: Vec::new(),
         });
+    }
+
+    /// Once connected, the slots on spare m-lines become ready (for the room's `slot_ready`)
+    /// and the client learns what they carry. Empty before, or when there are none.
+    pub fn take_assigned(&mut self) -> Vec<(TrackId, Mid)> {
+        if !self.connected {
+            return Vec::new();
+        }
+        let mut ready = Vec::new();
+        for slot in &mut self.slots {
+            if let SlotState::Assigned(mid) = slot.state {
+                slot.state = SlotState::Ready(mid);
+                ready.push((slot.track, mid));
+            }
+        }
+        if !ready.is_empty() {
+            self.send_tracks();
+        }
+        ready
     }
 
     /// The room no longer sends `track` here: forget or stop its m-line.
@@ -228,7 +292,9 @@ impl Peer {
         for slot in self.slots.iter_mut().filter(|s| s.track == track) {
             match slot.state {
                 SlotState::Negotiating(_) => slot.cancelled = true,
-                SlotState::Ready(mid) => slot.state = SlotState::ToRemove(mid),
+                SlotState::Ready(mid) | SlotState::Assigned(mid) => {
+                    slot.state = SlotState::ToRemove(mid);
+                }
                 _ => {}
             }
         }
@@ -327,6 +393,12 @@ impl Peer {
                 Err(e)
             }
         };
+        self.send_tracks();
+        outcome
+    }
+
+    /// Tells the client which participant each ready m-line carries.
+    fn send_tracks(&mut self) {
         let tracks = self
             .slots
             .iter()
@@ -340,7 +412,6 @@ impl Peer {
             })
             .collect();
         self.send(&ServerMessage::Tracks { tracks });
-        outcome
     }
 
     /// This session's payload type for a publisher's codec on the ready m-line `mid`
@@ -365,5 +436,63 @@ impl Peer {
     /// Whether this is `user`'s participant in `room`.
     pub fn is(&self, room: &str, user: &str) -> bool {
         self.room == room && self.info.user == user
+    }
+}
+
+/// The audio and video m-lines an offer marks `a=recvonly`, by mid.
+fn receive_only_media(sdp: &str) -> Vec<(Mid, MediaKind)> {
+    let mut found = Vec::new();
+    let mut section: Option<(MediaKind, Option<Mid>, bool)> = None;
+    let mut close = |section: Option<(MediaKind, Option<Mid>, bool)>| {
+        if let Some((kind, Some(mid), true)) = section {
+            found.push((mid, kind));
+        }
+    };
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(media) = line.strip_prefix("m=") {
+            close(section.take());
+            let disabled = media.split_whitespace().nth(1) == Some("0");
+            section = if disabled {
+                None
+            } else if media.starts_with("audio ") {
+                Some((MediaKind::Audio, None, false))
+            } else if media.starts_with("video ") {
+                Some((MediaKind::Video, None, false))
+            } else {
+                None
+            };
+        } else if let Some((_, mid, recv_only)) = section.as_mut() {
+            if let Some(value) = line.strip_prefix("a=mid:") {
+                *mid = Some(Mid::from(value));
+            } else if line == "a=recvonly" {
+                *recv_only = true;
+            }
+        }
+    }
+    close(section);
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receive_only_media_lines_are_found_by_mid() {
+        let sdp = "v=0\r\ns=-\r\nt=0 0\r\na=recvonly\r\n\
+            m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:0\r\na=recvonly\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\na=sendonly\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=recvonly\r\na=mid:2\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:3\r\na=recvonly\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:4\r\na=sendrecv\r\n\
+            m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n";
+        assert_eq!(
+            receive_only_media(sdp),
+            vec![
+                (Mid::from("2"), MediaKind::Audio),
+                (Mid::from("3"), MediaKind::Video)
+            ]
+        );
+        assert!(receive_only_media("").is_empty());
     }
 }

@@ -65,6 +65,12 @@ impl Switchboard {
     pub(super) fn handle_event(&mut self, pid: ParticipantId, event: Event, now: Instant) {
         match event {
             Event::RtpPacket(packet) => self.forward(pid, packet, now),
+            Event::Connected => {
+                if let Some(peer) = self.peers.get_mut(&pid) {
+                    peer.connected = true;
+                }
+                self.ready_assigned(pid, now);
+            }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 self.remove_peer(pid, RemoveReason::IceDisconnected, now);
             }
@@ -263,9 +269,39 @@ impl Switchboard {
         self.mark_dirty(pid);
     }
 
+    /// The slots a connected participant has on the join offer's spare m-lines go to the
+    /// room now: no renegotiation, and the keyframe request leaves at once.
+    fn ready_assigned(&mut self, pid: ParticipantId, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&pid) else {
+            return;
+        };
+        let ready = peer.take_assigned();
+        if ready.is_empty() {
+            return;
+        }
+        let room = peer.room.clone();
+        let mut stale = Vec::new();
+        if let Some(entry) = self.rooms.get_mut(&room) {
+            for (track, mid) in ready {
+                if let Err(e) = entry.room.slot_ready(pid, track, mid, now) {
+                    tracing::debug!(participant = %pid, %e, "slot no longer wanted");
+                    stale.push(mid);
+                }
+            }
+        }
+        if !stale.is_empty()
+            && let Some(peer) = self.peers.get_mut(&pid)
+        {
+            peer.stop_slots(&stale);
+        }
+        self.drain_room(&room, now);
+        self.mark_dirty(pid);
+    }
+
     /// Acts on everything the room decided, until it is quiet.
     pub(super) fn drain_room(&mut self, name: &str, now: Instant) {
         let mut timed_out = Vec::new();
+        let mut assigned = Vec::new();
         loop {
             let Some(entry) = self.rooms.get_mut(name) else {
                 return;
@@ -288,6 +324,9 @@ impl Switchboard {
                 } => {
                     if let Some(peer) = self.peers.get_mut(&subscriber) {
                         peer.want_slot(track, kind);
+                        if peer.connected {
+                            assigned.push(subscriber);
+                        }
                     }
                     self.mark_dirty(subscriber);
                 }
@@ -320,6 +359,9 @@ impl Switchboard {
         }
         for pid in timed_out {
             self.remove_peer(pid, RemoveReason::Timeout, now);
+        }
+        for pid in assigned {
+            self.ready_assigned(pid, now);
         }
     }
 

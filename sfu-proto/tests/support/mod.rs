@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use str0m::change::SdpOffer;
 use str0m::channel::ChannelId;
 use str0m::format::Codec;
-use str0m::media::{Mid, Pt, Rid};
+use str0m::media::{Direction, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite};
 use str0m::{Candidate, Event as RtcEvent, Input, Rtc};
@@ -370,6 +370,23 @@ impl Net {
     ) -> Result<usize, JoinRefusal> {
         let user = format!("user-{}", self.clients.len());
         self.try_join_full(room, publish, &user, extra)
+    }
+
+    /// As `try_join`, with `pairs` receive-only audio + video m-lines in the offer (for
+    /// others' tracks, without a renegotiation).
+    pub fn try_join_receiving(
+        &mut self,
+        room: &str,
+        publish: Publish,
+        pairs: usize,
+    ) -> Result<usize, JoinRefusal> {
+        self.try_join_with(room, publish, |change| {
+            for _ in 0..pairs {
+                for kind in [MediaKind::Audio, MediaKind::Video] {
+                    change.add_media(kind, Direction::RecvOnly, None, None, None);
+                }
+            }
+        })
     }
 
     /// [`Self::try_join`] as `user` (another tab or device of someone already here).
