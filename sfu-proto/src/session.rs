@@ -218,7 +218,9 @@ mod tests {
             let mut s = sdp(&["audio", "video", "application"]);
             for _ in 0..n {
                 for kind in ["audio", "video"] {
-                    s.push_str(&format!("m={kind} 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:r\r\na=recvonly\r\n"));
+                    s.push_str(&format!(
+                        "m={kind} 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:r\r\na=recvonly\r\n"
+                    ));
                 }
             }
             s

@@ -50,7 +50,8 @@ impl About {
         match message {
             ServerMessage::Offer { .. }
             | ServerMessage::Tracks { .. }
-            | ServerMessage::Welcome { .. } => About::Needed,
+            | ServerMessage::Welcome { .. }
+            | ServerMessage::Ended { .. } => About::Needed,
             ServerMessage::Joined { participant } => About::Joined(participant.id),
             ServerMessage::Left { participant_id } => About::Left(*participant_id),
             ServerMessage::Muted {
