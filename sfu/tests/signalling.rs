@@ -355,6 +355,14 @@ async fn a_second_join_of_the_same_user_replaces_the_first() {
     let other = shard.join("room", "bob").await;
     let first = shard.join("room", "alice").await;
     let first_id = first.stats().participant_id.unwrap();
+    // Connected first, so that it can be told (a session replaced before its data channel
+    // opened just ends).
+    common::wait_for(&first, Duration::from_secs(30), |s| {
+        s.messages
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Welcome { .. }))
+    })
+    .await;
     let second = shard.join("room", "alice").await;
     let second_id = second.stats().participant_id.unwrap();
     assert_ne!(first_id, second_id);
