@@ -111,12 +111,16 @@ start_janus() {
   curl -fsS "http://$JANUS_NS_IP:$JANUS_PORT/janus/info" >/dev/null
 }
 
-# The pid of the process a `ip netns exec` (or sudo) wrapper started: the one whose /proc
-# CPU counters are the server's own.
+# The pid of the server under its wrappers (the subshell of `in_ns ... &`, sudo): the process
+# whose /proc CPU counters are the server's own.
 server_pid() {
-  local pid="$1" child
+  local pid="$1" comm child
   for _ in 1 2 3; do
-    child=$(pgrep -P "$pid" | head -n 1 || true)
+    comm=$(cat "/proc/$pid/comm" 2>/dev/null || true)
+    case "$comm" in
+      ip|sudo|bash|env) child=$(pgrep -P "$pid" | head -n 1 || true) ;;
+      *) break ;;
+    esac
     [ -z "$child" ] && break
     pid=$child
   done
