@@ -55,11 +55,16 @@ LOADGEN="$CARGO_TARGET_DIR/$dir/surge-loadgen"
 
 WORK=$(mktemp -d /tmp/surge-peers.XXXXXX)
 server=
+pid=
+# Stops the server itself (pid), then reaps its wrapper (server: the background job).
 stop_server() {
+  if [ -n "$pid" ]; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    pid=
+  fi
   if [ -n "$server" ]; then
-    kill -TERM "$server" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$server" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$server" 2>/dev/null || true
     wait "$server" 2>/dev/null || true
     server=
   fi
@@ -74,7 +79,8 @@ trap cleanup EXIT INT TERM
 netns_up
 write_janus_config "$WORK/janus"
 
-# Starts one server in the namespace; sets server (what to stop) and pid (what to measure).
+# Starts one server in the namespace; sets server (the background job) and pid (the server
+# process: what is measured and stopped).
 start_surge() {
   local log="$1" data
   data=$(mktemp -d "$WORK/surge.XXXXXX")
