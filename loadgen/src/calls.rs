@@ -1307,6 +1307,17 @@ mod tests {
     }
 
     #[test]
+    fn cpu_seconds_come_from_utime_and_stime_after_the_command_name() {
+        // A command name with spaces and a parenthesis must not shift the fields.
+        let stat =
+            "4242 (janus (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 40 0 100 0 0";
+        assert_eq!(cpu_secs_from_stat(stat), Some(3.25));
+        assert_eq!(cpu_secs_from_stat("4242 (janus) S 1"), None);
+        assert_eq!(cpu_secs_from_stat("garbage"), None);
+        assert!(process_cpu_secs(std::process::id()).is_some());
+    }
+
+    #[test]
     fn a_publisher_expects_the_other_publishers_video() {
         let mut p = ParticipantReport::default();
         assert!(p.got_all_video(0));

@@ -1221,6 +1221,19 @@ mod tests {
     }
 
     #[test]
+    fn delivery_loss_is_the_shortfall_below_the_sequence_span() {
+        let mut t = TrackStats::default();
+        assert_eq!(t.delivery_loss(), None);
+        // Sequence numbers 101..=200 sent, 95 arrived.
+        t.seq_span = Some((101, 200));
+        t.packets = 95;
+        assert!((t.delivery_loss().unwrap() - 0.05).abs() < 1e-9);
+        // Duplicates (retransmissions of what arrived) never make it negative.
+        t.packets = 120;
+        assert_eq!(t.delivery_loss(), Some(0.0));
+    }
+
+    #[test]
     fn a_thin_link_queues_at_its_rate_and_drops_past_its_buffer() {
         let t0 = Instant::now();
         let src: SocketAddr = "127.0.0.1:9".parse().unwrap();
