@@ -5,6 +5,9 @@
 # Needs `cd` to the repository root first; root (or sudo) for apt-get and `ip netns`.
 
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+# Janus 1.1.2 sometimes crashes while shutting down on SIGTERM (after the measurements); no
+# core files in the working tree.
+ulimit -c 0
 
 # A /30 of the documentation-free private space, unlikely to collide with a host network;
 # the namespace and link names carry the pid so two runs never share them.
