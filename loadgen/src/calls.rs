@@ -80,6 +80,40 @@ pub struct CallsArgs {
     /// Per-request timeout for API calls.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// The SFU under load: Surge (through its API at --target) or Janus's videoroom
+    /// (through its REST API at --janus-url), for side-by-side comparisons.
+    #[arg(long, value_enum, default_value_t = SfuKind::Surge)]
+    pub sfu: SfuKind,
+    /// Janus's REST endpoint, with --sfu janus.
+    #[arg(long, default_value = "http://127.0.0.1:8088/janus")]
+    pub janus_url: String,
+    /// Address the participants' media sockets bind (a veth's when the SFU runs in a
+    /// network namespace).
+    #[arg(long, default_value_t = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))]
+    pub bind_ip: std::net::IpAddr,
+    /// Publishers send audio only.
+    #[arg(long)]
+    pub audio_only: bool,
+    /// Participants read their sockets on this interval instead of waking per datagram, so
+    /// co-located receivers do not bill the SFU for a wake-up per packet.
+    #[arg(long, value_parser = parse_duration)]
+    pub receive_interval: Option<Duration>,
+    /// Measure this process's CPU (from /proc) over the steady window: the SFU's pid.
+    #[arg(long)]
+    pub sfu_pid: Option<u32>,
+    /// The steady window (delivered packets/s, SFU CPU) starts this long after the last
+    /// join started.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub settle: Duration,
+}
+
+/// Which SFU a calls run loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SfuKind {
+    #[default]
+    Surge,
+    Janus,
 }
 
 impl CallsArgs {
@@ -98,6 +132,13 @@ impl CallsArgs {
             source_ips: SourceIps::count(8),
             ca_cert: None,
             timeout: Duration::from_secs(15),
+            sfu: SfuKind::Surge,
+            janus_url: "http://127.0.0.1:8088/janus".to_owned(),
+            bind_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            audio_only: false,
+            receive_interval: None,
+            sfu_pid: None,
+            settle: Duration::from_secs(5),
         }
     }
 }
@@ -112,6 +153,8 @@ pub enum CallsError {
     Api { step: &'static str, detail: String },
     #[error("--rooms and --publishers + --subscribers must be at least 1")]
     Empty,
+    #[error("Janus: {0}")]
+    Janus(#[from] crate::janus::JanusError),
 }
 
 /// What one remote track delivered to one participant.
@@ -136,6 +179,9 @@ pub struct TrackReport {
     /// Opus's nominal rate, so it counts loss anywhere on the path (SFU, sockets, a
     /// starved receiver), not only on the wire.
     pub loss_estimate: Option<f64>,
+    /// Packets the SFU sent on this track, from the span of sequence numbers received.
+    #[serde(default)]
+    pub sent: u64,
 }
 
 /// One participant's view of the run.
@@ -203,8 +249,46 @@ pub struct CallsResult {
     pub audio_loss_mean: f64,
     /// Packets all participants received per second (≈ what the SFU forwarded).
     pub received_packets_per_s: f64,
+    /// The SFU that was loaded.
+    #[serde(default)]
+    pub sfu: SfuKind,
+    /// Everyone joined and settled until the end: delivered packets and the SFU's CPU.
+    #[serde(default)]
+    pub steady: Option<SteadyWindow>,
+    /// 1 − packets received ÷ packets the SFU sent (sequence-number span), over all
+    /// receiving tracks, after retransmissions.
+    #[serde(default)]
+    pub delivery_loss: f64,
     pub timeline: Vec<CallsPoint>,
     pub verdict: Verdict,
+}
+
+/// The part of the run with everyone in: what the SFU delivered, at what CPU cost.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SteadyWindow {
+    pub secs: f64,
+    /// RTP packets all participants received per second.
+    pub delivered_per_s: f64,
+    /// CPU seconds (user + system) the SFU process used in the window (with --sfu-pid).
+    pub sfu_cpu_secs: Option<f64>,
+    /// Delivered packets per SFU CPU-second.
+    pub delivered_per_cpu_s: Option<f64>,
+}
+
+/// User + system CPU seconds of a process so far, from `/proc/PID/stat`.
+pub fn process_cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    cpu_secs_from_stat(&stat)
+}
+
+/// Fields 14 and 15 (utime, stime) after the `(comm)` field, which may hold spaces; in
+/// clock ticks of USER_HZ, 100 on Linux whatever the kernel's HZ.
+fn cpu_secs_from_stat(stat: &str) -> Option<f64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }
 
 /// A user who can join rooms.
@@ -445,6 +529,7 @@ impl Watcher {
             r.last_bps = t.bitrate_bps;
             r.layer.clone_from(&t.layer);
             r.keyframes = t.keyframes;
+            r.sent = t.seq_span.map_or(0, |(low, high)| high - low + 1);
             let total: u64 = t.layer_packets.iter().sum();
             if total > 0 {
                 for (share, n) in r.layer_share.iter_mut().zip(t.layer_packets) {
@@ -679,22 +764,25 @@ async fn run_participant(
     w.finish()
 }
 
-/// Runs the calls and returns what they measured.
-pub async fn run(args: &CallsArgs, quiet: bool) -> Result<CallsResult, CallsError> {
-    if args.rooms == 0 || args.publishers + args.subscribers == 0 {
-        return Err(CallsError::Empty);
-    }
-    let api = ApiClient::new(
-        &args.target,
-        &args.source_ips,
-        args.timeout,
-        args.ca_cert.as_deref(),
-    )?;
-    let factory = IdentityFactory::new(IdentityFactory::random_tag(&mut rand::rng()));
-    let per_room = args.publishers + args.subscribers;
-    let total = args.rooms * per_room;
+/// Who the participants are and how they join.
+enum Backend {
+    /// Through Surge's API: one user each, a room per API room id.
+    Surge {
+        api: ApiClient,
+        users: std::vec::IntoIter<User>,
+        rooms: Vec<String>,
+    },
+    /// Through Janus's REST API: videoroom ids and each room's board of live feeds.
+    Janus {
+        http: reqwest::Client,
+        rooms: Vec<(u64, Arc<crate::janus::FeedBoard>)>,
+    },
+}
 
-    // Users, a few at a time (each costs the server two Argon2 hashes).
+/// Signs up and logs in `total` users, a few at a time (each costs the server two Argon2
+/// hashes).
+async fn make_users(api: &ApiClient, total: usize) -> Result<Vec<User>, CallsError> {
+    let factory = IdentityFactory::new(IdentityFactory::random_tag(&mut rand::rng()));
     let mut users = Vec::with_capacity(total);
     let mut pending = JoinSet::new();
     let mut next = 0u64;
@@ -716,49 +804,138 @@ pub async fn run(args: &CallsArgs, quiet: bool) -> Result<CallsResult, CallsErro
             None => break,
         }
     }
-    let mut rooms = Vec::with_capacity(args.rooms);
-    for r in 0..args.rooms {
-        rooms.push(create_room(&api, &users[r * per_room], r).await?);
+    Ok(users)
+}
+
+async fn prepare(args: &CallsArgs, per_room: usize) -> Result<Backend, CallsError> {
+    match args.sfu {
+        SfuKind::Surge => {
+            let api = ApiClient::new(
+                &args.target,
+                &args.source_ips,
+                args.timeout,
+                args.ca_cert.as_deref(),
+            )?;
+            let users = make_users(&api, args.rooms * per_room).await?;
+            let mut rooms = Vec::with_capacity(args.rooms);
+            for r in 0..args.rooms {
+                rooms.push(create_room(&api, &users[r * per_room], r).await?);
+            }
+            Ok(Backend::Surge {
+                api,
+                users: users.into_iter(),
+                rooms,
+            })
+        }
+        SfuKind::Janus => {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .map_err(|e| CallsError::Api {
+                    step: "HTTP client",
+                    detail: e.to_string(),
+                })?;
+            let settings = crate::janus::RoomSettings {
+                publishers: u32::try_from(args.publishers.max(1)).unwrap_or(u32::MAX),
+                // Room for the three layers, as a browser's simulcast would want.
+                bitrate: surge_sfu::participant::LAYER_BPS.iter().sum::<u64>() + 350_000,
+            };
+            let ids =
+                crate::janus::create_rooms(&http, &args.janus_url, args.rooms, &settings).await?;
+            Ok(Backend::Janus {
+                http,
+                rooms: ids.into_iter().map(|id| (id, Arc::default())).collect(),
+            })
+        }
     }
+}
+
+/// Runs the calls and returns what they measured.
+pub async fn run(args: &CallsArgs, quiet: bool) -> Result<CallsResult, CallsError> {
+    if args.rooms == 0 || args.publishers + args.subscribers == 0 {
+        return Err(CallsError::Empty);
+    }
+    let per_room = args.publishers + args.subscribers;
+    let total = args.rooms * per_room;
+    let mut backend = prepare(args, per_room).await?;
 
     // Joins are staggered; the calls last `duration` after the last join.
     let join_span = args.join_interval * total as u32;
     let end = Instant::now() + join_span + args.duration;
     let start = Instant::now();
+    let steady_from = start + join_span + args.settle;
     let live: Vec<Arc<AsyncMutex<Live>>> = (0..total).map(|_| Default::default()).collect();
     let mut tasks = JoinSet::new();
-    let mut users = users.into_iter();
-    for (r, room_id) in rooms.iter().enumerate() {
+    for r in 0..args.rooms {
         let signal = Arc::new(RoomSignal::default());
         for i in 0..per_room {
-            let Some(user) = users.next() else { break };
             let publisher = i < args.publishers;
             let sub_index = i.saturating_sub(args.publishers);
             let template = {
-                let c = ParticipantConfig::new("", "");
+                let mut c = ParticipantConfig::new("", "");
+                c.video = !args.audio_only;
+                c.bind_ip = args.bind_ip;
+                c.receive_interval = args.receive_interval;
                 let mut c = if publisher { c } else { c.subscriber_only() };
                 if !publisher && sub_index < args.capped_subscribers {
                     c.max_receive_bps = args.subscriber_cap_bps;
                 }
                 c
             };
-            let slot = Slot {
-                room: r,
-                role: if publisher { "publisher" } else { "subscriber" },
-                index: if publisher { i } else { sub_index },
-                template,
-                user,
-            };
+            let role = if publisher { "publisher" } else { "subscriber" };
+            let index = if publisher { i } else { sub_index };
             let live = live[r * per_room + i].clone();
-            tasks.spawn(run_participant(
-                api.clone(),
-                slot,
-                room_id.clone(),
-                end,
-                args.rejoin_after,
-                live,
-                signal.clone(),
-            ));
+            match &mut backend {
+                Backend::Surge { api, users, rooms } => {
+                    let Some(user) = users.next() else { break };
+                    let slot = Slot {
+                        room: r,
+                        role,
+                        index,
+                        template,
+                        user,
+                    };
+                    tasks.spawn(run_participant(
+                        api.clone(),
+                        slot,
+                        rooms[r].clone(),
+                        end,
+                        args.rejoin_after,
+                        live,
+                        signal.clone(),
+                    ));
+                }
+                Backend::Janus { http, rooms } => {
+                    let (room_id, board) = rooms[r].clone();
+                    let janus_role = crate::janus::JanusRole {
+                        room: room_id,
+                        display: format!("{role}-{index}"),
+                        publish: publisher,
+                        receive_feeds: if publisher {
+                            args.publishers - 1
+                        } else {
+                            args.publishers
+                        },
+                    };
+                    let report = ParticipantReport {
+                        room: r,
+                        role: role.to_owned(),
+                        index,
+                        cap_bps: template.max_receive_bps,
+                        ..Default::default()
+                    };
+                    tasks.spawn(run_janus_participant(
+                        http.clone(),
+                        args.janus_url.clone(),
+                        janus_role,
+                        template,
+                        board,
+                        report,
+                        end,
+                        live,
+                    ));
+                }
+            }
             tokio::time::sleep(args.join_interval).await;
         }
     }
@@ -767,6 +944,7 @@ pub async fn run(args: &CallsArgs, quiet: bool) -> Result<CallsResult, CallsErro
     let mut progress = Progress::new(end.duration_since(start), quiet);
     let mut timeline = Vec::new();
     let mut packets_total = 0u64;
+    let mut steady_start: Option<(Instant, u64, Option<f64>)> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     let mut last_tick = Instant::now();
@@ -790,6 +968,9 @@ pub async fn run(args: &CallsArgs, quiet: bool) -> Result<CallsResult, CallsErro
             l.audio_bytes = 0;
             l.packets = 0;
         }
+        if steady_start.is_none() && now >= steady_from {
+            steady_start = Some((now, packets_total, args.sfu_pid.and_then(process_cpu_secs)));
+        }
         progress.update(
             now.duration_since(start),
             &format!(
@@ -801,6 +982,20 @@ pub async fn run(args: &CallsArgs, quiet: bool) -> Result<CallsResult, CallsErro
         );
         timeline.push(p);
     }
+    let steady = steady_start.map(|(at, packets, cpu0)| {
+        let secs = at.elapsed().as_secs_f64().max(1e-9);
+        let delivered = packets_total.saturating_sub(packets) as f64;
+        let cpu = match (cpu0, args.sfu_pid.and_then(process_cpu_secs)) {
+            (Some(c0), Some(c1)) => Some((c1 - c0).max(0.0)),
+            _ => None,
+        };
+        SteadyWindow {
+            secs,
+            delivered_per_s: delivered / secs,
+            sfu_cpu_secs: cpu,
+            delivered_per_cpu_s: cpu.filter(|c| *c > 0.0).map(|c| delivered / c),
+        }
+    });
     progress.finish();
     let elapsed = start.elapsed().as_secs_f64();
     let mut participants = Vec::with_capacity(total);
@@ -811,13 +1006,76 @@ pub async fn run(args: &CallsArgs, quiet: bool) -> Result<CallsResult, CallsErro
         }
     }
     participants.sort_by_key(|p| (p.room, p.role.clone(), p.index));
-    Ok(summarise(
-        args,
-        participants,
-        timeline,
-        packets_total,
-        elapsed,
-    ))
+    let mut result = summarise(args, participants, timeline, packets_total, elapsed);
+    result.steady = steady;
+    Ok(result)
+}
+
+/// Runs one participant of a Janus room from join to the end of the run (no rejoins: the
+/// comparison runs on a healthy server).
+#[allow(clippy::too_many_arguments)]
+async fn run_janus_participant(
+    http: reqwest::Client,
+    url: String,
+    role: crate::janus::JanusRole,
+    template: ParticipantConfig,
+    board: Arc<crate::janus::FeedBoard>,
+    report: ParticipantReport,
+    end: Instant,
+    live: Arc<AsyncMutex<Live>>,
+) -> ParticipantReport {
+    let mut w = Watcher {
+        report,
+        tracks: Vec::new(),
+        retired: Vec::new(),
+        joined_at: Instant::now(),
+        first_media: None,
+        last_media: None,
+        first_session: None,
+    };
+    let participant =
+        match crate::janus::JanusParticipant::join(&http, &url, &role, &template, &board).await {
+            Ok(p) => p,
+            Err(e) => {
+                w.report.error = Some(format!("join: {e}"));
+                return w.finish();
+            }
+        };
+    w.report.joined = true;
+    // A subscriber's clock starts when it could subscribe (its publishers were up), as a
+    // Surge subscriber's starts at its own join: waiting for publishers is not the SFU's.
+    if let Some(started) = participant.stats().started {
+        w.joined_at = Instant::from_std(started);
+    }
+    let mut interval = tokio::time::interval(SAMPLE);
+    while Instant::now() < end {
+        interval.tick().await;
+        let stats = participant.stats();
+        w.keep_first_session(&stats);
+        let mut l = live.lock().await;
+        w.sample(&stats, Instant::now(), &mut l);
+    }
+    let final_stats = participant.stats();
+    w.keep_first_session(&final_stats);
+    w.break_down(&HashMap::new());
+    {
+        let mut l = live.lock().await;
+        w.sample(&final_stats, Instant::now(), &mut l);
+        l.connected = false;
+    }
+    if let Err(e) = participant.leave().await {
+        tracing::debug!(error = %e, "leaving Janus");
+    }
+    w.finish()
+}
+
+/// Remote audio tracks a participant should receive: every other publisher's.
+fn expected_audio(args: &CallsArgs, p: &ParticipantReport) -> usize {
+    if p.role == "publisher" {
+        args.publishers.saturating_sub(1)
+    } else {
+        args.publishers
+    }
 }
 
 fn summarise(
@@ -834,6 +1092,7 @@ fn summarise(
     let mut losses = Vec::new();
     let mut missing = 0usize;
     let mut failed_joins = 0usize;
+    let (mut received, mut sent) = (0u64, 0u64);
     for p in &participants {
         if let Some(ms) = p.join_ms {
             join.record(Duration::from_secs_f64(ms / 1000.0));
@@ -845,7 +1104,9 @@ fn summarise(
             failed_joins += 1;
         }
         // Publishers see the other publishers; subscribers see all of them.
-        let expected = if p.role == "publisher" {
+        let expected = if args.audio_only {
+            0
+        } else if p.role == "publisher" {
             args.publishers.saturating_sub(1)
         } else {
             args.publishers
@@ -860,7 +1121,22 @@ fn summarise(
             }
         }
         losses.extend(p.audio.iter().filter_map(|t| t.loss_estimate));
+        for t in p.video.iter().chain(&p.audio) {
+            received += t.packets.min(t.sent);
+            sent += t.sent;
+        }
+        // Audio only: every remote publisher's audio must arrive instead.
+        if args.audio_only
+            && p.audio.iter().filter(|t| t.packets > 0).count() < expected_audio(args, p)
+        {
+            missing += 1;
+        }
     }
+    let delivery_loss = if sent == 0 {
+        0.0
+    } else {
+        1.0 - received as f64 / sent as f64
+    };
     let audio_loss_mean = if losses.is_empty() {
         0.0
     } else {
@@ -878,7 +1154,7 @@ fn summarise(
     }
     let pass = failed_joins == 0 && missing == 0 && !participants.is_empty();
     let line = format!(
-        "{}: {} rooms × ({} publishers + {} subscribers) for {:.0}s; {} joined, {} without all video; first video of every remote track p50 {:.0} ms p99 {:.0} ms (first media p50 {:.0} ms p99 {:.0} ms); layers {}; {} freezes; audio shortfall {:.2}%; {}",
+        "{}: {} rooms × ({} publishers + {} subscribers) for {:.0}s; {} joined, {} without all video; first video of every remote track p50 {:.0} ms p99 {:.0} ms (first media p50 {:.0} ms p99 {:.0} ms); layers {}; {} freezes; audio shortfall {:.2}%; delivery loss {:.2}%; {}",
         if pass { "PASS" } else { "FAIL" },
         args.rooms,
         args.publishers,
@@ -898,6 +1174,7 @@ fn summarise(
             .join(" "),
         freezes,
         audio_loss_mean * 100.0,
+        delivery_loss * 100.0,
         if rejoin.is_empty() {
             "0 rejoins".to_owned()
         } else {
@@ -926,6 +1203,9 @@ fn summarise(
         freezes,
         audio_loss_mean,
         received_packets_per_s: packets_total as f64 / elapsed.max(1e-9),
+        sfu: args.sfu,
+        steady: None,
+        delivery_loss,
         timeline,
         verdict: Verdict { pass, line },
     }
@@ -1024,6 +1304,17 @@ mod tests {
         assert_eq!(room.lost_at(), Some(t));
         assert_eq!(room.generation(), 1);
         assert_eq!(room.lost(1, t + Duration::from_secs(9)), 2);
+    }
+
+    #[test]
+    fn cpu_seconds_come_from_utime_and_stime_after_the_command_name() {
+        // A command name with spaces and a parenthesis must not shift the fields.
+        let stat =
+            "4242 (janus (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 40 0 100 0 0";
+        assert_eq!(cpu_secs_from_stat(stat), Some(3.25));
+        assert_eq!(cpu_secs_from_stat("4242 (janus) S 1"), None);
+        assert_eq!(cpu_secs_from_stat("garbage"), None);
+        assert!(process_cpu_secs(std::process::id()).is_some());
     }
 
     #[test]

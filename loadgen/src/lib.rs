@@ -9,6 +9,7 @@ pub mod client;
 pub mod duration;
 pub mod hash_rate;
 pub mod identity;
+pub mod janus;
 pub mod join_breakdown;
 mod progress;
 pub mod report;

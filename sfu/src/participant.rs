@@ -155,6 +155,10 @@ pub struct TrackStats {
     pub bitrate_bps: u64,
     /// Keyframes received.
     pub keyframes: u64,
+    /// Lowest and highest (extended) RTP sequence number received: the SFU numbers what
+    /// it sends without gaps, so the span is what it sent and the shortfall of `packets`
+    /// below it what was lost on the way (see [`TrackStats::delivery_loss`]).
+    pub seq_span: Option<(u64, u64)>,
     /// When the server's offer that added this m-line arrived (from the join's start).
     pub offer_at: Option<Duration>,
     /// When the answer to that offer was sent.
@@ -166,6 +170,16 @@ pub struct TrackStats {
     /// When its first frame could be decoded: the first packet (audio); every packet of
     /// the first keyframe, from its start to its marker (video).
     pub first_frame_at: Option<Duration>,
+}
+
+impl TrackStats {
+    /// Share of the packets sent on this track (by sequence number) that did not arrive,
+    /// after retransmissions; `None` before the first packet.
+    pub fn delivery_loss(&self) -> Option<f64> {
+        let (low, high) = self.seq_span?;
+        let sent = (high - low + 1) as f64;
+        Some((1.0 - self.packets as f64 / sent).max(0.0))
+    }
 }
 
 fn kind_name(kind: Kind) -> &'static str {
@@ -283,7 +297,7 @@ impl Participant {
         rtc.sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| ParticipantError::Rtc(e.to_string()))?;
-        let stats = Arc::new(Mutex::new(ParticipantStats {
+        let stats = ParticipantStats {
             participant_id: location
                 .as_deref()
                 .and_then(|l| l.rsplit('/').next())
@@ -291,30 +305,15 @@ impl Participant {
             started: Some(started),
             answer_at: Some(answer_at),
             ..ParticipantStats::default()
-        }));
-        let stop = Arc::new(AtomicBool::new(false));
-        let outbox = Arc::new(Mutex::new(Vec::new()));
-        let mut session = Session {
-            rtc,
+        };
+        let media = LocalMedia {
             socket,
             local,
-            config: config.clone(),
-            started,
-            channel_label: channel,
-            channel: None,
+            channel: Some(channel),
             audio_mid,
             video_mid,
-            stats: stats.clone(),
-            stop: stop.clone(),
-            outbox: outbox.clone(),
-            sender: None,
-            receiving: HashMap::new(),
-            link: ThinLink::new(config.max_receive_bps, Instant::now()),
-            last_offer: None,
         };
-        let thread = std::thread::Builder::new()
-            .name("participant".into())
-            .spawn(move || session.run())?;
+        let (stats, stop, outbox, thread) = launch(rtc, media, &config, started, stats)?;
         let base = config
             .signal_url
             .find("/v1/")
@@ -328,6 +327,101 @@ impl Participant {
             location: location.map(|l| format!("{base}{l}")),
             token: config.token,
             client,
+            outbox,
+        })
+    }
+
+    /// Publishes through signalling the caller does (another SFU's API, e.g. Janus's
+    /// videoroom): makes a send-only offer of the configured media (no data channel), hands
+    /// it to `signal`, which returns the SDP answer, and starts the session. Nothing is
+    /// received on this session; [`Participant::leave`] only stops it.
+    pub async fn publish_via<F, Fut>(
+        config: ParticipantConfig,
+        signal: F,
+    ) -> Result<Self, ParticipantError>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = Result<String, ParticipantError>>,
+    {
+        let started = Instant::now();
+        let socket = UdpSocket::bind(SocketAddr::new(config.bind_ip, 0))?;
+        let local = socket.local_addr()?;
+        let mut rtc = Rtc::builder().set_rtp_mode(true).build(started);
+        let candidate =
+            Candidate::host(local, "udp").map_err(|e| ParticipantError::Rtc(e.to_string()))?;
+        rtc.add_local_candidate(candidate);
+        let mut change = rtc.sdp_api();
+        let (audio_mid, video_mid) = add_publish_media(&mut change, config.audio, config.video);
+        let Some((offer, pending)) = change.apply() else {
+            return Err(ParticipantError::Rtc("nothing to offer".into()));
+        };
+        let answer = signal(offer.to_sdp_string()).await?;
+        let answer_at = started.elapsed();
+        let answer = SdpAnswer::from_sdp_string(&answer)
+            .map_err(|e| ParticipantError::Rtc(e.to_string()))?;
+        rtc.sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| ParticipantError::Rtc(e.to_string()))?;
+        let stats = ParticipantStats {
+            started: Some(started),
+            answer_at: Some(answer_at),
+            ..ParticipantStats::default()
+        };
+        let media = LocalMedia {
+            socket,
+            local,
+            channel: None,
+            audio_mid,
+            video_mid,
+        };
+        Self::launched(launch(rtc, media, &config, started, stats)?, &config)
+    }
+
+    /// Receives through signalling the caller does: accepts a server's SDP offer (e.g.
+    /// Janus's subscriber offer), starts the session and returns the answer to send back.
+    /// `started` is when the caller began joining (the clock of the join times).
+    pub fn answer(
+        config: ParticipantConfig,
+        offer: &str,
+        started: Instant,
+    ) -> Result<(Self, String), ParticipantError> {
+        let socket = UdpSocket::bind(SocketAddr::new(config.bind_ip, 0))?;
+        let local = socket.local_addr()?;
+        let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
+        let candidate =
+            Candidate::host(local, "udp").map_err(|e| ParticipantError::Rtc(e.to_string()))?;
+        rtc.add_local_candidate(candidate);
+        let offer =
+            SdpOffer::from_sdp_string(offer).map_err(|e| ParticipantError::Rtc(e.to_string()))?;
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| ParticipantError::Rtc(e.to_string()))?;
+        let stats = ParticipantStats {
+            started: Some(started),
+            answer_at: Some(started.elapsed()),
+            ..ParticipantStats::default()
+        };
+        let media = LocalMedia {
+            socket,
+            local,
+            channel: None,
+            audio_mid: None,
+            video_mid: None,
+        };
+        let me = Self::launched(launch(rtc, media, &config, started, stats)?, &config)?;
+        Ok((me, answer.to_sdp_string()))
+    }
+
+    fn launched(parts: Launched, config: &ParticipantConfig) -> Result<Self, ParticipantError> {
+        let (stats, stop, outbox, thread) = parts;
+        Ok(Self {
+            stats,
+            stop,
+            thread: Some(thread),
+            location: None,
+            token: config.token.clone(),
+            client: config.http.clone().unwrap_or_default(),
             outbox,
         })
     }
@@ -387,6 +481,57 @@ impl Drop for Participant {
     fn drop(&mut self) {
         self.stop_thread();
     }
+}
+
+/// The local side of a session: its socket and what it publishes.
+struct LocalMedia {
+    socket: UdpSocket,
+    local: SocketAddr,
+    channel: Option<ChannelId>,
+    audio_mid: Option<Mid>,
+    video_mid: Option<Mid>,
+}
+
+type Launched = (
+    Arc<Mutex<ParticipantStats>>,
+    Arc<AtomicBool>,
+    Arc<Mutex<Vec<String>>>,
+    std::thread::JoinHandle<()>,
+);
+
+/// Starts the session thread of a negotiated `Rtc`.
+fn launch(
+    rtc: Rtc,
+    media: LocalMedia,
+    config: &ParticipantConfig,
+    started: Instant,
+    stats: ParticipantStats,
+) -> Result<Launched, ParticipantError> {
+    let stats = Arc::new(Mutex::new(stats));
+    let stop = Arc::new(AtomicBool::new(false));
+    let outbox = Arc::new(Mutex::new(Vec::new()));
+    let mut session = Session {
+        rtc,
+        socket: media.socket,
+        local: media.local,
+        config: config.clone(),
+        started,
+        channel_label: media.channel,
+        channel: None,
+        audio_mid: media.audio_mid,
+        video_mid: media.video_mid,
+        stats: stats.clone(),
+        stop: stop.clone(),
+        outbox: outbox.clone(),
+        sender: None,
+        receiving: HashMap::new(),
+        link: ThinLink::new(config.max_receive_bps, Instant::now()),
+        last_offer: None,
+    };
+    let thread = std::thread::Builder::new()
+        .name("participant".into())
+        .spawn(move || session.run())?;
+    Ok((stats, stop, outbox, thread))
 }
 
 /// Incoming datagrams through a thin access link: each one waits behind the ones before it
@@ -527,7 +672,8 @@ struct Session {
     local: SocketAddr,
     config: ParticipantConfig,
     started: Instant,
-    channel_label: ChannelId,
+    /// The `surge` data channel, when the session has one.
+    channel_label: Option<ChannelId>,
     channel: Option<ChannelId>,
     audio_mid: Option<Mid>,
     video_mid: Option<Mid>,
@@ -672,7 +818,7 @@ impl Session {
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 self.rtc.disconnect();
             }
-            Event::ChannelOpen(id, _) if id == self.channel_label => {
+            Event::ChannelOpen(id, _) if Some(id) == self.channel_label => {
                 self.channel = Some(id);
                 let at = self.started.elapsed();
                 if let Ok(mut s) = self.stats.lock() {
@@ -835,6 +981,11 @@ impl Session {
         }
         entry.packets += 1;
         entry.bytes += payload.len() as u64;
+        let seq = *packet.seq_no;
+        entry.seq_span = Some(match entry.seq_span {
+            Some((low, high)) => (low.min(seq), high.max(seq)),
+            None => (seq, seq),
+        });
         entry.first_packet_at.get_or_insert(at);
         if decodable {
             entry.first_frame_at.get_or_insert(at);
@@ -1067,6 +1218,19 @@ mod tests {
         let capped = announce_receive_cap(sdp.clone(), Some(400_000));
         assert!(capped.contains("s=-\r\nb=AS:400\r\nt=0 0\r\n"), "{capped}");
         assert_eq!(announce_receive_cap(sdp.clone(), None), sdp);
+    }
+
+    #[test]
+    fn delivery_loss_is_the_shortfall_below_the_sequence_span() {
+        let mut t = TrackStats::default();
+        assert_eq!(t.delivery_loss(), None);
+        // Sequence numbers 101..=200 sent, 95 arrived.
+        t.seq_span = Some((101, 200));
+        t.packets = 95;
+        assert!((t.delivery_loss().unwrap() - 0.05).abs() < 1e-9);
+        // Duplicates (retransmissions of what arrived) never make it negative.
+        t.packets = 120;
+        assert_eq!(t.delivery_loss(), Some(0.0));
     }
 
     #[test]
