@@ -600,7 +600,13 @@ fn spawn_limit_eviction(limits: Limits, backoff: Arc<LoginBackoff>, shutdown: Ca
 /// [`store::purge_expired`].
 fn spawn_housekeeping(store: Arc<dyn Store>, room_ttl: Duration, shutdown: CancellationToken) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        // The first round a minute after start, not at once: replicas starting together
+        // (a rollout) do not all purge in the same second.
+        let period = Duration::from_secs(600);
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + Duration::from_secs(60),
+            period,
+        );
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
