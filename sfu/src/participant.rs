@@ -243,16 +243,26 @@ pub struct Participant {
     outbox: Arc<Mutex<Vec<String>>>,
 }
 
+/// A UDP socket on the configured address and a str0m session with it as its one host
+/// candidate: how every participant's session starts, whoever does the signalling.
+fn bound_session(
+    config: &ParticipantConfig,
+    now: Instant,
+) -> Result<(UdpSocket, SocketAddr, Rtc), ParticipantError> {
+    let socket = UdpSocket::bind(SocketAddr::new(config.bind_ip, 0))?;
+    let local = socket.local_addr()?;
+    let mut rtc = Rtc::builder().set_rtp_mode(true).build(now);
+    let candidate =
+        Candidate::host(local, "udp").map_err(|e| ParticipantError::Rtc(e.to_string()))?;
+    rtc.add_local_candidate(candidate);
+    Ok((socket, local, rtc))
+}
+
 impl Participant {
     /// Joins: offers, posts the offer, starts the session thread.
     pub async fn join(config: ParticipantConfig) -> Result<Self, ParticipantError> {
         let started = Instant::now();
-        let socket = UdpSocket::bind(SocketAddr::new(config.bind_ip, 0))?;
-        let local = socket.local_addr()?;
-        let mut rtc = Rtc::builder().set_rtp_mode(true).build(started);
-        let candidate =
-            Candidate::host(local, "udp").map_err(|e| ParticipantError::Rtc(e.to_string()))?;
-        rtc.add_local_candidate(candidate);
+        let (socket, local, mut rtc) = bound_session(&config, started)?;
         let mut change = rtc.sdp_api();
         let (audio_mid, video_mid) = add_publish_media(&mut change, config.audio, config.video);
         let channel = change.add_channel("surge".to_owned());
@@ -344,12 +354,7 @@ impl Participant {
         Fut: std::future::Future<Output = Result<String, ParticipantError>>,
     {
         let started = Instant::now();
-        let socket = UdpSocket::bind(SocketAddr::new(config.bind_ip, 0))?;
-        let local = socket.local_addr()?;
-        let mut rtc = Rtc::builder().set_rtp_mode(true).build(started);
-        let candidate =
-            Candidate::host(local, "udp").map_err(|e| ParticipantError::Rtc(e.to_string()))?;
-        rtc.add_local_candidate(candidate);
+        let (socket, local, mut rtc) = bound_session(&config, started)?;
         let mut change = rtc.sdp_api();
         let (audio_mid, video_mid) = add_publish_media(&mut change, config.audio, config.video);
         let Some((offer, pending)) = change.apply() else {
@@ -385,12 +390,7 @@ impl Participant {
         offer: &str,
         started: Instant,
     ) -> Result<(Self, String), ParticipantError> {
-        let socket = UdpSocket::bind(SocketAddr::new(config.bind_ip, 0))?;
-        let local = socket.local_addr()?;
-        let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
-        let candidate =
-            Candidate::host(local, "udp").map_err(|e| ParticipantError::Rtc(e.to_string()))?;
-        rtc.add_local_candidate(candidate);
+        let (socket, local, mut rtc) = bound_session(&config, Instant::now())?;
         let offer =
             SdpOffer::from_sdp_string(offer).map_err(|e| ParticipantError::Rtc(e.to_string()))?;
         let answer = rtc

@@ -260,7 +260,7 @@ pub(crate) async fn decline(
     }
     let declined = state
         .store
-        .decline_request(&session.account.email, &from_id)
+        .delete_request(&from_id, &session.account.email)
         .await
         .map_err(store_error)?;
     if declined {
@@ -279,7 +279,7 @@ pub(crate) async fn withdraw(
     let email = validate::email(&email).map_err(invalid)?;
     let withdrawn = state
         .store
-        .withdraw_request(&session.account.id, &email)
+        .delete_request(&session.account.id, &email)
         .await
         .map_err(store_error)?;
     if withdrawn {

@@ -244,10 +244,9 @@ pub trait Store: Send + Sync + 'static {
         from_id: &str,
         now: i64,
     ) -> Result<bool, StoreError>;
-    /// Drops `from_id`'s request to `me_email`. False when there was none.
-    async fn decline_request(&self, me_email: &str, from_id: &str) -> Result<bool, StoreError>;
-    /// Drops `from_id`'s own request to `to_email`. False when there was none.
-    async fn withdraw_request(&self, from_id: &str, to_email: &str) -> Result<bool, StoreError>;
+    /// Deletes the pending request from `from_id` to `to_email` (declined by its
+    /// recipient or withdrawn by its sender); whether there was one.
+    async fn delete_request(&self, from_id: &str, to_email: &str) -> Result<bool, StoreError>;
     /// Ends the contact between the two, both ways. False when they were not contacts.
     async fn remove_contact(&self, owner_id: &str, contact_id: &str) -> Result<bool, StoreError>;
     /// `owner_id`'s accepted contacts.

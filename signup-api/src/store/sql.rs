@@ -609,21 +609,7 @@ macro_rules! sql_store {
                 Ok(true)
             }
 
-            async fn decline_request(
-                &self,
-                me_email: &str,
-                from_id: &str,
-            ) -> Result<bool, StoreError> {
-                sqlx::query("DELETE FROM contact_requests WHERE from_id = $1 AND to_email = $2")
-                    .bind(from_id)
-                    .bind(me_email)
-                    .execute(self.writer())
-                    .await
-                    .map(|r| r.rows_affected() > 0)
-                    .map_err(classify)
-            }
-
-            async fn withdraw_request(
+            async fn delete_request(
                 &self,
                 from_id: &str,
                 to_email: &str,
