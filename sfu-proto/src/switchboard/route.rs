@@ -14,7 +14,7 @@ use super::outbox::About;
 use super::peer::Published;
 use super::{RemoveReason, Switchboard};
 use crate::core::{
-    Forward, Output, ParticipantId, PublishedTrack, Room, RoomEvent, RtpMeta, Vp8Meta,
+    Forward, Output, ParticipantId, PublishedTrack, Room, RoomEvent, RtpMeta, TrackId, Vp8Meta,
     layer_for_rid,
 };
 use crate::protocol::{ClientMessage, ParticipantSummary, ServerMessage};
@@ -241,15 +241,7 @@ impl Switchboard {
             }
         };
         let room = peer.room.clone();
-        let mut stale = Vec::new();
-        if let Some(entry) = self.rooms.get_mut(&room) {
-            for (track, mid) in ready {
-                if let Err(e) = entry.room.slot_ready(pid, track, mid, now) {
-                    tracing::debug!(participant = %pid, %e, "slot no longer wanted");
-                    stale.push(mid);
-                }
-            }
-        }
+        let stale = self.slots_ready(&room, pid, ready, now);
         // Probe toward what the room would send at best, never past the announced cap: a
         // probe past a thin link's rate only fills its queue in front of the first frames.
         let desired = self
@@ -280,15 +272,7 @@ impl Switchboard {
             return;
         }
         let room = peer.room.clone();
-        let mut stale = Vec::new();
-        if let Some(entry) = self.rooms.get_mut(&room) {
-            for (track, mid) in ready {
-                if let Err(e) = entry.room.slot_ready(pid, track, mid, now) {
-                    tracing::debug!(participant = %pid, %e, "slot no longer wanted");
-                    stale.push(mid);
-                }
-            }
-        }
+        let stale = self.slots_ready(&room, pid, ready, now);
         if !stale.is_empty()
             && let Some(peer) = self.peers.get_mut(&pid)
         {
@@ -296,6 +280,27 @@ impl Switchboard {
         }
         self.drain_room(&room, now);
         self.mark_dirty(pid);
+    }
+
+    /// Tells the room that `pid`'s slots in `ready` can carry media; returns the m-lines of
+    /// those it no longer wants (to be stopped).
+    fn slots_ready(
+        &mut self,
+        room: &str,
+        pid: ParticipantId,
+        ready: Vec<(TrackId, Mid)>,
+        now: Instant,
+    ) -> Vec<Mid> {
+        let mut stale = Vec::new();
+        if let Some(entry) = self.rooms.get_mut(room) {
+            for (track, mid) in ready {
+                if let Err(e) = entry.room.slot_ready(pid, track, mid, now) {
+                    tracing::debug!(participant = %pid, %e, "slot no longer wanted");
+                    stale.push(mid);
+                }
+            }
+        }
+        stale
     }
 
     /// Acts on everything the room decided, until it is quiet.
