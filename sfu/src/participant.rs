@@ -261,69 +261,50 @@ fn bound_session(
 impl Participant {
     /// Joins: offers, posts the offer, starts the session thread.
     pub async fn join(config: ParticipantConfig) -> Result<Self, ParticipantError> {
-        let started = Instant::now();
-        let (socket, local, mut rtc) = bound_session(&config, started)?;
-        let mut change = rtc.sdp_api();
-        let (audio_mid, video_mid) = add_publish_media(&mut change, config.audio, config.video);
-        let channel = change.add_channel("surge".to_owned());
-        let Some((offer, pending)) = change.apply() else {
-            return Err(ParticipantError::Rtc("nothing to offer".into()));
-        };
         let client = config.http.clone().unwrap_or_default();
-        let response = client
-            .post(&config.signal_url)
-            .bearer_auth(&config.token)
-            .header("content-type", "application/sdp")
-            .body(announce_receive_cap(
-                offer.to_sdp_string(),
-                config.max_receive_bps,
-            ))
-            .send()
-            .await
-            .map_err(|e| ParticipantError::Http(e.to_string()))?;
-        let status = response.status();
-        let location = response
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = response
-            .text()
-            .await
-            .map_err(|e| ParticipantError::Http(e.to_string()))?;
-        let answer_at = started.elapsed();
-        if status.as_u16() != 201 {
-            let code = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
-                .unwrap_or_default();
-            return Err(ParticipantError::Refused {
-                status: status.as_u16(),
-                code,
-            });
-        }
-        let answer =
-            SdpAnswer::from_sdp_string(&body).map_err(|e| ParticipantError::Rtc(e.to_string()))?;
-        rtc.sdp_api()
-            .accept_answer(pending, answer)
-            .map_err(|e| ParticipantError::Rtc(e.to_string()))?;
-        let stats = ParticipantStats {
-            participant_id: location
+        let (signal_url, token, cap) = (
+            config.signal_url.clone(),
+            config.token.clone(),
+            config.max_receive_bps,
+        );
+        let http = client.clone();
+        let (parts, location) = Self::offer_and_launch(&config, true, |offer| async move {
+            let response = http
+                .post(&signal_url)
+                .bearer_auth(&token)
+                .header("content-type", "application/sdp")
+                .body(announce_receive_cap(offer, cap))
+                .send()
+                .await
+                .map_err(|e| ParticipantError::Http(e.to_string()))?;
+            let status = response.status();
+            let location = response
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = response
+                .text()
+                .await
+                .map_err(|e| ParticipantError::Http(e.to_string()))?;
+            if status.as_u16() != 201 {
+                let code = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                return Err(ParticipantError::Refused {
+                    status: status.as_u16(),
+                    code,
+                });
+            }
+            let participant_id = location
                 .as_deref()
                 .and_then(|l| l.rsplit('/').next())
-                .map(str::to_owned),
-            started: Some(started),
-            answer_at: Some(answer_at),
-            ..ParticipantStats::default()
-        };
-        let media = LocalMedia {
-            socket,
-            local,
-            channel: Some(channel),
-            audio_mid,
-            video_mid,
-        };
-        let (stats, stop, outbox, thread) = launch(rtc, media, &config, started, stats)?;
+                .map(str::to_owned);
+            Ok((body, participant_id, location))
+        })
+        .await?;
+        let (stats, stop, outbox, thread) = parts;
         let base = config
             .signal_url
             .find("/v1/")
@@ -353,14 +334,35 @@ impl Participant {
         F: FnOnce(String) -> Fut,
         Fut: std::future::Future<Output = Result<String, ParticipantError>>,
     {
+        let (parts, ()) = Self::offer_and_launch(&config, false, |offer| async move {
+            Ok((signal(offer).await?, None, ()))
+        })
+        .await?;
+        Self::launched(parts, &config)
+    }
+
+    /// The one way a participant offers: a session with the configured media (and the
+    /// `surge` channel when `with_channel`), the offer handed to `signal`, which answers the
+    /// SDP answer, the participant id when it learns one, and anything else the caller
+    /// wants back; then the session thread starts.
+    async fn offer_and_launch<F, Fut, T>(
+        config: &ParticipantConfig,
+        with_channel: bool,
+        signal: F,
+    ) -> Result<(Launched, T), ParticipantError>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = Result<(String, Option<String>, T), ParticipantError>>,
+    {
         let started = Instant::now();
-        let (socket, local, mut rtc) = bound_session(&config, started)?;
+        let (socket, local, mut rtc) = bound_session(config, started)?;
         let mut change = rtc.sdp_api();
         let (audio_mid, video_mid) = add_publish_media(&mut change, config.audio, config.video);
+        let channel = with_channel.then(|| change.add_channel("surge".to_owned()));
         let Some((offer, pending)) = change.apply() else {
             return Err(ParticipantError::Rtc("nothing to offer".into()));
         };
-        let answer = signal(offer.to_sdp_string()).await?;
+        let (answer, participant_id, extra) = signal(offer.to_sdp_string()).await?;
         let answer_at = started.elapsed();
         let answer = SdpAnswer::from_sdp_string(&answer)
             .map_err(|e| ParticipantError::Rtc(e.to_string()))?;
@@ -368,6 +370,7 @@ impl Participant {
             .accept_answer(pending, answer)
             .map_err(|e| ParticipantError::Rtc(e.to_string()))?;
         let stats = ParticipantStats {
+            participant_id,
             started: Some(started),
             answer_at: Some(answer_at),
             ..ParticipantStats::default()
@@ -375,11 +378,11 @@ impl Participant {
         let media = LocalMedia {
             socket,
             local,
-            channel: None,
+            channel,
             audio_mid,
             video_mid,
         };
-        Self::launched(launch(rtc, media, &config, started, stats)?, &config)
+        Ok((launch(rtc, media, config, started, stats)?, extra))
     }
 
     /// Receives through signalling the caller does: accepts a server's SDP offer (e.g.

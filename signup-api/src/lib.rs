@@ -6,6 +6,7 @@
 //! [`limits::Limits`] (governor + Redis), [`presence::Presence`] (memory or Redis) and the
 //! relay of joins and leaves to the shards.
 
+mod every;
 pub mod hashing;
 pub mod limits;
 pub mod login_backoff;
@@ -582,36 +583,22 @@ impl Api {
 
 /// Forgets idle per-IP limiter and login-backoff state every minute.
 fn spawn_limit_eviction(limits: Limits, backoff: Arc<LoginBackoff>, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = tick.tick() => {
-                    limits.evict_idle();
-                    backoff.evict_idle();
-                }
-            }
-        }
+    let minute = Duration::from_secs(60);
+    every::spawn_every(minute, minute, shutdown, move || {
+        limits.evict_idle();
+        backoff.evict_idle();
+        std::future::ready(())
     });
 }
 
 /// Purges what has expired every ten minutes, so no table grows without bound: see
-/// [`store::purge_expired`].
+/// [`store::purge_expired`]. The first round a minute after start, not at once: replicas
+/// starting together (a rollout) do not all purge in the same second.
 fn spawn_housekeeping(store: Arc<dyn Store>, room_ttl: Duration, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        // The first round a minute after start, not at once: replicas starting together
-        // (a rollout) do not all purge in the same second.
-        let period = Duration::from_secs(600);
-        let mut tick = tokio::time::interval_at(
-            tokio::time::Instant::now() + Duration::from_secs(60),
-            period,
-        );
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+    let (first, period) = (Duration::from_secs(60), Duration::from_secs(600));
+    every::spawn_every(first, period, shutdown, move || {
+        let store = store.clone();
+        async move {
             let now = i64::try_from(surge_cluster::token::unix_now()).unwrap_or(i64::MAX);
             match store::purge_expired(store.as_ref(), now, room_ttl).await {
                 Ok(purged) if purged.total() == 0 => {}

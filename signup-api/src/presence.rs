@@ -601,15 +601,10 @@ impl Publisher {
             return;
         }
         let every = (self.window / 4).max(Duration::from_millis(20));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                if let Err(e) = self.flush().await {
+        crate::every::spawn_every(Duration::ZERO, every, shutdown, move || {
+            let me = self.clone();
+            async move {
+                if let Err(e) = me.flush().await {
                     tracing::debug!(error = %e, "presence flush failed; retrying next tick");
                 }
             }
@@ -619,14 +614,9 @@ impl Publisher {
 
 /// Runs `presence.sweep()` every `every` until `shutdown`.
 pub fn spawn_sweeper(presence: Arc<dyn Presence>, every: Duration, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+    crate::every::spawn_every(Duration::ZERO, every, shutdown, move || {
+        let presence = presence.clone();
+        async move {
             if let Err(e) = presence.sweep().await {
                 tracing::debug!(error = %e, "presence sweep failed; retrying next tick");
             }

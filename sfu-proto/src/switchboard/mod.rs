@@ -318,8 +318,9 @@ impl Switchboard {
         }
         // Before anything is reserved: a refused offer leaves the room and the shard as
         // they were.
-        crate::session::check_offered_media(&offer.to_sdp_string())
-            .map_err(JoinRefusal::InvalidSdp)?;
+        // Serialised once: the checks here and in `Peer::accept` read the text.
+        let offer_sdp = offer.to_sdp_string();
+        crate::session::check_offered_media(&offer_sdp).map_err(JoinRefusal::InvalidSdp)?;
         let replaced = self.member(&room, &info.user);
         let new_room = !self.rooms.contains_key(&room);
         if new_room && self.load.draining() {
@@ -340,20 +341,26 @@ impl Switchboard {
             self.load.remove_participant();
             return Err(JoinRefusal::ShardFull);
         }
-        let (peer, answer) =
-            match Peer::accept(&room, info.clone(), offer, self.config.public_addr, now) {
-                Ok(accepted) => accepted,
-                Err(why) => {
-                    // A bad offer changes nothing: the old session, if any, stays.
-                    if replaced.is_none() {
-                        self.load.remove_participant();
-                    }
-                    if new_room {
-                        self.load.close_room(&room);
-                    }
-                    return Err(JoinRefusal::InvalidSdp(why));
+        let (peer, answer) = match Peer::accept(
+            &room,
+            info.clone(),
+            offer,
+            &offer_sdp,
+            self.config.public_addr,
+            now,
+        ) {
+            Ok(accepted) => accepted,
+            Err(why) => {
+                // A bad offer changes nothing: the old session, if any, stays.
+                if replaced.is_none() {
+                    self.load.remove_participant();
                 }
-            };
+                if new_room {
+                    self.load.close_room(&room);
+                }
+                return Err(JoinRefusal::InvalidSdp(why));
+            }
+        };
         if let Some(old) = replaced {
             self.detach_peer(old, RemoveReason::Replaced, now);
         }
@@ -432,17 +439,14 @@ impl Switchboard {
             self.handle_new_address(now, source, data);
             return;
         };
+        let Some(peer) = self.peers.get_mut(&pid) else {
+            return;
+        };
         // A client's first check counts as its nomination (see `stun::nominating`).
-        let nomination = self
-            .peers
-            .get_mut(&pid)
-            .and_then(|p| p.nominate_first_check(data));
+        let nomination = peer.nominate_first_check(data);
         let data = nomination.as_deref().unwrap_or(data);
         let Ok(receive) = Receive::new(Protocol::Udp, source, self.config.public_addr, data) else {
             self.counters.dropped_garbage += 1;
-            return;
-        };
-        let Some(peer) = self.peers.get_mut(&pid) else {
             return;
         };
         if let Err(e) = peer.rtc.handle_input(Input::Receive(now, receive)) {

@@ -117,13 +117,14 @@ impl Peer {
         room: &str,
         info: ParticipantInfo,
         offer: SdpOffer,
+        offer_sdp: &str,
         public_addr: SocketAddr,
         now: Instant,
     ) -> Result<(Self, SdpAnswer), String> {
-        // The cap a thin client announced (b=AS / b=TIAS), read before str0m takes the offer.
-        let offer_sdp = offer.to_sdp_string();
-        let receive_cap_bps = session::announced_receive_cap(&offer_sdp);
-        let spare = receive_only_media(&offer_sdp);
+        // The cap a thin client announced (b=AS / b=TIAS), read before str0m takes the offer;
+        // `offer_sdp` is `offer` as text.
+        let receive_cap_bps = session::announced_receive_cap(offer_sdp);
+        let spare = receive_only_media(offer_sdp);
         let mut rtc = session::rtc_config().build(now);
         let candidate = Candidate::host(public_addr, "udp").map_err(|e| e.to_string())?;
         rtc.add_local_candidate(candidate);

@@ -240,6 +240,25 @@ pub async fn connect(
     }
 }
 
+/// Makes `$a` and `$b` each other's contacts (idempotent), inside the open transaction
+/// `$tx` (a macro for the same reason as [`apply_migrations`]).
+macro_rules! connect_both_ways {
+    ($tx:ident, $a:expr, $b:expr, $now:expr) => {
+        for (owner, contact) in [($a, $b), ($b, $a)] {
+            sqlx::query(
+                "INSERT INTO contacts (owner_id, contact_id, created_at) \
+                 VALUES ($1, $2, $3) ON CONFLICT (owner_id, contact_id) DO NOTHING",
+            )
+            .bind(owner)
+            .bind(contact)
+            .bind($now)
+            .execute(&mut *$tx)
+            .await
+            .map_err(classify)?;
+        }
+    };
+}
+
 /// One body for both databases: the SQL is identical, only the pool type differs.
 macro_rules! sql_store {
     ($store:ty) => {
@@ -475,18 +494,7 @@ macro_rules! sql_store {
                 .map_err(classify)?
                 .rows_affected();
                 if asked_first > 0 {
-                    for (owner, contact) in [(&from.id, &other), (&other, &from.id)] {
-                        sqlx::query(
-                            "INSERT INTO contacts (owner_id, contact_id, created_at) \
-                             VALUES ($1, $2, $3) ON CONFLICT (owner_id, contact_id) DO NOTHING",
-                        )
-                        .bind(owner)
-                        .bind(contact)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(classify)?;
-                    }
+                    connect_both_ways!(tx, from.id.as_str(), other.as_str(), now);
                     sqlx::query("DELETE FROM contact_requests WHERE from_id = $1 AND to_email = $2")
                         .bind(&from.id)
                         .bind(to_email)
@@ -583,18 +591,7 @@ macro_rules! sql_store {
                     tx.rollback().await.map_err(classify)?;
                     return Ok(false);
                 }
-                for (owner, contact) in [(me.id.as_str(), from_id), (from_id, me.id.as_str())] {
-                    sqlx::query(
-                        "INSERT INTO contacts (owner_id, contact_id, created_at) \
-                         VALUES ($1, $2, $3) ON CONFLICT (owner_id, contact_id) DO NOTHING",
-                    )
-                    .bind(owner)
-                    .bind(contact)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-                }
+                connect_both_ways!(tx, me.id.as_str(), from_id, now);
                 // A request the other way is answered too.
                 sqlx::query(
                     "DELETE FROM contact_requests WHERE from_id = $1 \
