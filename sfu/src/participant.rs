@@ -44,6 +44,9 @@ use surge_sfu_proto::synthetic::{add_publish_media, vp8_frame};
 
 /// The rids the participant publishes, lowest first.
 pub use surge_sfu_proto::synthetic::RIDS;
+
+mod ice_servers;
+pub use ice_servers::IceServer;
 /// Default bitrates of the three layers, bits/s (roughly 180p, 360p, 720p).
 pub const LAYER_BPS: [u64; 3] = [150_000, 500_000, 1_500_000];
 const VIDEO_FPS: u32 = 30;
@@ -237,6 +240,10 @@ pub struct Participant {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     location: Option<String>,
+    /// The TURN/STUN servers of the join answer. The session does not relay through them:
+    /// str0m 0.25 has no TURN client, so a participant's media always goes to the shard
+    /// directly; they are read so a load test can see the credentials the API hands out.
+    ice_servers: Vec<IceServer>,
     token: String,
     client: reqwest::Client,
     /// Messages to send on the data channel.
@@ -268,7 +275,7 @@ impl Participant {
             config.max_receive_bps,
         );
         let http = client.clone();
-        let (parts, location) = Self::offer_and_launch(&config, true, |offer| async move {
+        let (parts, joined) = Self::offer_and_launch(&config, true, |offer| async move {
             let response = http
                 .post(&signal_url)
                 .bearer_auth(&token)
@@ -283,6 +290,13 @@ impl Participant {
                 .get("location")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
+            let ice_servers = ice_servers::from_link_headers(
+                response
+                    .headers()
+                    .get_all("link")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok()),
+            );
             let body = response
                 .text()
                 .await
@@ -301,10 +315,11 @@ impl Participant {
                 .as_deref()
                 .and_then(|l| l.rsplit('/').next())
                 .map(str::to_owned);
-            Ok((body, participant_id, location))
+            Ok((body, participant_id, (location, ice_servers)))
         })
         .await?;
         let (stats, stop, outbox, thread) = parts;
+        let (location, ice_servers) = joined;
         let base = config
             .signal_url
             .find("/v1/")
@@ -316,6 +331,7 @@ impl Participant {
             stop,
             thread: Some(thread),
             location: location.map(|l| format!("{base}{l}")),
+            ice_servers,
             token: config.token,
             client,
             outbox,
@@ -423,10 +439,17 @@ impl Participant {
             stop,
             thread: Some(thread),
             location: None,
+            ice_servers: Vec::new(),
             token: config.token.clone(),
             client: config.http.clone().unwrap_or_default(),
             outbox,
         })
+    }
+
+    /// The TURN/STUN servers (with credentials) the join answer carried; empty when the
+    /// service has none or the join did not go through the API.
+    pub fn ice_servers(&self) -> &[IceServer] {
+        &self.ice_servers
     }
 
     /// A snapshot of what it received so far.

@@ -15,6 +15,7 @@ mod routes;
 mod shards;
 pub mod store;
 pub mod tickets;
+pub mod turn;
 pub mod validate;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use crate::login_backoff::{BackoffConfig, LoginBackoff};
 use crate::presence::{MemoryPresence, Presence, Publisher, RedisPresence, StreamSlots};
 use crate::store::{Store, StoreError};
 use crate::tickets::{MemoryTickets, RedisTickets, Tickets};
+use crate::turn::{Turn, TurnConfigError, TurnSecret};
 
 /// The embedded default: a SQLite file under `./data/`, created on first run.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/surge.db";
@@ -239,6 +241,21 @@ pub struct ApiConfig {
     /// The header the trusted proxies write the client chain into.
     #[arg(long, env = "SURGE_CLIENT_IP_HEADER", value_enum, default_value_t = ForwardedHeader::XForwardedFor)]
     pub client_ip_header: ForwardedHeader,
+
+    /// TURN (and STUN) servers handed to callers, comma-separated, e.g.
+    /// `turn:turn.example.com:3478?transport=udp,turns:turn.example.com:443?transport=tcp`.
+    /// Empty: no ICE servers (media goes straight to the shards).
+    #[arg(long, env = "SURGE_TURN_URLS", value_delimiter = ',')]
+    pub turn_urls: Vec<String>,
+
+    /// The secret shared with the TURN servers (coturn's `static-auth-secret`); each join
+    /// gets credentials derived from it. Required when --turn-urls names turn: servers.
+    #[arg(long, env = "SURGE_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<TurnSecret>,
+
+    /// Seconds TURN credentials stay valid (an allocation cannot be refreshed past them).
+    #[arg(long, env = "SURGE_TURN_CREDENTIAL_TTL_SECS", default_value_t = 24 * 3600)]
+    pub turn_credential_ttl_secs: u64,
 }
 
 impl ApiConfig {
@@ -285,6 +302,9 @@ impl ApiConfig {
             join_token_ttl_secs: 60,
             trusted_proxies: ProxyList::default(),
             client_ip_header: ForwardedHeader::XForwardedFor,
+            turn_urls: Vec::new(),
+            turn_secret: None,
+            turn_credential_ttl_secs: 24 * 3600,
         }
     }
 
@@ -366,6 +386,8 @@ pub enum StartError {
         #[source]
         source: redis::RedisError,
     },
+    #[error("TURN: {0}")]
+    Turn(#[from] TurnConfigError),
 }
 
 /// A URL with its password replaced, for error messages and logs.
@@ -425,6 +447,11 @@ impl Api {
     /// an unreachable Redis is not fatal, the API runs on local limits until it answers)
     /// and builds the routes.
     pub async fn start(config: &ApiConfig, deps: ApiDeps) -> Result<Self, StartError> {
+        let turn = Turn::new(
+            &config.turn_urls,
+            config.turn_secret.clone(),
+            Duration::from_secs(config.turn_credential_ttl_secs),
+        )?;
         let store: Arc<dyn Store> = store::connect(
             &config.database_url,
             config.database_schema.as_deref(),
@@ -527,6 +554,7 @@ impl Api {
             placer: Placer::new(deps.registry),
             shards: shards::ShardClient::new()?,
             token_key: deps.token_key,
+            turn,
             settings: routes::Settings {
                 session_ttl: Duration::from_secs(config.session_ttl_secs),
                 presence_ttl: Duration::from_secs(config.presence_ttl_secs.max(1)),

@@ -92,7 +92,8 @@ export async function request(method, path, { body, headers = {}, token = sessio
 /**
  * Joins a call: the SDP offer goes to the API, which relays it to the room's media server
  * (one origin for everything; media then flows straight to that server). Resolves to
- * `{ sdp, resource }`: the SDP answer and the URL that represents this participant.
+ * `{ sdp, resource, iceServers }`: the SDP answer, the URL that represents this participant
+ * and the TURN/STUN servers (with fresh credentials) sent beside the answer.
  */
 export async function joinCall(roomId, offerSdp, token = session.token()) {
   let response;
@@ -107,7 +108,38 @@ export async function joinCall(roomId, offerSdp, token = session.token()) {
   }
   if (response.status !== 201) throw await errorFrom(response);
   const location = response.headers.get('Location');
-  return { sdp: await response.text(), resource: location ? new URL(location, window.location.href).href : null };
+  return {
+    sdp: await response.text(),
+    resource: location ? new URL(location, window.location.href).href : null,
+    iceServers: iceServersFromLinks(response.headers.get('Link')),
+  };
+}
+
+/**
+ * The TURN/STUN servers of WHIP `Link: <url>; rel="ice-server"; username=…; credential=…`
+ * headers (RFC 9725), as `RTCIceServer`s: one per username/credential pair.
+ */
+export function iceServersFromLinks(links) {
+  const servers = new Map();
+  for (const [, url, rest] of (links ?? '').matchAll(/<([^>]*)>([^<]*)/g)) {
+    const params = Object.fromEntries([...rest.matchAll(/;\s*([\w-]+)="([^"]*)"/g)].map(([, k, v]) => [k, v]));
+    if (params.rel !== 'ice-server') continue;
+    const key = `${params.username ?? ''}\n${params.credential ?? ''}`;
+    if (!servers.has(key)) {
+      const server = { urls: [] };
+      if (params.username !== undefined) server.username = params.username;
+      if (params.credential !== undefined) server.credential = params.credential;
+      servers.set(key, server);
+    }
+    servers.get(key).urls.push(url);
+  }
+  return [...servers.values()];
+}
+
+/** The TURN/STUN servers for the logged-in user (none when the service has none). */
+export async function iceServers(token = session.token()) {
+  const body = await request('GET', '/v1/ice-servers', { token });
+  return body?.ice_servers ?? [];
 }
 
 /** Leaves a call: DELETE of its participant resource. `keepalive` lets it outlive the page. */
@@ -143,6 +175,7 @@ export const api = {
   createRoom: (name) => request('POST', '/v1/rooms', { body: name ? { name } : {} }),
   room: (roomId) => request('GET', `/v1/rooms/${encodeURIComponent(roomId)}`),
   joinCall,
+  iceServers,
   leaveCall,
   checkCall,
 };

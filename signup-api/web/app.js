@@ -502,13 +502,22 @@ async function showPrejoin(roomId) {
       }
     },
   );
+  // Asked for while the camera opens (which takes longer): the prepared connection gathers
+  // its TURN candidates with them before the click, so a relayed join costs no extra trip.
+  const iceServers = loadIceServers();
   const opening = localMedia();
   const localStream = await opening;
   if (roomIdFromPath() !== roomId || state.call || state.localMedia !== opening) return;
   const preview = $('preview');
   if (preview.srcObject !== localStream) preview.srcObject = localStream;
   // The connection and its offer, ready before the click (see prepareConnection).
-  state.prepared ??= prepareConnection(localStream).catch(() => null);
+  state.prepared ??= iceServers.then((servers) => prepareConnection(localStream, undefined, servers)).catch(() => null);
+}
+
+/** The TURN/STUN servers with fresh credentials (none when the API has none or fails). */
+function loadIceServers() {
+  state.iceServers = api.iceServers().catch(() => []);
+  return state.iceServers;
 }
 
 /** The camera and microphone, opened once for the preview and the call. */
@@ -554,7 +563,8 @@ async function joinCall(clickedAt) {
     }
     state.localMedia = null;
     $('preview').srcObject = null;
-    call = new Call({ roomId, localStream, prepared, clickedAt, onChange: () => renderCall(call) });
+    const iceServers = await (state.iceServers ?? loadIceServers());
+    call = new Call({ roomId, localStream, prepared, clickedAt, iceServers, onChange: () => renderCall(call) });
     state.call = call;
   } finally {
     joining = false;
@@ -586,6 +596,9 @@ const STATE_TEXT = {
   [CallState.FAILED]: 'Disconnected',
   [CallState.LEFT]: 'Left',
 };
+
+/** The media path beside "Connected": straight over UDP or TCP, or relayed through TURN. */
+const PATH_TEXT = { udp: 'UDP', tcp: 'TCP', relay: 'relay' };
 
 /** Participants seen so far in this call, to announce joins and leaves once. */
 const knownParticipants = new Map();
@@ -631,7 +644,9 @@ function renderCall(call) {
   if (state.call !== call) return;
   const conn = $('conn-state');
   conn.dataset.state = call.state;
-  conn.textContent = call.detail || STATE_TEXT[call.state];
+  conn.dataset.path = call.path?.kind ?? '';
+  const path = call.state === CallState.CONNECTED && call.path ? ` · ${PATH_TEXT[call.path.kind]}${call.path.kind === 'relay' && call.path.protocol ? `/${call.path.protocol.toUpperCase()}` : ''}` : '';
+  conn.textContent = (call.detail || STATE_TEXT[call.state]) + path;
 
   const grid = $('grid');
   const seen = new Set();
@@ -733,6 +748,7 @@ window.surge = {
       history: state.call.history,
       states: state.call.states,
       marks: state.call.marks,
+      path: state.call.path,
     },
     contacts: [...state.contacts.values()],
     incoming: state.incoming,

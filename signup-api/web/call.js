@@ -71,8 +71,13 @@ function now() {
  * our address from our own connectivity checks (peer-reflexive), so our candidates are of
  * no use to it, and gathering can take a while on a machine with many interfaces.
  */
-export async function prepareConnection(localStream, muted = { audio: false, video: false }) {
-  const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+export async function prepareConnection(localStream, muted = { audio: false, video: false }, iceServers = []) {
+  const pc = new RTCPeerConnection({
+    bundlePolicy: 'max-bundle',
+    rtcpMuxPolicy: 'require',
+    iceServers,
+    iceTransportPolicy: iceTransportPolicy(),
+  });
   try {
     const channel = pc.createDataChannel('surge');
     addLocalTracks(pc, localStream, muted);
@@ -86,6 +91,34 @@ export async function prepareConnection(localStream, muted = { audio: false, vid
     pc.close();
     throw err;
   }
+}
+
+/**
+ * 'relay' when `localStorage['surge.iceTransportPolicy']` says so (tests, and users behind
+ * networks that only let a TURN server through), else 'all'.
+ */
+function iceTransportPolicy() {
+  try {
+    return localStorage.getItem('surge.iceTransportPolicy') === 'relay' ? 'relay' : 'all';
+  } catch {
+    return 'all';
+  }
+}
+
+/**
+ * The media path of a connection's selected candidate pair, from `getStats()`: 'udp', 'tcp',
+ * or 'relay' (through TURN; `relayProtocol` says how we reach it); null before one is chosen.
+ */
+export function mediaPath(report) {
+  let pairId = null;
+  report.forEach((s) => {
+    if (s.type === 'transport' && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId;
+  });
+  const pair = pairId ? report.get(pairId) : null;
+  const local = pair ? report.get(pair.localCandidateId) : null;
+  if (!local) return null;
+  if (local.candidateType === 'relay') return { kind: 'relay', protocol: local.relayProtocol ?? local.protocol ?? null };
+  return { kind: local.protocol === 'tcp' ? 'tcp' : 'udp', protocol: local.protocol ?? null };
 }
 
 /** Adds the local tracks: audio as is, video as three simulcast layers when possible. */
@@ -131,8 +164,12 @@ export class Call {
    * first attempt (rejoins make their own). `clickedAt`: when the user asked to join, on the
    * page's clock (the join marks start there).
    */
-  constructor({ roomId, localStream, onChange, prepared = null, clickedAt = now() }) {
+  constructor({ roomId, localStream, onChange, prepared = null, clickedAt = now(), iceServers = [] }) {
     this.roomId = roomId;
+    /** TURN/STUN servers for the connections this call makes; each join answer renews them. */
+    this.iceServers = iceServers;
+    /** The media path in use (`mediaPath`), for the connection indicator. */
+    this.path = null;
     this.localStream = localStream;
     this.onChange = onChange;
     this.prepared = prepared;
@@ -228,7 +265,7 @@ export class Call {
     const marks = this.marks;
     let prepared = this.takePrepared();
     if (!prepared) {
-      prepared = await prepareConnection(this.localStream, this.muted);
+      prepared = await prepareConnection(this.localStream, this.muted, this.iceServers);
       if (generation !== this.generation) {
         prepared.pc.close();
         return;
@@ -265,6 +302,16 @@ export class Call {
       return;
     }
     this.resource = joined.resource;
+    if (joined.iceServers?.length) {
+      // Fresh credentials for the rejoins and ICE restarts to come; this attempt gathered
+      // with the servers it was prepared with.
+      this.iceServers = joined.iceServers;
+      try {
+        pc.setConfiguration({ ...pc.getConfiguration(), iceServers: joined.iceServers });
+      } catch (err) {
+        console.warn('could not update the ICE servers', err);
+      }
+    }
     await pc.setRemoteDescription({ type: 'answer', sdp: joined.sdp });
     // ICE that never completes (a blocked UDP port) would otherwise leave us waiting forever.
     clearTimeout(this.connectTimer);
@@ -314,9 +361,15 @@ export class Call {
       if (this.pc !== pc || generation !== this.generation) return;
       let bytes = 0;
       try {
-        (await pc.getStats()).forEach((s) => {
+        const report = await pc.getStats();
+        report.forEach((s) => {
           if (s.type === 'transport') bytes += s.bytesReceived ?? 0;
         });
+        const path = mediaPath(report);
+        if (path && (path.kind !== this.path?.kind || path.protocol !== this.path?.protocol)) {
+          this.path = path;
+          this.onChange();
+        }
       } catch {
         return;
       }

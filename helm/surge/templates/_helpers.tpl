@@ -57,6 +57,20 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (include "surge.fullname" .) .Values.secrets.existingSecret -}}
 {{- end -}}
 
+{{/* The TURN URLs the API hands out: the built-in coturn's, then `turn.urls`; empty: no TURN. */}}
+{{- define "surge.turn.urls" -}}
+{{- $urls := list -}}
+{{- $b := .Values.turn.builtin -}}
+{{- if $b.enabled -}}
+{{- $urls = append $urls (printf "turn:%s:%d?transport=udp" $b.host (int64 $b.port)) -}}
+{{- $urls = append $urls (printf "turn:%s:%d?transport=tcp" $b.host (int64 $b.port)) -}}
+{{- if $b.tlsSecretName -}}
+{{- $urls = append $urls (printf "turns:%s:%d?transport=tcp" $b.host (int64 $b.tlsPort)) -}}
+{{- end -}}
+{{- end -}}
+{{- concat $urls .Values.turn.urls | join "," -}}
+{{- end -}}
+
 {{- define "surge.redis.builtin" -}}
 {{- if not .Values.redis.url -}}true{{- end -}}
 {{- end -}}
@@ -78,7 +92,7 @@ Order: a value given in values.yaml, else the one in the Secret already in the c
 {{- $found := lookup "v1" "Secret" .Release.Namespace (include "surge.fullname" .) -}}
 {{- if and $found $found.data -}}{{- $existing = $found.data -}}{{- end -}}
 {{- $pick := dict -}}
-{{- range $key, $spec := dict "admin-token" (list .Values.secrets.adminToken 40) "redis-password" (list .Values.redis.builtin.password 32) "database-password" (list .Values.postgresql.builtin.password 32) -}}
+{{- range $key, $spec := dict "admin-token" (list .Values.secrets.adminToken 40) "redis-password" (list .Values.redis.builtin.password 32) "database-password" (list .Values.postgresql.builtin.password 32) "turn-secret" (list .Values.turn.secret 40) -}}
 {{- $given := index $spec 0 -}}
 {{- if $given -}}
 {{- $_ := set $pick $key $given -}}
@@ -116,7 +130,7 @@ is kept while the private key is, so an upgrade does not roll the shards. */ -}}
 {{- $pg := .Values.postgresql.builtin -}}
 {{- $databaseUrl = printf "postgres://%s:%s@%s:5432/%s" ($pg.username | urlquery) (index $pick "database-password" | urlquery) (include "surge.component" (dict "root" . "component" "postgresql")) $pg.database -}}
 {{- end -}}
-{{- $cache = dict "joinTokenPrivateKey" $private "joinTokenPublicKey" $public "joinTokenKeyId" (printf "%s\n%s" $private .Values.secrets.joinTokenPublicKey | sha256sum) "adminToken" (index $pick "admin-token") "redisPassword" (index $pick "redis-password") "databasePassword" (index $pick "database-password") "redisUrl" $redisUrl "databaseUrl" $databaseUrl -}}
+{{- $cache = dict "joinTokenPrivateKey" $private "joinTokenPublicKey" $public "joinTokenKeyId" (printf "%s\n%s" $private .Values.secrets.joinTokenPublicKey | sha256sum) "adminToken" (index $pick "admin-token") "redisPassword" (index $pick "redis-password") "databasePassword" (index $pick "database-password") "redisUrl" $redisUrl "databaseUrl" $databaseUrl "turnSecret" (index $pick "turn-secret") -}}
 {{- $_ := set .Values "__surgeSecretData" $cache -}}
 {{- end -}}
 {{- toJson $cache -}}
@@ -204,6 +218,13 @@ podAntiAffinity:
 {{- if not (contains "-----BEGIN PRIVATE KEY-----" .) -}}
 {{- fail "secrets.joinTokenPrivateKey must be an Ed25519 private key in PEM (-----BEGIN PRIVATE KEY-----, from `openssl genpkey -algorithm ed25519`)" -}}
 {{- end -}}
+{{- end -}}
+{{- $turn := .Values.turn.builtin -}}
+{{- if and $turn.enabled (not $turn.host) -}}
+{{- fail "turn.builtin.host must name the address callers reach coturn at (it goes into the TURN URLs)" -}}
+{{- end -}}
+{{- if and $turn.enabled (gt (int64 $turn.relayPortMin) (int64 $turn.relayPortMax)) -}}
+{{- fail (printf "turn.builtin.relayPortMin (%d) must not exceed relayPortMax (%d)" (int64 $turn.relayPortMin) (int64 $turn.relayPortMax)) -}}
 {{- end -}}
 {{- with .Values.secrets.joinTokenPublicKey -}}
 {{- if contains "PRIVATE KEY" . -}}

@@ -62,6 +62,7 @@ pub(crate) struct Inner {
     pub placer: Placer,
     pub shards: ShardClient,
     pub token_key: TokenSigner,
+    pub turn: crate::turn::Turn,
     pub settings: Settings,
     pub shutdown: CancellationToken,
 }
@@ -95,6 +96,7 @@ pub(crate) fn router(state: AppState, proxies: TrustedProxies) -> Router {
         )
         .route("/v1/contacts/requests/{user_id}", delete(contacts::decline))
         .route("/v1/contacts/outgoing/{email}", delete(contacts::withdraw))
+        .route("/v1/ice-servers", get(participants::ice_servers_route))
         .route("/v1/rooms", post(rooms::create))
         .route("/v1/rooms/{id}", get(rooms::get))
         .route("/v1/rooms/{id}/participants", post(participants::join))

@@ -82,6 +82,9 @@ fn build() -> Value {
                 "CreateRoomRequest": {"type": "object", "properties": {"name": {"type": "string"}}},
                 "Room": {"type": "object", "required": ["id", "name", "expires_at"], "properties": {"id": {"type": "string"}, "name": {"type": "string"},
                     "expires_at": {"type": "integer", "description": "unix seconds; each join pushes it back by the room lifetime (30 days by default)"}}},
+                "IceServer": {"type": "object", "required": ["urls"], "description": "an RTCIceServer; TURN entries carry TURN REST credentials: username `<unix expiry>:<opaque user id>`, credential base64(HMAC-SHA1(shared secret, username))", "properties": {
+                    "urls": {"type": "array", "items": {"type": "string"}}, "username": {"type": "string"}, "credential": {"type": "string"}}},
+                "IceServers": {"type": "object", "required": ["ice_servers"], "properties": {"ice_servers": {"type": "array", "items": {"$ref": "#/components/schemas/IceServer"}, "description": "empty when the service has no TURN/STUN servers"}}},
                 "Participant": {"type": "object", "required": ["room", "participant"], "properties": {"room": {"type": "string"}, "participant": {"type": "string"}}}
             }
         },
@@ -146,6 +149,8 @@ fn build() -> Value {
             "/v1/contacts/outgoing/{email}": {"delete": {"summary": "Withdraw your own pending request", "security": bearer.clone(),
                 "parameters": [{"name": "email", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "responses": {"204": {"description": "withdrawn"}, "401": unauthorized.clone(), "404": error("`contact_request_not_found`"), "422": error("`invalid_email`")}}},
+            "/v1/ice-servers": {"get": {"summary": "The TURN/STUN servers for your calls, with short-lived TURN credentials (valid --turn-credential-ttl-secs); ask before the join so the connection gathers relay candidates early. Each join answer carries fresh ones too (Link headers)", "security": bearer.clone(),
+                "responses": {"200": ok("the servers (none when the service has none)", "IceServers"), "401": unauthorized.clone()}}},
             "/v1/rooms": {"post": {"summary": "Create a room", "security": bearer.clone(),
                 "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreateRoomRequest"}}}},
                 "responses": {"201": ok("created", "Room"), "401": unauthorized.clone(), "409": error("`too_many_rooms` (the account holds as many live rooms as it may)"),
@@ -158,7 +163,8 @@ fn build() -> Value {
                 "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "requestBody": {"required": true, "content": {"application/sdp": {"schema": {"type": "string"}}}},
                 "responses": {
-                    "201": {"description": "joined: the SDP answer", "headers": {"Location": {"schema": {"type": "string"}, "description": "/v1/rooms/{id}/participants/{participant}"}},
+                    "201": {"description": "joined: the SDP answer", "headers": {"Location": {"schema": {"type": "string"}, "description": "/v1/rooms/{id}/participants/{participant}"},
+                            "Link": {"schema": {"type": "string"}, "description": "one per TURN/STUN URL when the service has them (WHIP, RFC 9725): `<turn:host:3478?transport=udp>; rel=\"ice-server\"; username=\"…\"; credential=\"…\"; credential-type=\"password\"`, fresh credentials as in GET /v1/ice-servers"}},
                         "content": {"application/sdp": {"schema": {"type": "string"}}}},
                     "400": error("`invalid_sdp`"), "401": unauthorized.clone(), "404": error("`room_not_found`"),
                     "409": error("`room_full`"), "413": error("`payload_too_large`"), "415": error("`unsupported_media_type`"),

@@ -6,6 +6,11 @@
 //! flows straight to the shard over UDP. A shard that cannot be reached loses the room at
 //! once (the next shard is tried in the same request), and a draining shard that no longer
 //! hosts the room hands it on; every other refusal of the shard passes through with its code.
+//!
+//! When TURN is configured the answer carries short-lived TURN credentials beside the SDP, as
+//! WHIP's `Link: <turn:…>; rel="ice-server"` headers; `GET /v1/ice-servers` gives the same in
+//! JSON before the join, so a client can gather relay candidates while the user is still on
+//! the pre-join screen.
 
 use std::time::Duration;
 
@@ -25,6 +30,7 @@ use super::rooms::{room_for_join, room_not_found, valid_room_id};
 use super::{AppState, limited};
 use crate::limits::Action;
 use crate::shards::{RelayError, ShardAnswer};
+use crate::turn::{self, IceServer};
 
 /// Statuses of a shard's refusal that mean the same to the client as they do to the shard;
 /// anything else is the cluster's problem (a misconfigured key, a bug) and becomes a 502.
@@ -173,7 +179,13 @@ pub(crate) async fn join(
                 if !last_try
                     && answer.status == 503
                     && answer.code().as_deref() == Some("draining") => {}
-            Ok(answer) => return relay_join_answer(&room.id, &shard, answer),
+            Ok(answer) => {
+                let mut response = relay_join_answer(&room.id, &shard, answer)?;
+                if response.status() == StatusCode::CREATED {
+                    add_ice_server_links(&mut response, &ice_servers(&state, &session));
+                }
+                return Ok(response);
+            }
             Err(RelayError::Unreachable(e)) => {
                 tracing::warn!(shard = %shard.id, room = %room.id, error = %e, "shard unreachable; moving the room");
                 metrics::counter!("surge_api_shard_unreachable_total").increment(1);
@@ -241,6 +253,43 @@ fn passed_through(answer: ShardAnswer) -> Response {
         headers.insert(header::RETRY_AFTER, value);
     }
     response
+}
+
+/// The ICE servers for `session`'s user, with TURN credentials minted now.
+fn ice_servers(state: &AppState, session: &Session) -> Vec<IceServer> {
+    state
+        .turn
+        .ice_servers(&session.account.id, surge_cluster::token::unix_now())
+}
+
+fn add_ice_server_links(response: &mut Response, servers: &[IceServer]) {
+    let headers = response.headers_mut();
+    for link in turn::link_headers(servers) {
+        // Our own URLs and base64/decimal credentials: always a valid header value.
+        if let Ok(value) = HeaderValue::from_str(&link) {
+            headers.append(header::LINK, value);
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub(crate) struct IceServers {
+    ice_servers: Vec<IceServer>,
+}
+
+/// `GET /v1/ice-servers`: the TURN/STUN servers for the logged-in user (empty when none is
+/// configured), for a connection prepared before the join. Not cacheable: the credentials
+/// are the user's and expire.
+pub(crate) async fn ice_servers_route(
+    State(state): State<AppState>,
+    session: Session,
+) -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(IceServers {
+            ice_servers: ice_servers(&state, &session),
+        }),
+    )
 }
 
 /// Participant ids are the shard's 64-bit ids in 16 hex digits.

@@ -228,6 +228,7 @@ async fn the_web_client_and_openapi_are_served() {
         "/v1/rooms/{id}",
         "/v1/rooms/{id}/participants",
         "/v1/rooms/{id}/participants/{participant}",
+        "/v1/ice-servers",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is not documented");
     }
