@@ -69,7 +69,9 @@ function now() {
  *
  * The offer goes out without waiting for ICE gathering: the shard is ICE-lite and learns
  * our address from our own connectivity checks (peer-reflexive), so our candidates are of
- * no use to it, and gathering can take a while on a machine with many interfaces.
+ * no use to it, and gathering can take a while on a machine with many interfaces. With TURN
+ * servers (`iceServers`, from `GET /v1/ice-servers`) relay candidates are gathered from here
+ * on too: servers set after the offer would only count at the next ICE restart.
  */
 export async function prepareConnection(localStream, muted = { audio: false, video: false }, iceServers = []) {
   const pc = new RTCPeerConnection({
