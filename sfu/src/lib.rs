@@ -13,6 +13,7 @@ use surge_cluster::health::Gate;
 use surge_cluster::{ShardRegistry, TokenVerifier};
 
 mod commands;
+mod framing;
 mod metrics_names;
 pub mod participant;
 mod shard;

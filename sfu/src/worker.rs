@@ -21,7 +21,6 @@ use crate::commands::{Command, JoinRequest};
 use crate::metrics_names as m;
 use crate::shared::Shared;
 
-mod framing;
 mod tcp;
 mod udp;
 

@@ -1,5 +1,5 @@
 //! The worker's passive ICE-TCP listener (RFC 6544) and its connections, for clients whose
-//! networks let no UDP through. Each connection carries RFC 4571 frames ([`framing`]); its
+//! networks let no UDP through. Each connection carries RFC 4571 frames (`crate::framing`); its
 //! packets go to the switchboard keyed by (TCP, remote address), and what the switchboard
 //! sends back over TCP is framed into that connection's bounded write buffer.
 //!
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use str0m::net::Protocol;
 use surge_sfu_proto::Switchboard;
 
-use super::framing::{self, Deframer};
+use crate::framing::{self, Deframer};
 use crate::metrics_names as m;
 
 const LISTENER: mio::Token = mio::Token(0);
