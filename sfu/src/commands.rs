@@ -41,6 +41,8 @@ pub(crate) enum Command {
 /// How the HTTP side reaches a worker.
 pub(crate) struct WorkerHandle {
     pub public_addr: SocketAddr,
+    /// Its ICE-TCP listener's public address, when it has one.
+    pub public_tcp_addr: Option<SocketAddr>,
     pub commands: Sender<Command>,
     pub waker: Waker,
     /// The worker thread panicked: its rooms are gone and it takes no more commands.

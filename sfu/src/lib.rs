@@ -13,6 +13,7 @@ use surge_cluster::health::Gate;
 use surge_cluster::{ShardRegistry, TokenVerifier};
 
 mod commands;
+mod framing;
 mod metrics_names;
 pub mod participant;
 mod shard;
@@ -47,6 +48,25 @@ pub struct SfuConfig {
     /// First UDP port; worker k binds port+k. 0 picks ephemeral ports.
     #[arg(long, env = "SURGE_MEDIA_PORT", default_value_t = 0)]
     pub media_port: u16,
+
+    /// Listen for ICE-TCP (RFC 6544, passive) beside UDP, for clients whose networks block
+    /// UDP: each worker's SDP answer then carries a TCP host candidate too.
+    #[arg(long, env = "SURGE_MEDIA_TCP", default_value_t = true, action = clap::ArgAction::Set)]
+    pub media_tcp: bool,
+
+    /// First ICE-TCP port; worker k binds port+k. Default: the same port number as the
+    /// worker's UDP socket (an ephemeral one when that is taken and --media-port is 0).
+    #[arg(long, env = "SURGE_MEDIA_TCP_PORT")]
+    pub media_tcp_port: Option<u16>,
+
+    /// ICE-TCP connections per worker at most; more are closed at accept.
+    #[arg(
+        long,
+        env = "SURGE_MAX_TCP_CONNECTIONS",
+        default_value_t = 1000,
+        hide = true
+    )]
+    pub max_tcp_connections: usize,
 
     /// The IP clients reach the media ports at (the ICE candidate); default: --media-bind.
     #[arg(long, env = "SURGE_PUBLIC_IP")]
@@ -86,6 +106,9 @@ impl SfuConfig {
             signal_url: None,
             media_bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             media_port: 0,
+            media_tcp: true,
+            media_tcp_port: None,
+            max_tcp_connections: 1000,
             public_ip: None,
             workers: Some(2),
             max_rooms: 1000,

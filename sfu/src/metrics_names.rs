@@ -30,3 +30,10 @@ pub const JOINS_REFUSED: &str = "surge_sfu_joins_refused_total";
 pub const PARTICIPANTS_REMOVED: &str = "surge_sfu_participants_removed_total";
 /// Counter: worker threads that failed (panicked); the shard exits after one.
 pub const WORKER_FAILURES: &str = "surge_sfu_worker_failures_total";
+/// Gauge: open ICE-TCP connections.
+pub const TCP_CONNECTIONS: &str = "surge_sfu_tcp_connections";
+/// Counter: ICE-TCP connections accepted.
+pub const TCP_ACCEPTED: &str = "surge_sfu_tcp_connections_accepted_total";
+/// Counter: ICE-TCP connections closed, by `reason` (bad_framing, not_stun,
+/// handshake_timeout, idle, slow_reader, over_cap, peer_closed, error, stopped).
+pub const TCP_CLOSED: &str = "surge_sfu_tcp_connections_closed_total";

@@ -25,7 +25,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,12 +35,16 @@ use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::channel::ChannelId;
 use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
-use str0m::net::{Protocol, Receive};
+use str0m::net::Receive;
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
-use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
+use str0m::{Event, IceConnectionState, Input, Rtc};
 use surge_sfu_proto::protocol::{ClientMessage, Kind, ServerMessage};
 use surge_sfu_proto::session::{Drain, Polled};
 use surge_sfu_proto::synthetic::{add_publish_media, vp8_frame};
+
+mod link;
+
+use link::{Link, bound_session};
 
 /// The rids the participant publishes, lowest first.
 pub use surge_sfu_proto::synthetic::RIDS;
@@ -86,6 +90,12 @@ pub struct ParticipantConfig {
     /// so that co-located receivers do not bill the SFU for a wake-up per packet, as a
     /// remote client on a real network would not.
     pub receive_interval: Option<Duration>,
+    /// Use ICE-TCP only: offer one active TCP candidate and connect to the shard's passive
+    /// one (RFC 6544, RFC 4571 framing), as a client behind a UDP-blocking firewall.
+    pub tcp_only: bool,
+    /// With `tcp_only`: stop reading the connection this long after it is up (a reader
+    /// slower than its media, for tests of the shard's write-buffer limit).
+    pub tcp_stall_after: Option<Duration>,
 }
 
 impl ParticipantConfig {
@@ -103,6 +113,8 @@ impl ParticipantConfig {
             keyframe_interval: Duration::from_secs(3),
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             receive_interval: None,
+            tcp_only: false,
+            tcp_stall_after: None,
         }
     }
 
@@ -250,21 +262,6 @@ pub struct Participant {
     outbox: Arc<Mutex<Vec<String>>>,
 }
 
-/// A UDP socket on the configured address and a str0m session with it as its one host
-/// candidate: how every participant's session starts, whoever does the signalling.
-fn bound_session(
-    config: &ParticipantConfig,
-    now: Instant,
-) -> Result<(UdpSocket, SocketAddr, Rtc), ParticipantError> {
-    let socket = UdpSocket::bind(SocketAddr::new(config.bind_ip, 0))?;
-    let local = socket.local_addr()?;
-    let mut rtc = Rtc::builder().set_rtp_mode(true).build(now);
-    let candidate =
-        Candidate::host(local, "udp").map_err(|e| ParticipantError::Rtc(e.to_string()))?;
-    rtc.add_local_candidate(candidate);
-    Ok((socket, local, rtc))
-}
-
 impl Participant {
     /// Joins: offers, posts the offer, starts the session thread.
     pub async fn join(config: ParticipantConfig) -> Result<Self, ParticipantError> {
@@ -380,6 +377,7 @@ impl Participant {
         };
         let (answer, participant_id, extra) = signal(offer.to_sdp_string()).await?;
         let answer_at = started.elapsed();
+        let link = socket.connect(&answer, config)?;
         let answer = SdpAnswer::from_sdp_string(&answer)
             .map_err(|e| ParticipantError::Rtc(e.to_string()))?;
         rtc.sdp_api()
@@ -392,7 +390,7 @@ impl Participant {
             ..ParticipantStats::default()
         };
         let media = LocalMedia {
-            socket,
+            link,
             local,
             channel,
             audio_mid,
@@ -410,6 +408,7 @@ impl Participant {
         started: Instant,
     ) -> Result<(Self, String), ParticipantError> {
         let (socket, local, mut rtc) = bound_session(&config, Instant::now())?;
+        let link = socket.connect(offer, &config)?;
         let offer =
             SdpOffer::from_sdp_string(offer).map_err(|e| ParticipantError::Rtc(e.to_string()))?;
         let answer = rtc
@@ -422,7 +421,7 @@ impl Participant {
             ..ParticipantStats::default()
         };
         let media = LocalMedia {
-            socket,
+            link,
             local,
             channel: None,
             audio_mid: None,
@@ -509,9 +508,9 @@ impl Drop for Participant {
     }
 }
 
-/// The local side of a session: its socket and what it publishes.
+/// The local side of a session: its transport and what it publishes.
 struct LocalMedia {
-    socket: UdpSocket,
+    link: Link,
     local: SocketAddr,
     channel: Option<ChannelId>,
     audio_mid: Option<Mid>,
@@ -538,7 +537,7 @@ fn launch(
     let outbox = Arc::new(Mutex::new(Vec::new()));
     let mut session = Session {
         rtc,
-        socket: media.socket,
+        transport: media.link,
         local: media.local,
         config: config.clone(),
         started,
@@ -694,7 +693,7 @@ impl FirstKeyframe {
 
 struct Session {
     rtc: Rtc,
-    socket: UdpSocket,
+    transport: Link,
     local: SocketAddr,
     config: ParticipantConfig,
     started: Instant,
@@ -719,7 +718,7 @@ impl Session {
         let mut next_remb = Instant::now();
         // Interval reads drain the socket until it is empty; blocking reads wait per datagram.
         let _ = self
-            .socket
+            .transport
             .set_nonblocking(self.config.receive_interval.is_some());
         while !self.stop.load(Ordering::Acquire) && self.rtc.is_alive() {
             let timeout = match self.drain() {
@@ -758,7 +757,7 @@ impl Session {
             if let Some(interval) = self.config.receive_interval {
                 std::thread::sleep(wait.min(interval));
                 let mut got = false;
-                while let Ok((n, source)) = self.socket.recv_from(&mut buf) {
+                while let Ok((n, source)) = self.transport.recv(&mut buf) {
                     got = true;
                     self.receive(&buf[..n], source);
                     // str0m holds one decoded packet at a time.
@@ -771,8 +770,8 @@ impl Session {
                 }
                 continue;
             }
-            let _ = self.socket.set_read_timeout(Some(wait));
-            match self.socket.recv_from(&mut buf) {
+            let _ = self.transport.set_read_timeout(Some(wait));
+            match self.transport.recv(&mut buf) {
                 Ok((n, source)) => self.receive(&buf[..n], source),
                 Err(_) => {
                     let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
@@ -799,7 +798,7 @@ impl Session {
 
     /// One datagram out of the (thin) link into the session.
     fn deliver(&mut self, data: &[u8], source: SocketAddr, now: Instant) {
-        if let Ok(receive) = Receive::new(Protocol::Udp, source, self.local, data) {
+        if let Ok(receive) = Receive::new(self.transport.proto(), source, self.local, data) {
             let _ = self.rtc.handle_input(Input::Receive(now, receive));
         }
     }
@@ -811,7 +810,7 @@ impl Session {
             match drain.next(&mut self.rtc) {
                 Ok(Polled::Timeout(t)) => return Some(t),
                 Ok(Polled::Transmit(t)) => {
-                    let _ = self.socket.send_to(&t.contents, t.destination);
+                    self.transport.send(&t.contents, t.destination);
                 }
                 Ok(Polled::Event(e)) => self.handle_event(e),
                 Err(e) => {

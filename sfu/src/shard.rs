@@ -19,6 +19,43 @@ use crate::commands::{Command, WorkerHandle};
 use crate::shared::{Limits, ShardStatus, Shared};
 use crate::{SfuConfig, ShardDeps, StartError};
 
+/// Binds worker `k`'s ICE-TCP listener (see `SfuConfig::media_tcp_port`) and has its wait
+/// watch it; returns it with the address clients reach it at.
+fn tcp_listener(
+    config: &SfuConfig,
+    k: usize,
+    udp: &crate::worker::Udp,
+    public_udp: SocketAddr,
+) -> Result<(crate::worker::Tcp, SocketAddr), StartError> {
+    let port = match config.media_tcp_port {
+        Some(0) => 0,
+        Some(first) => first.saturating_add(k as u16),
+        None => public_udp.port(),
+    };
+    let addr = SocketAddr::new(config.media_bind, port);
+    let listener = match crate::worker::bind_listener(addr) {
+        Ok(l) => l,
+        // Only the UDP port was chosen by the kernel: any free TCP port will do.
+        Err(_) if config.media_tcp_port.is_none() && config.media_port == 0 => {
+            crate::worker::bind_listener(SocketAddr::new(config.media_bind, 0))
+                .map_err(|source| StartError::Bind { addr, source })?
+        }
+        Err(source) => return Err(StartError::Bind { addr, source }),
+    };
+    let local = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let limits = crate::worker::TcpLimits {
+        max_connections: config.max_tcp_connections,
+        idle_timeout: config.participant_timeout(),
+    };
+    let tcp = crate::worker::Tcp::new(listener, limits)
+        .map_err(|source| StartError::Bind { addr, source })?;
+    udp.watch(tcp.ready_fd())
+        .map_err(|source| StartError::Bind { addr, source })?;
+    Ok((tcp, SocketAddr::new(public_udp.ip(), local.port())))
+}
+
 /// A running shard; clones share it.
 #[derive(Clone)]
 pub struct Shard {
@@ -51,16 +88,28 @@ impl Shard {
         let mut handles = Vec::with_capacity(count);
         let mut receivers = Vec::with_capacity(count);
         let mut udps = Vec::with_capacity(count);
-        for (socket, public_addr) in sockets {
+        for (k, (socket, public_addr)) in sockets.into_iter().enumerate() {
             let (tx, rx) = std::sync::mpsc::channel();
             let (udp, waker) =
                 crate::worker::Udp::new(socket).map_err(|source| StartError::Bind {
                     addr: public_addr,
                     source,
                 })?;
-            udps.push((udp, public_addr));
+            let tcp = if config.media_tcp {
+                Some(tcp_listener(config, k, &udp, public_addr)?)
+            } else {
+                None
+            };
+            udps.push(crate::worker::Transports {
+                udp,
+                public_addr,
+                tcp,
+            });
             handles.push(WorkerHandle {
                 public_addr,
+                public_tcp_addr: udps
+                    .last()
+                    .and_then(|t: &crate::worker::Transports| t.tcp.as_ref().map(|(_, a)| *a)),
                 commands: tx,
                 waker,
                 failed: AtomicBool::new(false),
@@ -98,11 +147,11 @@ impl Shard {
             worker_failed: CancellationToken::new(),
         });
         let mut threads = Vec::with_capacity(count);
-        for ((index, (udp, public_addr)), rx) in udps.into_iter().enumerate().zip(receivers) {
+        for ((index, transports), rx) in udps.into_iter().enumerate().zip(receivers) {
             let shared = shared.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("sfu-worker-{index}"))
-                .spawn(move || crate::worker::run(index, udp, public_addr, rx, shared))
+                .spawn(move || crate::worker::run(index, transports, rx, shared))
                 .map_err(StartError::Thread)?;
             threads.push(thread);
         }
@@ -124,6 +173,15 @@ impl Shard {
             shard.heartbeat_stop.clone(),
         ));
         Ok(shard)
+    }
+
+    /// Public ICE-TCP address of each worker that listens on TCP.
+    pub fn media_tcp_addrs(&self) -> Vec<SocketAddr> {
+        self.shared
+            .workers
+            .iter()
+            .filter_map(|w| w.public_tcp_addr)
+            .collect()
     }
 
     pub(crate) fn shared(&self) -> Arc<Shared> {

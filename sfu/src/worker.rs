@@ -1,5 +1,5 @@
 //! One worker thread: the IO shell around a [`Switchboard`]. It owns the UDP socket
-//! (batched both ways) and the wall clock, takes commands from the HTTP side (join, leave,
+//! (batched both ways), its ICE-TCP listener and connections, and the wall clock, takes commands from the HTTP side (join, leave,
 //! lookup, stop), feeds datagrams and timeouts to the switchboard and sends what it hands
 //! back; the switchboard owns the rooms and sessions.
 
@@ -11,6 +11,8 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use str0m::net::Protocol;
+
 use surge_sfu_proto::core::{ParticipantId, ParticipantInfo};
 use surge_sfu_proto::switchboard::{Counters, Event, Join, Load, RemoveReason};
 use surge_sfu_proto::{Switchboard, SwitchboardConfig};
@@ -19,8 +21,10 @@ use crate::commands::{Command, JoinRequest};
 use crate::metrics_names as m;
 use crate::shared::Shared;
 
+mod tcp;
 mod udp;
 
+pub(crate) use tcp::{Tcp, TcpLimits};
 use udp::RxBatch;
 pub(crate) use udp::Udp;
 
@@ -41,6 +45,25 @@ pub(crate) fn bind_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let _ = socket.set_send_buffer_size(4 << 20);
     socket.bind(&addr.into())?;
     Ok(socket.into())
+}
+
+/// Binds a worker's ICE-TCP listener.
+pub(crate) fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    // A restarted shard binds its port again while old connections linger in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// A worker's media transports: its UDP socket and, when enabled, its ICE-TCP listener
+/// with the address clients reach it at.
+pub(crate) struct Transports {
+    pub udp: Udp,
+    pub public_addr: SocketAddr,
+    pub tcp: Option<(Tcp, SocketAddr)>,
 }
 
 /// The shard-wide counts behind the switchboard's admission. It also remembers what this
@@ -151,6 +174,7 @@ fn export(c: &Counters, sent: udp::Sent, wakeups: u64) {
 
 pub(crate) struct Worker {
     udp: Udp,
+    tcp: Option<Tcp>,
     rx: RxBatch,
     shared: Arc<Shared>,
     switchboard: Switchboard,
@@ -163,13 +187,20 @@ pub(crate) struct Worker {
 /// process exits for a restart (see [`Worker::fail`]).
 pub(crate) fn run(
     index: usize,
-    udp: Udp,
-    public_addr: SocketAddr,
+    transports: Transports,
     commands: Receiver<Command>,
     shared: Arc<Shared>,
 ) {
+    let Transports {
+        udp,
+        public_addr,
+        tcp,
+    } = transports;
+    let public_tcp_addr = tcp.as_ref().map(|(_, addr)| *addr);
+    let tcp = tcp.map(|(tcp, _)| tcp);
     let config = SwitchboardConfig {
         public_addr,
+        public_tcp_addr,
         max_room_participants: shared.limits.max_room_participants as usize,
         participant_timeout: shared.participant_timeout,
     };
@@ -181,6 +212,7 @@ pub(crate) fn run(
     let switchboard = Switchboard::new(config, Box::new(load));
     let mut worker = Worker {
         udp,
+        tcp,
         rx: RxBatch::new(),
         shared,
         switchboard,
@@ -242,6 +274,8 @@ impl Worker {
             // Everything but the wait counts as busy time.
             let mut blocked = Duration::ZERO;
             let mut readable = more_waiting;
+            // Looked at whenever the UDP side is busy too, so TCP clients are not starved.
+            let mut tcp_ready = more_waiting;
             if !more_waiting {
                 let wait_from = Instant::now();
                 // Timers are served in bunches: a wake-up per session timeout would cost more
@@ -249,8 +283,14 @@ impl Worker {
                 let wait = (self.next_wake(wait_from) + TIMER_SLACK)
                     .saturating_duration_since(wait_from)
                     .min(MAX_WAIT);
-                readable = self.udp.wait(wait);
+                let (udp, tcp) = self.udp.wait_both(wait);
+                readable = udp;
+                tcp_ready = tcp;
                 blocked = wait_from.elapsed();
+            }
+            if tcp_ready && let Some(tcp) = &mut self.tcp {
+                tcp.handle_ready(Instant::now(), &mut self.switchboard);
+                self.send_all(Instant::now());
             }
             self.wakeups += 1;
             more_waiting = false;
@@ -279,6 +319,9 @@ impl Worker {
             }
             self.send_all(Instant::now());
             if now.duration_since(last_flush) >= METRICS_FLUSH {
+                if let Some(tcp) = &mut self.tcp {
+                    tcp.sweep(now);
+                }
                 self.export_counters();
                 last_flush = now;
             }
@@ -311,9 +354,17 @@ impl Worker {
     /// Sends every datagram the switchboard has, and logs what happened.
     fn send_all(&mut self, now: Instant) {
         while let Some(transmit) = self.switchboard.poll_transmit(now) {
-            self.udp.queue(transmit.destination, &transmit.contents);
+            match (transmit.proto, &mut self.tcp) {
+                (Protocol::Udp, _) => self.udp.queue(transmit.destination, &transmit.contents),
+                (Protocol::Tcp, Some(tcp)) => tcp.queue(transmit.destination, &transmit.contents),
+                // No candidate of ours has another transport: nothing to send it on.
+                _ => {}
+            }
         }
         self.udp.flush();
+        if let Some(tcp) = &mut self.tcp {
+            tcp.flush();
+        }
         while let Some(event) = self.switchboard.poll_event() {
             log_event(event);
         }
@@ -355,6 +406,9 @@ impl Worker {
         let now = Instant::now();
         self.switchboard.shutdown(now);
         self.send_all(now);
+        if let Some(tcp) = &mut self.tcp {
+            tcp.close_all();
+        }
         self.export_counters();
     }
 

@@ -7,6 +7,7 @@
 //!  handle_join(now, request, &load)  ─────────▶  admission, a str0m session, its SDP answer
 //!  handle_leave / contains           ─────────▶  removal / lookup
 //!  handle_datagram(now, src, bytes)  ─────────▶  address or STUN-ufrag demultiplexing, str0m
+//!  handle_receive(now, proto, ..)    ─────────▶  the same for a framed ICE-TCP packet
 //!  handle_timeout(now)               ─────────▶  due sessions and room ticks
 //!  poll_transmit(now)  until None    ◀─────────  datagrams to send (drains busy sessions)
 //!  poll_event()        until None    ◀─────────  rooms opened/closed, participants removed
@@ -51,6 +52,9 @@ const MAX_DRAIN_ROUNDS: usize = 64;
 pub struct SwitchboardConfig {
     /// The address clients reach this switchboard's socket at (its ICE candidate).
     pub public_addr: SocketAddr,
+    /// The address of its passive ICE-TCP listener (RFC 6544), when it has one: the
+    /// answer then carries a TCP host candidate beside the UDP one.
+    pub public_tcp_addr: Option<SocketAddr>,
     /// Participants per room at most.
     pub max_room_participants: usize,
     /// A participant from whom nothing arrived this long is removed.
@@ -230,7 +234,9 @@ pub struct Switchboard {
     rooms: HashMap<String, RoomEntry>,
     /// By server-chosen random id: the fast hasher is safe here and shows per packet.
     peers: FastMap<ParticipantId, Peer>,
-    by_addr: HashMap<SocketAddr, ParticipantId>,
+    /// By transport and remote address: a TCP connection and a UDP socket of one client
+    /// may share an address, and the answer must leave on the transport the input came in on.
+    by_addr: HashMap<(Protocol, SocketAddr), ParticipantId>,
     by_ufrag: HashMap<String, ParticipantId>,
     timers: BinaryHeap<Reverse<(Instant, ParticipantId)>>,
     /// The earliest room tick (rooms only get an earlier one when someone joins).
@@ -290,6 +296,12 @@ impl Switchboard {
             .is_some_and(|p| p.is(room, user))
     }
 
+    /// Whether a session's ICE check was answered from `source` over `proto` (the address
+    /// is registered: its traffic reaches a session).
+    pub fn knows(&self, proto: Protocol, source: SocketAddr) -> bool {
+        self.by_addr.contains_key(&(proto, source))
+    }
+
     /// Messages waiting in `participant`'s data-channel outbox (for tests and debugging).
     pub fn queued_messages(&self, participant: ParticipantId) -> Option<usize> {
         self.peers.get(&participant).map(|p| p.queued())
@@ -347,6 +359,7 @@ impl Switchboard {
             offer,
             &offer_sdp,
             self.config.public_addr,
+            self.config.public_tcp_addr,
             now,
         ) {
             Ok(accepted) => accepted,
@@ -430,13 +443,30 @@ impl Switchboard {
         self.remove_peer(participant, RemoveReason::Abandoned, now);
     }
 
-    /// One datagram from `source`: to the session its address belongs to, or for a new
-    /// address, to the session whose ICE ufrag its STUN request names (see
-    /// [`Switchboard::handle_new_address`]). Anything else is counted and dropped.
+    /// One UDP datagram from `source` (see [`Switchboard::handle_receive`]).
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+        self.handle_receive(now, Protocol::Udp, source, data);
+    }
+
+    /// One packet from `source` over `proto` (a UDP datagram, or one RFC 4571 frame of an
+    /// ICE-TCP connection): to the session its transport and address belong to, or for a
+    /// new one, to the session whose ICE ufrag its STUN request names (see
+    /// [`Switchboard::handle_new_address`]). Anything else is counted and dropped. What the
+    /// session answers comes out of [`Switchboard::poll_transmit`] with the same `proto`.
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        data: &[u8],
+    ) {
         self.counters.datagrams += 1;
-        let Some(pid) = self.by_addr.get(&source).copied() else {
-            self.handle_new_address(now, source, data);
+        let Some(destination) = self.local_addr(proto) else {
+            self.counters.dropped_unknown += 1;
+            return;
+        };
+        let Some(pid) = self.by_addr.get(&(proto, source)).copied() else {
+            self.handle_new_address(now, proto, source, destination, data);
             return;
         };
         let Some(peer) = self.peers.get_mut(&pid) else {
@@ -445,7 +475,7 @@ impl Switchboard {
         // A client's first check counts as its nomination (see `stun::nominating`).
         let nomination = peer.nominate_first_check(data);
         let data = nomination.as_deref().unwrap_or(data);
-        let Ok(receive) = Receive::new(Protocol::Udp, source, self.config.public_addr, data) else {
+        let Ok(receive) = Receive::new(proto, source, destination, data) else {
             self.counters.dropped_garbage += 1;
             return;
         };
@@ -467,7 +497,14 @@ impl Switchboard {
     /// the session's ICE password. The USERNAME alone is public (it crosses the network in
     /// clear), so a forged request binds nothing, redirects nothing and uses up none of the
     /// participant's address slots.
-    fn handle_new_address(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+    fn handle_new_address(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
         let Some(ufrag) = stun::local_ufrag(data) else {
             if stun::is_stun(data) {
                 self.counters.dropped_stun_unknown += 1;
@@ -480,7 +517,7 @@ impl Switchboard {
             self.counters.dropped_stun_unknown += 1;
             return;
         };
-        let Ok(receive) = Receive::new(Protocol::Udp, source, self.config.public_addr, data) else {
+        let Ok(receive) = Receive::new(proto, source, destination, data) else {
             self.counters.dropped_garbage += 1;
             return;
         };
@@ -496,11 +533,9 @@ impl Switchboard {
         }
         let sent_before = self.transmits.len();
         self.drain_peer(pid, now);
-        let accepted = self
-            .transmits
-            .iter()
-            .skip(sent_before)
-            .any(|t| t.destination == source && stun::is_binding_success(&t.contents));
+        let accepted = self.transmits.iter().skip(sent_before).any(|t| {
+            t.proto == proto && t.destination == source && stun::is_binding_success(&t.contents)
+        });
         if !accepted {
             self.counters.stun_unverified += 1;
             return;
@@ -508,10 +543,19 @@ impl Switchboard {
         let Some(peer) = self.peers.get_mut(&pid) else {
             return;
         };
-        peer.addrs.push(source);
-        self.by_addr.insert(source, pid);
+        peer.addrs.push((proto, source));
+        self.by_addr.insert((proto, source), pid);
         if let Some(entry) = self.rooms.get_mut(&peer.room) {
             entry.room.handle_activity(pid, now);
+        }
+    }
+
+    /// Our address on `proto`: the one the client sent to.
+    fn local_addr(&self, proto: Protocol) -> Option<SocketAddr> {
+        match proto {
+            Protocol::Udp => Some(self.config.public_addr),
+            Protocol::Tcp => self.config.public_tcp_addr,
+            _ => None,
         }
     }
 

@@ -12,6 +12,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::format::PayloadParams;
 use str0m::media::{Direction, MediaKind, Mid, Pt, Rid};
+use str0m::net::{Protocol, TcpType};
 use str0m::{Candidate, Rtc};
 
 use super::outbox::{About, MAX_QUEUED, Outbox};
@@ -79,7 +80,8 @@ pub(super) struct Peer {
     ice_pwd: String,
     /// The client has nominated (or its first check was taken as a nomination).
     nominated: bool,
-    pub addrs: Vec<SocketAddr>,
+    /// Transports and remote addresses its checks were answered on.
+    pub addrs: Vec<(Protocol, SocketAddr)>,
     /// str0m's next timeout.
     pub timeout: Instant,
     /// The earliest entry this peer has in the switchboard's timer heap.
@@ -111,14 +113,17 @@ pub(super) struct Peer {
 }
 
 impl Peer {
-    /// A session for `offer`: RTP mode, ICE-lite, one host candidate (the switchboard's
-    /// public address), bandwidth estimation on. Returns it with its SDP answer.
+    /// A session for `offer`: RTP mode, ICE-lite, a UDP host candidate (the switchboard's
+    /// public address) and, with `public_tcp_addr`, a passive TCP one (RFC 6544) for
+    /// clients whose networks block UDP; bandwidth estimation on. Returns it with its SDP
+    /// answer.
     pub fn accept(
         room: &str,
         info: ParticipantInfo,
         offer: SdpOffer,
         offer_sdp: &str,
         public_addr: SocketAddr,
+        public_tcp_addr: Option<SocketAddr>,
         now: Instant,
     ) -> Result<(Self, SdpAnswer), String> {
         // The cap a thin client announced (b=AS / b=TIAS), read before str0m takes the offer;
@@ -128,6 +133,15 @@ impl Peer {
         let mut rtc = session::rtc_config().build(now);
         let candidate = Candidate::host(public_addr, "udp").map_err(|e| e.to_string())?;
         rtc.add_local_candidate(candidate);
+        if let Some(tcp) = public_tcp_addr {
+            let candidate = Candidate::builder()
+                .tcp()
+                .host(tcp)
+                .tcptype(TcpType::Passive)
+                .build()
+                .map_err(|e| e.to_string())?;
+            rtc.add_local_candidate(candidate);
+        }
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)

@@ -338,6 +338,7 @@ impl Net {
         load.max_participants.store(1_000, Ordering::Relaxed);
         let config = SwitchboardConfig {
             public_addr: SocketAddr::from(SFU),
+            public_tcp_addr: None,
             max_room_participants,
             participant_timeout,
         };

@@ -19,6 +19,8 @@ use crate::commands::Waker;
 
 const SOCKET: mio::Token = mio::Token(0);
 const WAKER: mio::Token = mio::Token(1);
+/// Another readiness source the worker watches (the ICE-TCP side's own epoll).
+const EXTRA: mio::Token = mio::Token(2);
 /// One receive buffer holds a whole GRO batch; UDP payloads never exceed this.
 const RX_BUFFER: usize = 64 * 1024;
 /// Largest GSO send: the kernel refuses more than 64 KiB per `sendmsg`.
@@ -118,17 +120,33 @@ impl Udp {
         ))
     }
 
+    /// Also wakes [`Udp::wait_both`] when `fd` turns readable (an epoll descriptor).
+    pub fn watch(&self, fd: std::os::fd::RawFd) -> std::io::Result<()> {
+        self.poll.registry().register(
+            &mut mio::unix::SourceFd(&fd),
+            EXTRA,
+            mio::Interest::READABLE,
+        )
+    }
+
     /// Blocks until a datagram or a wake arrives, or `timeout` passes; whether the socket
     /// became readable. Readiness is edge-triggered: read until a batch comes back short.
+    #[cfg(test)]
     pub fn wait(&mut self, timeout: Duration) -> bool {
+        self.wait_both(timeout).0
+    }
+
+    /// [`Udp::wait`], and whether the watched descriptor turned readable.
+    pub fn wait_both(&mut self, timeout: Duration) -> (bool, bool) {
         if let Err(e) = self.poll.poll(&mut self.events, Some(timeout)) {
             if e.kind() != ErrorKind::Interrupted {
                 tracing::warn!(%e, "epoll wait failed");
             }
             // Unknown: look.
-            return true;
+            return (true, true);
         }
-        self.events.iter().any(|e| e.token() == SOCKET)
+        let token = |t| self.events.iter().any(|e| e.token() == t);
+        (token(SOCKET), token(EXTRA))
     }
 
     /// Reads what is waiting (up to one batch) into `rx`; how many buffers were filled.
