@@ -403,3 +403,19 @@ fn receive_only_media_lines_of_the_join_carry_the_room_without_a_renegotiation()
             .any(|t| t.participant_id == net.clients[carol].id)
     );
 }
+
+#[test]
+fn the_clients_first_check_nominates_so_dtls_need_not_wait_for_its_nomination() {
+    // A browser nominates an ICE-lite server only on a later check, after its first one was
+    // answered: until then str0m has no address to answer the DTLS handshake on. Here the
+    // client's nominations never arrive at all, so the session connects only if the first
+    // check, from an address the shard has not seen, was taken as the nomination.
+    let mut net = Net::new(50, Duration::from_secs(15));
+    let alice = net.join("r", Publish::Audio);
+    net.clients[alice].nomination_lost = true;
+    net.run_until(
+        Duration::from_secs(1),
+        "the welcome arrives without the client's nomination",
+        |n| n.clients[alice].saw(|m| matches!(m, ServerMessage::Welcome { .. })),
+    );
+}

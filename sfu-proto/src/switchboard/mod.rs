@@ -517,10 +517,6 @@ impl Switchboard {
             self.counters.dropped_stun_unknown += 1;
             return;
         };
-        let Ok(receive) = Receive::new(proto, source, destination, data) else {
-            self.counters.dropped_garbage += 1;
-            return;
-        };
         let Some(peer) = self.peers.get_mut(&pid) else {
             return;
         };
@@ -528,6 +524,15 @@ impl Switchboard {
             self.counters.dropped_unknown += 1;
             return;
         }
+        // The client's very first check comes from an address no session has yet: it is
+        // the one that must count as the nomination (`stun::nominating`), or the DTLS
+        // handshake waits for the client's own nomination.
+        let nomination = peer.nominate_first_check(data);
+        let data = nomination.as_deref().unwrap_or(data);
+        let Ok(receive) = Receive::new(proto, source, destination, data) else {
+            self.counters.dropped_garbage += 1;
+            return;
+        };
         if let Err(e) = peer.rtc.handle_input(Input::Receive(now, receive)) {
             tracing::debug!(participant = %pid, %e, "STUN from a new address refused");
         }

@@ -115,6 +115,9 @@ pub struct Client {
     pub stalled: bool,
     /// The ICE ufrag the switchboard handed this client in its answer.
     pub server_ufrag: String,
+    /// The client's nominations (checks with USE-CANDIDATE) are lost on the way: a client
+    /// that is slow to nominate, as Chromium is toward an ICE-lite server.
+    pub nomination_lost: bool,
 }
 
 impl Client {
@@ -464,6 +467,7 @@ impl Net {
             gone: false,
             stalled: false,
             server_ufrag,
+            nomination_lost: false,
         });
         Ok(index)
     }
@@ -483,6 +487,14 @@ impl Net {
         for _ in 0..100 {
             let started = Instant::now();
             for (source, data) in to_sfu.drain(..) {
+                if is_nomination(&data)
+                    && self
+                        .clients
+                        .iter()
+                        .any(|c| c.addr == source && c.nomination_lost)
+                {
+                    continue;
+                }
                 self.sb.handle_datagram(now, source, &data);
             }
             let handled = Instant::now();
@@ -563,4 +575,10 @@ impl Net {
     pub fn rooms(&self) -> u32 {
         self.load.rooms.load(Ordering::Relaxed)
     }
+}
+
+/// A STUN binding request carrying USE-CANDIDATE.
+fn is_nomination(datagram: &[u8]) -> bool {
+    str0m::ice::StunMessage::parse(datagram)
+        .is_ok_and(|m| m.is_binding_request() && m.use_candidate())
 }
