@@ -17,5 +17,5 @@ pub mod switchboard;
 pub mod synthetic;
 
 pub use switchboard::{
-    Event, Join, JoinRefusal, Load, RemoveReason, Switchboard, SwitchboardConfig,
+    Event, Join, JoinRefusal, Load, RemoveReason, RestartRefusal, Switchboard, SwitchboardConfig,
 };

@@ -30,3 +30,5 @@ pub const JOINS_REFUSED: &str = "surge_sfu_joins_refused_total";
 pub const PARTICIPANTS_REMOVED: &str = "surge_sfu_participants_removed_total";
 /// Counter: worker threads that failed (panicked); the shard exits after one.
 pub const WORKER_FAILURES: &str = "surge_sfu_worker_failures_total";
+/// Counter: ICE restarts (HTTP `PATCH`), by `outcome` (restarted, refused).
+pub const ICE_RESTARTS: &str = "surge_sfu_ice_restarts_total";
