@@ -493,11 +493,13 @@ impl Switchboard {
         let Some(peer) = self.peers.get_mut(&pid) else {
             return;
         };
-        peer.last_heard = now;
         // A client's first check counts as its nomination (see `stun::nominating`).
         let nomination = peer.nominate_first_check(data);
         let data = nomination.as_deref().unwrap_or(data);
         let seen_as = peer.seen_as(source);
+        if peer.send_addr == Some(seen_as) {
+            peer.last_heard = now;
+        }
         let Ok(receive) = Receive::new(Protocol::Udp, seen_as, self.config.public_addr, data)
         else {
             self.counters.dropped_garbage += 1;
@@ -570,8 +572,8 @@ impl Switchboard {
         }
         if rebinding.is_some() {
             tracing::debug!(participant = %pid, %source, "NAT rebinding: the path moves");
+            peer.last_heard = now;
         }
-        peer.last_heard = now;
         // A client behind a NAT that rebinds often keeps going: only verified addresses
         // get here, so the oldest makes way (a forger cannot push the real one out).
         if peer.addrs.len() >= MAX_ADDRS_PER_PEER {

@@ -22,10 +22,10 @@ use crate::session;
 use crate::stun::{self, Nomination};
 
 /// A session's path counts as gone quiet (its NAT may have rebound) after this long without
-/// a datagram from any of its addresses; a check from a new address then takes the path.
-/// Far above media and RTCP intervals, so a client checking several candidate pairs at once
-/// never loses the one it uses.
-const REBIND_QUIET: Duration = Duration::from_millis(1000);
+/// a datagram on it; an authenticated check from a new address then takes the path. Far
+/// above the media and feedback intervals of a path in use, so a client checking several
+/// candidate pairs at once keeps the one it sends on.
+const REBIND_QUIET: Duration = Duration::from_millis(250);
 
 /// Where an outgoing m-line is in its negotiation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +89,7 @@ pub(super) struct Peer {
     /// The client has nominated (or its first check was taken as a nomination).
     nominated: bool,
     pub addrs: Vec<SocketAddr>,
-    /// When a datagram last came from one of `addrs`.
+    /// When a datagram last came on the path str0m sends on (`send_addr`).
     pub last_heard: Instant,
     /// Where str0m sends media (the nominated path), as str0m knows it.
     pub send_addr: Option<SocketAddr>,
@@ -257,8 +257,8 @@ impl Peer {
     }
 
     /// Whether a `datagram` from a new address `source` looks like the client's NAT having
-    /// rebound: the session has a path, nothing came on any known address for
-    /// [`REBIND_QUIET`], and it is a check signed with our current password. Returns the
+    /// rebound: the session has a path, nothing came on it for [`REBIND_QUIET`], and it is
+    /// a check signed with our current password. Returns the
     /// address str0m knows the path by.
     pub fn rebinding(&self, now: Instant, datagram: &[u8]) -> Option<SocketAddr> {
         let known = self.send_addr?;
