@@ -136,6 +136,32 @@ test('two people sign up, see each other online, call by link, and one leaves', 
       await eventually('bob to see alice unmuted', async () => (await aliceTile.getAttribute('data-muted')) === 'false');
     });
 
+    await step(t, 'bob restarts ICE: same participant, no left/joined, no tile flicker', async () => {
+      const before = await callState(bob);
+      const bobTile = alice.page.locator('#grid .tile', { hasText: 'Bob Baker' });
+      let flickers = 0;
+      const watching = setInterval(async () => {
+        if ((await bobTile.count().catch(() => 1)) !== 1) flickers += 1;
+      }, 50);
+      const started = Date.now();
+      try {
+        assert.equal(await bob.page.evaluate(() => window.surge.restartIce()), true);
+        const after = await eventually('bob\'s ICE restart to complete', async () => {
+          const call = await callState(bob);
+          return call.iceRestarts >= 1 && call.state === 'connected' ? call : null;
+        });
+        await waitForMediaFrom(alice, bob);
+        t.diagnostic(`ICE restart: media from bob at alice again ${Date.now() - started} ms after the restart began`);
+        assert.equal(after.selfId, before.selfId, 'the same participant');
+        assert.deepEqual(after.states, before.states, 'no reconnecting, no rejoin');
+      } finally {
+        clearInterval(watching);
+      }
+      assert.equal(flickers, 0, 'alice\'s tile of bob never went away');
+      assert.doesNotMatch(await alice.page.locator('#call-events').textContent(), /Bob Baker left/);
+      await waitForMediaFrom(bob, alice);
+    });
+
     await step(t, 'the shard forgets bob; bob notices, says so, and rejoins through the API', async () => {
       const before = await callState(bob);
       assert.equal(await bob.page.evaluate(() => window.surge.forgetOnShard()), 204);

@@ -119,6 +119,11 @@ error_codes! {
     ParticipantNotFound = "participant_not_found",
     /// The SDP offer cannot be parsed or accepted.
     InvalidSdp = "invalid_sdp",
+    /// An ICE restart for a session the shard no longer has: rejoin instead.
+    SessionGone = "session_gone",
+    /// An ICE restart offer with the session's current ICE credentials (`restartIce()`
+    /// makes new ones).
+    IceRestartRequired = "ice_restart_required",
     /// No shard can take the room now.
     NoCapacity = "no_capacity",
     /// The shard registry cannot be reached.

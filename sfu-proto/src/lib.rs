@@ -19,5 +19,5 @@ pub mod synthetic;
 /// Whether a packet is a STUN message (the first packet of an ICE-TCP connection must be).
 pub use stun::is_stun;
 pub use switchboard::{
-    Event, Join, JoinRefusal, Load, RemoveReason, Switchboard, SwitchboardConfig,
+    Event, Join, JoinRefusal, Load, RemoveReason, RestartRefusal, Switchboard, SwitchboardConfig,
 };

@@ -54,6 +54,14 @@ pub fn local_ufrag(datagram: &[u8]) -> Option<&str> {
     None
 }
 
+/// Whether `datagram` is a binding request signed with `local_pwd` (our ICE password): only
+/// a client that got our answer can send one.
+pub fn is_authenticated_check(datagram: &[u8], local_pwd: &str) -> bool {
+    is_stun(datagram)
+        && StunMessage::parse(datagram)
+            .is_ok_and(|m| m.is_binding_request() && m.verify(local_pwd.as_bytes(), sha1_hmac))
+}
+
 /// What [`nominating`] made of a datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Nomination {
@@ -226,6 +234,11 @@ mod tests {
         // check to choose where the session sends. It must not be signed into a nomination.
         let forged = signed_check("guessedpassword", false);
         assert_eq!(nominating(&forged, "serverpassword"), Nomination::NotACheck);
+        assert!(!is_authenticated_check(&forged, "serverpassword"));
+        assert!(is_authenticated_check(
+            &signed_check("serverpassword", false),
+            "serverpassword"
+        ));
         let mut tampered = signed_check("serverpassword", false);
         tampered[30] ^= 1;
         assert_eq!(

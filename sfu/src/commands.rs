@@ -8,7 +8,7 @@ use std::sync::mpsc::Sender;
 
 use str0m::change::{SdpAnswer, SdpOffer};
 use surge_cluster::token::JoinClaims;
-use surge_sfu_proto::JoinRefusal;
+use surge_sfu_proto::{JoinRefusal, RestartRefusal};
 
 /// A request to join a room, answered on `reply`.
 pub(crate) struct JoinRequest {
@@ -28,8 +28,18 @@ pub(crate) struct LeaveRequest {
     pub reply: tokio::sync::oneshot::Sender<bool>,
 }
 
+/// An ICE restart of the user's participant in a room, answered on `reply`.
+pub(crate) struct RestartRequest {
+    pub room: String,
+    pub participant: u64,
+    pub user: String,
+    pub offer: SdpOffer,
+    pub reply: tokio::sync::oneshot::Sender<Result<SdpAnswer, RestartRefusal>>,
+}
+
 pub(crate) enum Command {
     Join(Box<JoinRequest>),
+    Restart(Box<RestartRequest>),
     Leave(LeaveRequest),
     Lookup(LeaveRequest),
     Stop,

@@ -37,3 +37,5 @@ pub const TCP_ACCEPTED: &str = "surge_sfu_tcp_connections_accepted_total";
 /// Counter: ICE-TCP connections closed, by `reason` (bad_framing, not_stun,
 /// handshake_timeout, idle, slow_reader, over_cap, peer_closed, error, stopped).
 pub const TCP_CLOSED: &str = "surge_sfu_tcp_connections_closed_total";
+/// Counter: ICE restarts (HTTP `PATCH`), by `outcome` (restarted, refused).
+pub const ICE_RESTARTS: &str = "surge_sfu_ice_restarts_total";

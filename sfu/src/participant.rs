@@ -233,6 +233,8 @@ pub struct ParticipantStats {
     pub capped_drops: u64,
     /// Renegotiations answered.
     pub offers_answered: u64,
+    /// ICE restarts done (each on a new local socket).
+    pub ice_restarts: u64,
 }
 
 impl ParticipantStats {
@@ -260,6 +262,19 @@ pub struct Participant {
     client: reqwest::Client,
     /// Messages to send on the data channel.
     outbox: Arc<Mutex<Vec<String>>>,
+    /// Requests to the session thread.
+    control: std::sync::mpsc::Sender<Control>,
+}
+
+/// What the caller asks of the session thread.
+enum Control {
+    /// Move to a new local socket and make an ICE restart offer (`Ok` is its SDP).
+    Restart(tokio::sync::oneshot::Sender<Result<String, ParticipantError>>),
+    /// The answer to the restart offer.
+    Answer(
+        String,
+        tokio::sync::oneshot::Sender<Result<(), ParticipantError>>,
+    ),
 }
 
 impl Participant {
@@ -299,13 +314,9 @@ impl Participant {
                 .await
                 .map_err(|e| ParticipantError::Http(e.to_string()))?;
             if status.as_u16() != 201 {
-                let code = serde_json::from_str::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
-                    .unwrap_or_default();
                 return Err(ParticipantError::Refused {
                     status: status.as_u16(),
-                    code,
+                    code: error_code(&body),
                 });
             }
             let participant_id = location
@@ -315,7 +326,7 @@ impl Participant {
             Ok((body, participant_id, (location, ice_servers)))
         })
         .await?;
-        let (stats, stop, outbox, thread) = parts;
+        let (stats, stop, outbox, control, thread) = parts;
         let (location, ice_servers) = joined;
         let base = config
             .signal_url
@@ -332,6 +343,7 @@ impl Participant {
             token: config.token,
             client,
             outbox,
+            control,
         })
     }
 
@@ -432,7 +444,7 @@ impl Participant {
     }
 
     fn launched(parts: Launched, config: &ParticipantConfig) -> Result<Self, ParticipantError> {
-        let (stats, stop, outbox, thread) = parts;
+        let (stats, stop, outbox, control, thread) = parts;
         Ok(Self {
             stats,
             stop,
@@ -442,6 +454,7 @@ impl Participant {
             token: config.token.clone(),
             client: config.http.clone().unwrap_or_default(),
             outbox,
+            control,
         })
     }
 
@@ -461,6 +474,49 @@ impl Participant {
         if let Ok(mut outbox) = self.outbox.lock() {
             outbox.push(message.to_json());
         }
+    }
+
+    /// Moves to a new local UDP socket (as a device that changed networks) and restarts ICE
+    /// on the same session: an offer with new ICE credentials `PATCH`ed to the participant's
+    /// URL, its answer applied. The participant keeps its id, tracks and subscriptions.
+    /// A refusal (`404 session_gone`: the server lost the session) is
+    /// [`ParticipantError::Refused`]; the caller rejoins.
+    pub async fn restart_ice(&self) -> Result<(), ParticipantError> {
+        let Some(url) = self.location.clone() else {
+            return Err(ParticipantError::Rtc(
+                "no participant URL to restart ICE on".into(),
+            ));
+        };
+        let (reply, offer) = tokio::sync::oneshot::channel();
+        self.ask(Control::Restart(reply))?;
+        let offer = offer.await.map_err(|_| session_stopped())??;
+        let response = self
+            .client
+            .patch(&url)
+            .bearer_auth(&self.token)
+            .header("content-type", "application/sdp")
+            .body(offer)
+            .send()
+            .await
+            .map_err(|e| ParticipantError::Http(e.to_string()))?;
+        let status = response.status().as_u16();
+        let body = response
+            .text()
+            .await
+            .map_err(|e| ParticipantError::Http(e.to_string()))?;
+        if status != 200 {
+            return Err(ParticipantError::Refused {
+                status,
+                code: error_code(&body),
+            });
+        }
+        let (reply, applied) = tokio::sync::oneshot::channel();
+        self.ask(Control::Answer(body, reply))?;
+        applied.await.map_err(|_| session_stopped())?
+    }
+
+    fn ask(&self, control: Control) -> Result<(), ParticipantError> {
+        self.control.send(control).map_err(|_| session_stopped())
     }
 
     /// Stops the session without telling the server (a vanished client).
@@ -521,8 +577,21 @@ type Launched = (
     Arc<Mutex<ParticipantStats>>,
     Arc<AtomicBool>,
     Arc<Mutex<Vec<String>>>,
+    std::sync::mpsc::Sender<Control>,
     std::thread::JoinHandle<()>,
 );
+
+fn session_stopped() -> ParticipantError {
+    ParticipantError::Rtc("the session has stopped".into())
+}
+
+/// The `error.code` of a JSON error body, or empty.
+fn error_code(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
 
 /// Starts the session thread of a negotiated `Rtc`.
 fn launch(
@@ -535,6 +604,7 @@ fn launch(
     let stats = Arc::new(Mutex::new(stats));
     let stop = Arc::new(AtomicBool::new(false));
     let outbox = Arc::new(Mutex::new(Vec::new()));
+    let (control, requests) = std::sync::mpsc::channel();
     let mut session = Session {
         rtc,
         transport: media.link,
@@ -552,11 +622,13 @@ fn launch(
         receiving: HashMap::new(),
         link: ThinLink::new(config.max_receive_bps, Instant::now()),
         last_offer: None,
+        requests,
+        restarting: None,
     };
     let thread = std::thread::Builder::new()
         .name("participant".into())
         .spawn(move || session.run())?;
-    Ok((stats, stop, outbox, thread))
+    Ok((stats, stop, outbox, control, thread))
 }
 
 /// Incoming datagrams through a thin access link: each one waits behind the ones before it
@@ -710,6 +782,9 @@ struct Session {
     link: ThinLink,
     /// The last server offer: when it arrived and when it was answered.
     last_offer: Option<(Duration, Duration)>,
+    requests: std::sync::mpsc::Receiver<Control>,
+    /// An ICE restart offer awaiting its answer.
+    restarting: Option<str0m::change::SdpPendingOffer>,
 }
 
 impl Session {
@@ -739,6 +814,7 @@ impl Session {
                 continue;
             }
             self.flush_outbox();
+            self.handle_requests();
             if now >= next_remb {
                 self.send_remb();
                 self.roll_windows(now);
@@ -930,6 +1006,63 @@ impl Session {
         self.rtc
             .channel(id)
             .is_some_and(|mut c| matches!(c.write(false, text.as_bytes()), Ok(true)))
+    }
+
+    fn handle_requests(&mut self) {
+        while let Ok(request) = self.requests.try_recv() {
+            match request {
+                Control::Restart(reply) => {
+                    let _ = reply.send(self.restart_offer());
+                }
+                Control::Answer(sdp, reply) => {
+                    let _ = reply.send(self.restart_answer(&sdp));
+                }
+            }
+        }
+    }
+
+    /// A new socket on the configured address, and an offer with new ICE credentials. The
+    /// old socket closes now: datagrams to it are lost, as to a network the device left.
+    fn restart_offer(&mut self) -> Result<String, ParticipantError> {
+        if self.transport.proto() != str0m::net::Protocol::Udp {
+            return Err(ParticipantError::Rtc(
+                "an ICE restart moves a UDP participant; this one uses TCP".into(),
+            ));
+        }
+        let socket = std::net::UdpSocket::bind(SocketAddr::new(self.config.bind_ip, 0))?;
+        self.local = socket.local_addr()?;
+        self.transport = Link::Udp(socket);
+        let _ = self
+            .transport
+            .set_nonblocking(self.config.receive_interval.is_some());
+        let mut change = self.rtc.sdp_api();
+        change.ice_restart(false);
+        let Some((offer, pending)) = change.apply() else {
+            return Err(ParticipantError::Rtc("no ICE restart offer".into()));
+        };
+        self.restarting = Some(pending);
+        Ok(offer.to_sdp_string())
+    }
+
+    /// The restart answer; the new socket becomes the one host candidate (the old ones
+    /// went with the restart).
+    fn restart_answer(&mut self, sdp: &str) -> Result<(), ParticipantError> {
+        let Some(pending) = self.restarting.take() else {
+            return Err(ParticipantError::Rtc("no ICE restart in flight".into()));
+        };
+        let answer =
+            SdpAnswer::from_sdp_string(sdp).map_err(|e| ParticipantError::Rtc(e.to_string()))?;
+        self.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| ParticipantError::Rtc(e.to_string()))?;
+        let candidate = str0m::Candidate::host(self.local, "udp")
+            .map_err(|e| ParticipantError::Rtc(e.to_string()))?;
+        self.rtc.add_local_candidate(candidate);
+        if let Ok(mut s) = self.stats.lock() {
+            s.ice_restarts += 1;
+        }
+        Ok(())
     }
 
     fn flush_outbox(&mut self) {

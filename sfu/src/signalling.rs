@@ -21,10 +21,10 @@ use surge_cluster::admin::AdminToken;
 use surge_cluster::http::{ApiJson, HttpError};
 use surge_cluster::token::{JoinClaims, unix_now};
 
-use crate::commands::{Command, JoinRequest, LeaveRequest};
+use crate::commands::{Command, JoinRequest, LeaveRequest, RestartRequest};
 use crate::metrics_names as m;
 use crate::shared::Shared;
-use surge_sfu_proto::JoinRefusal;
+use surge_sfu_proto::{JoinRefusal, RestartRefusal};
 
 /// Clients told to come back later wait this long (drain, full shard).
 const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -36,7 +36,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/sfu/rooms/{room}/participants", post(join))
         .route(
             "/v1/sfu/rooms/{room}/participants/{participant}",
-            delete(leave).get(present),
+            delete(leave).get(present).patch(restart),
         )
         .route("/v1/sfu/drain", post(drain))
         .route("/v1/sfu/status", get(status))
@@ -218,6 +218,105 @@ async fn leave(
     // The participant id in the path plus a validly signed token for this room and user
     // identify the leaver; the join token's short expiry must not trap people in a call.
     ask_worker(&shared, room, &participant, &headers, Command::Leave).await
+}
+
+/// The SDP offer of a request body (`Content-Type: application/sdp`).
+fn sdp_offer(headers: &HeaderMap, body: &[u8]) -> Result<SdpOffer, HttpError> {
+    let is_sdp = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/sdp"));
+    if !is_sdp {
+        return Err(HttpError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+            "expected a body with Content-Type: application/sdp",
+        ));
+    }
+    std::str::from_utf8(body)
+        .ok()
+        .and_then(|sdp| SdpOffer::from_sdp_string(sdp).ok())
+        .ok_or_else(|| {
+            HttpError::bad_request(ErrorCode::InvalidSdp, "the body is not a valid SDP offer")
+        })
+}
+
+fn session_gone() -> HttpError {
+    HttpError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::SessionGone,
+        "this shard has no such session of yours; rejoin the room",
+    )
+}
+
+/// `PATCH` with an SDP offer carrying new ICE credentials (WHIP's ICE restart, RFC 9725
+/// §4.4): `200` + the SDP answer, and the participant keeps its id, tracks and
+/// subscriptions. `404 session_gone` tells the client to rejoin.
+async fn restart(
+    State(shared): State<Arc<Shared>>,
+    Path((room, participant)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, HttpError> {
+    let claims = verify(&shared, &headers, &room, None)?;
+    let Ok(participant) = u64::from_str_radix(&participant, 16) else {
+        return Err(session_gone());
+    };
+    let offer = sdp_offer(&headers, &body)?;
+    let worker = shared.worker_for(&room);
+    if worker.has_failed() {
+        return Err(HttpError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::WorkerFailed,
+            "the media worker hosting this participant failed and the call ended; rejoin",
+        ));
+    }
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let request = RestartRequest {
+        room,
+        participant,
+        user: claims.sub,
+        offer,
+        reply,
+    };
+    if worker
+        .commands
+        .send(Command::Restart(Box::new(request)))
+        .is_err()
+    {
+        return Err(session_gone());
+    }
+    worker.waker.wake();
+    match tokio::time::timeout(WORKER_ANSWER_TIMEOUT, answer).await {
+        Ok(Ok(Ok(answer))) => {
+            metrics::counter!(m::ICE_RESTARTS, "outcome" => "restarted").increment(1);
+            Ok((
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/sdp")],
+                answer.to_sdp_string(),
+            )
+                .into_response())
+        }
+        Ok(Ok(Err(refusal))) => {
+            metrics::counter!(m::ICE_RESTARTS, "outcome" => "refused").increment(1);
+            Err(match refusal {
+                RestartRefusal::SameCredentials => HttpError::bad_request(
+                    ErrorCode::IceRestartRequired,
+                    "the offer keeps the session's ICE credentials; restart ICE (new ice-ufrag and ice-pwd)",
+                ),
+                RestartRefusal::InvalidSdp(why) => HttpError::bad_request(
+                    ErrorCode::InvalidSdp,
+                    format!("the SDP offer cannot be accepted: {why}"),
+                ),
+                _ => session_gone(),
+            })
+        }
+        _ => Err(HttpError::unavailable(
+            ErrorCode::WorkerUnavailable,
+            "the media worker did not answer in time",
+            RETRY_AFTER,
+        )),
+    }
 }
 
 /// `204` while the token's user has this participant in the room: a client whose media

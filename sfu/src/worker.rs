@@ -17,7 +17,7 @@ use surge_sfu_proto::core::{ParticipantId, ParticipantInfo};
 use surge_sfu_proto::switchboard::{Counters, Event, Join, Load, RemoveReason};
 use surge_sfu_proto::{Switchboard, SwitchboardConfig};
 
-use crate::commands::{Command, JoinRequest};
+use crate::commands::{Command, JoinRequest, RestartRequest};
 use crate::metrics_names as m;
 use crate::shared::Shared;
 
@@ -248,6 +248,23 @@ impl Worker {
                 match commands.try_recv() {
                     Ok(Command::Stop) | Err(TryRecvError::Disconnected) => return,
                     Ok(Command::Join(request)) => self.join(*request, Instant::now()),
+                    Ok(Command::Restart(request)) => {
+                        let RestartRequest {
+                            room,
+                            participant,
+                            user,
+                            offer,
+                            reply,
+                        } = *request;
+                        let answer = self.switchboard.handle_restart(
+                            Instant::now(),
+                            &room,
+                            ParticipantId(participant),
+                            &user,
+                            offer,
+                        );
+                        let _ = reply.send(answer);
+                    }
                     Ok(Command::Leave(request)) => {
                         let left = self.switchboard.handle_leave(
                             Instant::now(),

@@ -95,6 +95,25 @@ impl ShardClient {
         Self::send(request).await
     }
 
+    /// `PATCH` one participant with an ICE restart offer; the token names its user.
+    pub async fn restart(
+        &self,
+        shard: &ShardInfo,
+        room: &str,
+        participant: &str,
+        token: &str,
+        offer: Bytes,
+    ) -> Result<ShardAnswer, RelayError> {
+        let url = format!("{}/{participant}", Self::participants_url(shard, room));
+        let request = self
+            .http
+            .patch(url)
+            .header(AUTHORIZATION, format!("Bearer {token}"))
+            .header(CONTENT_TYPE, "application/sdp")
+            .body(offer);
+        Self::send(request).await
+    }
+
     /// `DELETE` (leave) or `GET` (is it there?) on one participant; the token names the
     /// user it must belong to.
     pub async fn participant(

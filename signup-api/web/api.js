@@ -152,6 +152,25 @@ export function checkCall(resource, token = session.token()) {
   return fetch(resource, { headers: { Authorization: `Bearer ${token}` } });
 }
 
+/**
+ * ICE restart on the same participant (as WHIP does): PATCH of its resource with an offer
+ * carrying new ICE credentials; resolves to the SDP answer. `404 session_gone` means rejoin.
+ */
+export async function restartCall(resource, offerSdp, token = session.token()) {
+  let response;
+  try {
+    response = await fetch(resource, {
+      method: 'PATCH',
+      headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/sdp' },
+      body: offerSdp,
+    });
+  } catch (err) {
+    throw new ApiError(0, 'network', `Cannot reach the server (${err.message})`);
+  }
+  if (response.status !== 200) throw await errorFrom(response);
+  return response.text();
+}
+
 /** The API's endpoints, one function each. */
 export const api = {
   signUp: (account, idempotencyKey) =>
@@ -178,4 +197,5 @@ export const api = {
   iceServers,
   leaveCall,
   checkCall,
+  restartCall,
 };

@@ -749,6 +749,7 @@ window.surge = {
       states: state.call.states,
       marks: state.call.marks,
       path: state.call.path,
+      iceRestarts: state.call.iceRestarts,
     },
     contacts: [...state.contacts.values()],
     incoming: state.incoming,
@@ -762,6 +763,13 @@ window.surge = {
    * Makes the shard forget this participant (DELETE of its resource) while the page keeps its
    * connection: the page must notice on its own and rejoin, as when a shard dies.
    */
+  /** Restarts ICE on the current call as a network change would (the test of the restart). */
+  restartIce: () => {
+    const call = state.call;
+    if (!call?.pc) return false;
+    call.restartIce(call.pc, call.generation, 'a test asked');
+    return true;
+  },
   forgetOnShard: async () => {
     const call = state.call;
     if (!call?.resource) return null;

@@ -1,7 +1,8 @@
 // One call in one room: joins through the API (WHIP-style POST of the offer, which the API
 // relays to the room's shard; then the `surge` data channel, see docs/signalling.md),
-// publishes the camera as three simulcast layers, tracks who is in the room, and rejoins by
-// itself when the shard is lost.
+// publishes the camera as three simulcast layers, tracks who is in the room, restarts ICE on
+// the same session when its network changes or drops, and rejoins by itself when the shard is
+// lost (or the restart does not work).
 
 import { api, ApiError } from './api.js';
 
@@ -22,8 +23,10 @@ const RECEIVE_AHEAD = 2;
 const FIRST_FRAME_POLL_MS = 10;
 /** A remote video track that decodes nothing for this long is no longer looked at. */
 const FIRST_FRAME_WATCH_MS = 15_000;
-/** ICE "disconnected" often heals by itself; past this we treat it as lost and rejoin. */
-const DISCONNECTED_GRACE_MS = 6000;
+/** ICE "disconnected" often heals by itself; past this we restart ICE on the same session. */
+const DISCONNECTED_GRACE_MS = 1000;
+/** An ICE restart that has not connected by then gives way to a full rejoin. */
+const RESTART_TIMEOUT_MS = 5000;
 /**
  * Nothing received on the connection for this long (media, RTCP feedback on what we send,
  * STUN): ask the API whether the server still has us. ICE itself takes 5 s or more to say
@@ -210,6 +213,13 @@ export class Call {
     this.signalQueue = Promise.resolve();
     this.disconnectTimer = null;
     this.connectTimer = null;
+    /** An ICE restart in flight: its fallback timer (see `restartIce`). */
+    this.restartTimer = null;
+    /** ICE restarts done on this call (tests read it through `window.surge`). */
+    this.iceRestarts = 0;
+    this.onNetworkChange = () => {
+      if (this.pc && this.resource) this.restartIce(this.pc, this.generation, 'the network changed');
+    };
     this.watchdog = null;
     /** Participant ids that left this room (cleared on rejoin: the new session starts afresh). */
     this.gone = new Set();
@@ -220,6 +230,9 @@ export class Call {
 
   /** Joins; on failure keeps retrying (with backoff and jitter) unless the error is final. */
   async start() {
+    // A new network (Wi-Fi to cellular, a VPN) usually breaks the path before ICE notices.
+    window.addEventListener('online', this.onNetworkChange);
+    navigator.connection?.addEventListener?.('change', this.onNetworkChange);
     await this.connectWithRetry();
   }
 
@@ -338,15 +351,16 @@ export class Call {
     switch (pc.connectionState) {
       case 'connected':
         if (this.marks.connected === undefined) this.marks.connected = now();
+        this.restartDone();
         if (this.channel?.readyState === 'open') this.setState(CallState.CONNECTED, '');
         break;
       case 'disconnected':
-        this.disconnectTimer = setTimeout(() => this.lost('the media connection dropped', generation), DISCONNECTED_GRACE_MS);
+        this.disconnectTimer = setTimeout(() => this.restartIce(pc, generation, 'the media connection dropped'), DISCONNECTED_GRACE_MS);
         this.setState(this.state, 'Connection unstable…');
         this.checkServer(pc, generation);
         break;
       case 'failed':
-        this.lost('the media connection failed', generation);
+        this.restartIce(pc, generation, 'the media connection failed');
         break;
       default:
         this.onChange();
@@ -402,6 +416,53 @@ export class Call {
     }
     if (generation !== this.generation || this.pc !== pc) return;
     if (response.status === 404) this.lost('the media server is gone', generation);
+  }
+
+  /**
+   * Restarts ICE on the same session (new credentials, PATCH to our resource): we keep our
+   * participant id, tiles and subscriptions, and the others see nothing. Falls back to a full
+   * rejoin when the server refuses (`session_gone`: it lost us), or when the connection is not
+   * back within RESTART_TIMEOUT_MS. Queued behind the renegotiations on the data channel, so
+   * the two never cross.
+   */
+  restartIce(pc, generation, reason) {
+    if (this.restartTimer || !this.resource || this.pc !== pc || generation !== this.generation) return;
+    if (this.state === CallState.LEFT) return;
+    clearTimeout(this.disconnectTimer);
+    this.setState(this.state, 'Reconnecting the media…');
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = null;
+      if (this.pc !== pc || generation !== this.generation) return;
+      if (pc.connectionState !== 'connected') this.lost(`${reason}; the ICE restart did not connect`, generation);
+    }, RESTART_TIMEOUT_MS);
+    const resource = this.resource;
+    this.signalQueue = this.signalQueue
+      .then(async () => {
+        if (this.pc !== pc || generation !== this.generation) return;
+        pc.restartIce();
+        await pc.setLocalDescription(await pc.createOffer());
+        const sdp = await api.restartCall(resource, pc.localDescription.sdp);
+        if (this.pc !== pc || generation !== this.generation) return;
+        await pc.setRemoteDescription({ type: 'answer', sdp });
+        this.iceRestarts += 1;
+        if (pc.connectionState === 'connected') this.restartDone();
+      })
+      .catch((err) => {
+        if (this.pc !== pc || generation !== this.generation) return;
+        this.restartDone();
+        this.lost(`${reason} (${describeJoinError(err)})`, generation);
+      });
+  }
+
+  stopWatchingNetwork() {
+    window.removeEventListener('online', this.onNetworkChange);
+    navigator.connection?.removeEventListener?.('change', this.onNetworkChange);
+  }
+
+  /** The restarted connection is up (or given up on): no fallback pending. */
+  restartDone() {
+    clearTimeout(this.restartTimer);
+    this.restartTimer = null;
   }
 
   /** The shard is gone or unreachable: rejoin through the API (maybe on another shard). */
@@ -608,6 +669,7 @@ export class Call {
   teardown() {
     clearTimeout(this.frameWatch);
     this.frameWatch = null;
+    this.restartDone();
     clearTimeout(this.disconnectTimer);
     clearTimeout(this.connectTimer);
     clearInterval(this.watchdog);
@@ -634,6 +696,7 @@ export class Call {
     this.states.push(CallState.LEFT);
     this.state = CallState.LEFT;
     this.teardown();
+    this.stopWatchingNetwork();
     for (const track of this.localStream.getTracks()) track.stop();
     this.participants.clear();
     this.onChange();
@@ -646,6 +709,7 @@ export class Call {
     // The server has removed us already: no leave request (the resource is gone with it).
     this.resource = null;
     this.teardown();
+    this.stopWatchingNetwork();
     this.participants.clear();
     this.setState(CallState.FAILED, detail);
     this.onChange();

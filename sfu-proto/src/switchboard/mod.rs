@@ -41,7 +41,7 @@ mod route;
 use peer::Peer;
 pub use route::is_keyframe;
 
-/// Remote addresses remembered per participant (ICE may try several).
+/// Remote addresses remembered per participant (ICE may try several; NATs rebind).
 const MAX_ADDRS_PER_PEER: usize = 8;
 /// Rounds of draining sessions dirtied by other sessions' output before the rest waits for
 /// the next call (a bound, not an expected depth: forwarding dirties subscribers once).
@@ -110,6 +110,21 @@ pub enum JoinRefusal {
     /// The participant id is taken.
     #[error("the participant id is taken")]
     DuplicateParticipant,
+}
+
+/// Why an ICE restart was refused; the session is as it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RestartRefusal {
+    /// No such participant of this user in this room (gone, or someone else's).
+    #[error("no such session")]
+    SessionGone,
+    /// The offer cannot be accepted.
+    #[error("the SDP offer cannot be accepted: {0}")]
+    InvalidSdp(String),
+    /// The offer carries the session's current ICE credentials: not a restart.
+    #[error("the offer does not restart ICE (its ice-ufrag is the current one)")]
+    SameCredentials,
 }
 
 /// Why a participant was removed.
@@ -438,6 +453,42 @@ impl Switchboard {
         true
     }
 
+    /// An ICE restart of `user`'s participant in `room` (its transport failed or its address
+    /// changed): the session, its id, subscriptions and published tracks stay; the room sees
+    /// nothing. The new ufrag replaces the old one in the demultiplexer, and the addresses
+    /// learnt so far are forgotten: the new one is learnt from the first check that proves
+    /// it knows the new password, as for a join.
+    pub fn handle_restart(
+        &mut self,
+        now: Instant,
+        room: &str,
+        participant: ParticipantId,
+        user: &str,
+        offer: SdpOffer,
+    ) -> Result<SdpAnswer, RestartRefusal> {
+        if !self.contains(room, participant, user) {
+            return Err(RestartRefusal::SessionGone);
+        }
+        let offer_sdp = offer.to_sdp_string();
+        let Some(peer) = self.peers.get_mut(&participant) else {
+            return Err(RestartRefusal::SessionGone);
+        };
+        let old_ufrag = peer.ufrag.clone();
+        let answer = peer.restart(offer, &offer_sdp)?;
+        let new_ufrag = peer.ufrag.clone();
+        for addr in std::mem::take(&mut peer.addrs) {
+            self.by_addr.remove(&addr);
+        }
+        self.by_ufrag.remove(&old_ufrag);
+        self.by_ufrag.insert(new_ufrag, participant);
+        if let Some(entry) = self.rooms.get_mut(room) {
+            entry.room.handle_activity(participant, now);
+        }
+        self.mark_dirty(participant);
+        self.drain_dirty(now);
+        Ok(answer)
+    }
+
     /// Removes a participant whose join answer could not be delivered.
     pub fn abandon(&mut self, now: Instant, participant: ParticipantId) {
         self.remove_peer(participant, RemoveReason::Abandoned, now);
@@ -475,7 +526,16 @@ impl Switchboard {
         // A client's first check counts as its nomination (see `stun::nominating`).
         let nomination = peer.nominate_first_check(data);
         let data = nomination.as_deref().unwrap_or(data);
-        let Ok(receive) = Receive::new(proto, source, destination, data) else {
+        // NAT rebinding is a UDP matter: a TCP connection's address does not change.
+        let seen_as = if proto == Protocol::Udp {
+            peer.seen_as(source)
+        } else {
+            source
+        };
+        if peer.send_addr == Some(seen_as) {
+            peer.last_heard = now;
+        }
+        let Ok(receive) = Receive::new(proto, seen_as, destination, data) else {
             self.counters.dropped_garbage += 1;
             return;
         };
@@ -520,16 +580,24 @@ impl Switchboard {
         let Some(peer) = self.peers.get_mut(&pid) else {
             return;
         };
-        if peer.addrs.len() >= MAX_ADDRS_PER_PEER {
-            self.counters.dropped_unknown += 1;
-            return;
+        // A rebound NAT: str0m sees the path it has (and answers there, which goes here).
+        let rebinding = if proto == Protocol::Udp {
+            peer.rebinding(now, data)
+        } else {
+            None
+        };
+        let earlier = peer.rebound;
+        if let Some(known) = rebinding {
+            peer.rebound = Some((source, known));
         }
         // The client's very first check comes from an address no session has yet: it is
         // the one that must count as the nomination (`stun::nominating`), or the DTLS
         // handshake waits for the client's own nomination.
         let nomination = peer.nominate_first_check(data);
         let data = nomination.as_deref().unwrap_or(data);
-        let Ok(receive) = Receive::new(proto, source, destination, data) else {
+        let seen_as = rebinding.unwrap_or(source);
+        let Ok(receive) = Receive::new(proto, seen_as, destination, data) else {
+            peer.rebound = earlier;
             self.counters.dropped_garbage += 1;
             return;
         };
@@ -541,13 +609,24 @@ impl Switchboard {
         let accepted = self.transmits.iter().skip(sent_before).any(|t| {
             t.proto == proto && t.destination == source && stun::is_binding_success(&t.contents)
         });
-        if !accepted {
-            self.counters.stun_unverified += 1;
-            return;
-        }
         let Some(peer) = self.peers.get_mut(&pid) else {
             return;
         };
+        if !accepted {
+            peer.rebound = earlier;
+            self.counters.stun_unverified += 1;
+            return;
+        }
+        if rebinding.is_some() {
+            tracing::debug!(participant = %pid, %source, "NAT rebinding: the path moves");
+            peer.last_heard = now;
+        }
+        // A client behind a NAT that rebinds often keeps going: only verified addresses
+        // get here, so the oldest makes way (a forger cannot push the real one out).
+        if peer.addrs.len() >= MAX_ADDRS_PER_PEER {
+            let oldest = peer.addrs.remove(0);
+            self.by_addr.remove(&oldest);
+        }
         peer.addrs.push((proto, source));
         self.by_addr.insert((proto, source), pid);
         if let Some(entry) = self.rooms.get_mut(&peer.room) {
@@ -708,7 +787,14 @@ impl Switchboard {
                     self.schedule(pid);
                     return;
                 }
-                Ok(Polled::Transmit(transmit)) => self.transmits.push_back(transmit),
+                Ok(Polled::Transmit(mut transmit)) => {
+                    if !stun::is_stun(&transmit.contents) {
+                        // DTLS and SRTP go down the nominated path only.
+                        peer.send_addr = Some(transmit.destination);
+                    }
+                    transmit.destination = peer.send_to(transmit.destination);
+                    self.transmits.push_back(transmit);
+                }
                 Ok(Polled::Event(event)) => self.handle_event(pid, event, drain.now()),
                 Err(e) => {
                     tracing::info!(participant = %pid, %e, "session failed");

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
@@ -15,11 +15,18 @@ use str0m::media::{Direction, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, TcpType};
 use str0m::{Candidate, Rtc};
 
+use super::RestartRefusal;
 use super::outbox::{About, MAX_QUEUED, Outbox};
 use crate::core::{ParticipantInfo, TrackId};
 use crate::protocol::{ServerMessage, TrackInfo};
 use crate::session;
 use crate::stun::{self, Nomination};
+
+/// A session's path counts as gone quiet (its NAT may have rebound) after this long without
+/// a datagram on it; an authenticated check from a new address then takes the path. Far
+/// above the media and feedback intervals of a path in use, so a client checking several
+/// candidate pairs at once keeps the one it sends on.
+const REBIND_QUIET: Duration = Duration::from_millis(250);
 
 /// Where an outgoing m-line is in its negotiation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,10 +85,20 @@ pub(super) struct Peer {
     pub ufrag: String,
     /// Our ICE password (the answer's `a=ice-pwd`), to authenticate the first check.
     ice_pwd: String,
+    /// The client's ICE ufrag (its offer's `a=ice-ufrag`): a restart offer must change it.
+    remote_ufrag: Option<String>,
     /// The client has nominated (or its first check was taken as a nomination).
     nominated: bool,
     /// Transports and remote addresses its checks were answered on.
     pub addrs: Vec<(Protocol, SocketAddr)>,
+    /// When a datagram last came on the path str0m sends on (`send_addr`).
+    pub last_heard: Instant,
+    /// Where str0m sends media (the nominated path), as str0m knows it.
+    pub send_addr: Option<SocketAddr>,
+    /// NAT rebinding (UDP): the client's new address (`.0`) is shown to str0m as the old one
+    /// it nominated (`.1`), and what str0m sends to `.1` goes to `.0`. str0m keeps a path of
+    /// the same priority as the one it has, so it would not move by itself.
+    pub rebound: Option<(SocketAddr, SocketAddr)>,
     /// str0m's next timeout.
     pub timeout: Instant,
     /// The earliest entry this peer has in the switchboard's timer heap.
@@ -158,8 +175,12 @@ impl Peer {
                 rtc,
                 ufrag,
                 ice_pwd,
+                remote_ufrag: offered_ice_ufrag(offer_sdp),
                 nominated: false,
                 addrs: Vec::new(),
+                last_heard: now,
+                send_addr: None,
+                rebound: None,
                 timeout: now,
                 scheduled: None,
                 dirty: false,
@@ -179,6 +200,86 @@ impl Peer {
             },
             answer,
         ))
+    }
+
+    /// An ICE restart: the client's `offer` (`offer_sdp` as text) with new ICE credentials,
+    /// answered with ours, new too. A server offer still awaiting its answer is given up
+    /// (the client's offer wins the glare; its changes go into the next offer), as a refused
+    /// answer would. The first authenticated check on the new credentials nominates again.
+    pub fn restart(
+        &mut self,
+        offer: SdpOffer,
+        offer_sdp: &str,
+    ) -> Result<SdpAnswer, RestartRefusal> {
+        let offered = offered_ice_ufrag(offer_sdp);
+        if offered.is_none() || offered == self.remote_ufrag {
+            return Err(RestartRefusal::SameCredentials);
+        }
+        // Only the transport restarts: new m-lines would be a publish the join's checks
+        // never saw (the room's own m-lines, however many, are known).
+        if let Some(mid) = media_mids(offer_sdp)
+            .into_iter()
+            .find(|mid| self.rtc.media(*mid).is_none())
+        {
+            return Err(RestartRefusal::InvalidSdp(format!(
+                "the restart offer has an m-line (mid {mid}) the session does not; an ICE restart changes no media"
+            )));
+        }
+        let answer = self
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| RestartRefusal::InvalidSdp(e.to_string()))?;
+        if self.pending.take().is_some() {
+            self.requeue_negotiating();
+        }
+        let creds = self.rtc.direct_api().local_ice_credentials();
+        self.ufrag = creds.ufrag.clone();
+        self.ice_pwd = creds.pass.clone();
+        self.remote_ufrag = offered;
+        self.nominated = false;
+        self.send_addr = None;
+        self.rebound = None;
+        Ok(answer)
+    }
+
+    /// The changes of an offer that did not go through wait for the next one.
+    fn requeue_negotiating(&mut self) {
+        for slot in &mut self.slots {
+            match slot.state {
+                SlotState::Negotiating(_) => slot.state = SlotState::ToAdd,
+                SlotState::Removing(mid) => slot.state = SlotState::ToRemove(mid),
+                _ => {}
+            }
+        }
+    }
+
+    /// The address str0m is to see a datagram from `source` as (see `rebound`).
+    pub fn seen_as(&self, source: SocketAddr) -> SocketAddr {
+        match self.rebound {
+            Some((wire, known)) if wire == source => known,
+            _ => source,
+        }
+    }
+
+    /// Where a datagram str0m addressed to `destination` goes (see `rebound`).
+    pub fn send_to(&self, destination: SocketAddr) -> SocketAddr {
+        match self.rebound {
+            Some((wire, known)) if known == destination => wire,
+            _ => destination,
+        }
+    }
+
+    /// Whether a `datagram` from a new address `source` looks like the client's NAT having
+    /// rebound: the session has a path, nothing came on it for [`REBIND_QUIET`], and it is
+    /// a check signed with our current password. Returns the
+    /// address str0m knows the path by.
+    pub fn rebinding(&self, now: Instant, datagram: &[u8]) -> Option<SocketAddr> {
+        let known = self.send_addr?;
+        (self.nominated
+            && now.saturating_duration_since(self.last_heard) >= REBIND_QUIET
+            && stun::is_authenticated_check(datagram, &self.ice_pwd))
+        .then_some(known)
     }
 
     /// Until the client nominates, its authenticated checks are made nominations
@@ -398,13 +499,7 @@ impl Peer {
                 Ok(ready)
             }
             Err(e) => {
-                for slot in &mut self.slots {
-                    match slot.state {
-                        SlotState::Negotiating(_) => slot.state = SlotState::ToAdd,
-                        SlotState::Removing(mid) => slot.state = SlotState::ToRemove(mid),
-                        _ => {}
-                    }
-                }
+                self.requeue_negotiating();
                 Err(e)
             }
         };
@@ -452,6 +547,29 @@ impl Peer {
     pub fn is(&self, room: &str, user: &str) -> bool {
         self.room == room && self.info.user == user
     }
+}
+
+/// The offer's ICE ufrag (session level, else the first m-line's).
+fn offered_ice_ufrag(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
+        .map(str::to_owned)
+}
+
+/// The mids of the offer's audio and video m-lines (not the data channel's).
+fn media_mids(sdp: &str) -> Vec<Mid> {
+    let mut mids = Vec::new();
+    let mut is_media = false;
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(media) = line.strip_prefix("m=") {
+            is_media = !media.starts_with("application ");
+        } else if let Some(mid) = line.strip_prefix("a=mid:")
+            && is_media
+        {
+            mids.push(Mid::from(mid));
+        }
+    }
+    mids
 }
 
 /// The audio and video m-lines an offer marks `a=recvonly`, by mid.

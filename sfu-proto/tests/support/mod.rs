@@ -23,7 +23,9 @@ use surge_sfu_proto::protocol::{ClientMessage, ServerMessage, TrackInfo};
 use surge_sfu_proto::session::{Drain, Polled};
 use surge_sfu_proto::switchboard::Counters;
 use surge_sfu_proto::synthetic::{RIDS, add_publish_media, vp8_frame};
-use surge_sfu_proto::{Event, Join, JoinRefusal, Load, Switchboard, SwitchboardConfig};
+use surge_sfu_proto::{
+    Event, Join, JoinRefusal, Load, RestartRefusal, Switchboard, SwitchboardConfig,
+};
 
 pub const SFU: ([u8; 4], u16) = ([10, 0, 0, 1], 5000);
 pub const STEP: Duration = Duration::from_millis(5);
@@ -118,6 +120,11 @@ pub struct Client {
     /// The client's nominations (checks with USE-CANDIDATE) are lost on the way: a client
     /// that is slow to nominate, as Chromium is toward an ICE-lite server.
     pub nomination_lost: bool,
+    /// The room and user it joined as.
+    pub room: String,
+    pub user: String,
+    /// A NAT in front of the client that maps `addr` to this address (rebinding).
+    pub nat: Option<SocketAddr>,
 }
 
 impl Client {
@@ -126,7 +133,9 @@ impl Client {
         loop {
             match drain.next(&mut self.rtc) {
                 Ok(Polled::Timeout(_)) => return,
-                Ok(Polled::Transmit(t)) => to_sfu.push((t.source, t.contents.to_vec())),
+                Ok(Polled::Transmit(t)) => {
+                    to_sfu.push((self.nat.unwrap_or(t.source), t.contents.to_vec()));
+                }
                 Ok(Polled::Event(event)) => self.handle_event(event),
                 Err(e) => panic!("client session failed: {e}"),
             }
@@ -270,6 +279,11 @@ impl Client {
 
     pub fn saw(&self, f: impl Fn(&ServerMessage) -> bool) -> bool {
         self.messages.iter().any(f)
+    }
+
+    /// Where the switchboard sees this client's datagrams come from.
+    pub fn wire_addr(&self) -> SocketAddr {
+        self.nat.unwrap_or(self.addr)
     }
 }
 
@@ -468,8 +482,49 @@ impl Net {
             stalled: false,
             server_ufrag,
             nomination_lost: false,
+            room: room.to_owned(),
+            user: user.to_owned(),
+            nat: None,
         });
         Ok(index)
+    }
+
+    /// Client `index` moves to `new_addr` (a new local socket) and restarts ICE: an offer
+    /// with new credentials (built by `offer`, to test bad ones) to the switchboard, its
+    /// answer back. On a refusal the client keeps its old socket and session.
+    pub fn restart_with(
+        &mut self,
+        index: usize,
+        new_addr: SocketAddr,
+        offer: impl FnOnce(SdpOffer) -> SdpOffer,
+    ) -> Result<(), RestartRefusal> {
+        let c = &mut self.clients[index];
+        let mut change = c.rtc.sdp_api();
+        change.ice_restart(false);
+        let (made, pending) = change.apply().unwrap();
+        let answer = self.sb.handle_restart(
+            self.now,
+            &c.room.clone(),
+            c.id,
+            &c.user.clone(),
+            offer(made),
+        )?;
+        c.server_ufrag = answer
+            .to_sdp_string()
+            .lines()
+            .find_map(|l| l.strip_prefix("a=ice-ufrag:").map(|u| u.trim().to_owned()))
+            .unwrap();
+        c.rtc.sdp_api().accept_answer(pending, answer).unwrap();
+        c.rtc
+            .add_local_candidate(Candidate::host(new_addr, "udp").unwrap());
+        c.addr = new_addr;
+        c.nat = None;
+        Ok(())
+    }
+
+    /// [`Self::restart_with`] the client's own offer.
+    pub fn restart(&mut self, index: usize, new_addr: SocketAddr) -> Result<(), RestartRefusal> {
+        self.restart_with(index, new_addr, |o| o)
     }
 
     pub fn join(&mut self, room: &str, publish: Publish) -> usize {
@@ -516,9 +571,9 @@ impl Net {
                 let Some(c) = self
                     .clients
                     .iter_mut()
-                    .find(|c| c.addr == t.destination && !c.gone)
+                    .find(|c| c.wire_addr() == t.destination && !c.gone)
                 else {
-                    if !self.clients.iter().any(|c| c.addr == t.destination) {
+                    if !self.clients.iter().any(|c| c.wire_addr() == t.destination) {
                         self.stray_transmits.push(t.destination);
                     }
                     continue;
@@ -527,8 +582,7 @@ impl Net {
                 if c.stalled && (20..=63).contains(&t.contents[0]) {
                     continue;
                 }
-                let receive =
-                    Receive::new(Protocol::Udp, t.source, t.destination, &t.contents).unwrap();
+                let receive = Receive::new(Protocol::Udp, t.source, c.addr, &t.contents).unwrap();
                 c.rtc.handle_input(Input::Receive(now, receive)).unwrap();
                 c.drain(now, &mut to_sfu);
             }

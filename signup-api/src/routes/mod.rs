@@ -102,7 +102,9 @@ pub(crate) fn router(state: AppState, proxies: TrustedProxies) -> Router {
         .route("/v1/rooms/{id}/participants", post(participants::join))
         .route(
             "/v1/rooms/{id}/participants/{participant}",
-            delete(participants::leave).get(participants::present),
+            delete(participants::leave)
+                .get(participants::present)
+                .patch(participants::restart),
         )
         .route("/openapi.json", get(openapi::document))
         .merge(web::routes())

@@ -308,6 +308,59 @@ pub(crate) async fn leave(
     Ok(StatusCode::NO_CONTENT)
 }
 
+fn session_gone() -> HttpError {
+    HttpError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::SessionGone,
+        "the call server has no such session of yours; rejoin the room",
+    )
+}
+
+/// `PATCH /v1/rooms/{id}/participants/{participant}` with an SDP offer carrying new ICE
+/// credentials (as WHIP restarts ICE): `200` + the SDP answer; the participant keeps its id,
+/// tracks and subscriptions. `404 session_gone` (its session, or its shard, is gone): rejoin.
+pub(crate) async fn restart(
+    State(state): State<AppState>,
+    session: Session,
+    Path((id, participant)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, HttpError> {
+    if !valid_room_id(&id) || !valid_participant_id(&participant) {
+        return Err(session_gone());
+    }
+    let offer = offer(&headers, body)?;
+    let Some(shard) = state.placer.current(&id).await.map_err(placement_error)? else {
+        return Err(session_gone());
+    };
+    let token = mint(&state, &session, &id, &shard)?;
+    match state
+        .shards
+        .restart(&shard, &id, &participant, &token, offer)
+        .await
+    {
+        Ok(answer) if answer.status == 200 => {
+            let mut response = (StatusCode::OK, answer.body).into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/sdp"),
+            );
+            Ok(response)
+        }
+        // Its session or its worker is gone: either way, the client rejoins.
+        Ok(answer) if answer.status == 404 => Err(session_gone()),
+        Ok(answer) if PASSED_THROUGH.contains(&answer.status) && answer.code().is_some() => {
+            Ok(passed_through(answer))
+        }
+        Ok(answer) => Err(shard_error(&shard, &answer)),
+        Err(RelayError::Unreachable(_)) => Err(session_gone()),
+        Err(e) => {
+            tracing::warn!(shard = %shard.id, room = %id, error = %e, "relayed ICE restart failed");
+            Err(shard_unavailable(Duration::from_secs(2)))
+        }
+    }
+}
+
 #[derive(Serialize)]
 pub(crate) struct Present {
     room: String,

@@ -39,6 +39,7 @@ struct Seen {
     hosted: HashSet<String>,
     joins: Vec<(JoinClaims, String)>,
     leaves: Vec<(JoinClaims, String)>,
+    restarts: Vec<(JoinClaims, String, String)>,
 }
 
 struct FakeShard {
@@ -153,6 +154,38 @@ async fn fake_present(
     }
 }
 
+/// An ICE restart: the answer for the one participant there is, unless the offer keeps its
+/// credentials (`a=ice-ufrag:same`).
+async fn fake_restart(
+    State(state): State<FakeState>,
+    Path((room, participant)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(claims) = claims(&state, &headers, &room) else {
+        return refusal(401, "token_invalid", None);
+    };
+    let offer = String::from_utf8_lossy(&body).into_owned();
+    if participant != PARTICIPANT {
+        return refusal(404, "session_gone", None);
+    }
+    if offer.contains("a=ice-ufrag:same") {
+        return refusal(400, "ice_restart_required", None);
+    }
+    state
+        .seen
+        .lock()
+        .unwrap()
+        .restarts
+        .push((claims, participant, offer));
+    (
+        StatusCode::OK,
+        [("content-type", "application/sdp")],
+        ANSWER,
+    )
+        .into_response()
+}
+
 impl FakeShard {
     async fn start(id: &str, key: &TokenSigner, registry: &MemoryRegistry) -> Self {
         let seen = Arc::new(Mutex::new(Seen {
@@ -160,6 +193,7 @@ impl FakeShard {
             hosted: HashSet::new(),
             joins: Vec::new(),
             leaves: Vec::new(),
+            restarts: Vec::new(),
         }));
         let state = FakeState {
             id: id.to_owned(),
@@ -170,7 +204,7 @@ impl FakeShard {
             .route("/v1/sfu/rooms/{room}/participants", post(fake_join))
             .route(
                 "/v1/sfu/rooms/{room}/participants/{participant}",
-                delete(fake_leave).get(fake_present),
+                delete(fake_leave).get(fake_present).patch(fake_restart),
             )
             .with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -528,4 +562,110 @@ async fn a_draining_shard_keeps_its_meetings_and_hands_on_closed_rooms() {
         "unsupported_media_type",
     );
     s.api.stop().await;
+}
+
+/// `PATCH` with `body` as `content_type` on the room's participant `pid`: status and body.
+async fn patch(
+    s: &Setup,
+    pid: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: &str,
+) -> (u16, String) {
+    let url = s
+        .api
+        .url(&format!("/v1/rooms/{}/participants/{pid}", s.room));
+    let mut request = s
+        .api
+        .client
+        .patch(url)
+        .header("content-type", content_type)
+        .body(body.to_owned());
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn an_ice_restart_is_relayed_to_the_participants_shard() {
+    let s = setup(Db::Sqlite).await;
+    let token = Some(s.token.as_str());
+    // Before the room has a shard, there is no session to restart.
+    let (status, body) = patch(&s, PARTICIPANT, token, "application/sdp", OFFER).await;
+    assert_eq!((status, code(&body).as_str()), (404, "session_gone"));
+
+    let shard = FakeShard::start("shard-r", &s.api.token_key, &s.registry).await;
+    let (status, _, body) = join(&s.api, &s.room, token, "application/sdp", OFFER).await;
+    assert_eq!(status, 201, "{body}");
+
+    let restart_offer = format!("{OFFER}a=ice-ufrag:new1\r\n");
+    let (status, body) = patch(&s, PARTICIPANT, token, "application/sdp", &restart_offer).await;
+    assert_eq!((status, body.as_str()), (200, ANSWER));
+    {
+        let seen = shard.seen.lock().unwrap();
+        let (claims, pid, offer) = &seen.restarts[0];
+        assert_eq!(
+            (claims.sub.as_str(), pid.as_str()),
+            (s.user_id.as_str(), PARTICIPANT)
+        );
+        assert_eq!(offer, &restart_offer, "the offer is relayed unchanged");
+    }
+
+    // Refusals: the shard's pass through; the cheap checks never reach it.
+    let same = format!("{OFFER}a=ice-ufrag:same\r\n");
+    for (pid, token, content_type, body, want) in [
+        (
+            PARTICIPANT,
+            token,
+            "application/sdp",
+            same.as_str(),
+            (400, "ice_restart_required"),
+        ),
+        (
+            "00000000000000cd",
+            token,
+            "application/sdp",
+            OFFER,
+            (404, "session_gone"),
+        ),
+        (
+            "..%2f..%2fdrain",
+            token,
+            "application/sdp",
+            OFFER,
+            (404, "session_gone"),
+        ),
+        (
+            PARTICIPANT,
+            token,
+            "application/json",
+            "{}",
+            (415, "unsupported_media_type"),
+        ),
+        (
+            PARTICIPANT,
+            token,
+            "application/sdp",
+            "not sdp",
+            (400, "invalid_sdp"),
+        ),
+        (
+            PARTICIPANT,
+            None,
+            "application/sdp",
+            OFFER,
+            (401, "invalid_session"),
+        ),
+    ] {
+        let (status, got) = patch(&s, pid, token, content_type, body).await;
+        assert_eq!(
+            (status, code(&got).as_str()),
+            want,
+            "{pid} {content_type} {body}: {got}"
+        );
+    }
+    assert_eq!(shard.seen.lock().unwrap().restarts.len(), 1);
 }
