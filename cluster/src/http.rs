@@ -191,6 +191,24 @@ pub fn sdp_created(answer: impl Into<axum::body::Body>, location: &str) -> Respo
     response
 }
 
+/// `415 unsupported_media_type` unless the request says its body is an SDP offer
+/// (`Content-Type: application/sdp`): the API's join and restart and the shard's check it alike.
+pub fn require_sdp(headers: &axum::http::HeaderMap) -> Result<(), HttpError> {
+    let is_sdp = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/sdp"));
+    if is_sdp {
+        Ok(())
+    } else {
+        Err(HttpError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+            "expected a body with Content-Type: application/sdp (the SDP offer)",
+        ))
+    }
+}
+
 /// The error for a body over [`DEFAULT_BODY_LIMIT`].
 pub fn payload_too_large() -> HttpError {
     HttpError::new(

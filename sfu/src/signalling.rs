@@ -127,26 +127,7 @@ async fn join(
         .used_tokens
         .first_use(&claims.jti, claims.exp, now)
         .map_err(|e| refuse(HttpError::unauthorized(e.code(), e.to_string())))?;
-    let is_sdp = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("application/sdp"));
-    if !is_sdp {
-        return Err(refuse(HttpError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorCode::UnsupportedMediaType,
-            "expected a body with Content-Type: application/sdp",
-        )));
-    }
-    let offer = std::str::from_utf8(&body)
-        .ok()
-        .and_then(|sdp| SdpOffer::from_sdp_string(sdp).ok())
-        .ok_or_else(|| {
-            refuse(HttpError::bad_request(
-                ErrorCode::InvalidSdp,
-                "the body is not a valid SDP offer",
-            ))
-        })?;
+    let offer = sdp_offer(&headers, &body).map_err(refuse)?;
     let participant: u64 = rand::random();
     let participant_id = format!("{participant:016x}");
     let (reply, answer) = tokio::sync::oneshot::channel();
@@ -195,11 +176,7 @@ async fn join(
                     ErrorCode::InvalidSdp,
                     format!("the SDP offer cannot be accepted: {why}"),
                 )),
-                _ => HttpError::unavailable(
-                    ErrorCode::WorkerUnavailable,
-                    "the media worker did not answer in time",
-                    RETRY_AFTER,
-                ),
+                _ => worker_timeout(),
             });
         }
     };
@@ -222,23 +199,21 @@ async fn leave(
 
 /// The SDP offer of a request body (`Content-Type: application/sdp`).
 fn sdp_offer(headers: &HeaderMap, body: &[u8]) -> Result<SdpOffer, HttpError> {
-    let is_sdp = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("application/sdp"));
-    if !is_sdp {
-        return Err(HttpError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorCode::UnsupportedMediaType,
-            "expected a body with Content-Type: application/sdp",
-        ));
-    }
+    surge_cluster::http::require_sdp(headers)?;
     std::str::from_utf8(body)
         .ok()
         .and_then(|sdp| SdpOffer::from_sdp_string(sdp).ok())
         .ok_or_else(|| {
             HttpError::bad_request(ErrorCode::InvalidSdp, "the body is not a valid SDP offer")
         })
+}
+
+fn worker_timeout() -> HttpError {
+    HttpError::unavailable(
+        ErrorCode::WorkerUnavailable,
+        "the media worker did not answer in time",
+        RETRY_AFTER,
+    )
 }
 
 fn session_gone() -> HttpError {
@@ -311,11 +286,7 @@ async fn restart(
                 _ => session_gone(),
             })
         }
-        _ => Err(HttpError::unavailable(
-            ErrorCode::WorkerUnavailable,
-            "the media worker did not answer in time",
-            RETRY_AFTER,
-        )),
+        _ => Err(worker_timeout()),
     }
 }
 

@@ -114,17 +114,7 @@ fn mint(
 
 /// The offer's cheap checks, before any placement: a bad request changes nothing.
 fn offer(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Bytes, HttpError> {
-    let is_sdp = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("application/sdp"));
-    if !is_sdp {
-        return Err(HttpError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorCode::UnsupportedMediaType,
-            "expected a body with Content-Type: application/sdp (the SDP offer)",
-        ));
-    }
+    surge_cluster::http::require_sdp(headers)?;
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             surge_cluster::http::payload_too_large()
