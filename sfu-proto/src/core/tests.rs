@@ -1131,3 +1131,46 @@ fn a_layer_that_appears_after_the_keyframe_request_is_asked_again_at_once() {
     sim.run(Duration::from_millis(200));
     assert_eq!(sim.keyframe_requests.len(), 2);
 }
+
+#[test]
+fn expected_slots_ask_for_the_keyframes_their_first_allocation_will_want() {
+    let mut sim = Sim::new(config());
+    sim.join(pid(1), true, true);
+    let video = sim.publish(pid(1), simulcast("v"));
+    let sound = sim.publish(pid(1), audio("a"));
+    sim.run(Duration::from_secs(2));
+    sim.keyframe_requests.clear();
+    // A subscriber's slots on its join's receive-only m-lines are known before its session
+    // connects; the keyframes are asked for then, once.
+    sim.auto_ready = false;
+    sim.room.join(pid(2), info(false, true), sim.now).unwrap();
+    sim.drain();
+    sim.room.expect_slots(pid(2), &[video, sound], sim.now);
+    sim.drain();
+    assert_eq!(sim.keyframe_requests.len(), 1, "{:?}", sim.keyframe_requests);
+    let (_, mid, asked) = sim.keyframe_requests[0];
+    assert_eq!(mid, video.mid);
+    // The session connects before the keyframe arrived: the slot targets the layer already
+    // asked for and waits for it, without a second request.
+    sim.answer_keyframes = false;
+    sim.ready_pending();
+    sim.drain();
+    let out = sim.out_mid(pid(2), video);
+    assert_eq!(sim.room.target_layer(pid(2), out), asked);
+    assert_eq!(sim.keyframe_requests.len(), 1, "{:?}", sim.keyframe_requests);
+}
+
+#[test]
+fn expected_slots_of_someone_unknown_or_of_audio_ask_for_nothing() {
+    let mut sim = Sim::new(config());
+    sim.join(pid(1), true, true);
+    let sound = sim.publish(pid(1), audio("a"));
+    sim.run(Duration::from_secs(1));
+    sim.keyframe_requests.clear();
+    sim.auto_ready = false;
+    sim.room.join(pid(2), info(false, true), sim.now).unwrap();
+    sim.room.expect_slots(pid(2), &[sound], sim.now);
+    sim.room.expect_slots(pid(9), &[sound], sim.now);
+    sim.drain();
+    assert!(sim.keyframe_requests.is_empty());
+}

@@ -120,6 +120,10 @@ pub struct Client {
     /// The client's nominations (checks with USE-CANDIDATE) are lost on the way: a client
     /// that is slow to nominate, as Chromium is toward an ICE-lite server.
     pub nomination_lost: bool,
+    /// The client's DTLS records are lost on the way: its session never connects.
+    pub dtls_lost: bool,
+    /// Keyframe requests (PLI/FIR) the client received.
+    pub keyframe_requests: u32,
     /// The room and user it joined as.
     pub room: String,
     pub user: String,
@@ -166,6 +170,7 @@ impl Client {
                 }
             }
             RtcEvent::KeyframeRequest(request) => {
+                self.keyframe_requests += 1;
                 if let Some(video) = &mut self.video {
                     let index = request
                         .rid
@@ -482,6 +487,8 @@ impl Net {
             stalled: false,
             server_ufrag,
             nomination_lost: false,
+            dtls_lost: false,
+            keyframe_requests: 0,
             room: room.to_owned(),
             user: user.to_owned(),
             nat: None,
@@ -547,6 +554,15 @@ impl Net {
                         .clients
                         .iter()
                         .any(|c| c.addr == source && c.nomination_lost)
+                {
+                    continue;
+                }
+                // RFC 7983: DTLS records start with 20..=63.
+                if data.first().is_some_and(|b| (20..=63).contains(b))
+                    && self
+                        .clients
+                        .iter()
+                        .any(|c| c.addr == source && c.dtls_lost)
                 {
                     continue;
                 }
