@@ -9,7 +9,10 @@
 //! `surge` data channel, can cap what it receives (it announces the cap in its offer and
 //! with REMB, and receives through an emulated thin link: a queue drained at the cap that
 //! drops what would wait too long), and reports per remote track what it received, with
-//! the times of each step of its join.
+//! the times of each step of its join. With [`IceTransport::Relay`] it offers no candidate
+//! of its own and, once the join is answered, reaches the shard only through a TURN relay
+//! allocated with the answer's credentials ([`turn`]), as a browser behind a firewall that
+//! lets only its TURN server through.
 //!
 //! The synthetic payloads end in a tag byte (`0xA0 | layer` for video, `0xB0` for audio),
 //! so a receiver can tell which simulcast layer the SFU forwarded.
@@ -350,9 +353,14 @@ impl Participant {
                 .and_then(|l| l.rsplit('/').next())
                 .map(str::to_owned);
             if let Ok(mut answered) = answered.lock() {
-                answered.clone_from(&location);
+                *answered = location.clone();
             }
-            Ok((body, participant_id, ice_servers.clone(), (location, ice_servers)))
+            Ok((
+                body,
+                participant_id,
+                ice_servers.clone(),
+                (location, ice_servers),
+            ))
         })
         .await;
         let base = config

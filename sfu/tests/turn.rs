@@ -74,6 +74,7 @@ impl Coturn {
                 &format!("--userdb={}", dir.join("turndb").display()),
                 "--log-file=stdout",
                 "--simple-log",
+                "--verbose",
             ])
             .stdout(stdout)
             .stderr(Stdio::null())
@@ -171,7 +172,10 @@ async fn a_relay_only_participant_calls_through_coturn() {
         (41000..=41999).contains(&relayed.port()),
         "a coturn relay port: {relayed}"
     );
-    assert!(media_both_ways(&bob_got), "bob via TURN receives alice: {bob_got:?}");
+    assert!(
+        media_both_ways(&bob_got),
+        "bob via TURN receives alice: {bob_got:?}"
+    );
     let alice_got = wait_for(&alice, LONG, media_both_ways).await;
     assert!(
         media_both_ways(&alice_got),

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use super::TurnError;
 use super::message::{
-    Builder, CHANNEL_MAX, CHANNEL_MIN, Class, Message, Method, TRANSPORT_UDP, TransactionId,
-    attr, channel_data, long_term_key, parse_channel_data,
+    Builder, CHANNEL_MAX, CHANNEL_MIN, Class, Message, Method, TRANSPORT_UDP, TransactionId, attr,
+    channel_data, long_term_key, parse_channel_data,
 };
 
 /// The first retransmission; each next one waits twice as long, up to [`MAX_RTO`].
@@ -31,7 +31,9 @@ const MAX_STALE_RETRIES: u32 = 3;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
     Allocating,
-    Allocated { relayed: SocketAddr },
+    Allocated {
+        relayed: SocketAddr,
+    },
     Failed(TurnError),
     /// Released (Refresh with lifetime 0 sent).
     Closed,
@@ -219,8 +221,7 @@ impl TurnClient {
             return;
         }
         if !self.permissions.contains_key(&peer.ip()) {
-            self.permissions
-                .insert(peer.ip(), now + PERMISSION_REFRESH);
+            self.permissions.insert(peer.ip(), now + PERMISSION_REFRESH);
             self.request(
                 Request::CreatePermission {
                     peers: vec![peer.ip()],
@@ -254,7 +255,13 @@ impl TurnClient {
     /// Wraps `payload` for `peer` into `out` (ChannelData on a bound channel, else a Send
     /// indication); `false` when the relay may not carry it (no allocation, or an unknown
     /// peer: then a permission is asked for, and the caller's retransmission gets through).
-    pub fn wrap(&mut self, peer: SocketAddr, payload: &[u8], out: &mut Vec<u8>, now: Instant) -> bool {
+    pub fn wrap(
+        &mut self,
+        peer: SocketAddr,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+        now: Instant,
+    ) -> bool {
         if !matches!(self.state, State::Allocated { .. }) {
             return false;
         }
@@ -339,7 +346,11 @@ impl TurnClient {
                 self.request(request, now);
             }
             401 => {
-                let realm = self.auth.as_ref().map(|a| a.realm.clone()).unwrap_or_default();
+                let realm = self
+                    .auth
+                    .as_ref()
+                    .map(|a| a.realm.clone())
+                    .unwrap_or_default();
                 self.fail(TurnError::Unauthorized { realm });
             }
             438 if self.stale_retries < MAX_STALE_RETRIES => {
@@ -363,7 +374,9 @@ impl TurnClient {
         match request {
             Request::Allocate => {
                 let Some(relayed) = message.xor_address(attr::XOR_RELAYED_ADDRESS) else {
-                    self.fail(TurnError::Malformed("an Allocate success without XOR-RELAYED-ADDRESS"));
+                    self.fail(TurnError::Malformed(
+                        "an Allocate success without XOR-RELAYED-ADDRESS",
+                    ));
                     return;
                 };
                 self.state = State::Allocated { relayed };
@@ -426,9 +439,8 @@ impl TurnClient {
             Request::Allocate => Builder::new(Method::Allocate, Class::Request, txid)
                 .attr(attr::REQUESTED_TRANSPORT, &[TRANSPORT_UDP, 0, 0, 0])
                 .u32_attr(attr::LIFETIME, LIFETIME),
-            Request::Refresh { lifetime } => {
-                Builder::new(Method::Refresh, Class::Request, txid).u32_attr(attr::LIFETIME, *lifetime)
-            }
+            Request::Refresh { lifetime } => Builder::new(Method::Refresh, Class::Request, txid)
+                .u32_attr(attr::LIFETIME, *lifetime),
             Request::CreatePermission { peers } => peers.iter().fold(
                 Builder::new(Method::CreatePermission, Class::Request, txid),
                 // The port of XOR-PEER-ADDRESS is ignored for permissions.

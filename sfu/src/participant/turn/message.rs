@@ -414,7 +414,12 @@ mod tests {
             Method::CreatePermission,
             Method::ChannelBind,
         ] {
-            for class in [Class::Request, Class::Indication, Class::Success, Class::Error] {
+            for class in [
+                Class::Request,
+                Class::Indication,
+                Class::Success,
+                Class::Error,
+            ] {
                 assert_eq!(split_type(message_type(method, class)), (method, class));
             }
         }
@@ -436,7 +441,10 @@ mod tests {
             .xor_address(attr::XOR_RELAYED_ADDRESS, addr("[2001:db8::1]:40000"))
             .finish_with_integrity(&key);
         let m = Message::parse(&bytes).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((m.method, m.class, m.txid), (Method::Allocate, Class::Request, txid));
+        assert_eq!(
+            (m.method, m.class, m.txid),
+            (Method::Allocate, Class::Request, txid)
+        );
         assert_eq!(m.text(attr::USERNAME).as_deref(), Some("user"));
         assert_eq!(
             m.xor_address(attr::XOR_PEER_ADDRESS),
@@ -449,7 +457,8 @@ mod tests {
         assert!(m.integrity_ok(&key));
         assert!(!m.integrity_ok(&long_term_key("user", "realm", "forged")));
         let mut tampered = bytes.clone();
-        tampered[30] ^= 1;
+        // A byte of USERNAME's value.
+        tampered[33] ^= 1;
         let t = Message::parse(&tampered).unwrap_or_else(|e| panic!("{e}"));
         assert!(!t.integrity_ok(&key));
     }
@@ -458,14 +467,23 @@ mod tests {
     fn the_long_term_key_is_md5_of_user_realm_password() {
         // md5sum of "1700000000:alice:surge:c2VjcmV0".
         let key = long_term_key("1700000000:alice", "surge", "c2VjcmV0");
-        assert_eq!(key, [0x33, 0x7c, 0x87, 0xea, 0xa2, 0x49, 0xdf, 0x4a, 0x3b, 0x35, 0x20, 0xae, 0xb9, 0x3a, 0xb1, 0x84]);
+        assert_eq!(
+            key,
+            [
+                0x33, 0x7c, 0x87, 0xea, 0xa2, 0x49, 0xdf, 0x4a, 0x3b, 0x35, 0x20, 0xae, 0xb9, 0x3a,
+                0xb1, 0x84
+            ]
+        );
     }
 
     #[test]
     fn error_codes_are_read() {
         let txid = [1u8; 12];
         let bytes = Builder::new(Method::Allocate, Class::Error, &txid)
-            .attr(attr::ERROR_CODE, &[0, 0, 4, 38, b'S', b't', b'a', b'l', b'e'])
+            .attr(
+                attr::ERROR_CODE,
+                &[0, 0, 4, 38, b'S', b't', b'a', b'l', b'e'],
+            )
             .finish();
         let m = Message::parse(&bytes).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(m.error_code(), Some((438, "Stale".into())));

@@ -14,7 +14,9 @@ use std::net::SocketAddr;
 #[non_exhaustive]
 pub enum TurnError {
     /// Relay-only, but no `turn:` URL over UDP with credentials was given or answered.
-    #[error("relay-only ICE needs a turn: server (UDP) with credentials; the join answer named none")]
+    #[error(
+        "relay-only ICE needs a turn: server (UDP) with credentials; the join answer named none"
+    )]
     NoServer,
     /// A `turn:` URL that does not name a reachable host and port.
     #[error("TURN URL {0} does not resolve to an address")]

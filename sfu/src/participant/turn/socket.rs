@@ -13,7 +13,9 @@ use crate::participant::IceServer;
 const READS_PER_RECV: usize = 8;
 
 /// The `turn:` URLs over UDP among `servers`, resolved, with their credentials, in order.
-pub fn udp_turn_servers(servers: &[IceServer]) -> Result<Vec<(SocketAddr, String, String)>, TurnError> {
+pub fn udp_turn_servers(
+    servers: &[IceServer],
+) -> Result<Vec<(SocketAddr, String, String)>, TurnError> {
     let mut found = Vec::new();
     let mut bad = None;
     for server in servers {
@@ -48,9 +50,11 @@ fn turn_udp_host_port(url: &str) -> Option<String> {
         return None;
     }
     // A port is present unless the text after the last ':' is not one (or is inside [v6]).
-    let has_port = host_port
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && (!host.contains(':') || host.ends_with(']')));
+    let has_port = host_port.rsplit_once(':').is_some_and(|(host, port)| {
+        !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && (!host.contains(':') || host.ends_with(']'))
+    });
     Some(if has_port {
         host_port.to_owned()
     } else {
@@ -228,10 +232,22 @@ mod tests {
             turn_udp_host_port("turn:127.0.0.1:3479?transport=udp").as_deref(),
             Some("127.0.0.1:3479")
         );
-        assert_eq!(turn_udp_host_port("turn:t.example").as_deref(), Some("t.example:3478"));
-        assert_eq!(turn_udp_host_port("turn:[::1]:5000").as_deref(), Some("[::1]:5000"));
-        assert_eq!(turn_udp_host_port("turn:[::1]").as_deref(), Some("[::1]:3478"));
-        assert_eq!(turn_udp_host_port("turn:127.0.0.1:3479?transport=tcp"), None);
+        assert_eq!(
+            turn_udp_host_port("turn:t.example").as_deref(),
+            Some("t.example:3478")
+        );
+        assert_eq!(
+            turn_udp_host_port("turn:[::1]:5000").as_deref(),
+            Some("[::1]:5000")
+        );
+        assert_eq!(
+            turn_udp_host_port("turn:[::1]").as_deref(),
+            Some("[::1]:3478")
+        );
+        assert_eq!(
+            turn_udp_host_port("turn:127.0.0.1:3479?transport=tcp"),
+            None
+        );
         assert_eq!(turn_udp_host_port("turns:t.example:443"), None);
         assert_eq!(turn_udp_host_port("stun:t.example"), None);
     }
