@@ -10,8 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 say() { printf 'test-turn: %s\n' "$*"; }
 
+# Built only when missing or older than --ice-transport (the workspace's tests build it; a
+# build of the one package would rebuild dependencies with other features).
 LOADGEN="$CARGO_TARGET_DIR/debug/surge-loadgen"
-if [ ! -x "$LOADGEN" ]; then
+if [ ! -x "$LOADGEN" ] || ! "$LOADGEN" calls --help | grep -q -- --ice-transport; then
   say "building surge-loadgen"
   cargo build --locked -p surge-loadgen
 fi

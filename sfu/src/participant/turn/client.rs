@@ -220,8 +220,9 @@ impl TurnClient {
         if !matches!(self.state, State::Allocated { .. }) || self.channels.contains_key(&peer) {
             return;
         }
-        if !self.permissions.contains_key(&peer.ip()) {
-            self.permissions.insert(peer.ip(), now + PERMISSION_REFRESH);
+        if let std::collections::hash_map::Entry::Vacant(entry) = self.permissions.entry(peer.ip())
+        {
+            entry.insert(now + PERMISSION_REFRESH);
             self.request(
                 Request::CreatePermission {
                     peers: vec![peer.ip()],
