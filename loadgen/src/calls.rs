@@ -16,7 +16,9 @@ use rand::RngExt;
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use surge_sfu::participant::{Participant, ParticipantConfig, ParticipantError, ParticipantStats};
+use surge_sfu::participant::{
+    IceTransport, Participant, ParticipantConfig, ParticipantError, ParticipantStats,
+};
 use tokio::sync::Mutex as AsyncMutex;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -105,6 +107,28 @@ pub struct CallsArgs {
     /// join started.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub settle: Duration,
+    /// `relay`: participants gather only a TURN relayed candidate, with the credentials of
+    /// the join answer (the API's `--turn-urls`), so all media goes through the TURN server;
+    /// `all`: their host candidate, media straight to the shard.
+    #[arg(long, value_enum, env = "SURGE_LOADGEN_ICE_TRANSPORT", default_value_t = IceTransportArg::All)]
+    pub ice_transport: IceTransportArg,
+}
+
+/// `--ice-transport`, as a browser's `iceTransportPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum IceTransportArg {
+    #[default]
+    All,
+    Relay,
+}
+
+impl From<IceTransportArg> for IceTransport {
+    fn from(arg: IceTransportArg) -> Self {
+        match arg {
+            IceTransportArg::All => IceTransport::All,
+            IceTransportArg::Relay => IceTransport::Relay,
+        }
+    }
 }
 
 /// Which SFU a calls run loads.
@@ -139,6 +163,7 @@ impl CallsArgs {
             receive_interval: None,
             sfu_pid: None,
             settle: Duration::from_secs(5),
+            ice_transport: IceTransportArg::All,
         }
     }
 }
@@ -203,6 +228,9 @@ pub struct ParticipantReport {
     pub rejoin_ms: Vec<f64>,
     pub video: Vec<TrackReport>,
     pub audio: Vec<TrackReport>,
+    /// Its (last) session went through a TURN relay.
+    #[serde(default)]
+    pub relayed: bool,
 }
 
 impl ParticipantReport {
@@ -259,6 +287,9 @@ pub struct CallsResult {
     /// receiving tracks, after retransmissions.
     #[serde(default)]
     pub delivery_loss: f64,
+    /// Participants whose session went through a TURN relay (`--ice-transport relay`).
+    #[serde(default)]
+    pub relayed: usize,
     pub timeline: Vec<CallsPoint>,
     pub verdict: Verdict,
 }
@@ -464,6 +495,7 @@ impl Watcher {
             self.report.connect_ms = stats.join_time.map(|d| d.as_secs_f64() * 1000.0);
         }
         live.connected = stats.connected;
+        self.report.relayed = stats.relayed.is_some();
         let mut frozen = 0;
         for t in &stats.tracks {
             let w = match self.tracks.iter().position(|w| w.report.mid == t.mid) {
@@ -876,6 +908,7 @@ pub async fn run(args: &CallsArgs, quiet: bool) -> Result<CallsResult, CallsErro
                 c.video = !args.audio_only;
                 c.bind_ip = args.bind_ip;
                 c.receive_interval = args.receive_interval;
+                c.ice_transport = args.ice_transport.into();
                 let mut c = if publisher { c } else { c.subscriber_only() };
                 if !publisher && sub_index < args.capped_subscribers {
                     c.max_receive_bps = args.subscriber_cap_bps;
@@ -1153,8 +1186,9 @@ fn summarise(
         first_video_hist.record(Duration::from_secs_f64(ms / 1000.0));
     }
     let pass = failed_joins == 0 && missing == 0 && !participants.is_empty();
+    let relayed = participants.iter().filter(|p| p.relayed).count();
     let line = format!(
-        "{}: {} rooms × ({} publishers + {} subscribers) for {:.0}s; {} joined, {} without all video; first video of every remote track p50 {:.0} ms p99 {:.0} ms (first media p50 {:.0} ms p99 {:.0} ms); layers {}; {} freezes; audio shortfall {:.2}%; delivery loss {:.2}%; {}",
+        "{}: {} rooms × ({} publishers + {} subscribers) for {:.0}s; {} joined ({relayed} through a TURN relay), {} without all video; first video of every remote track p50 {:.0} ms p99 {:.0} ms (first media p50 {:.0} ms p99 {:.0} ms); layers {}; {} freezes; audio shortfall {:.2}%; delivery loss {:.2}%; {}",
         if pass { "PASS" } else { "FAIL" },
         args.rooms,
         args.publishers,
@@ -1206,6 +1240,7 @@ fn summarise(
         sfu: args.sfu,
         steady: None,
         delivery_loss,
+        relayed,
         timeline,
         verdict: Verdict { pass, line },
     }

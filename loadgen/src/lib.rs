@@ -95,3 +95,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<bool> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+    use crate::calls::IceTransportArg;
+
+    fn ice_transport(args: &[&str]) -> Result<IceTransportArg, clap::Error> {
+        let cli = Cli::try_parse_from(["surge-loadgen", "calls"].iter().chain(args))?;
+        match cli.command {
+            Command::Calls(calls) => Ok(calls.ice_transport),
+            _ => panic!("not the calls command"),
+        }
+    }
+
+    #[test]
+    fn ice_transport_is_all_unless_relay_is_asked_for() {
+        assert_eq!(ice_transport(&[]).ok(), Some(IceTransportArg::All));
+        assert_eq!(
+            ice_transport(&["--ice-transport", "relay"]).ok(),
+            Some(IceTransportArg::Relay)
+        );
+        assert!(ice_transport(&["--ice-transport", "tcp"]).is_err());
+    }
+}

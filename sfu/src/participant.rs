@@ -9,7 +9,10 @@
 //! `surge` data channel, can cap what it receives (it announces the cap in its offer and
 //! with REMB, and receives through an emulated thin link: a queue drained at the cap that
 //! drops what would wait too long), and reports per remote track what it received, with
-//! the times of each step of its join.
+//! the times of each step of its join. With [`IceTransport::Relay`] it offers no candidate
+//! of its own and, once the join is answered, reaches the shard only through a TURN relay
+//! allocated with the answer's credentials ([`turn`]), as a browser behind a firewall that
+//! lets only its TURN server through.
 //!
 //! The synthetic payloads end in a tag byte (`0xA0 | layer` for video, `0xB0` for audio),
 //! so a receiver can tell which simulcast layer the SFU forwarded.
@@ -51,6 +54,8 @@ pub use surge_sfu_proto::synthetic::RIDS;
 
 mod ice_servers;
 pub use ice_servers::IceServer;
+pub mod turn;
+pub use turn::TurnError;
 /// Default bitrates of the three layers, bits/s (roughly 180p, 360p, 720p).
 pub const LAYER_BPS: [u64; 3] = [150_000, 500_000, 1_500_000];
 const VIDEO_FPS: u32 = 30;
@@ -96,6 +101,21 @@ pub struct ParticipantConfig {
     /// With `tcp_only`: stop reading the connection this long after it is up (a reader
     /// slower than its media, for tests of the shard's write-buffer limit).
     pub tcp_stall_after: Option<Duration>,
+    /// Which ICE candidates it gathers: its host candidate, or only a TURN relayed one.
+    pub ice_transport: IceTransport,
+    /// TURN servers to try (relay-only) before those the join answer names.
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// The candidates a participant gathers, as a browser's `iceTransportPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IceTransport {
+    /// Its own (host) candidate: media goes to the shard directly.
+    #[default]
+    All,
+    /// Only a relayed candidate, allocated with the TURN credentials of the join answer
+    /// (`Link: <turn:…>; rel="ice-server"`): every packet goes through the TURN server.
+    Relay,
 }
 
 impl ParticipantConfig {
@@ -115,6 +135,8 @@ impl ParticipantConfig {
             receive_interval: None,
             tcp_only: false,
             tcp_stall_after: None,
+            ice_transport: IceTransport::All,
+            ice_servers: Vec::new(),
         }
     }
 
@@ -147,6 +169,9 @@ pub enum ParticipantError {
     /// The session could not be set up.
     #[error("WebRTC: {0}")]
     Rtc(String),
+    /// Relay-only, and no TURN relay could be allocated.
+    #[error("TURN: {0}")]
+    Turn(#[from] TurnError),
 }
 
 /// What arrived on one receiving m-line.
@@ -235,6 +260,8 @@ pub struct ParticipantStats {
     pub offers_answered: u64,
     /// ICE restarts done (each on a new local socket).
     pub ice_restarts: u64,
+    /// The TURN relayed address its media goes through (relay-only).
+    pub relayed: Option<SocketAddr>,
 }
 
 impl ParticipantStats {
@@ -254,9 +281,7 @@ pub struct Participant {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     location: Option<String>,
-    /// The TURN/STUN servers of the join answer. The session does not relay through them:
-    /// str0m 0.25 has no TURN client, so a participant's media always goes to the shard
-    /// directly; they are read so a load test can see the credentials the API hands out.
+    /// The TURN/STUN servers of the join answer (used in [`IceTransport::Relay`] mode).
     ice_servers: Vec<IceServer>,
     token: String,
     client: reqwest::Client,
@@ -287,7 +312,11 @@ impl Participant {
             config.max_receive_bps,
         );
         let http = client.clone();
-        let (parts, joined) = Self::offer_and_launch(&config, true, |offer| async move {
+        // Where the shard put the participant, known as soon as the join is answered: a
+        // relay that cannot be allocated afterwards leaves it again.
+        let answered_location: Arc<Mutex<Option<String>>> = Arc::default();
+        let answered = answered_location.clone();
+        let launched = Self::offer_and_launch(&config, true, |offer| async move {
             let response = http
                 .post(&signal_url)
                 .bearer_auth(&token)
@@ -323,17 +352,39 @@ impl Participant {
                 .as_deref()
                 .and_then(|l| l.rsplit('/').next())
                 .map(str::to_owned);
-            Ok((body, participant_id, (location, ice_servers)))
+            if let Ok(mut answered) = answered.lock() {
+                *answered = location.clone();
+            }
+            Ok((
+                body,
+                participant_id,
+                ice_servers.clone(),
+                (location, ice_servers),
+            ))
         })
-        .await?;
-        let (stats, stop, outbox, control, thread) = parts;
-        let (location, ice_servers) = joined;
+        .await;
         let base = config
             .signal_url
             .find("/v1/")
             .map(|i| &config.signal_url[..i])
             .unwrap_or(&config.signal_url)
             .to_owned();
+        let (parts, joined) = match launched {
+            Ok(launched) => launched,
+            Err(error) => {
+                let location = answered_location.lock().ok().and_then(|mut l| l.take());
+                if let Some(location) = location {
+                    let _ = client
+                        .delete(format!("{base}{location}"))
+                        .bearer_auth(&config.token)
+                        .send()
+                        .await;
+                }
+                return Err(error);
+            }
+        };
+        let (stats, stop, outbox, control, thread) = parts;
+        let (location, ice_servers) = joined;
         Ok(Self {
             stats,
             stop,
@@ -360,7 +411,7 @@ impl Participant {
         Fut: std::future::Future<Output = Result<String, ParticipantError>>,
     {
         let (parts, ()) = Self::offer_and_launch(&config, false, |offer| async move {
-            Ok((signal(offer).await?, None, ()))
+            Ok((signal(offer).await?, None, Vec::new(), ()))
         })
         .await?;
         Self::launched(parts, &config)
@@ -368,8 +419,9 @@ impl Participant {
 
     /// The one way a participant offers: a session with the configured media (and the
     /// `surge` channel when `with_channel`), the offer handed to `signal`, which answers the
-    /// SDP answer, the participant id when it learns one, and anything else the caller
-    /// wants back; then the session thread starts.
+    /// SDP answer, the participant id when it learns one, the ICE servers it names, and
+    /// anything else the caller wants back; then (relay-only: once a TURN allocation is
+    /// granted) the session thread starts.
     async fn offer_and_launch<F, Fut, T>(
         config: &ParticipantConfig,
         with_channel: bool,
@@ -377,19 +429,40 @@ impl Participant {
     ) -> Result<(Launched, T), ParticipantError>
     where
         F: FnOnce(String) -> Fut,
-        Fut: std::future::Future<Output = Result<(String, Option<String>, T), ParticipantError>>,
+        Fut: std::future::Future<
+                Output = Result<(String, Option<String>, Vec<IceServer>, T), ParticipantError>,
+            >,
     {
         let started = Instant::now();
-        let (socket, local, mut rtc) = bound_session(config, started)?;
+        let (socket, mut local, mut rtc) = bound_session(config, started)?;
         let mut change = rtc.sdp_api();
         let (audio_mid, video_mid) = add_publish_media(&mut change, config.audio, config.video);
         let channel = with_channel.then(|| change.add_channel("surge".to_owned()));
         let Some((offer, pending)) = change.apply() else {
             return Err(ParticipantError::Rtc("nothing to offer".into()));
         };
-        let (answer, participant_id, extra) = signal(offer.to_sdp_string()).await?;
+        let (answer, participant_id, answered_servers, extra) =
+            signal(offer.to_sdp_string()).await?;
         let answer_at = started.elapsed();
-        let link = socket.connect(&answer, config)?;
+        let mut relayed = None;
+        let link = match socket {
+            link::Unconnected::Relay => {
+                let servers: Vec<IceServer> = config
+                    .ice_servers
+                    .iter()
+                    .cloned()
+                    .chain(answered_servers)
+                    .collect();
+                let relay = relay_link(config.bind_ip, servers, &answer).await?;
+                local = relay.relayed();
+                relayed = Some(local);
+                let candidate = str0m::Candidate::relayed(local, relay.local_addr()?, "udp")
+                    .map_err(|e| ParticipantError::Rtc(e.to_string()))?;
+                rtc.add_local_candidate(candidate);
+                Link::Relay(Box::new(relay))
+            }
+            socket => socket.connect(&answer, config)?,
+        };
         let answer = SdpAnswer::from_sdp_string(&answer)
             .map_err(|e| ParticipantError::Rtc(e.to_string()))?;
         rtc.sdp_api()
@@ -399,6 +472,7 @@ impl Participant {
             participant_id,
             started: Some(started),
             answer_at: Some(answer_at),
+            relayed,
             ..ParticipantStats::default()
         };
         let media = LocalMedia {
@@ -591,6 +665,20 @@ fn error_code(body: &str) -> String {
         .ok()
         .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
         .unwrap_or_default()
+}
+
+/// A TURN allocation on the first of `servers` that grants one (a blocking exchange, run
+/// off the runtime's threads), with permissions and channels for the answer's candidates.
+async fn relay_link(
+    bind_ip: IpAddr,
+    servers: Vec<IceServer>,
+    answer: &str,
+) -> Result<turn::socket::RelayLink, ParticipantError> {
+    let mut relay = tokio::task::spawn_blocking(move || turn::socket::allocate(bind_ip, &servers))
+        .await
+        .map_err(|e| ParticipantError::Rtc(format!("TURN allocation task: {e}")))??;
+    relay.add_peers(&link::udp_candidates(answer));
+    Ok(relay)
 }
 
 /// Starts the session thread of a negotiated `Rtc`.
@@ -855,6 +943,7 @@ impl Session {
             }
         }
         self.rtc.disconnect();
+        self.transport.close();
         if let Ok(mut s) = self.stats.lock() {
             s.connected = false;
         }
@@ -1024,6 +1113,11 @@ impl Session {
     /// A new socket on the configured address, and an offer with new ICE credentials. The
     /// old socket closes now: datagrams to it are lost, as to a network the device left.
     fn restart_offer(&mut self) -> Result<String, ParticipantError> {
+        if self.transport.is_relay() {
+            return Err(ParticipantError::Rtc(
+                "an ICE restart moves a UDP participant; this one goes through TURN".into(),
+            ));
+        }
         if self.transport.proto() != str0m::net::Protocol::Udp {
             return Err(ParticipantError::Rtc(
                 "an ICE restart moves a UDP participant; this one uses TCP".into(),

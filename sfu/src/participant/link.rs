@@ -1,5 +1,6 @@
-//! The participant's transport: a UDP socket, or (ICE-TCP only) one TCP connection from an
-//! active candidate to the shard's passive one, with RFC 4571 framing.
+//! The participant's transport: a UDP socket, (ICE-TCP only) one TCP connection from an
+//! active candidate to the shard's passive one, with RFC 4571 framing, or (relay-only) a
+//! TURN allocation.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
@@ -8,7 +9,8 @@ use std::time::{Duration, Instant};
 use str0m::net::{Protocol, TcpType};
 use str0m::{Candidate, Rtc};
 
-use super::{ParticipantConfig, ParticipantError};
+use super::turn::socket::RelayLink;
+use super::{IceTransport, ParticipantConfig, ParticipantError};
 use crate::framing::{self, Deframer};
 
 /// An active TCP candidate's port: it connects and never listens (RFC 6544 §4.5).
@@ -22,6 +24,8 @@ const STALLED_RECEIVE_BUFFER: usize = 4096;
 pub(super) enum Unconnected {
     Udp(UdpSocket),
     Tcp,
+    /// Relay-only: the allocation is made once the join answer names the TURN servers.
+    Relay,
 }
 
 /// A bound transport and a str0m session with its one local candidate.
@@ -42,6 +46,10 @@ pub(super) fn bound_session(
         rtc.add_local_candidate(candidate);
         return Ok((Unconnected::Tcp, local, rtc));
     }
+    if config.ice_transport == IceTransport::Relay {
+        // No host candidate: every path goes through the relayed one, added later.
+        return Ok((Unconnected::Relay, SocketAddr::new(config.bind_ip, 0), rtc));
+    }
     let socket = UdpSocket::bind(SocketAddr::new(config.bind_ip, 0))?;
     let local = socket.local_addr()?;
     rtc.add_local_candidate(Candidate::host(local, "udp").map_err(rtc_error)?);
@@ -57,6 +65,9 @@ impl Unconnected {
     ) -> Result<Link, ParticipantError> {
         match self {
             Unconnected::Udp(socket) => Ok(Link::Udp(socket)),
+            Unconnected::Relay => Err(ParticipantError::Rtc(
+                "relay-only ICE needs the join through the API (it names the TURN servers)".into(),
+            )),
             Unconnected::Tcp => {
                 let remote = passive_tcp_candidate(remote_sdp).ok_or_else(|| {
                     ParticipantError::Rtc("the answer has no passive TCP candidate".into())
@@ -88,6 +99,25 @@ impl Unconnected {
     }
 }
 
+/// The addresses of the UDP `a=candidate`s of `sdp` (where a relay must let media through).
+pub(super) fn udp_candidates(sdp: &str) -> Vec<SocketAddr> {
+    sdp.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line
+                .trim()
+                .strip_prefix("a=candidate:")?
+                .split_whitespace()
+                .collect();
+            if !fields.get(2)?.eq_ignore_ascii_case("udp") {
+                return None;
+            }
+            let ip: IpAddr = fields.get(4)?.parse().ok()?;
+            let port: u16 = fields.get(5)?.parse().ok()?;
+            Some(SocketAddr::new(ip, port))
+        })
+        .collect()
+}
+
 /// The first `a=candidate` of `sdp` that is a passive TCP one.
 fn passive_tcp_candidate(sdp: &str) -> Option<SocketAddr> {
     sdp.lines().find_map(|line| {
@@ -112,6 +142,7 @@ fn passive_tcp_candidate(sdp: &str) -> Option<SocketAddr> {
 pub(super) enum Link {
     Udp(UdpSocket),
     Tcp(TcpLink),
+    Relay(Box<RelayLink>),
 }
 
 pub(super) struct TcpLink {
@@ -129,7 +160,7 @@ pub(super) struct TcpLink {
 impl Link {
     pub fn proto(&self) -> Protocol {
         match self {
-            Link::Udp(_) => Protocol::Udp,
+            Link::Udp(_) | Link::Relay(_) => Protocol::Udp,
             Link::Tcp(_) => Protocol::Tcp,
         }
     }
@@ -137,6 +168,7 @@ impl Link {
     pub fn set_nonblocking(&mut self, nonblocking: bool) -> std::io::Result<()> {
         match self {
             Link::Udp(s) => s.set_nonblocking(nonblocking),
+            Link::Relay(r) => r.set_nonblocking(nonblocking),
             Link::Tcp(t) => {
                 if nonblocking {
                     t.read_timeout = Some(Duration::ZERO);
@@ -149,6 +181,7 @@ impl Link {
     pub fn set_read_timeout(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
         match self {
             Link::Udp(s) => s.set_read_timeout(timeout),
+            Link::Relay(r) => r.set_read_timeout(timeout),
             Link::Tcp(t) => {
                 t.read_timeout = timeout;
                 Ok(())
@@ -160,6 +193,7 @@ impl Link {
     pub fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
         match self {
             Link::Udp(s) => s.recv_from(buf),
+            Link::Relay(r) => r.recv(buf),
             Link::Tcp(t) => t.recv(buf).map(|n| (n, t.remote)),
         }
     }
@@ -170,6 +204,7 @@ impl Link {
             Link::Udp(s) => {
                 let _ = s.send_to(packet, destination);
             }
+            Link::Relay(r) => r.send(packet, destination),
             Link::Tcp(t) => {
                 if t.closed || destination != t.remote {
                     return;
@@ -179,6 +214,20 @@ impl Link {
                     t.closed = true;
                 }
             }
+        }
+    }
+}
+
+impl Link {
+    /// Whether it goes through a TURN relay.
+    pub fn is_relay(&self) -> bool {
+        matches!(self, Link::Relay(_))
+    }
+
+    /// The session ends: release what a server holds for it (a TURN allocation).
+    pub fn close(&mut self) {
+        if let Link::Relay(r) = self {
+            r.close();
         }
     }
 }
@@ -231,5 +280,10 @@ mod tests {
             passive_tcp_candidate("a=candidate:1 1 udp 1 127.0.0.1 5000 typ host\r\n"),
             None
         );
+        assert_eq!(
+            udp_candidates(sdp),
+            ["127.0.0.1:5000".parse().unwrap_or_else(|e| panic!("{e}"))]
+        );
+        assert!(udp_candidates("a=candidate:1 1 udp 1 not-an-ip 5000 typ host\r\n").is_empty());
     }
 }
