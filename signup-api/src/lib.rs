@@ -241,7 +241,12 @@ pub struct ApiConfig {
     pub calls_per_account_burst: u32,
 
     /// Milliseconds a call rings before it counts as missed (no answer).
-    #[arg(long, env = "SURGE_RING_TIMEOUT_MS", default_value_t = 30_000, hide = true)]
+    #[arg(
+        long,
+        env = "SURGE_RING_TIMEOUT_MS",
+        default_value_t = 30_000,
+        hide = true
+    )]
     pub ring_timeout_ms: u64,
 
     /// Seconds a login session lasts.

@@ -72,7 +72,12 @@ pub async fn expire(store: &dyn Store, presence: &dyn Presence, now_ms: i64) {
             }
             send(
                 presence,
-                update(&ring.user_id, &ring.call_id, LegState::NoAnswer, &ring.user_id),
+                update(
+                    &ring.user_id,
+                    &ring.call_id,
+                    LegState::NoAnswer,
+                    &ring.user_id,
+                ),
             )
             .await;
         }
@@ -104,7 +109,10 @@ mod tests {
 
     #[test]
     fn the_sweep_period_follows_the_timeout_within_bounds() {
-        assert_eq!(sweep_period(Duration::from_secs(30)), Duration::from_secs(1));
+        assert_eq!(
+            sweep_period(Duration::from_secs(30)),
+            Duration::from_secs(1)
+        );
         assert_eq!(
             sweep_period(Duration::from_secs(2)),
             Duration::from_millis(200)

@@ -136,13 +136,17 @@ async fn contacts_among(
     let contacts = state.store.contacts(me).await.map_err(store_error)?;
     ids.iter()
         .map(|id| {
-            contacts.iter().find(|c| &c.id == id).cloned().ok_or_else(|| {
-                HttpError::new(
-                    StatusCode::FORBIDDEN,
-                    ErrorCode::NotAContact,
-                    "you can only call your accepted contacts",
-                )
-            })
+            contacts
+                .iter()
+                .find(|c| &c.id == id)
+                .cloned()
+                .ok_or_else(|| {
+                    HttpError::new(
+                        StatusCode::FORBIDDEN,
+                        ErrorCode::NotAContact,
+                        "you can only call your accepted contacts",
+                    )
+                })
         })
         .collect()
 }
@@ -172,7 +176,8 @@ async fn busy(state: &AppState, people: &[Account]) -> Result<Vec<bool>, HttpErr
 
 /// The legs for `people` rung by `me` now.
 fn legs(state: &AppState, me: &str, people: &[Account], busy: &[bool], now: i64) -> Vec<NewLeg> {
-    let until = now.saturating_add(i64::try_from(state.settings.ring_timeout.as_millis()).unwrap_or(0));
+    let until =
+        now.saturating_add(i64::try_from(state.settings.ring_timeout.as_millis()).unwrap_or(0));
     people
         .iter()
         .zip(busy)
@@ -191,7 +196,13 @@ fn legs(state: &AppState, me: &str, people: &[Account], busy: &[bool], now: i64)
 }
 
 /// Rings the callees who are not busy, and tells `me`'s tabs about the busy ones.
-async fn ring(state: &AppState, call: &CallRecord, me: &Account, people: &[Account], busy: &[bool]) {
+async fn ring(
+    state: &AppState,
+    call: &CallRecord,
+    me: &Account,
+    people: &[Account],
+    busy: &[bool],
+) {
     for (p, busy) in people.iter().zip(busy) {
         if *busy {
             count(LegState::Busy);
@@ -379,7 +390,11 @@ pub(crate) async fn decline(
 }
 
 /// Stops the rings `me` started in `call`; the callees' tabs stop ringing.
-async fn cancel_rings(state: &AppState, call: &CallRecord, me: &str) -> Result<Vec<String>, HttpError> {
+async fn cancel_rings(
+    state: &AppState,
+    call: &CallRecord,
+    me: &str,
+) -> Result<Vec<String>, HttpError> {
     let stopped = state
         .store
         .cancel_rings(&call.id, me, now_ms())

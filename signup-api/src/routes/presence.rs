@@ -261,7 +261,12 @@ struct RoomRef<'a> {
     id: &'a str,
 }
 
-fn incoming_call_event(call_id: &str, caller_id: &str, caller_name: &str, room_id: &str) -> Option<Event> {
+fn incoming_call_event(
+    call_id: &str,
+    caller_id: &str,
+    caller_name: &str,
+    room_id: &str,
+) -> Option<Event> {
     Event::default()
         .event("incoming_call")
         .json_data(IncomingCallEvent {
@@ -433,8 +438,13 @@ impl Feed {
                 caller_name,
                 room_id,
             } if callee == self.owner => {
-                self.send(incoming_call_event(&call_id, &caller_id, &caller_name, &room_id))
-                    .await
+                self.send(incoming_call_event(
+                    &call_id,
+                    &caller_id,
+                    &caller_name,
+                    &room_id,
+                ))
+                .await
             }
             Notice::CallUpdate {
                 to,

@@ -299,8 +299,12 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<Option<Option<String>>, StoreError>;
     /// `user_id` leaves the call they were in; whether they were in it.
-    async fn leave_call(&self, call_id: &str, user_id: &str, now_ms: i64)
-    -> Result<bool, StoreError>;
+    async fn leave_call(
+        &self,
+        call_id: &str,
+        user_id: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
     /// Stops the rings `invited_by` started in the call; the callees whose ring stopped.
     async fn cancel_rings(
         &self,

@@ -10,8 +10,8 @@ use sqlx::{PgPool, SqlitePool};
 
 use super::{
     Account, CallRecord, Credentials, Direction, ExpiredRing, IncomingRequest, LegState, NewLeg,
-    OutgoingRequest, RecentCall, RequestOutcome, Ringing, Room, Store, StoreError,
-    StoredResponse, Table,
+    OutgoingRequest, RecentCall, RequestOutcome, Ringing, Room, Store, StoreError, StoredResponse,
+    Table,
 };
 
 /// The schema, applied in order; each entry runs once (recorded in `surge_migrations`).
@@ -287,7 +287,17 @@ macro_rules! insert_legs {
     };
 }
 
-type RecentRow = (String, String, String, i64, Option<i64>, String, String, String, i64);
+type RecentRow = (
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    String,
+    String,
+    String,
+    i64,
+);
 
 fn recent(direction: Direction, row: RecentRow) -> RecentCall {
     let (call_id, room_id, state, created_ms, answered_ms, id, email, name, joined) = row;

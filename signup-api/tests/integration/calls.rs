@@ -47,8 +47,12 @@ async fn call(api: &TestApi, from: &User, to: &[&User]) -> (StatusCode, Value) {
 }
 
 async fn act(api: &TestApi, u: &User, call_id: &str, what: &str) -> (StatusCode, Value) {
-    api.post(&format!("/v1/calls/{call_id}/{what}"), json!({}), Some(&u.token))
-        .await
+    api.post(
+        &format!("/v1/calls/{call_id}/{what}"),
+        json!({}),
+        Some(&u.token),
+    )
+    .await
 }
 
 async fn recent(api: &TestApi, u: &User) -> Vec<Value> {
@@ -61,9 +65,7 @@ async fn recent(api: &TestApi, u: &User) -> Vec<Value> {
 async fn updates_within(events: &mut Events, call_id: &str, window: Duration) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + window;
     let mut out = Vec::new();
-    while let Ok(update) =
-        tokio::time::timeout_at(deadline, events.next_of("call_update")).await
-    {
+    while let Ok(update) = tokio::time::timeout_at(deadline, events.next_of("call_update")).await {
         if update["call_id"] == call_id {
             out.push(update);
         }
@@ -102,7 +104,11 @@ async fn ring_accept_decline_cancel_busy_and_add(db: Db) {
 
     // Refused, and nothing created: strangers, nobody, yourself, not a list.
     assert_error(&call(&api, &ann, &[&stranger]).await, 403, "not_a_contact");
-    assert_error(&call(&api, &ann, &[&bob, &stranger]).await, 403, "not_a_contact");
+    assert_error(
+        &call(&api, &ann, &[&bob, &stranger]).await,
+        403,
+        "not_a_contact",
+    );
     assert_error(&call(&api, &ann, &[]).await, 422, "invalid_callees");
     assert_error(&call(&api, &ann, &[&ann]).await, 422, "invalid_callees");
     assert_error(
@@ -112,12 +118,17 @@ async fn ring_accept_decline_cancel_busy_and_add(db: Db) {
         "invalid_body",
     );
     assert_error(
-        &api.post("/v1/calls", json!({"callees": [bob.id]}), None).await,
+        &api.post("/v1/calls", json!({"callees": [bob.id]}), None)
+            .await,
         401,
         "invalid_session",
     );
     assert!(recent(&api, &ann).await.is_empty());
-    assert_error(&act(&api, &bob, "nope", "accept").await, 404, "call_not_found");
+    assert_error(
+        &act(&api, &bob, "nope", "accept").await,
+        404,
+        "call_not_found",
+    );
 
     // Ann calls Bob: both of his tabs ring with her name and the room.
     let (status, placed) = call(&api, &ann, &[&bob]).await;
@@ -133,18 +144,33 @@ async fn ring_accept_decline_cancel_busy_and_add(db: Db) {
         assert_eq!(ring["room"]["id"], room.as_str());
     }
     // A stranger can neither answer it nor hang it up.
-    assert_error(&act(&api, &stranger, &call_id, "accept").await, 404, "call_not_found");
-    assert_error(&act(&api, &stranger, &call_id, "hangup").await, 404, "call_not_found");
+    assert_error(
+        &act(&api, &stranger, &call_id, "accept").await,
+        404,
+        "call_not_found",
+    );
+    assert_error(
+        &act(&api, &stranger, &call_id, "hangup").await,
+        404,
+        "call_not_found",
+    );
 
     // The first tab accepts; the second hears it (and stops ringing), as does Ann.
     let (status, answered) = act(&api, &bob, &call_id, "accept").await;
     assert_eq!(status, 200, "{answered}");
     assert_eq!(answered["room"]["id"], room.as_str());
-    assert_error(&act(&api, &bob, &call_id, "accept").await, 409, "call_not_ringing");
+    assert_error(
+        &act(&api, &bob, &call_id, "accept").await,
+        409,
+        "call_not_ringing",
+    );
     let heard = next_update(&mut ann_tab, &call_id).await;
     assert_eq!(heard["state"], "accepted");
     assert_eq!(heard["by"], bob.id.as_str());
-    assert_eq!(next_update(&mut bob_other_tab, &call_id).await["state"], "accepted");
+    assert_eq!(
+        next_update(&mut bob_other_tab, &call_id).await["state"],
+        "accepted"
+    );
 
     // Bob is in a call: Cy's call to him is busy, and nothing is created.
     assert_error(&call(&api, &cy, &[&bob]).await, 409, "callee_busy");
@@ -185,13 +211,23 @@ async fn ring_accept_decline_cancel_busy_and_add(db: Db) {
     );
     assert_eq!(act(&api, &cy, &call_id, "decline").await.0, 204);
     let heard = next_update(&mut ann_tab, &call_id).await;
-    assert_eq!((heard["state"].as_str(), heard["by"].as_str()), (Some("declined"), Some(cy.id.as_str())));
+    assert_eq!(
+        (heard["state"].as_str(), heard["by"].as_str()),
+        (Some("declined"), Some(cy.id.as_str()))
+    );
 
     // Bob hangs up: Ann hears it, and Bob is free again. Cy calls him and cancels.
     assert_eq!(act(&api, &bob, &call_id, "hangup").await.0, 204);
-    assert_eq!(act(&api, &bob, &call_id, "hangup").await.0, 204, "idempotent");
+    assert_eq!(
+        act(&api, &bob, &call_id, "hangup").await.0,
+        204,
+        "idempotent"
+    );
     let heard = next_update(&mut ann_tab, &call_id).await;
-    assert_eq!((heard["state"].as_str(), heard["by"].as_str()), (Some("ended"), Some(bob.id.as_str())));
+    assert_eq!(
+        (heard["state"].as_str(), heard["by"].as_str()),
+        (Some("ended"), Some(bob.id.as_str()))
+    );
     assert_error(
         &api.post(
             &format!("/v1/calls/{call_id}/members"),
@@ -205,12 +241,22 @@ async fn ring_accept_decline_cancel_busy_and_add(db: Db) {
     let (status, second) = call(&api, &cy, &[&bob]).await;
     assert_eq!(status, 201, "{second}");
     let second_id = second["call_id"].as_str().unwrap().to_owned();
-    assert_eq!(bob_tab.next_of("incoming_call").await["call_id"], second_id.as_str());
+    assert_eq!(
+        bob_tab.next_of("incoming_call").await["call_id"],
+        second_id.as_str()
+    );
     let (status, cancelled) = act(&api, &cy, &second_id, "cancel").await;
     assert_eq!(status, 200, "{cancelled}");
     assert_eq!(cancelled["cancelled"], json!([bob.id]));
-    assert_eq!(next_update(&mut bob_tab, &second_id).await["state"], "cancelled");
-    assert_error(&act(&api, &bob, &second_id, "accept").await, 409, "call_not_ringing");
+    assert_eq!(
+        next_update(&mut bob_tab, &second_id).await["state"],
+        "cancelled"
+    );
+    assert_error(
+        &act(&api, &bob, &second_id, "accept").await,
+        409,
+        "call_not_ringing",
+    );
 
     // The recent calls, newest first, from each side.
     let bobs = recent(&api, &bob).await;
@@ -232,7 +278,10 @@ async fn ring_accept_decline_cancel_busy_and_add(db: Db) {
         ]
     );
     let anns = recent(&api, &ann).await;
-    let outcomes: Vec<&str> = anns.iter().map(|c| c["outcome"].as_str().unwrap()).collect();
+    let outcomes: Vec<&str> = anns
+        .iter()
+        .map(|c| c["outcome"].as_str().unwrap())
+        .collect();
     assert_eq!(outcomes, ["declined", "answered"], "{anns:?}");
     assert!(anns.iter().all(|c| c["direction"] == "outgoing"));
     api.stop().await;
@@ -271,7 +320,10 @@ async fn ringing_crosses_replicas_and_times_out_exactly_once_on_redis() {
     assert_eq!(status, 201, "{placed}");
     let first = placed["call_id"].as_str().unwrap().to_owned();
     let rang = Instant::now();
-    assert_eq!(bob_tab.next_of("incoming_call").await["call_id"], first.as_str());
+    assert_eq!(
+        bob_tab.next_of("incoming_call").await["call_id"],
+        first.as_str()
+    );
     println!("ring crossed replicas in {:?}", rang.elapsed());
     assert_eq!(act(&two, &bob, &first, "accept").await.0, 200);
     assert_eq!(next_update(&mut ann_tab, &first).await["state"], "accepted");
@@ -283,20 +335,30 @@ async fn ringing_crosses_replicas_and_times_out_exactly_once_on_redis() {
     assert_eq!(status, 201, "{placed}");
     let second = placed["call_id"].as_str().unwrap().to_owned();
     let rang = Instant::now();
-    assert_eq!(bob_tab.next_of("incoming_call").await["call_id"], second.as_str());
+    assert_eq!(
+        bob_tab.next_of("incoming_call").await["call_id"],
+        second.as_str()
+    );
     let heard = next_update(&mut ann_tab, &second).await;
     let after = rang.elapsed();
     println!("no answer announced {after:?} after the ring (timeout 1 s)");
     assert_eq!(heard["state"], "no_answer");
     assert_eq!(heard["by"], bob.id.as_str());
     assert!(after >= Duration::from_millis(900), "{after:?}");
-    assert_eq!(next_update(&mut bob_tab, &second).await["state"], "no_answer");
+    assert_eq!(
+        next_update(&mut bob_tab, &second).await["state"],
+        "no_answer"
+    );
     // Several sweep periods of both replicas later, no second announcement.
     let more = updates_within(&mut ann_tab, &second, Duration::from_secs(2)).await;
     assert!(more.is_empty(), "announced again: {more:?}");
     let more = updates_within(&mut bob_tab, &second, Duration::from_millis(200)).await;
     assert!(more.is_empty(), "announced again: {more:?}");
-    assert_error(&act(&two, &bob, &second, "accept").await, 409, "call_not_ringing");
+    assert_error(
+        &act(&two, &bob, &second, "accept").await,
+        409,
+        "call_not_ringing",
+    );
 
     // A missed call for Bob, a no-answer for Ann.
     let bobs = recent(&two, &bob).await;
@@ -311,7 +373,10 @@ async fn ringing_crosses_replicas_and_times_out_exactly_once_on_redis() {
     let (_, placed) = call(&two, &ann, &[&bob]).await;
     let third = placed["call_id"].as_str().unwrap().to_owned();
     let mut late_tab = stream(&one, &bob).await;
-    assert_eq!(late_tab.next_of("incoming_call").await["call_id"], third.as_str());
+    assert_eq!(
+        late_tab.next_of("incoming_call").await["call_id"],
+        third.as_str()
+    );
     two.stop().await;
     one.stop().await;
 }
