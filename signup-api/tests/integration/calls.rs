@@ -316,15 +316,18 @@ async fn ringing_crosses_replicas_and_times_out_exactly_once_on_redis() {
     let mut bob_tab = stream(&two, &bob).await;
 
     // Answered across replicas.
+    let placing = Instant::now();
     let (status, placed) = call(&one, &ann, &[&bob]).await;
     assert_eq!(status, 201, "{placed}");
     let first = placed["call_id"].as_str().unwrap().to_owned();
-    let rang = Instant::now();
     assert_eq!(
         bob_tab.next_of("incoming_call").await["call_id"],
         first.as_str()
     );
-    println!("ring crossed replicas in {:?}", rang.elapsed());
+    println!(
+        "POST /v1/calls on one replica -> incoming_call on the other: {:?}",
+        placing.elapsed()
+    );
     assert_eq!(act(&two, &bob, &first, "accept").await.0, 200);
     assert_eq!(next_update(&mut ann_tab, &first).await["state"], "accepted");
     assert_eq!(act(&two, &bob, &first, "hangup").await.0, 204);
