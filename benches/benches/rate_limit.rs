@@ -35,6 +35,7 @@ fn generous() -> LimitsConfig {
         heartbeat_per_account: Rate::OFF,
         contact_request_per_account: Rate::OFF,
         stream_ticket_per_account: Rate::OFF,
+        ring_per_account: Rate::OFF,
     }
 }
 

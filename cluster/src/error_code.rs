@@ -142,6 +142,21 @@ error_codes! {
     WorkerUnavailable = "worker_unavailable",
     /// The media worker that hosted the participant failed: the call ended; rejoin.
     WorkerFailed = "worker_failed",
+    // Calling (issue 15).
+    /// The callee list is empty, too long, names yourself or is not user ids.
+    InvalidCallees = "invalid_callees",
+    /// Only accepted contacts can ring each other.
+    NotAContact = "not_a_contact",
+    /// Every callee is in another call (or set their status to busy).
+    CalleeBusy = "callee_busy",
+    /// No such call, or not one of yours.
+    CallNotFound = "call_not_found",
+    /// The call no longer rings for you: answered in another tab, cancelled or timed out.
+    CallNotRinging = "call_not_ringing",
+    /// Only someone in the call can do this (add people to it).
+    NotInCall = "not_in_call",
+    /// Everyone asked for is already ringing or in this call.
+    AlreadyInCall = "already_in_call",
     // Join tokens (shard side).
     /// No bearer join token.
     TokenMalformed = "token_malformed",

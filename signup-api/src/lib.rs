@@ -11,6 +11,7 @@ pub mod hashing;
 pub mod limits;
 pub mod login_backoff;
 pub mod presence;
+mod ringing;
 mod routes;
 mod shards;
 pub mod store;
@@ -35,6 +36,13 @@ use crate::presence::{MemoryPresence, Presence, Publisher, RedisPresence, Stream
 use crate::store::{Store, StoreError};
 use crate::tickets::{MemoryTickets, RedisTickets, Tickets};
 use crate::turn::{Turn, TurnConfigError, TurnSecret};
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
 
 /// The embedded default: a SQLite file under `./data/`, created on first run.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/surge.db";
@@ -224,6 +232,23 @@ pub struct ApiConfig {
     )]
     pub max_pending_contact_requests: u32,
 
+    /// Calls (and add-to-call requests) one account may make per minute; 0 disables.
+    #[arg(long, env = "SURGE_CALLS_PER_ACCOUNT_PER_MIN", default_value_t = 20)]
+    pub calls_per_account_per_min: u32,
+
+    /// Calls one account may make at once.
+    #[arg(long, env = "SURGE_CALLS_PER_ACCOUNT_BURST", default_value_t = 10)]
+    pub calls_per_account_burst: u32,
+
+    /// Milliseconds a call rings before it counts as missed (no answer).
+    #[arg(
+        long,
+        env = "SURGE_RING_TIMEOUT_MS",
+        default_value_t = 30_000,
+        hide = true
+    )]
+    pub ring_timeout_ms: u64,
+
     /// Seconds a login session lasts.
     #[arg(long, env = "SURGE_SESSION_TTL_SECS", default_value_t = 7 * 24 * 3600)]
     pub session_ttl_secs: u64,
@@ -298,6 +323,9 @@ impl ApiConfig {
             contact_requests_per_account_per_min: 10,
             contact_requests_per_account_burst: 10,
             max_pending_contact_requests: 100,
+            calls_per_account_per_min: 20,
+            calls_per_account_burst: 10,
+            ring_timeout_ms: 30_000,
             session_ttl_secs: 7 * 24 * 3600,
             join_token_ttl_secs: 60,
             trusted_proxies: ProxyList::default(),
@@ -341,6 +369,10 @@ impl ApiConfig {
             stream_ticket_per_account: Rate {
                 per_minute: self.stream_tickets_per_account_per_min,
                 burst: self.stream_tickets_per_account_burst,
+            },
+            ring_per_account: Rate {
+                per_minute: self.calls_per_account_per_min,
+                burst: self.calls_per_account_burst,
             },
         }
     }
@@ -539,6 +571,8 @@ impl Api {
         spawn_limit_eviction(limits.clone(), login_backoff.clone(), tasks.clone());
         let room_ttl = Duration::from_secs(config.room_ttl_secs.max(60));
         spawn_housekeeping(store.clone(), room_ttl, tasks.clone());
+        let ring_timeout = Duration::from_millis(config.ring_timeout_ms.max(100));
+        ringing::spawn_sweeper(store.clone(), presence.clone(), ring_timeout, tasks.clone());
         let state = routes::AppState(Arc::new(routes::Inner {
             store: store.clone(),
             hasher: hasher.clone(),
@@ -566,6 +600,7 @@ impl Api {
                 },
                 ticket_ttl: Duration::from_secs(config.presence_ticket_ttl_secs.max(1)),
                 max_pending_contact_requests: config.max_pending_contact_requests,
+                ring_timeout,
             },
             shutdown: deps.shutdown,
         }));

@@ -58,6 +58,8 @@ pub enum Action {
     ContactRequest,
     /// Per account: presence-stream tickets.
     StreamTicket,
+    /// Per account: people it rings (each callee of a call or an add-to-call counts).
+    Ring,
 }
 
 impl Action {
@@ -70,6 +72,7 @@ impl Action {
             Self::Heartbeat => "heartbeat",
             Self::ContactRequest => "contact_request",
             Self::StreamTicket => "stream_ticket",
+            Self::Ring => "ring",
         }
     }
 
@@ -81,7 +84,8 @@ impl Action {
             | Self::Join
             | Self::Heartbeat
             | Self::ContactRequest
-            | Self::StreamTicket => "acct",
+            | Self::StreamTicket
+            | Self::Ring => "acct",
         }
     }
 }
@@ -110,6 +114,8 @@ pub struct LimitsConfig {
     pub contact_request_per_account: Rate,
     /// Presence-stream tickets one account takes.
     pub stream_ticket_per_account: Rate,
+    /// People one account rings.
+    pub ring_per_account: Rate,
 }
 
 /// The key of a client: IPv4 addresses whole, IPv6 by /64 (one subscriber usually gets a
@@ -147,6 +153,7 @@ struct Local {
     heartbeat_account: Option<DefaultKeyedRateLimiter<u128>>,
     contact_request_account: Option<DefaultKeyedRateLimiter<u128>>,
     stream_ticket_account: Option<DefaultKeyedRateLimiter<u128>>,
+    ring_account: Option<DefaultKeyedRateLimiter<u128>>,
     signup_global: Option<DefaultDirectRateLimiter>,
 }
 
@@ -161,6 +168,7 @@ impl Local {
             &self.heartbeat_account,
             &self.contact_request_account,
             &self.stream_ticket_account,
+            &self.ring_account,
         ]
         .into_iter()
         .flatten()
@@ -258,6 +266,10 @@ impl Limits {
                 .stream_ticket_per_account
                 .quota()
                 .map(DefaultKeyedRateLimiter::keyed),
+            ring_account: config
+                .ring_per_account
+                .quota()
+                .map(DefaultKeyedRateLimiter::keyed),
             signup_global: config
                 .signup_global
                 .quota()
@@ -295,7 +307,7 @@ impl Limits {
     }
 
     /// Checks a per-account `action` ([`Action::CreateRoom`], [`Action::Join`],
-    /// [`Action::Heartbeat`], [`Action::ContactRequest`], [`Action::StreamTicket`]) for
+    /// [`Action::Heartbeat`], [`Action::ContactRequest`], [`Action::StreamTicket`], [`Action::Ring`]) for
     /// `account_id`, locally and then shared.
     pub async fn check_account(&self, action: Action, account_id: &str) -> Result<(), Limited> {
         self.check_key(action, account_key(account_id)).await
@@ -325,6 +337,7 @@ impl Limits {
             Action::Heartbeat => &self.local.heartbeat_account,
             Action::ContactRequest => &self.local.contact_request_account,
             Action::StreamTicket => &self.local.stream_ticket_account,
+            Action::Ring => &self.local.ring_account,
         };
         if let Some(limiter) = keyed
             && let Err(not_until) = limiter.check_key(&key)
@@ -367,6 +380,7 @@ impl Limits {
             Action::Heartbeat => (self.config.heartbeat_per_account, None),
             Action::ContactRequest => (self.config.contact_request_per_account, None),
             Action::StreamTicket => (self.config.stream_ticket_per_account, None),
+            Action::Ring => (self.config.ring_per_account, None),
         };
         let mut invocation = shared.script.prepare_invoke();
         let mut any = false;
@@ -487,6 +501,7 @@ mod tests {
                 heartbeat_per_account: Rate::OFF,
                 contact_request_per_account: Rate::OFF,
                 stream_ticket_per_account: Rate::OFF,
+                ring_per_account: Rate::OFF,
             },
             None,
         );

@@ -2,8 +2,8 @@
 //! heartbeats stop is offline once it passes. Changes (including going offline) are
 //! published on a local broadcast bus that the SSE streams read; a [`Publisher`] coalesces
 //! a flapping user's changes. Besides changes, the bus carries [`Notice`]s: a contact added
-//! or removed, a contact request, a session logged out; streams react to them instead of
-//! polling the database.
+//! or removed, a contact request, a session logged out, a call ringing or answered; streams
+//! react to them instead of polling the database.
 //!
 //! Two backends behind one trait: in memory (one process) and Redis (replicas share it).
 //! In Redis a user's status is a key with a TTL, and a sorted set by expiry time lets a
@@ -93,6 +93,22 @@ pub enum Notice {
     },
     /// The session with this token digest logged out: its streams end.
     SessionEnded { session: String },
+    /// `caller_id` rings `callee` into the room `room_id` (issue 15).
+    IncomingCall {
+        callee: String,
+        call_id: String,
+        caller_id: String,
+        caller_name: String,
+        room_id: String,
+    },
+    /// A ring of `call_id` changed state (`by` did it, or was its subject); for `to`'s
+    /// streams: the caller's, and the callee's other tabs.
+    CallUpdate {
+        to: String,
+        call_id: String,
+        state: crate::store::LegState,
+        by: String,
+    },
 }
 
 /// The presence backend could not answer.

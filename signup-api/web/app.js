@@ -4,6 +4,7 @@
 import { api, session, ApiError } from './api.js';
 import { Presence } from './presence.js';
 import { Call, CallState, openLocalMedia, prepareConnection } from './call.js';
+import { Calling } from './calls.js';
 import { signupMessage, loginMessage, contactMessage, roomMessage, statusLabel, countdown } from './messages.js';
 
 const $ = (id) => document.getElementById(id);
@@ -232,6 +233,7 @@ async function signedIn(user) {
   state.presence = new Presence({
     onUpdate: onPresence,
     onContacts: () => scheduleContactsReload(),
+    onCall: (name, data) => calling?.onEvent(name, data),
     onStream: (s) => {
       $('presence-live').textContent = s === 'live' ? 'Live' : 'Reconnecting…';
     },
@@ -242,10 +244,12 @@ async function signedIn(user) {
   state.presence.start('online');
   route();
   await loadContacts();
+  calling?.loadRecent();
 }
 
 function signedOut(reason = '') {
   leaveCall();
+  calling?.reset();
   state.presence?.stop();
   state.presence = null;
   state.user = null;
@@ -346,9 +350,11 @@ function renderContacts() {
           contactAction(button, () => api.removeContact(c.user_id), `${name} removed.`), 'btn-quiet'),
       );
       item.append(actions);
+      calling?.decorateContact(item, c, status);
       return item;
     }),
   );
+  calling?.contactsRendered();
   $('contacts-empty').hidden = contacts.length > 0;
   renderRequests();
 }
@@ -586,6 +592,7 @@ function leaveCall() {
   if (!call) return;
   state.call = null;
   call.leave();
+  calling?.left(call.roomId);
   $('grid').replaceChildren();
 }
 
@@ -764,6 +771,8 @@ window.surge = {
    * connection: the page must notice on its own and rejoin, as when a shard dies.
    */
   /** Restarts ICE on the current call as a network change would (the test of the restart). */
+  /** Calling (calls.js): the call placed or answered here, calls ringing, recent calls. */
+  calling: () => calling?.snapshot(),
   restartIce: () => {
     const call = state.call;
     if (!call?.pc) return false;
@@ -778,7 +787,23 @@ window.surge = {
   },
 };
 
+/** Calling contacts (calls.js); made at start, once the DOM it extends is there. */
+let calling = null;
+
+/** Opens a room's call at once (placing or answering a call skips the pre-join screen). */
+async function enterRoom(roomId) {
+  navigate(`/rooms/${encodeURIComponent(roomId)}`);
+  await joinCall(performance.now());
+}
+
 async function start() {
+  calling = new Calling({
+    me: () => state.user?.id,
+    enterRoom,
+    currentRoom: () => state.call?.roomId ?? null,
+    contacts: () => state.contacts,
+    toast,
+  });
   setupAuth();
   setupContacts();
   setupRooms();

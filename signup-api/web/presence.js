@@ -19,13 +19,15 @@ function jittered(ms) {
  * `onUpdate({user_id, status})` is called for every presence event.
  * `onContacts({user_id, change})` when the contacts or requests changed (read them again).
  * `onStream(state)` reports 'live' | 'reconnecting'.
+ * `onCall(name, data)` for the calling events `incoming_call` and `call_update` (calls.js).
  */
 export class Presence {
-  constructor({ onUpdate, onContacts, onStream, onError }) {
+  constructor({ onUpdate, onContacts, onStream, onError, onCall }) {
     this.onUpdate = onUpdate;
     this.onContacts = onContacts ?? (() => {});
     this.onStream = onStream ?? (() => {});
     this.onError = onError ?? (() => {});
+    this.onCall = onCall ?? (() => {});
     this.status = 'online';
     this.timer = null;
     this.streamTimer = null;
@@ -91,6 +93,15 @@ export class Presence {
         // A malformed event changes nothing on screen.
       }
     });
+    for (const name of ['incoming_call', 'call_update']) {
+      events.addEventListener(name, (event) => {
+        try {
+          this.onCall(name, JSON.parse(event.data));
+        } catch {
+          // A malformed event changes nothing on screen.
+        }
+      });
+    }
     events.addEventListener('error', () => {
       if (this.stopped || this.events !== events) return;
       // The browser's own reconnect would reuse the spent ticket: close, and reopen with a

@@ -2,6 +2,7 @@
 
 mod accounts;
 mod auth;
+mod calls;
 mod contacts;
 mod openapi;
 mod participants;
@@ -44,6 +45,8 @@ pub(crate) struct Settings {
     pub ticket_ttl: Duration,
     /// Unanswered contact requests one account may have out.
     pub max_pending_contact_requests: u32,
+    /// How long a call rings before it is missed.
+    pub ring_timeout: Duration,
 }
 
 /// Everything a handler needs; cheap to clone.
@@ -96,6 +99,13 @@ pub(crate) fn router(state: AppState, proxies: TrustedProxies) -> Router {
         )
         .route("/v1/contacts/requests/{user_id}", delete(contacts::decline))
         .route("/v1/contacts/outgoing/{email}", delete(contacts::withdraw))
+        .route("/v1/calls", post(calls::start))
+        .route("/v1/calls/recent", get(calls::recent))
+        .route("/v1/calls/{id}/accept", post(calls::accept))
+        .route("/v1/calls/{id}/decline", post(calls::decline))
+        .route("/v1/calls/{id}/cancel", post(calls::cancel))
+        .route("/v1/calls/{id}/hangup", post(calls::hangup))
+        .route("/v1/calls/{id}/members", post(calls::add))
         .route("/v1/ice-servers", get(participants::ice_servers_route))
         .route("/v1/rooms", post(rooms::create))
         .route("/v1/rooms/{id}", get(rooms::get))
@@ -194,6 +204,8 @@ pub(crate) fn presence_error(e: PresenceError) -> HttpError {
         Duration::from_secs(1),
     )
 }
+
+pub(crate) use crate::now_ms;
 
 /// Seconds since the Unix epoch.
 pub(crate) fn now_secs() -> i64 {

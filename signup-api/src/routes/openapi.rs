@@ -6,7 +6,11 @@ use std::sync::LazyLock;
 use axum::Json;
 use serde_json::{Value, json};
 
-static DOCUMENT: LazyLock<Value> = LazyLock::new(build);
+static DOCUMENT: LazyLock<Value> = LazyLock::new(|| {
+    let mut doc = build();
+    add_calls(&mut doc);
+    doc
+});
 
 pub(crate) async fn document() -> Json<Value> {
     Json(DOCUMENT.clone())
@@ -126,7 +130,7 @@ fn build() -> Value {
                 "security": bearer.clone(),
                 "responses": {"201": ok("ticket", "Ticket"), "401": unauthorized.clone(), "429": retry("`rate_limited`"), "503": retry("`presence_unavailable`")}}},
             "/v1/presence/stream": {"get": {
-                "summary": "Server-Sent Events for your accepted contacts: event `presence` (data {user_id, status}): a snapshot, then every change (including going offline); event `contacts` (data {user_id, change: added|removed|requested|resync}): your contacts or requests changed, read GET /v1/contacts again. Ends when your session logs out.",
+                "summary": "Server-Sent Events for your accepted contacts: event `presence` (data {user_id, status}): a snapshot, then every change (including going offline); event `contacts` (data {user_id, change: added|removed|requested|resync}): your contacts or requests changed, read GET /v1/contacts again; event `incoming_call` (data {call_id, caller: {id, name}, room: {id}}): a contact rings you (also sent at the start for calls ringing already); event `call_update` (data {call_id, state: accepted|declined|busy|no_answer|cancelled|ended, by: user id}): a ring you started or received changed (your other tabs stop ringing). Ends when your session logs out.",
                 "parameters": [{"name": "ticket", "in": "query", "required": true, "schema": {"type": "string"}, "description": "from POST /v1/presence/tickets; single-use"}],
                 "responses": {"200": {"description": "text/event-stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                     "401": error("`invalid_ticket` (missing, used or expired) or `invalid_session` (logged out since)"),
@@ -189,4 +193,54 @@ fn build() -> Value {
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}}
         }
     })
+}
+
+/// The calling routes (issue 15), in a function of their own: one `json!` this size per
+/// function keeps the macro within its recursion limit.
+fn add_calls(doc: &mut Value) {
+    let bearer = json!([{"session": []}]);
+    let unauthorized = error("`invalid_session`: missing, invalid or expired session token");
+    let id = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}, "description": "the call id"}]);
+    let state = json!({"type": "string", "enum": ["ringing", "accepted", "declined", "busy", "no_answer", "cancelled", "ended"]});
+    let not_found = error("`call_not_found`: no such call, or you were never in it");
+    doc["components"]["schemas"]["CallRequest"] = json!({"type": "object", "required": ["callees"], "properties": {
+        "callees": {"type": "array", "minItems": 1, "maxItems": 8, "items": {"type": "string"}, "description": "user ids of your accepted contacts"}}});
+    doc["components"]["schemas"]["Call"] = json!({"type": "object", "required": ["call_id", "room", "callees"], "properties": {
+        "call_id": {"type": "string"}, "room": {"$ref": "#/components/schemas/Room"},
+        "callees": {"type": "array", "items": {"type": "object", "required": ["user_id", "display_name", "state"], "properties": {
+            "user_id": {"type": "string"}, "display_name": {"type": "string"}, "state": {"type": "string", "enum": ["ringing", "busy"]}}}}}});
+    doc["components"]["schemas"]["AnsweredCall"] = json!({"type": "object", "required": ["call_id", "room"], "properties": {
+        "call_id": {"type": "string"}, "room": {"$ref": "#/components/schemas/Room"}}});
+    doc["components"]["schemas"]["RecentCalls"] = json!({"type": "object", "required": ["calls"], "properties": {"calls": {"type": "array", "items": {
+        "type": "object", "required": ["call_id", "room_id", "direction", "peer", "state", "outcome", "at"], "properties": {
+            "call_id": {"type": "string"}, "room_id": {"type": "string"},
+            "direction": {"type": "string", "enum": ["incoming", "outgoing"]},
+            "peer": {"type": "object", "required": ["id", "name"], "properties": {"id": {"type": "string"}, "name": {"type": "string"}}, "description": "who rang you, or whom you rang"},
+            "state": state,
+            "outcome": {"type": "string", "enum": ["answered", "missed", "declined", "busy", "no_answer", "cancelled", "ringing"], "description": "`missed`: incoming, not answered (timed out, cancelled, or you were busy)"},
+            "at": {"type": "integer", "description": "Unix seconds"}}}}}});
+    let paths = &mut doc["paths"];
+    paths["/v1/calls"] = json!({"post": {
+        "summary": "Call contacts: a new room, and the callees' tabs ring (presence stream event `incoming_call`) for 30 s; then the ring is a missed call. Callees in another call (or with status busy) are not rung: their state is `busy`. Rate-limited per account",
+        "security": bearer.clone(), "requestBody": body("CallRequest"),
+        "responses": {"201": ok("ringing", "Call"), "401": unauthorized.clone(),
+            "403": error("`not_a_contact`: a callee is not your accepted contact"),
+            "409": error("`callee_busy` (every callee is in a call; nothing was created) or `too_many_rooms`"),
+            "422": error("`invalid_callees`, `invalid_body`"), "429": retry("`rate_limited`")}}});
+    paths["/v1/calls/recent"] = json!({"get": {"summary": "Your latest 50 rings, both ways, newest first (missed calls included), for call back", "security": bearer.clone(),
+        "responses": {"200": ok("recent calls", "RecentCalls"), "401": unauthorized.clone()}}});
+    paths["/v1/calls/{id}/accept"] = json!({"post": {"summary": "Answer a call ringing for you: join its room. The first of your tabs to accept wins; the caller and your other tabs get `call_update` accepted", "security": bearer.clone(), "parameters": id.clone(),
+        "responses": {"200": ok("answered", "AnsweredCall"), "401": unauthorized.clone(), "404": not_found.clone(),
+            "409": error("`call_not_ringing`: answered in another tab, cancelled or timed out")}}});
+    paths["/v1/calls/{id}/decline"] = json!({"post": {"summary": "Decline a call ringing for you; the caller gets `call_update` declined", "security": bearer.clone(), "parameters": id.clone(),
+        "responses": {"204": {"description": "declined"}, "401": unauthorized.clone(), "404": not_found.clone(), "409": error("`call_not_ringing`")}}});
+    paths["/v1/calls/{id}/cancel"] = json!({"post": {"summary": "Stop ringing those you rang who have not answered (you stay in the call); they get `call_update` cancelled", "security": bearer.clone(), "parameters": id.clone(),
+        "responses": {"200": {"description": "the callees whose ring stopped", "content": {"application/json": {"schema": {"type": "object", "required": ["cancelled"], "properties": {"cancelled": {"type": "array", "items": {"type": "string"}}}}}}},
+            "401": unauthorized.clone(), "404": not_found.clone()}}});
+    paths["/v1/calls/{id}/hangup"] = json!({"post": {"summary": "Leave the call (idempotent): your rings stop, and those still in it get `call_update` ended. Until you do (or go offline) you are busy for other callers", "security": bearer.clone(), "parameters": id.clone(),
+        "responses": {"204": {"description": "left"}, "401": unauthorized.clone(), "404": not_found.clone()}}});
+    paths["/v1/calls/{id}/members"] = json!({"post": {"summary": "Add contacts to a call you are in: they ring into its room", "security": bearer, "parameters": id, "requestBody": body("CallRequest"),
+        "responses": {"200": ok("ringing", "Call"), "401": unauthorized, "403": error("`not_a_contact`"), "404": not_found,
+            "409": error("`not_in_call` (you left it), `already_in_call` (all of them ring or are in it already), `callee_busy`"),
+            "422": error("`invalid_callees`"), "429": retry("`rate_limited`")}}});
 }

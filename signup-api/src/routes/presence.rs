@@ -25,6 +25,7 @@ use super::auth::Session;
 use super::{AppState, limited, now_secs, presence_error, store_error};
 use crate::limits::Action;
 use crate::presence::{Change, ContactChange, Notice, Status, StreamRefused, StreamSlot};
+use crate::store::{LegState, Ringing};
 use crate::tickets::{self, Ticket, TicketError};
 
 #[derive(Deserialize)]
@@ -241,6 +242,59 @@ fn contacts_event(user_id: &str, change: &str) -> Option<Event> {
         .ok()
 }
 
+/// The `incoming_call` event: ring, with Accept and Decline.
+#[derive(Serialize)]
+struct IncomingCallEvent<'a> {
+    call_id: &'a str,
+    caller: Person<'a>,
+    room: RoomRef<'a>,
+}
+
+#[derive(Serialize)]
+struct Person<'a> {
+    id: &'a str,
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct RoomRef<'a> {
+    id: &'a str,
+}
+
+fn incoming_call_event(
+    call_id: &str,
+    caller_id: &str,
+    caller_name: &str,
+    room_id: &str,
+) -> Option<Event> {
+    Event::default()
+        .event("incoming_call")
+        .json_data(IncomingCallEvent {
+            call_id,
+            caller: Person {
+                id: caller_id,
+                name: caller_name,
+            },
+            room: RoomRef { id: room_id },
+        })
+        .ok()
+}
+
+/// The `call_update` event: a ring was answered, declined, timed out or cancelled.
+#[derive(Serialize)]
+struct CallUpdateEvent<'a> {
+    call_id: &'a str,
+    state: LegState,
+    by: &'a str,
+}
+
+fn call_update_event(call_id: &str, state: LegState, by: &str) -> Option<Event> {
+    Event::default()
+        .event("call_update")
+        .json_data(CallUpdateEvent { call_id, state, by })
+        .ok()
+}
+
 fn change_name(change: ContactChange) -> &'static str {
     match change {
         ContactChange::Added => "added",
@@ -250,11 +304,13 @@ fn change_name(change: ContactChange) -> &'static str {
 }
 
 /// `GET /v1/presence/stream?ticket=…`: an initial snapshot of every contact, then each
-/// change (`presence` events) and each change of the contact list (`contacts` events). It
+/// change (`presence` events) and each change of the contact list (`contacts` events);
+/// calls ring over it too (`incoming_call` and `call_update` events, see `calls`). It
 /// ends when the client leaves, the session logs out, or the server shuts down.
 ///
 /// Cheapest first: the ticket (no database), the slot (no database); only a stream that
-/// will be served reads the database, twice, and never again while it runs.
+/// will be served reads the database, three times (session, contacts, calls ringing now),
+/// and never again while it runs.
 pub(crate) async fn stream(
     State(state): State<AppState>,
     Query(query): Query<StreamQuery>,
@@ -288,6 +344,15 @@ pub(crate) async fn stream(
         .contacts(&account.id)
         .await
         .map_err(store_error)?;
+    // Best effort: a stream without them still rings for the calls that come next.
+    let ringing = state
+        .store
+        .ringing_for(&account.id, super::now_ms())
+        .await
+        .unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "could not read the calls ringing for a new stream");
+            Vec::new()
+        });
     let (tx, rx) = mpsc::channel::<Event>(64);
     let feed = Feed {
         state,
@@ -297,7 +362,7 @@ pub(crate) async fn stream(
         tx,
         _slot: slot,
     };
-    tokio::spawn(feed.run(bus, notices));
+    tokio::spawn(feed.run(bus, notices, ringing));
     let events = ReceiverStream::new(rx).map(Ok);
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }
@@ -366,8 +431,45 @@ impl Feed {
                 }
                 Flow::Continue
             }
+            Notice::IncomingCall {
+                callee,
+                call_id,
+                caller_id,
+                caller_name,
+                room_id,
+            } if callee == self.owner => {
+                self.send(incoming_call_event(
+                    &call_id,
+                    &caller_id,
+                    &caller_name,
+                    &room_id,
+                ))
+                .await
+            }
+            Notice::CallUpdate {
+                to,
+                call_id,
+                state,
+                by,
+            } if to == self.owner => self.send(call_update_event(&call_id, state, &by)).await,
             _ => Flow::Continue,
         }
+    }
+
+    /// Calls that rang before the stream opened (a tab opened, or reconnected, mid-ring).
+    async fn ringing(&self, calls: Vec<Ringing>) -> Flow {
+        for call in calls {
+            let event = incoming_call_event(
+                &call.call_id,
+                &call.from.id,
+                &call.from.display_name,
+                &call.room_id,
+            );
+            if let Flow::End = self.send(event).await {
+                return Flow::End;
+            }
+        }
+        Flow::Continue
     }
 
     /// Missed notices: read the contacts again (the only database read after the start,
@@ -392,8 +494,12 @@ impl Feed {
         mut self,
         mut bus: broadcast::Receiver<Change>,
         mut notices: broadcast::Receiver<Notice>,
+        ringing: Vec<Ringing>,
     ) {
         if let Flow::End = self.snapshot(self.known.iter().cloned().collect()).await {
+            return;
+        }
+        if let Flow::End = self.ringing(ringing).await {
             return;
         }
         let shutdown = self.state.shutdown.clone();

@@ -26,7 +26,7 @@ struct CreateRoomRequest {
 const ID_ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
 const ID_LEN: usize = 12;
 
-fn new_room_id() -> String {
+pub(crate) fn new_room_id() -> String {
     let bytes: [u8; ID_LEN] = rand::random();
     bytes
         .iter()
@@ -109,7 +109,7 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(room)))
 }
 
-fn ttl_secs(state: &AppState) -> i64 {
+pub(crate) fn ttl_secs(state: &AppState) -> i64 {
     i64::try_from(state.settings.room_ttl.as_secs()).unwrap_or(i64::MAX)
 }
 

@@ -4,12 +4,14 @@
 //! cluster, SQLite embedded). Both run the very same SQL text (`$N` placeholders work on
 //! both), generated from one macro so the two can never drift apart.
 
+mod calls;
 mod sql;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use calls::{CallRecord, Direction, ExpiredRing, LegState, NewLeg, RecentCall, Ringing};
 pub use sql::{PgStore, SqliteStore, connect};
 
 /// An account as the API shows it.
@@ -53,13 +55,17 @@ pub struct Purged {
     pub sessions: u64,
     pub idempotency_keys: u64,
     pub rooms: u64,
+    pub calls: u64,
 }
 
 impl Purged {
     pub fn total(&self) -> u64 {
-        self.sessions + self.idempotency_keys + self.rooms
+        self.sessions + self.idempotency_keys + self.rooms + self.calls
     }
 }
+
+/// How long calls stay in the recent-calls lists.
+pub const CALL_HISTORY_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Rows one purge statement deletes at most: a long backlog is purged in short
 /// statements that never hold the tables (or SQLite's one writer) for long.
@@ -84,11 +90,14 @@ pub async fn purge_expired(
         (Table::Sessions, &mut purged.sessions),
         (Table::IdempotencyKeys, &mut purged.idempotency_keys),
         (Table::Rooms, &mut purged.rooms),
+        (Table::Calls, &mut purged.calls),
     ] {
-        let cutoff = if table == Table::IdempotencyKeys {
-            key_cutoff
-        } else {
-            now
+        let cutoff = match table {
+            Table::IdempotencyKeys => key_cutoff,
+            Table::Calls => now
+                .saturating_sub(CALL_HISTORY_TTL.as_secs().cast_signed())
+                .saturating_mul(1000),
+            Table::Sessions | Table::Rooms => now,
         };
         loop {
             let n = store.purge_batch(table, cutoff, PURGE_BATCH).await?;
@@ -113,6 +122,8 @@ pub enum Table {
     IdempotencyKeys,
     /// Rows with `0 < expires_at <= cutoff`.
     Rooms,
+    /// Calls (and their members) with `created_ms <= cutoff` (milliseconds).
+    Calls,
 }
 
 impl Table {
@@ -121,6 +132,7 @@ impl Table {
             Self::Sessions => "sessions",
             Self::IdempotencyKeys => "idempotency_keys",
             Self::Rooms => "rooms",
+            Self::Calls => "calls",
         }
     }
 }
@@ -265,6 +277,52 @@ pub trait Store: Send + Sync + 'static {
     async fn room(&self, id: &str, now: i64) -> Result<Option<Room>, StoreError>;
     /// Moves a room's expiry to `expires_at` (when it is used).
     async fn extend_room(&self, id: &str, expires_at: i64) -> Result<(), StoreError>;
+    /// Records a new call and its first members (the caller and the callees), at once.
+    async fn insert_call(&self, call: &CallRecord, legs: &[NewLeg]) -> Result<(), StoreError>;
+    /// Adds members to a call (add-to-call).
+    async fn add_legs(&self, call_id: &str, legs: &[NewLeg]) -> Result<(), StoreError>;
+    /// The call `id`.
+    async fn call(&self, id: &str) -> Result<Option<CallRecord>, StoreError>;
+    /// `user_id`'s latest state in the call, if they were ever in it.
+    async fn member_state(
+        &self,
+        call_id: &str,
+        user_id: &str,
+    ) -> Result<Option<LegState>, StoreError>;
+    /// `user_id` answers their ringing leg (accepted or declined); `None` when it was not
+    /// ringing any more (answered by another tab, cancelled, timed out). `Some(invited_by)`.
+    async fn answer(
+        &self,
+        call_id: &str,
+        user_id: &str,
+        accept: bool,
+        now_ms: i64,
+    ) -> Result<Option<Option<String>>, StoreError>;
+    /// `user_id` leaves the call they were in; whether they were in it.
+    async fn leave_call(
+        &self,
+        call_id: &str,
+        user_id: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Stops the rings `invited_by` started in the call; the callees whose ring stopped.
+    async fn cancel_rings(
+        &self,
+        call_id: &str,
+        invited_by: &str,
+        now_ms: i64,
+    ) -> Result<Vec<String>, StoreError>;
+    /// Ends (as `NoAnswer`) at most `limit` rings whose time passed by `now_ms`. Each ring
+    /// is returned by exactly one caller, however many replicas sweep at once.
+    async fn expire_rings(&self, now_ms: i64, limit: u32) -> Result<Vec<ExpiredRing>, StoreError>;
+    /// Whether `user_id` is in a call they joined (or started) after `since_ms`.
+    async fn in_call(&self, user_id: &str, since_ms: i64) -> Result<bool, StoreError>;
+    /// Who is in the call now (accepted and not left).
+    async fn call_members(&self, call_id: &str) -> Result<Vec<String>, StoreError>;
+    /// The calls ringing for `user_id` now.
+    async fn ringing_for(&self, user_id: &str, now_ms: i64) -> Result<Vec<Ringing>, StoreError>;
+    /// `user_id`'s latest `limit` rings, both ways, newest first.
+    async fn recent_calls(&self, user_id: &str, limit: u32) -> Result<Vec<RecentCall>, StoreError>;
     /// Number of accounts (tests and reports).
     async fn count_accounts(&self) -> Result<i64, StoreError>;
     /// Database connections checked out of the pools right now (tests and metrics).

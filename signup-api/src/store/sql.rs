@@ -9,8 +9,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 use super::{
-    Account, Credentials, IncomingRequest, OutgoingRequest, RequestOutcome, Room, Store,
-    StoreError, StoredResponse, Table,
+    Account, CallRecord, Credentials, Direction, ExpiredRing, IncomingRequest, LegState, NewLeg,
+    OutgoingRequest, RecentCall, RequestOutcome, Ringing, Room, Store, StoreError, StoredResponse,
+    Table,
 };
 
 /// The schema, applied in order; each entry runs once (recorded in `surge_migrations`).
@@ -21,6 +22,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../../migrations/0003_contact_requests.sql"),
     ),
+    (4, include_str!("../../migrations/0004_calls.sql")),
 ];
 
 /// How long a request waits for a database connection before answering 503.
@@ -259,6 +261,57 @@ macro_rules! connect_both_ways {
     };
 }
 
+/// Inserts `$legs` into the call `$call_id` inside the open transaction `$tx`.
+macro_rules! insert_legs {
+    ($tx:ident, $call_id:expr, $legs:expr) => {
+        for leg in $legs {
+            let answered = (leg.state == LegState::Accepted).then_some(leg.created_ms);
+            let ended = matches!(leg.state, LegState::Busy).then_some(leg.created_ms);
+            sqlx::query(
+                "INSERT INTO call_members (id, call_id, user_id, invited_by, state, created_ms, \
+                 ring_until_ms, answered_ms, ended_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(uuid::Uuid::new_v4().to_string())
+            .bind($call_id)
+            .bind(&leg.user_id)
+            .bind(leg.invited_by.as_deref())
+            .bind(leg.state.as_str())
+            .bind(leg.created_ms)
+            .bind(leg.ring_until_ms)
+            .bind(answered)
+            .bind(ended)
+            .execute(&mut *$tx)
+            .await
+            .map_err(classify)?;
+        }
+    };
+}
+
+type RecentRow = (
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    String,
+    String,
+    String,
+    i64,
+);
+
+fn recent(direction: Direction, row: RecentRow) -> RecentCall {
+    let (call_id, room_id, state, created_ms, answered_ms, id, email, name, joined) = row;
+    RecentCall {
+        call_id,
+        room_id,
+        direction,
+        peer: account((id, email, name, joined)),
+        state: LegState::parse(&state),
+        created_ms,
+        answered: answered_ms.is_some(),
+    }
+}
+
 /// One body for both databases: the SQL is identical, only the pool type differs.
 macro_rules! sql_store {
     ($store:ty) => {
@@ -434,6 +487,11 @@ macro_rules! sql_store {
                     Table::Rooms => {
                         "DELETE FROM rooms WHERE id IN \
                          (SELECT id FROM rooms WHERE expires_at > 0 AND expires_at <= $1 LIMIT $2)"
+                    }
+                    // Their members go with them (ON DELETE CASCADE).
+                    Table::Calls => {
+                        "DELETE FROM calls WHERE id IN \
+                         (SELECT id FROM calls WHERE created_ms <= $1 LIMIT $2)"
                     }
                 };
                 sqlx::query(sql)
@@ -706,6 +764,246 @@ macro_rules! sql_store {
                     .await
                     .map(|_| ())
                     .map_err(classify)
+            }
+
+            async fn insert_call(
+                &self,
+                call: &CallRecord,
+                legs: &[NewLeg],
+            ) -> Result<(), StoreError> {
+                let mut tx = self.writer().begin().await.map_err(classify)?;
+                sqlx::query(
+                    "INSERT INTO calls (id, room_id, caller_id, created_ms) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&call.id)
+                .bind(&call.room_id)
+                .bind(&call.caller_id)
+                .bind(call.created_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+                insert_legs!(tx, &call.id, legs);
+                tx.commit().await.map_err(classify)
+            }
+
+            async fn add_legs(&self, call_id: &str, legs: &[NewLeg]) -> Result<(), StoreError> {
+                let mut tx = self.writer().begin().await.map_err(classify)?;
+                insert_legs!(tx, call_id, legs);
+                tx.commit().await.map_err(classify)
+            }
+
+            async fn call(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
+                let row: Option<(String, String, String, i64)> = sqlx::query_as(
+                    "SELECT id, room_id, caller_id, created_ms FROM calls WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(self.reader())
+                .await
+                .map_err(classify)?;
+                Ok(row.map(|(id, room_id, caller_id, created_ms)| CallRecord {
+                    id,
+                    room_id,
+                    caller_id,
+                    created_ms,
+                }))
+            }
+
+            async fn member_state(
+                &self,
+                call_id: &str,
+                user_id: &str,
+            ) -> Result<Option<LegState>, StoreError> {
+                let row: Option<(String,)> = sqlx::query_as(
+                    "SELECT state FROM call_members WHERE call_id = $1 AND user_id = $2 \
+                     ORDER BY created_ms DESC LIMIT 1",
+                )
+                .bind(call_id)
+                .bind(user_id)
+                .fetch_optional(self.reader())
+                .await
+                .map_err(classify)?;
+                Ok(row.map(|(s,)| LegState::parse(&s)))
+            }
+
+            async fn answer(
+                &self,
+                call_id: &str,
+                user_id: &str,
+                accept: bool,
+                now_ms: i64,
+            ) -> Result<Option<Option<String>>, StoreError> {
+                let sql = if accept {
+                    "UPDATE call_members SET state = 'accepted', answered_ms = $3 \
+                     WHERE call_id = $1 AND user_id = $2 AND state = 'ringing' RETURNING invited_by"
+                } else {
+                    "UPDATE call_members SET state = 'declined', ended_ms = $3 \
+                     WHERE call_id = $1 AND user_id = $2 AND state = 'ringing' RETURNING invited_by"
+                };
+                let rows: Vec<(Option<String>,)> = sqlx::query_as(sql)
+                    .bind(call_id)
+                    .bind(user_id)
+                    .bind(now_ms)
+                    .fetch_all(self.writer())
+                    .await
+                    .map_err(classify)?;
+                Ok(rows.into_iter().next().map(|(by,)| by))
+            }
+
+            async fn leave_call(
+                &self,
+                call_id: &str,
+                user_id: &str,
+                now_ms: i64,
+            ) -> Result<bool, StoreError> {
+                sqlx::query(
+                    "UPDATE call_members SET state = 'ended', ended_ms = $3 \
+                     WHERE call_id = $1 AND user_id = $2 AND state = 'accepted'",
+                )
+                .bind(call_id)
+                .bind(user_id)
+                .bind(now_ms)
+                .execute(self.writer())
+                .await
+                .map(|r| r.rows_affected() > 0)
+                .map_err(classify)
+            }
+
+            async fn cancel_rings(
+                &self,
+                call_id: &str,
+                invited_by: &str,
+                now_ms: i64,
+            ) -> Result<Vec<String>, StoreError> {
+                let rows: Vec<(String,)> = sqlx::query_as(
+                    "UPDATE call_members SET state = 'cancelled', ended_ms = $3 \
+                     WHERE call_id = $1 AND invited_by = $2 AND state = 'ringing' RETURNING user_id",
+                )
+                .bind(call_id)
+                .bind(invited_by)
+                .bind(now_ms)
+                .fetch_all(self.writer())
+                .await
+                .map_err(classify)?;
+                Ok(rows.into_iter().map(|(u,)| u).collect())
+            }
+
+            async fn expire_rings(
+                &self,
+                now_ms: i64,
+                limit: u32,
+            ) -> Result<Vec<ExpiredRing>, StoreError> {
+                // The outer `state = 'ringing'` is re-checked on the row itself: a replica
+                // sweeping at the same moment (or an answer) that changed it first wins.
+                let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+                    "UPDATE call_members SET state = 'no_answer', ended_ms = $1 \
+                     WHERE state = 'ringing' AND id IN (SELECT id FROM call_members \
+                     WHERE state = 'ringing' AND ring_until_ms <= $1 LIMIT $2) \
+                     RETURNING call_id, user_id, invited_by",
+                )
+                .bind(now_ms)
+                .bind(i64::from(limit))
+                .fetch_all(self.writer())
+                .await
+                .map_err(classify)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(call_id, user_id, invited_by)| ExpiredRing {
+                        call_id,
+                        user_id,
+                        invited_by,
+                    })
+                    .collect())
+            }
+
+            async fn in_call(&self, user_id: &str, since_ms: i64) -> Result<bool, StoreError> {
+                let row: Option<(String,)> = sqlx::query_as(
+                    "SELECT call_id FROM call_members WHERE user_id = $1 \
+                     AND state = 'accepted' AND answered_ms > $2 LIMIT 1",
+                )
+                .bind(user_id)
+                .bind(since_ms)
+                .fetch_optional(self.reader())
+                .await
+                .map_err(classify)?;
+                Ok(row.is_some())
+            }
+
+            async fn call_members(&self, call_id: &str) -> Result<Vec<String>, StoreError> {
+                let rows: Vec<(String,)> = sqlx::query_as(
+                    "SELECT DISTINCT user_id FROM call_members \
+                     WHERE call_id = $1 AND state = 'accepted'",
+                )
+                .bind(call_id)
+                .fetch_all(self.reader())
+                .await
+                .map_err(classify)?;
+                Ok(rows.into_iter().map(|(u,)| u).collect())
+            }
+
+            async fn ringing_for(
+                &self,
+                user_id: &str,
+                now_ms: i64,
+            ) -> Result<Vec<Ringing>, StoreError> {
+                let rows: Vec<(String, String, String, String, String, i64)> = sqlx::query_as(
+                    "SELECT m.call_id, c.room_id, a.id, a.email, a.display_name, a.created_at \
+                     FROM call_members m JOIN calls c ON c.id = m.call_id \
+                     JOIN accounts a ON a.id = m.invited_by \
+                     WHERE m.user_id = $1 AND m.state = 'ringing' AND m.ring_until_ms > $2 \
+                     ORDER BY m.created_ms",
+                )
+                .bind(user_id)
+                .bind(now_ms)
+                .fetch_all(self.reader())
+                .await
+                .map_err(classify)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(call_id, room_id, id, email, name, joined)| Ringing {
+                        call_id,
+                        room_id,
+                        from: account((id, email, name, joined)),
+                    })
+                    .collect())
+            }
+
+            async fn recent_calls(
+                &self,
+                user_id: &str,
+                limit: u32,
+            ) -> Result<Vec<RecentCall>, StoreError> {
+                let incoming: Vec<RecentRow> = sqlx::query_as(
+                    "SELECT m.call_id, c.room_id, m.state, m.created_ms, m.answered_ms, \
+                     a.id, a.email, a.display_name, a.created_at \
+                     FROM call_members m JOIN calls c ON c.id = m.call_id \
+                     JOIN accounts a ON a.id = m.invited_by \
+                     WHERE m.user_id = $1 ORDER BY m.created_ms DESC LIMIT $2",
+                )
+                .bind(user_id)
+                .bind(i64::from(limit))
+                .fetch_all(self.reader())
+                .await
+                .map_err(classify)?;
+                let outgoing: Vec<RecentRow> = sqlx::query_as(
+                    "SELECT m.call_id, c.room_id, m.state, m.created_ms, m.answered_ms, \
+                     a.id, a.email, a.display_name, a.created_at \
+                     FROM call_members m JOIN calls c ON c.id = m.call_id \
+                     JOIN accounts a ON a.id = m.user_id \
+                     WHERE m.invited_by = $1 ORDER BY m.created_ms DESC LIMIT $2",
+                )
+                .bind(user_id)
+                .bind(i64::from(limit))
+                .fetch_all(self.reader())
+                .await
+                .map_err(classify)?;
+                let mut calls: Vec<RecentCall> = incoming
+                    .into_iter()
+                    .map(|r| recent(Direction::Incoming, r))
+                    .chain(outgoing.into_iter().map(|r| recent(Direction::Outgoing, r)))
+                    .collect();
+                calls.sort_by(|a, b| b.created_ms.cmp(&a.created_ms));
+                calls.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+                Ok(calls)
             }
 
             async fn count_accounts(&self) -> Result<i64, StoreError> {

@@ -229,6 +229,13 @@ async fn the_web_client_and_openapi_are_served() {
         "/v1/rooms/{id}/participants",
         "/v1/rooms/{id}/participants/{participant}",
         "/v1/ice-servers",
+        "/v1/calls",
+        "/v1/calls/recent",
+        "/v1/calls/{id}/accept",
+        "/v1/calls/{id}/decline",
+        "/v1/calls/{id}/cancel",
+        "/v1/calls/{id}/hangup",
+        "/v1/calls/{id}/members",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is not documented");
     }

@@ -6,6 +6,7 @@ mod common;
 
 mod accounts;
 mod bad_input;
+mod calls;
 mod client_addr;
 mod contacts;
 mod database_down;
