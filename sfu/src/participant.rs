@@ -185,7 +185,18 @@ pub struct TrackStats {
     /// When its first frame could be decoded: the first packet (audio); every packet of
     /// the first keyframe, from its start to its marker (video).
     pub first_frame_at: Option<Duration>,
+    /// When its latest packet arrived.
+    pub last_packet_at: Option<Duration>,
+    /// The latest silences longer than [`GAP`] (at most [`GAPS_KEPT`]): when the packet
+    /// before arrived and when the one that ended it did. A network change shows here as
+    /// the time until media flows again.
+    pub gaps: Vec<(Duration, Duration)>,
 }
+
+/// A track silent this long has a gap: longer than Opus's 20 ms and a 30 fps frame's 33 ms.
+pub const GAP: Duration = Duration::from_millis(40);
+/// How many gaps a track remembers.
+pub const GAPS_KEPT: usize = 64;
 
 impl TrackStats {
     /// Share of the packets sent on this track (by sequence number) that did not arrive,
@@ -1145,6 +1156,14 @@ impl Session {
             None => (seq, seq),
         });
         entry.first_packet_at.get_or_insert(at);
+        if let Some(last) = entry.last_packet_at.replace(at)
+            && at.saturating_sub(last) > GAP
+        {
+            if entry.gaps.len() == GAPS_KEPT {
+                entry.gaps.remove(0);
+            }
+            entry.gaps.push((last, at));
+        }
         if decodable {
             entry.first_frame_at.get_or_insert(at);
         }
