@@ -26,8 +26,7 @@ use crate::duration::parse_duration;
 use crate::identity::IdentityFactory;
 use crate::join_breakdown::{JoinBreakdown, JoinPhases, breakdown, phases};
 use crate::network_change::{
-    MoveReport, Mover, NetworkChangeArgs, NetworkChanges, ObservedMove, Observer, RoomMoves,
-    Step,
+    MoveReport, Mover, NetworkChangeArgs, NetworkChanges, ObservedMove, Observer, RoomMoves, Step,
 };
 use crate::progress::Progress;
 use crate::signup::Verdict;

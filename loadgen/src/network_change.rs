@@ -9,14 +9,16 @@
 //! mates saw around the move (the bar: media again within 2 s, the same id, and
 //! nobody sees the mover leave).
 //!
-//! Times come from the participants' own packet clocks (each track's gaps longer than
-//! [`GAP`]), not from the 100 ms sampling, so short interruptions are measured exactly.
+//! Times come from the participants' own packet clocks, not from the 100 ms sampling: the
+//! mover's first packet on its new socket, and for its room mates the end of the silence
+//! (a gap longer than 25 ms of audio, 40 ms of video) around the restart in what they
+//! receive from the mover.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant as StdInstant};
 
 use serde::{Deserialize, Serialize};
-use surge_sfu::participant::{GAP, ParticipantStats, TrackStats};
+use surge_sfu::participant::{ParticipantStats, TrackStats};
 use surge_sfu_proto::protocol::ServerMessage;
 
 use crate::duration::parse_duration;
@@ -230,7 +232,8 @@ impl RoomMoves {
 
 /// Restart → media flowing again on `tracks` of a session that started at `started`: the
 /// end of the first silence around the restart, or the first packet of a track that began
-/// after it; zero when media went on with no silence longer than [`GAP`].
+/// after it; zero when media went on with no gap (shorter than
+/// [`surge_sfu::participant::AUDIO_GAP`] on audio).
 pub fn back_after<'a>(
     tracks: impl IntoIterator<Item = &'a TrackStats>,
     started: StdInstant,
@@ -307,17 +310,17 @@ pub enum Step {
 impl Mover {
     /// A move `after` the join at `joined`; skipped when it could not be judged before
     /// `end`.
-    pub fn new(
-        joined: tokio::time::Instant,
-        after: Duration,
-        end: tokio::time::Instant,
-    ) -> Self {
+    pub fn new(joined: tokio::time::Instant, after: Duration, end: tokio::time::Instant) -> Self {
         let restart_at = joined + after;
         let too_late = restart_at + WINDOW + Duration::from_secs(1) > end;
         Self {
             notice_at: restart_at.checked_sub(NOTICE).unwrap_or(joined).max(joined),
             restart_at,
-            stage: if too_late { Stage::Done } else { Stage::Waiting },
+            stage: if too_late {
+                Stage::Done
+            } else {
+                Stage::Waiting
+            },
             report: MoveReport {
                 skipped: too_late,
                 ..MoveReport::default()
@@ -374,7 +377,16 @@ impl Mover {
 
     fn judge(&mut self, stats: &ParticipantStats, at: StdInstant) {
         if let Some(started) = stats.started {
-            self.report.back_ms = back_after(&stats.tracks, started, at).map(ms);
+            // The same session: its first packet on the new socket. A new one (after a
+            // fallback rejoin): its first packets.
+            let back = match (stats.moved_at, stats.media_after_move_at) {
+                (Some(moved), Some(media)) if started + moved >= at => {
+                    Some((started + media).saturating_duration_since(at))
+                }
+                (Some(moved), None) if started + moved >= at => None,
+                _ => back_after(&stats.tracks, started, at),
+            };
+            self.report.back_ms = back.map(ms);
         }
         self.report.same_id = self.id_before.is_some() && stats.participant_id == self.id_before;
         self.stage = Stage::Done;
@@ -469,16 +481,14 @@ pub fn summarise<'a>(
         ..NetworkChanges::default()
     };
     let (mut mover, mut others) = (LatencyHistogram::new(), LatencyHistogram::new());
-    let mut record = |h: &mut LatencyHistogram, n: &mut NetworkChanges, back: Option<f64>| {
-        match back {
-            Some(ms) => {
-                h.record(Duration::from_secs_f64(ms / 1000.0));
-                if ms > BAR.as_secs_f64() * 1000.0 {
-                    n.over_bar += 1;
-                }
+    let record = |h: &mut LatencyHistogram, n: &mut NetworkChanges, back: Option<f64>| match back {
+        Some(ms) => {
+            h.record(Duration::from_secs_f64(ms / 1000.0));
+            if ms > BAR.as_secs_f64() * 1000.0 {
+                n.over_bar += 1;
             }
-            None => n.not_back += 1,
         }
+        None => n.not_back += 1,
     };
     for (moved, observed) in participants {
         if let Some(m) = moved {

@@ -53,14 +53,21 @@ async fn participants_that_change_networks_restart_ice_and_keep_their_sessions()
         assert!(p.joined && p.error.is_none(), "{p:?}");
         assert_eq!(p.rejoins, 0, "no full rejoin: {p:?}");
     }
-    let movers: Vec<_> = r.participants.iter().filter(|p| p.moved.is_some()).collect();
+    let movers: Vec<_> = r
+        .participants
+        .iter()
+        .filter(|p| p.moved.is_some())
+        .collect();
     assert_eq!(movers.len(), 2, "{:#?}", r.participants);
     for m in &movers {
         assert_eq!(m.index, 1, "the share picks every other participant: {m:?}");
         let moved = m.moved.as_ref().unwrap();
         assert!(!moved.skipped && moved.fell_back.is_none(), "{moved:?}");
         assert!(moved.same_id && moved.restart_ms.is_some(), "{moved:?}");
-        assert!(moved.back_ms.is_some(), "the mover receives again: {moved:?}");
+        assert!(
+            moved.back_ms.is_some(),
+            "the mover receives again: {moved:?}"
+        );
     }
     // The moving publisher is heard again by the three others; the moving subscriber sends
     // nothing, so nobody waits for it.
@@ -72,7 +79,10 @@ async fn participants_that_change_networks_restart_ice_and_keep_their_sessions()
     assert_eq!(n.mover_back.count, 2, "{n:?}");
     assert_eq!(n.others_back.count, 3, "{n:?}");
     assert_eq!(n.not_back, 0, "{n:?}");
-    assert_eq!(n.membership_events, 0, "nobody saw a mover leave or join: {n:?}");
+    assert_eq!(
+        n.membership_events, 0,
+        "nobody saw a mover leave or join: {n:?}"
+    );
     let window_ms = WINDOW.as_secs_f64() * 1000.0;
     assert!(n.mover_back.max_ms <= window_ms && n.others_back.max_ms <= window_ms);
     // Every room mate judged both moves (the subscriber's too, for left/joined).

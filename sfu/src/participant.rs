@@ -187,14 +187,16 @@ pub struct TrackStats {
     pub first_frame_at: Option<Duration>,
     /// When its latest packet arrived.
     pub last_packet_at: Option<Duration>,
-    /// The latest silences longer than [`GAP`] (at most [`GAPS_KEPT`]): when the packet
+    /// The latest silences longer than [`AUDIO_GAP`] or [`VIDEO_GAP`] (at most [`GAPS_KEPT`]): when the packet
     /// before arrived and when the one that ended it did. A network change shows here as
     /// the time until media flows again.
     pub gaps: Vec<(Duration, Duration)>,
 }
 
-/// A track silent this long has a gap: longer than Opus's 20 ms and a 30 fps frame's 33 ms.
-pub const GAP: Duration = Duration::from_millis(40);
+/// An audio track silent this long has a gap (Opus sends every 20 ms).
+pub const AUDIO_GAP: Duration = Duration::from_millis(25);
+/// A video track silent this long has a gap (a 30 fps frame every 33 ms).
+pub const VIDEO_GAP: Duration = Duration::from_millis(40);
 /// How many gaps a track remembers.
 pub const GAPS_KEPT: usize = 64;
 
@@ -246,6 +248,10 @@ pub struct ParticipantStats {
     pub offers_answered: u64,
     /// ICE restarts done (each on a new local socket).
     pub ice_restarts: u64,
+    /// When the latest ICE restart moved to its new socket.
+    pub moved_at: Option<Duration>,
+    /// The first RTP packet after that move (on the new socket).
+    pub media_after_move_at: Option<Duration>,
 }
 
 impl ParticipantStats {
@@ -1043,6 +1049,10 @@ impl Session {
         let socket = std::net::UdpSocket::bind(SocketAddr::new(self.config.bind_ip, 0))?;
         self.local = socket.local_addr()?;
         self.transport = Link::Udp(socket);
+        if let Ok(mut s) = self.stats.lock() {
+            s.moved_at = Some(self.started.elapsed());
+            s.media_after_move_at = None;
+        }
         let _ = self
             .transport
             .set_nonblocking(self.config.receive_interval.is_some());
@@ -1144,6 +1154,9 @@ impl Session {
         let Ok(mut s) = self.stats.lock() else {
             return;
         };
+        if s.moved_at.is_some() && s.media_after_move_at.is_none() {
+            s.media_after_move_at = Some(at);
+        }
         let entry = track_entry(&mut s, &mid.to_string());
         if entry.kind.is_empty() {
             entry.kind = media_kind_name(kind).to_owned();
@@ -1157,7 +1170,12 @@ impl Session {
         });
         entry.first_packet_at.get_or_insert(at);
         if let Some(last) = entry.last_packet_at.replace(at)
-            && at.saturating_sub(last) > GAP
+            && at.saturating_sub(last)
+                > if kind == MediaKind::Audio {
+                    AUDIO_GAP
+                } else {
+                    VIDEO_GAP
+                }
         {
             if entry.gaps.len() == GAPS_KEPT {
                 entry.gaps.remove(0);

@@ -42,7 +42,10 @@ pub(super) fn section(out: &mut String, r: &CallsResult) {
             .filter(|o| o.room == p.room)
             .flat_map(|o| &o.observed)
             .filter(|o| o.expected && m.id.as_deref() == Some(o.mover.as_str()))
-            .map(|o| o.back_ms.map_or("not back".to_owned(), |ms| format!("{ms:.0}")))
+            .map(|o| {
+                o.back_ms
+                    .map_or("not back".to_owned(), |ms| format!("{ms:.0}"))
+            })
             .collect();
         let _ = write!(
             out,
@@ -51,7 +54,8 @@ pub(super) fn section(out: &mut String, r: &CallsResult) {
             escape(&p.role),
             p.index,
             m.restart_ms.map_or("-".to_owned(), |ms| format!("{ms:.0}")),
-            m.back_ms.map_or("not back".to_owned(), |ms| format!("{ms:.0}")),
+            m.back_ms
+                .map_or("not back".to_owned(), |ms| format!("{ms:.0}")),
             escape(&mates.join(" ")),
             if m.same_id { "yes" } else { "no" },
             escape(m.fell_back.as_deref().unwrap_or("-")),
@@ -63,13 +67,19 @@ pub(super) fn section(out: &mut String, r: &CallsResult) {
 fn headline(n: &NetworkChanges) -> [(&'static str, String); 6] {
     [
         ("moves", n.moves.to_string()),
-        ("mover media again p99", format!("{:.0} ms", n.mover_back.p99_ms)),
+        (
+            "mover media again p99",
+            format!("{:.0} ms", n.mover_back.p99_ms),
+        ),
         (
             "room mates media again p99",
             format!("{:.0} ms", n.others_back.p99_ms),
         ),
         ("fell back to a rejoin", n.fell_back.to_string()),
         ("left/joined seen", n.membership_events.to_string()),
-        ("not back / over the bar", format!("{} / {}", n.not_back, n.over_bar)),
+        (
+            "not back / over the bar",
+            format!("{} / {}", n.not_back, n.over_bar),
+        ),
     ]
 }
