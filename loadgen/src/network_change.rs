@@ -178,8 +178,8 @@ impl NetworkChanges {
             )
         };
         format!(
-            "network changes ({} after join, share {}): {} moves, {} skipped (too late), {} fell back to a full rejoin, {} changed id, {} left/joined seen by room mates\n  {:<34} {:>5} {:>8} {:>8} {:>8}\n{}{}",
-            format!("{:.1}s", self.after_secs),
+            "network changes ({:.1}s after join, share {}): {} moves, {} skipped (too late), {} fell back to a full rejoin, {} changed id, {} left/joined seen by room mates\n  {:<34} {:>5} {:>8} {:>8} {:>8}\n{}{}",
+            self.after_secs,
             self.share,
             self.moves,
             self.skipped,
@@ -595,24 +595,24 @@ mod tests {
             network_change_after: Some(Duration::from_secs(5)),
             network_changes_share: 1.0,
         };
-        let good = Some(MoveReport {
+        let good = MoveReport {
             restart_ms: Some(20.0),
             back_ms: Some(150.0),
             same_id: true,
             ..MoveReport::default()
-        });
+        };
         let seen = vec![ObservedMove {
             mover: "p1".into(),
             expected: true,
             back_ms: Some(120.0),
             membership_events: 0,
         }];
-        let n = summarise(&args, [(&good, seen.as_slice())]).unwrap();
+        let n = summarise(&args, [(&Some(good.clone()), seen.as_slice())]).unwrap();
         assert!(n.pass(), "{n:?}");
         assert_eq!((n.mover_back.count, n.others_back.count), (1, 1));
         let slow = Some(MoveReport {
             back_ms: Some(2500.0),
-            ..good.clone().unwrap()
+            ..good.clone()
         });
         let left = vec![ObservedMove {
             membership_events: 1,
@@ -624,7 +624,7 @@ mod tests {
         let fell = Some(MoveReport {
             fell_back: Some("refused with 404: session_gone".into()),
             same_id: false,
-            ..good.unwrap()
+            ..good
         });
         let n = summarise(&args, [(&fell, &[][..])]).unwrap();
         assert_eq!((n.fell_back, n.changed_id), (1, 1));
