@@ -27,6 +27,9 @@ use crate::client::{ApiClient, ClientError, Request, RetryPolicy, SourceIps};
 use crate::duration::parse_duration;
 use crate::identity::IdentityFactory;
 use crate::join_breakdown::{JoinBreakdown, JoinPhases, breakdown, phases};
+use crate::network_change::{
+    MoveReport, Mover, NetworkChangeArgs, NetworkChanges, ObservedMove, Observer, RoomMoves, Step,
+};
 use crate::progress::Progress;
 use crate::signup::Verdict;
 use crate::stats::{LatencyHistogram, Mix, Percentiles};
@@ -107,6 +110,9 @@ pub struct CallsArgs {
     /// join started.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub settle: Duration,
+    /// Participants that change networks mid-call (ICE restart).
+    #[command(flatten)]
+    pub network: NetworkChangeArgs,
     /// `relay`: participants gather only a TURN relayed candidate, with the credentials of
     /// the join answer (the API's `--turn-urls`), so all media goes through the TURN server;
     /// `all`: their host candidate, media straight to the shard.
@@ -164,6 +170,7 @@ impl CallsArgs {
             sfu_pid: None,
             settle: Duration::from_secs(5),
             ice_transport: IceTransportArg::All,
+            network: NetworkChangeArgs::default(),
         }
     }
 }
@@ -180,6 +187,8 @@ pub enum CallsError {
     Empty,
     #[error("Janus: {0}")]
     Janus(#[from] crate::janus::JanusError),
+    #[error("--network-change-after restarts ICE through Surge's API; it needs --sfu surge")]
+    NetworkChangeNeedsSurge,
 }
 
 /// What one remote track delivered to one participant.
@@ -231,6 +240,12 @@ pub struct ParticipantReport {
     /// Its (last) session went through a TURN relay.
     #[serde(default)]
     pub relayed: bool,
+    /// Its network change, when it made one (`--network-change-after`).
+    #[serde(default)]
+    pub moved: Option<MoveReport>,
+    /// Its room mates' network changes, as it saw them.
+    #[serde(default)]
+    pub observed: Vec<ObservedMove>,
 }
 
 impl ParticipantReport {
@@ -290,6 +305,9 @@ pub struct CallsResult {
     /// Participants whose session went through a TURN relay (`--ice-transport relay`).
     #[serde(default)]
     pub relayed: usize,
+    /// With `--network-change-after`: how the moves went.
+    #[serde(default)]
+    pub network_changes: Option<NetworkChanges>,
     pub timeline: Vec<CallsPoint>,
     pub verdict: Verdict,
 }
@@ -607,6 +625,8 @@ struct Slot {
     index: usize,
     template: ParticipantConfig,
     user: User,
+    /// Change networks this long after joining.
+    move_after: Option<Duration>,
 }
 
 /// What the participants of one room tell each other: a publisher receives nothing when
@@ -622,6 +642,8 @@ struct RoomSignal {
     /// When each publisher's join was answered (its tracks came to exist), by participant
     /// id: the clock start of a track published after a participant joined.
     published: std::sync::Mutex<HashMap<String, std::time::Instant>>,
+    /// Network changes announced in the room.
+    moves: RoomMoves,
 }
 
 impl RoomSignal {
@@ -705,6 +727,10 @@ async fn run_participant(
     if slot.template.video {
         room.published(&participant);
     }
+    let mut mover = slot
+        .move_after
+        .map(|after| Mover::new(Instant::now(), after, end));
+    let mut observer = Observer::default();
     let mut interval = tokio::time::interval(SAMPLE);
     while Instant::now() < end {
         interval.tick().await;
@@ -714,6 +740,27 @@ async fn run_participant(
         {
             let mut l = live.lock().await;
             w.sample(&stats, now, &mut l);
+        }
+        observer.sample(&room.moves, &stats, now.into_std());
+        if let Some(m) = mover.as_mut()
+            && m.step(now, &stats, &room.moves) == Step::Restart
+        {
+            match change_network(&api, &slot, &room_id, end, m, &room.moves, participant).await {
+                Ok((p, rejoined)) => {
+                    participant = p;
+                    if rejoined {
+                        w.rejoined();
+                        w.report.rejoins += 1;
+                    }
+                }
+                Err(e) => {
+                    w.report.error = Some(e);
+                    w.report.moved = mover.and_then(Mover::finish);
+                    w.report.observed = observer.finish();
+                    return w.finish();
+                }
+            }
+            continue;
         }
         let silent = w
             .last_media
@@ -784,6 +831,8 @@ async fn run_participant(
             }
         }
     }
+    w.report.moved = mover.and_then(Mover::finish);
+    w.report.observed = observer.finish();
     let final_stats = participant.stats();
     w.keep_first_session(&final_stats);
     w.break_down(&room.publications());
@@ -794,6 +843,42 @@ async fn run_participant(
     }
     let _ = participant.leave().await;
     w.finish()
+}
+
+/// Moves `participant` to a new network: restarts ICE on the same session, or, when the
+/// restart fails, rejoins through the API (as the web client falls back). Returns the
+/// session to go on with and whether it is a new one.
+async fn change_network(
+    api: &ApiClient,
+    slot: &Slot,
+    room_id: &str,
+    end: Instant,
+    mover: &mut Mover,
+    moves: &RoomMoves,
+    participant: Participant,
+) -> Result<(Participant, bool), String> {
+    let at = mover.restarting(moves);
+    match participant.restart_ice().await {
+        Ok(()) => {
+            mover.restarted(at);
+            return Ok((participant, false));
+        }
+        Err(e) => {
+            tracing::warn!(room = slot.room, index = slot.index, error = %e, "ICE restart failed; rejoining");
+            mover.fell_back(e.to_string());
+        }
+    }
+    let _ = tokio::task::spawn_blocking(move || participant.vanish()).await;
+    loop {
+        match join(api, &slot.user, room_id, &slot.template).await {
+            Ok(p) => return Ok((p, true)),
+            Err(e) if Instant::now() < end => {
+                tracing::warn!(error = %e, "rejoin after a failed ICE restart failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(format!("rejoin after a network change: {e}")),
+        }
+    }
 }
 
 /// Who the participants are and how they join.
@@ -887,6 +972,9 @@ pub async fn run(args: &CallsArgs, quiet: bool) -> Result<CallsResult, CallsErro
     if args.rooms == 0 || args.publishers + args.subscribers == 0 {
         return Err(CallsError::Empty);
     }
+    if args.network.network_change_after.is_some() && args.sfu != SfuKind::Surge {
+        return Err(CallsError::NetworkChangeNeedsSurge);
+    }
     let per_room = args.publishers + args.subscribers;
     let total = args.rooms * per_room;
     let mut backend = prepare(args, per_room).await?;
@@ -927,6 +1015,7 @@ pub async fn run(args: &CallsArgs, quiet: bool) -> Result<CallsResult, CallsErro
                         index,
                         template,
                         user,
+                        move_after: args.network.after_for(i, per_room),
                     };
                     tasks.spawn(run_participant(
                         api.clone(),
@@ -1185,9 +1274,18 @@ fn summarise(
     {
         first_video_hist.record(Duration::from_secs_f64(ms / 1000.0));
     }
-    let pass = failed_joins == 0 && missing == 0 && !participants.is_empty();
     let relayed = participants.iter().filter(|p| p.relayed).count();
-    let line = format!(
+    let network_changes = crate::network_change::summarise(
+        &args.network,
+        participants
+            .iter()
+            .map(|p| (&p.moved, p.observed.as_slice())),
+    );
+    let pass = failed_joins == 0
+        && missing == 0
+        && !participants.is_empty()
+        && network_changes.as_ref().is_none_or(NetworkChanges::pass);
+    let mut line = format!(
         "{}: {} rooms × ({} publishers + {} subscribers) for {:.0}s; {} joined ({relayed} through a TURN relay), {} without all video; first video of every remote track p50 {:.0} ms p99 {:.0} ms (first media p50 {:.0} ms p99 {:.0} ms); layers {}; {} freezes; audio shortfall {:.2}%; delivery loss {:.2}%; {}",
         if pass { "PASS" } else { "FAIL" },
         args.rooms,
@@ -1220,6 +1318,10 @@ fn summarise(
             )
         },
     );
+    if let Some(n) = &network_changes {
+        line.push_str("; ");
+        line.push_str(&n.summary());
+    }
     CallsResult {
         target: args.target.clone(),
         rooms: args.rooms,
@@ -1241,6 +1343,7 @@ fn summarise(
         steady: None,
         delivery_loss,
         relayed,
+        network_changes,
         timeline,
         verdict: Verdict { pass, line },
     }

@@ -11,6 +11,7 @@ pub mod hash_rate;
 pub mod identity;
 pub mod janus;
 pub mod join_breakdown;
+pub mod network_change;
 mod progress;
 pub mod report;
 pub mod schedule;
@@ -67,6 +68,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Calls(args) => {
             let result = calls::run(&args, cli.quiet).await?;
             print!("{}", result.join_phases.table());
+            if let Some(n) = &result.network_changes {
+                print!("{}", n.table());
+            }
             println!("{}", result.verdict.line);
             if let Some(dir) = &cli.out {
                 let written = report::write(dir, &result, &report::calls_page(&result))

@@ -210,7 +210,20 @@ pub struct TrackStats {
     /// When its first frame could be decoded: the first packet (audio); every packet of
     /// the first keyframe, from its start to its marker (video).
     pub first_frame_at: Option<Duration>,
+    /// When its latest packet arrived.
+    pub last_packet_at: Option<Duration>,
+    /// The latest silences longer than [`AUDIO_GAP`] or [`VIDEO_GAP`] (at most [`GAPS_KEPT`]): when the packet
+    /// before arrived and when the one that ended it did. A network change shows here as
+    /// the time until media flows again.
+    pub gaps: Vec<(Duration, Duration)>,
 }
+
+/// An audio track silent this long has a gap (Opus sends every 20 ms).
+pub const AUDIO_GAP: Duration = Duration::from_millis(25);
+/// A video track silent this long has a gap (a 30 fps frame every 33 ms).
+pub const VIDEO_GAP: Duration = Duration::from_millis(40);
+/// How many gaps a track remembers.
+pub const GAPS_KEPT: usize = 64;
 
 impl TrackStats {
     /// Share of the packets sent on this track (by sequence number) that did not arrive,
@@ -262,6 +275,10 @@ pub struct ParticipantStats {
     pub ice_restarts: u64,
     /// The TURN relayed address its media goes through (relay-only).
     pub relayed: Option<SocketAddr>,
+    /// When the latest ICE restart moved to its new socket.
+    pub moved_at: Option<Duration>,
+    /// The first RTP packet after that move (on the new socket).
+    pub media_after_move_at: Option<Duration>,
 }
 
 impl ParticipantStats {
@@ -1126,6 +1143,10 @@ impl Session {
         let socket = std::net::UdpSocket::bind(SocketAddr::new(self.config.bind_ip, 0))?;
         self.local = socket.local_addr()?;
         self.transport = Link::Udp(socket);
+        if let Ok(mut s) = self.stats.lock() {
+            s.moved_at = Some(self.started.elapsed());
+            s.media_after_move_at = None;
+        }
         let _ = self
             .transport
             .set_nonblocking(self.config.receive_interval.is_some());
@@ -1227,6 +1248,9 @@ impl Session {
         let Ok(mut s) = self.stats.lock() else {
             return;
         };
+        if s.moved_at.is_some() && s.media_after_move_at.is_none() {
+            s.media_after_move_at = Some(at);
+        }
         let entry = track_entry(&mut s, &mid.to_string());
         if entry.kind.is_empty() {
             entry.kind = media_kind_name(kind).to_owned();
@@ -1239,6 +1263,19 @@ impl Session {
             None => (seq, seq),
         });
         entry.first_packet_at.get_or_insert(at);
+        if let Some(last) = entry.last_packet_at.replace(at)
+            && at.saturating_sub(last)
+                > if kind == MediaKind::Audio {
+                    AUDIO_GAP
+                } else {
+                    VIDEO_GAP
+                }
+        {
+            if entry.gaps.len() == GAPS_KEPT {
+                entry.gaps.remove(0);
+            }
+            entry.gaps.push((last, at));
+        }
         if decodable {
             entry.first_frame_at.get_or_insert(at);
         }

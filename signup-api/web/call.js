@@ -111,6 +111,32 @@ function iceTransportPolicy() {
 }
 
 /**
+ * The server's SDP with only the candidates of one transport, when the test-only setting
+ * `localStorage['surge.test.remoteCandidates']` is 'tcp' or 'udp'; unchanged otherwise.
+ * Chromium cannot be told to block UDP, so a browser test drops the shard's UDP candidates
+ * to make a client that can only reach it over ICE-TCP. The shard is ICE-lite and never
+ * checks towards us, so no path is found behind the candidates' back.
+ */
+export function keepRemoteCandidates(sdp, only = remoteCandidatesSetting()) {
+  if (only !== 'tcp' && only !== 'udp') return sdp;
+  return sdp
+    .split('\r\n')
+    .filter((line) => {
+      const m = /^a=candidate:\S+ \d+ (\S+) /.exec(line);
+      return !m || m[1].toLowerCase() === only;
+    })
+    .join('\r\n');
+}
+
+function remoteCandidatesSetting() {
+  try {
+    return localStorage.getItem('surge.test.remoteCandidates');
+  } catch {
+    return null;
+  }
+}
+
+/**
  * The media path of a connection's selected candidate pair, from `getStats()`: 'udp', 'tcp',
  * or 'relay' (through TURN; `relayProtocol` says how we reach it); null before one is chosen.
  */
@@ -327,7 +353,7 @@ export class Call {
         console.warn('could not update the ICE servers', err);
       }
     }
-    await pc.setRemoteDescription({ type: 'answer', sdp: joined.sdp });
+    await pc.setRemoteDescription({ type: 'answer', sdp: keepRemoteCandidates(joined.sdp) });
     // ICE that never completes (a blocked UDP port) would otherwise leave us waiting forever.
     clearTimeout(this.connectTimer);
     this.connectTimer = setTimeout(() => {
@@ -443,7 +469,7 @@ export class Call {
         await pc.setLocalDescription(await pc.createOffer());
         const sdp = await api.restartCall(resource, pc.localDescription.sdp);
         if (this.pc !== pc || generation !== this.generation) return;
-        await pc.setRemoteDescription({ type: 'answer', sdp });
+        await pc.setRemoteDescription({ type: 'answer', sdp: keepRemoteCandidates(sdp) });
         this.iceRestarts += 1;
         if (pc.connectionState === 'connected') this.restartDone();
       })
@@ -552,7 +578,7 @@ export class Call {
     if (!pc || pc.signalingState === 'closed') return;
     const marks = this.marks;
     marks.subscribeOfferTaken ??= now();
-    await pc.setRemoteDescription({ type: 'offer', sdp });
+    await pc.setRemoteDescription({ type: 'offer', sdp: keepRemoteCandidates(sdp) });
     marks.subscribeOfferSet ??= now();
     await pc.setLocalDescription(await pc.createAnswer());
     this.send({ type: 'answer', sdp: pc.localDescription.sdp });

@@ -347,6 +347,7 @@ pub fn calls_page(r: &crate::calls::CallsResult) -> String {
         .map(|(n, p)| (n.as_str(), p))
         .collect();
     percentile_table(&mut out, &rows);
+    super::network_change::section(&mut out, r);
     out.push_str("<h2>Per participant</h2><table><tr><th>room</th><th>role</th><th>cap</th><th>first media ms</th><th>first video of every track ms</th><th>video tracks</th><th>layers (last)</th><th>video kbit/s (last s)</th><th>freezes</th><th>audio shortfall</th><th>rejoins</th></tr>");
     for p in &r.participants {
         let layers: Vec<String> = p

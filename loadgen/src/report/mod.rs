@@ -2,6 +2,7 @@
 //! a self-contained `report.html` (inline CSS and SVG) a person reads at a glance.
 
 mod html;
+mod network_change;
 pub mod svg;
 
 use std::path::{Path, PathBuf};
