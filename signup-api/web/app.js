@@ -4,6 +4,8 @@
 import { api, session, ApiError } from './api.js';
 import { Presence } from './presence.js';
 import { Call, CallState, openLocalMedia, prepareConnection } from './call.js';
+import { renderScreen, setupScreenShare } from './screen.js';
+import { renderDevices, setupDevices } from './devices.js';
 import { signupMessage, loginMessage, contactMessage, roomMessage, statusLabel, countdown } from './messages.js';
 
 const $ = (id) => document.getElementById(id);
@@ -578,6 +580,7 @@ async function joinCall(clickedAt) {
   $('toggle-cam').disabled = call.localStream.getVideoTracks().length === 0;
   show('call');
   renderCall(call);
+  renderDevices(call).catch(() => {});
   await started;
 }
 
@@ -680,6 +683,7 @@ function renderCall(call) {
   }
 
   $('call-alone').hidden = call.participants.size > 0 || call.state !== CallState.CONNECTED;
+  renderScreen(call, attach);
 
   $('toggle-mic').setAttribute('aria-pressed', String(call.muted.audio));
   $('toggle-mic').textContent = call.muted.audio ? 'Unmute' : 'Mute';
@@ -706,6 +710,8 @@ function setupCall() {
   $('join-call').addEventListener('click', (event) => joinCall(event.timeStamp));
   $('toggle-mic').addEventListener('click', () => state.call?.setMuted('audio', !state.call.muted.audio));
   $('toggle-cam').addEventListener('click', () => state.call?.setMuted('video', !state.call.muted.video));
+  setupScreenShare(() => state.call, toast);
+  setupDevices(() => state.call, toast);
   $('leave').addEventListener('click', () => {
     leaveCall();
     navigate('/');
