@@ -52,7 +52,10 @@ async fn a_shared_screen_reaches_the_subscriber_as_its_own_track_until_it_stops(
     });
     let offers = got.offers_answered;
     let got = wait_for(&bob, LONG, |s| s.offers_answered > offers).await;
-    assert!(got.offers_answered > offers, "a renegotiation stops the m-line");
+    assert!(
+        got.offers_answered > offers,
+        "a renegotiation stops the m-line"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let packets = |s: &ParticipantStats| {
         s.tracks
@@ -64,8 +67,15 @@ async fn a_shared_screen_reaches_the_subscriber_as_its_own_track_until_it_stops(
     let camera = received(&bob.stats(), "camera");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let later = bob.stats();
-    assert_eq!(packets(&later), stopped, "nothing more on the screen's m-line");
-    assert!(received(&later, "camera") > camera + 20, "the camera goes on");
+    assert_eq!(
+        packets(&later),
+        stopped,
+        "nothing more on the screen's m-line"
+    );
+    assert!(
+        received(&later, "camera") > camera + 20,
+        "the camera goes on"
+    );
     alice.leave().await.unwrap();
     bob.leave().await.unwrap();
     shard.stop().await;

@@ -776,14 +776,8 @@ fn a_shared_screen_chooses_its_layer_before_the_cameras() {
     // A thin link: the screen drops to what fits once each camera has its smallest layer.
     sim.bandwidth(pid(3), 700_000);
     sim.run(Duration::from_secs(2));
-    assert_eq!(
-        sim.room.current_layer(pid(3), screen_out),
-        Some(Layer::Mid)
-    );
-    assert_eq!(
-        sim.room.current_layer(pid(3), camera_out),
-        Some(Layer::Low)
-    );
+    assert_eq!(sim.room.current_layer(pid(3), screen_out), Some(Layer::Mid));
+    assert_eq!(sim.room.current_layer(pid(3), camera_out), Some(Layer::Low));
     // The screen stops: the camera has the whole share again.
     assert!(sim.room.unpublish_track(screen, sim.now));
     sim.drain();

@@ -14,8 +14,8 @@ use super::outbox::About;
 use super::peer::Published;
 use super::{RemoveReason, Switchboard};
 use crate::core::{
-    Forward, Output, ParticipantId, PublishedTrack, Room, RoomEvent, RtpMeta, TrackId,
-    TrackSource, Vp8Meta, layer_for_rid,
+    Forward, Output, ParticipantId, PublishedTrack, Room, RoomEvent, RtpMeta, TrackId, TrackSource,
+    Vp8Meta, layer_for_rid,
 };
 use crate::protocol::{ClientMessage, ParticipantSummary, ServerMessage};
 
