@@ -888,8 +888,10 @@ impl Room {
             config: &self.config,
         };
         let mut screens_take = 0u64;
-        if screens > 0 {
-            let screen_budget = video_budget.saturating_sub(camera_floor) / screens;
+        if let Some(screen_budget) = video_budget
+            .saturating_sub(camera_floor)
+            .checked_div(screens)
+        {
             for (_, track_id) in &p.slots {
                 let Some(track) = self.tracks.get_mut(track_id) else {
                     continue;
