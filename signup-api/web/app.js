@@ -683,7 +683,7 @@ function renderCall(call) {
   }
 
   $('call-alone').hidden = call.participants.size > 0 || call.state !== CallState.CONNECTED;
-  renderScreen(call, attach);
+  renderScreen(call);
 
   $('toggle-mic').setAttribute('aria-pressed', String(call.muted.audio));
   $('toggle-mic').textContent = call.muted.audio ? 'Unmute' : 'Mute';

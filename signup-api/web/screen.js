@@ -46,16 +46,20 @@ function stageHeight(stage) {
 /**
  * Shows the first remote participant's shared screen on the stage (large), and pauses any
  * other shared screen (only one is shown). Our own share shows a notice instead of our
- * screen, which would mirror itself. `attach(video, stream)` plays a stream in an element.
+ * screen, which would mirror itself.
  */
-export function renderScreen(call, attach) {
+export function renderScreen(call) {
   const stage = $('screen-stage');
   const video = stage.querySelector('video');
   const sharer = [...call.participants.values()].find((p) => p.screen);
   stage.hidden = !sharer;
   stage.dataset.participant = sharer?.id ?? '';
   if (sharer) {
-    attach(video, sharer.screen);
+    if (video.srcObject !== sharer.screen) {
+      video.srcObject = sharer.screen;
+      // Muted, so autoplay needs no gesture; a play() cut short by the next stream is harmless.
+      video.play().catch(() => {});
+    }
     stage.querySelector('.tile-label').textContent = `${sharer.name}'s screen`;
     call.requestHeight(sharer.id, stageHeight(stage), 'screen');
   } else if (video.srcObject) {
