@@ -143,11 +143,12 @@ test('alice shares her screen, bob sees it large beside her camera; devices swit
       const current = await alice.page.locator('#camera-select').inputValue();
       const other = cameras.find((c) => c.id !== current) ?? cameras[0];
       const before = await from(bob, alice);
+      // Read before the switch, which may be done by the time the next line runs.
+      const oldTrack = await alice.page.evaluate(() => document.querySelector('#grid .tile.self video').srcObject.getVideoTracks()[0].id);
       await alice.page.locator('#devices summary').click();
       await alice.page.locator('#camera-select').selectOption(other.id);
       // The same camera again (the only one) fires no `change` by itself: choose it explicitly.
       if (other.id === current) await alice.page.locator('#camera-select').dispatchEvent('change');
-      const oldTrack = await alice.page.evaluate(() => document.querySelector('#grid .tile.self video').srcObject.getVideoTracks()[0].id);
       let seen = null;
       await eventually('alice to send a new track from the chosen camera', async () => {
         seen = await alice.page.evaluate(([id, old]) => {
