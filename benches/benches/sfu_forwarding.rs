@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use surge_sfu::core::{
     Layer, MediaKind, Mid, Output, ParticipantId, ParticipantInfo, PublishedTrack, Rid, Room,
-    RoomConfig, RtpMeta, Vp8Meta,
+    RoomConfig, RtpMeta, TrackSource, Vp8Meta,
 };
 
 const PUBLISHER: ParticipantId = ParticipantId(1);
@@ -56,6 +56,7 @@ impl Bench {
             PublishedTrack {
                 mid,
                 kind: MediaKind::Video,
+                source: TrackSource::Camera,
                 rids: vec![Rid::from("q"), Rid::from("h"), Rid::from("f")],
             },
             now,

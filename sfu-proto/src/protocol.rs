@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use crate::core::TrackSource;
 use crate::core::{Layer, MediaKind, ParticipantId};
 
 /// What the SFU sends a client.
@@ -103,6 +104,16 @@ pub enum ClientMessage {
         /// Pixels.
         height: u32,
     },
+    // Screen sharing (its own block: other features add their variants apart).
+    /// The client starts or stops sharing its screen on `mid`, the second sending video
+    /// m-line of its join offer (reserved for the screen): while sharing, the room gets it as
+    /// a `screen` track; when stopped, subscribers' m-lines for it go.
+    Screen {
+        /// The client's screen m-line.
+        mid: String,
+        /// Sharing now.
+        sharing: bool,
+    },
     /// A type this server does not know (a newer client): ignored.
     #[serde(other, skip_serializing)]
     Unknown,
@@ -117,6 +128,8 @@ pub struct TrackInfo {
     pub participant_id: ParticipantId,
     /// Audio or video.
     pub kind: Kind,
+    /// What it carries: `audio`, `camera` or `screen` (a shared screen, shown large).
+    pub source: TrackSource,
 }
 
 /// A participant as others see it: the per-join participant id and the display name, never
@@ -242,7 +255,7 @@ impl ClientMessage {
     }
 
     /// Every `type` tag a server understands.
-    pub const TYPES: [&'static str; 3] = ["answer", "mute", "max_height"];
+    pub const TYPES: [&'static str; 4] = ["answer", "mute", "max_height", "screen"];
 }
 
 #[cfg(test)]
@@ -268,6 +281,19 @@ mod tests {
         }
         .to_json();
         assert_eq!(json, r#"{"type":"layer","mid":"3","layer":"h"}"#);
+        let json = ServerMessage::Tracks {
+            tracks: vec![TrackInfo {
+                mid: "5".into(),
+                participant_id: id,
+                kind: Kind::Video,
+                source: TrackSource::Screen,
+            }],
+        }
+        .to_json();
+        assert_eq!(
+            json,
+            r#"{"type":"tracks","tracks":[{"mid":"5","participant_id":"00abcdef01234567","kind":"video","source":"screen"}]}"#
+        );
     }
 
     #[test]
@@ -284,6 +310,15 @@ mod tests {
         let m: ClientMessage =
             serde_json::from_str(r#"{"type":"dance","speed":3}"#).expect("unknown type");
         assert_eq!(m, ClientMessage::Unknown);
+        let m: ClientMessage =
+            serde_json::from_str(r#"{"type":"screen","mid":"2","sharing":true}"#).expect("valid");
+        assert_eq!(
+            m,
+            ClientMessage::Screen {
+                mid: "2".into(),
+                sharing: true
+            }
+        );
         assert!(
             serde_json::from_str::<ClientMessage>(r#"{"type":"mute","kind":"smell"}"#).is_err()
         );

@@ -68,10 +68,11 @@ pub fn announced_receive_cap(sdp: &str) -> Option<u64> {
     cap
 }
 
-/// What one participant may offer: at most one audio and one video m-line to publish, and
-/// the `surge` data channel. More would let one client make the shard negotiate, forward
-/// and renegotiate toward every subscriber without bound.
-pub const MAX_OFFERED_MEDIA: [(&str, usize); 3] = [("audio", 1), ("video", 1), ("application", 1)];
+/// What one participant may offer: at most one audio m-line and two video m-lines (the
+/// camera, and the screen it may share) to publish, and the `surge` data channel. More would
+/// let one client make the shard negotiate, forward and renegotiate toward every subscriber
+/// without bound.
+pub const MAX_OFFERED_MEDIA: [(&str, usize); 3] = [("audio", 1), ("video", 2), ("application", 1)];
 
 /// Receive-only audio and video m-lines a join may carry per kind, for others' tracks
 /// without a renegotiation (the web client offers two pairs); they carry nothing the
@@ -115,7 +116,7 @@ pub fn check_offered_media(sdp: &str) -> Result<(), String> {
     for (((kind, max), sent), received) in MAX_OFFERED_MEDIA.iter().zip(sending).zip(receive_only) {
         if sent > *max {
             return Err(format!(
-                "the offer has {sent} {kind} m-lines; a participant publishes at most one audio and one video m-line, plus the data channel"
+                "the offer has {sent} {kind} m-lines; a participant publishes at most one audio and two video m-lines (camera and screen), plus the data channel"
             ));
         }
         if received > MAX_RECEIVE_ONLY_PER_KIND {
@@ -197,7 +198,7 @@ mod tests {
     }
 
     #[test]
-    fn offers_are_limited_to_one_audio_one_video_and_the_channel() {
+    fn offers_are_limited_to_one_audio_two_video_and_the_channel() {
         let sdp = |lines: &[&str]| {
             let mut s = String::from("v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n");
             for kind in lines {
@@ -209,7 +210,10 @@ mod tests {
         assert!(check_offered_media(&sdp(&["audio", "video", "application"])).is_ok());
         let two_audio = check_offered_media(&sdp(&["audio", "audio"])).unwrap_err();
         assert!(two_audio.contains("2 audio m-lines"), "{two_audio}");
-        assert!(check_offered_media(&sdp(&["video", "audio", "video"])).is_err());
+        // Camera and screen.
+        assert!(check_offered_media(&sdp(&["video", "audio", "video"])).is_ok());
+        let three_video = check_offered_media(&sdp(&["video", "video", "video"])).unwrap_err();
+        assert!(three_video.contains("two video m-lines"), "{three_video}");
         assert!(check_offered_media(&sdp(&["application", "application"])).is_err());
         let text = check_offered_media(&sdp(&["text"])).unwrap_err();
         assert!(text.contains("m=text"), "{text}");

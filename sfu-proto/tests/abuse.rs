@@ -22,7 +22,8 @@ fn an_offer_with_extra_m_lines_is_refused_and_the_room_is_unaffected() {
     let bob = net.join("r", Publish::Nothing);
     net.run_until(LONG, "media flows", |n| n.clients[bob].received_total() > 5);
     let heard_before = net.clients[bob].messages.len();
-    for (audio, video) in [(1, 0), (0, 1), (5, 5)] {
+    // The publisher's camera plus one more video (the screen) is allowed; a third is not.
+    for (audio, video) in [(1, 0), (0, 2), (5, 5)] {
         let refusal = net
             .try_join_with("r", Publish::AudioVideo, |change| {
                 for _ in 0..audio {
@@ -35,7 +36,7 @@ fn an_offer_with_extra_m_lines_is_refused_and_the_room_is_unaffected() {
             .expect_err("refused");
         match refusal {
             JoinRefusal::InvalidSdp(why) => assert!(
-                why.contains("at most one audio and one video m-line"),
+                why.contains("at most one audio and two video m-lines"),
                 "a clear message: {why}"
             ),
             other => panic!("expected invalid SDP, got {other:?}"),

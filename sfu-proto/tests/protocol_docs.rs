@@ -49,6 +49,7 @@ fn client_type(message: &ClientMessage) -> Option<&'static str> {
         ClientMessage::Answer { .. } => Some("answer"),
         ClientMessage::Mute { .. } => Some("mute"),
         ClientMessage::MaxHeight { .. } => Some("max_height"),
+        ClientMessage::Screen { .. } => Some("screen"),
         ClientMessage::Unknown => None,
     }
 }

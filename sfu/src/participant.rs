@@ -41,7 +41,7 @@ use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::Receive;
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Event, IceConnectionState, Input, Rtc};
-use surge_sfu_proto::protocol::{ClientMessage, Kind, ServerMessage};
+use surge_sfu_proto::protocol::{ClientMessage, Kind, ServerMessage, TrackSource};
 use surge_sfu_proto::session::{Drain, Polled};
 use surge_sfu_proto::synthetic::{add_publish_media, vp8_frame};
 
@@ -80,6 +80,9 @@ pub struct ParticipantConfig {
     pub video: bool,
     /// Publish the synthetic audio.
     pub audio: bool,
+    /// With `video`: also offer a second video m-line, the screen's (the same synthetic
+    /// simulcast, numbered on its own), and share it as soon as the data channel opens.
+    pub screen: bool,
     /// The audio level to send (0 = loudest, 127 = silence).
     pub audio_level: u8,
     /// Cap on what it receives, bits/s: announced in the offer (`b=AS`) and with REMB, and
@@ -127,6 +130,7 @@ impl ParticipantConfig {
             http: None,
             video: true,
             audio: true,
+            screen: false,
             audio_level: 30,
             max_receive_bps: None,
             layer_bps: LAYER_BPS,
@@ -183,6 +187,8 @@ pub struct TrackStats {
     pub participant_id: Option<String>,
     /// `audio` or `video`.
     pub kind: String,
+    /// `audio`, `camera` or `screen` (from the server's `tracks` message).
+    pub source: String,
     /// RTP packets received.
     pub packets: u64,
     /// Payload bytes received.
@@ -242,6 +248,14 @@ fn kind_name(kind: Kind) -> &'static str {
     }
 }
 
+fn source_name(source: TrackSource) -> &'static str {
+    match source {
+        TrackSource::Audio => "audio",
+        TrackSource::Camera => "camera",
+        TrackSource::Screen => "screen",
+    }
+}
+
 /// What a participant saw.
 #[derive(Debug, Clone, Default)]
 pub struct ParticipantStats {
@@ -279,6 +293,9 @@ pub struct ParticipantStats {
     pub moved_at: Option<Duration>,
     /// The first RTP packet after that move (on the new socket).
     pub media_after_move_at: Option<Duration>,
+    /// The screen's m-line, when it offered one (`ParticipantConfig::screen`): stop sharing
+    /// with [`ClientMessage::Screen`] on it.
+    pub screen_mid: Option<String>,
 }
 
 impl ParticipantStats {
@@ -454,6 +471,11 @@ impl Participant {
         let (socket, mut local, mut rtc) = bound_session(config, started)?;
         let mut change = rtc.sdp_api();
         let (audio_mid, video_mid) = add_publish_media(&mut change, config.audio, config.video);
+        let screen_mid = if config.video && config.screen {
+            add_publish_media(&mut change, false, true).1
+        } else {
+            None
+        };
         let channel = with_channel.then(|| change.add_channel("surge".to_owned()));
         let Some((offer, pending)) = change.apply() else {
             return Err(ParticipantError::Rtc("nothing to offer".into()));
@@ -490,6 +512,7 @@ impl Participant {
             started: Some(started),
             answer_at: Some(answer_at),
             relayed,
+            screen_mid: screen_mid.map(|m| m.to_string()),
             ..ParticipantStats::default()
         };
         let media = LocalMedia {
@@ -498,6 +521,7 @@ impl Participant {
             channel,
             audio_mid,
             video_mid,
+            screen_mid,
         };
         Ok((launch(rtc, media, config, started, stats)?, extra))
     }
@@ -529,6 +553,7 @@ impl Participant {
             channel: None,
             audio_mid: None,
             video_mid: None,
+            screen_mid: None,
         };
         let me = Self::launched(launch(rtc, media, &config, started, stats)?, &config)?;
         Ok((me, answer.to_sdp_string()))
@@ -662,6 +687,7 @@ struct LocalMedia {
     channel: Option<ChannelId>,
     audio_mid: Option<Mid>,
     video_mid: Option<Mid>,
+    screen_mid: Option<Mid>,
 }
 
 type Launched = (
@@ -720,6 +746,7 @@ fn launch(
         channel: None,
         audio_mid: media.audio_mid,
         video_mid: media.video_mid,
+        screen_mid: media.screen_mid,
         stats: stats.clone(),
         stop: stop.clone(),
         outbox: outbox.clone(),
@@ -800,16 +827,33 @@ impl ThinLink {
 struct Sender {
     video_pt: Option<Pt>,
     audio_pt: Option<Pt>,
-    seq: [u64; 3],
+    camera: VideoLayers,
+    screen: VideoLayers,
     audio_seq: u64,
-    picture_id: [u16; 3],
-    tl0: [u8; 3],
     next_frame: Instant,
     next_audio: Instant,
     next_keyframe: Instant,
-    keyframe_wanted: [bool; 3],
     frame: u32,
     audio_frame: u32,
+}
+
+/// The numbering of one synthetic simulcast video track, per layer.
+struct VideoLayers {
+    seq: [u64; 3],
+    picture_id: [u16; 3],
+    tl0: [u8; 3],
+    keyframe_wanted: [bool; 3],
+}
+
+impl VideoLayers {
+    fn new() -> Self {
+        Self {
+            seq: [1, 1, 1],
+            picture_id: [rand::random::<u16>() & 0x7FFF; 3],
+            tl0: [0; 3],
+            keyframe_wanted: [true; 3],
+        }
+    }
 }
 
 struct Receiving {
@@ -879,6 +923,8 @@ struct Session {
     channel: Option<ChannelId>,
     audio_mid: Option<Mid>,
     video_mid: Option<Mid>,
+    /// The screen's m-line (`ParticipantConfig::screen`).
+    screen_mid: Option<Mid>,
     stats: Arc<Mutex<ParticipantStats>>,
     stop: Arc<AtomicBool>,
     outbox: Arc<Mutex<Vec<String>>>,
@@ -1027,6 +1073,13 @@ impl Session {
             }
             Event::ChannelOpen(id, _) if Some(id) == self.channel_label => {
                 self.channel = Some(id);
+                if let Some(mid) = self.screen_mid {
+                    let share = ClientMessage::Screen {
+                        mid: mid.to_string(),
+                        sharing: true,
+                    };
+                    self.write_channel(&share.to_json());
+                }
                 let at = self.started.elapsed();
                 if let Ok(mut s) = self.stats.lock() {
                     s.channel_open_at.get_or_insert(at);
@@ -1054,11 +1107,16 @@ impl Session {
             }
             Event::KeyframeRequest(request) => {
                 if let Some(sender) = &mut self.sender {
+                    let layers = if Some(request.mid) == self.screen_mid {
+                        &mut sender.screen
+                    } else {
+                        &mut sender.camera
+                    };
                     let index = request
                         .rid
                         .and_then(|r| RIDS.iter().position(|x| *x == &*r))
                         .unwrap_or(2);
-                    sender.keyframe_wanted[index] = true;
+                    layers.keyframe_wanted[index] = true;
                 }
             }
             Event::RtpPacket(packet) => self.received(packet),
@@ -1095,6 +1153,7 @@ impl Session {
                         entry.accepted_at.get_or_insert(at);
                         entry.participant_id = Some(t.participant_id.to_string());
                         entry.kind = kind_name(t.kind).to_owned();
+                        entry.source = source_name(t.source).to_owned();
                     }
                 }
             }
@@ -1339,14 +1398,12 @@ impl Session {
         self.sender = Some(Sender {
             video_pt: find(Codec::Vp8),
             audio_pt: find(Codec::Opus),
-            seq: [1, 1, 1],
+            camera: VideoLayers::new(),
+            screen: VideoLayers::new(),
             audio_seq: 1,
-            picture_id: [rand::random::<u16>() & 0x7FFF; 3],
-            tl0: [0; 3],
             next_frame: now,
             next_audio: now,
             next_keyframe: now,
-            keyframe_wanted: [true; 3],
             frame: 0,
             audio_frame: 0,
         });
@@ -1360,29 +1417,39 @@ impl Session {
         let mut sent = 0u64;
         if let (Some(mid), Some(pt)) = (self.video_mid, sender.video_pt) {
             if now >= sender.next_keyframe {
-                sender.keyframe_wanted = [true; 3];
+                sender.camera.keyframe_wanted = [true; 3];
+                sender.screen.keyframe_wanted = [true; 3];
                 sender.next_keyframe = now + self.config.keyframe_interval;
             }
             while now >= sender.next_frame {
                 let ts = sender.frame.wrapping_mul(90_000 / VIDEO_FPS);
-                for (index, rid) in RIDS.iter().enumerate() {
-                    let keyframe = std::mem::take(&mut sender.keyframe_wanted[index]);
-                    let mut bytes =
-                        (self.config.layer_bps[index] / 8 / u64::from(VIDEO_FPS)) as usize;
-                    if keyframe {
-                        bytes *= 3;
+                let tracks = [
+                    (Some(mid), &mut sender.camera),
+                    (self.screen_mid, &mut sender.screen),
+                ];
+                for (mid, layers) in tracks {
+                    let Some(mid) = mid else {
+                        continue;
+                    };
+                    for (index, rid) in RIDS.iter().enumerate() {
+                        let keyframe = std::mem::take(&mut layers.keyframe_wanted[index]);
+                        let mut bytes =
+                            (self.config.layer_bps[index] / 8 / u64::from(VIDEO_FPS)) as usize;
+                        if keyframe {
+                            bytes *= 3;
+                        }
+                        sent += self.write_frame(
+                            mid,
+                            Rid::from(*rid),
+                            pt,
+                            index,
+                            layers,
+                            ts,
+                            keyframe,
+                            bytes,
+                            now,
+                        );
                     }
-                    sent += self.write_frame(
-                        mid,
-                        Rid::from(*rid),
-                        pt,
-                        index,
-                        &mut sender,
-                        ts,
-                        keyframe,
-                        bytes,
-                        now,
-                    );
                 }
                 sender.frame = sender.frame.wrapping_add(1);
                 sender.next_frame += Duration::from_secs(1) / VIDEO_FPS;
@@ -1427,7 +1494,7 @@ impl Session {
         rid: Rid,
         pt: Pt,
         index: usize,
-        sender: &mut Sender,
+        sender: &mut VideoLayers,
         ts: u32,
         keyframe: bool,
         bytes: usize,

@@ -5,6 +5,8 @@ import { api, session, ApiError } from './api.js';
 import { Presence } from './presence.js';
 import { Call, CallState, openLocalMedia, prepareConnection } from './call.js';
 import { Calling } from './calls.js';
+import { renderScreen, setupScreenShare } from './screen.js';
+import { renderDevices, setupDevices } from './devices.js';
 import { signupMessage, loginMessage, contactMessage, roomMessage, statusLabel, countdown } from './messages.js';
 
 const $ = (id) => document.getElementById(id);
@@ -584,6 +586,7 @@ async function joinCall(clickedAt) {
   $('toggle-cam').disabled = call.localStream.getVideoTracks().length === 0;
   show('call');
   renderCall(call);
+  renderDevices(call).catch(() => {});
   await started;
 }
 
@@ -687,6 +690,7 @@ function renderCall(call) {
   }
 
   $('call-alone').hidden = call.participants.size > 0 || call.state !== CallState.CONNECTED;
+  renderScreen(call);
 
   $('toggle-mic').setAttribute('aria-pressed', String(call.muted.audio));
   $('toggle-mic').textContent = call.muted.audio ? 'Unmute' : 'Mute';
@@ -713,6 +717,8 @@ function setupCall() {
   $('join-call').addEventListener('click', (event) => joinCall(event.timeStamp));
   $('toggle-mic').addEventListener('click', () => state.call?.setMuted('audio', !state.call.muted.audio));
   $('toggle-cam').addEventListener('click', () => state.call?.setMuted('video', !state.call.muted.video));
+  setupScreenShare(() => state.call, toast);
+  setupDevices(() => state.call, toast);
   $('leave').addEventListener('click', () => {
     leaveCall();
     navigate('/');

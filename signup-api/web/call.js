@@ -76,7 +76,7 @@ function now() {
  * servers (`iceServers`, from `GET /v1/ice-servers`) relay candidates are gathered from here
  * on too: servers set after the offer would only count at the next ICE restart.
  */
-export async function prepareConnection(localStream, muted = { audio: false, video: false }, iceServers = []) {
+export async function prepareConnection(localStream, muted = { audio: false, video: false }, iceServers = [], screenTrack = null) {
   const pc = new RTCPeerConnection({
     bundlePolicy: 'max-bundle',
     rtcpMuxPolicy: 'require',
@@ -85,13 +85,16 @@ export async function prepareConnection(localStream, muted = { audio: false, vid
   });
   try {
     const channel = pc.createDataChannel('surge');
-    addLocalTracks(pc, localStream, muted);
+    const camera = addLocalTracks(pc, localStream, muted);
+    // The screen's transceiver, after the camera's (the shard takes the second sending video
+    // m-line for the screen): sharing swaps a track in with replaceTrack, no renegotiation.
+    const screen = camera ? pc.addTransceiver(screenTrack ?? 'video', { direction: 'sendonly' }) : null;
     for (let i = 0; i < RECEIVE_AHEAD; i += 1) {
       pc.addTransceiver('audio', { direction: 'recvonly' });
       pc.addTransceiver('video', { direction: 'recvonly' });
     }
     await pc.setLocalDescription(await pc.createOffer());
-    return { pc, channel, localStream, preparedAt: now() };
+    return { pc, channel, localStream, screen, preparedAt: now() };
   } catch (err) {
     pc.close();
     throw err;
@@ -152,7 +155,7 @@ export function mediaPath(report) {
   return { kind: local.protocol === 'tcp' ? 'tcp' : 'udp', protocol: local.protocol ?? null };
 }
 
-/** Adds the local tracks: audio as is, video as three simulcast layers when possible. */
+/** Adds the local tracks: audio as is, video as three simulcast layers when possible. Returns the camera's transceiver. */
 function addLocalTracks(pc, localStream, muted) {
   const [audio] = localStream.getAudioTracks();
   const [video] = localStream.getVideoTracks();
@@ -163,12 +166,13 @@ function addLocalTracks(pc, localStream, muted) {
   if (video) {
     video.enabled = !muted.video;
     try {
-      pc.addTransceiver(video, { direction: 'sendonly', streams: [localStream], sendEncodings: SIMULCAST_ENCODINGS });
+      return pc.addTransceiver(video, { direction: 'sendonly', streams: [localStream], sendEncodings: SIMULCAST_ENCODINGS });
     } catch {
       // No simulcast in this browser: one layer is still a call.
-      pc.addTransceiver(video, { direction: 'sendonly', streams: [localStream] });
+      return pc.addTransceiver(video, { direction: 'sendonly', streams: [localStream] });
     }
   }
+  return null;
 }
 
 /** Opens the camera and microphone; a missing device leaves that kind out instead of failing. */
@@ -228,6 +232,11 @@ export class Call {
     this.midOwners = new Map();
     /** mid → kind, from the same messages. */
     this.midKinds = new Map();
+    /** mid → source (`audio`, `camera`, `screen`), from the same messages. */
+    this.midSources = new Map();
+    /** The shared screen's track while we share (see screen.js), and its transceiver. */
+    this.screenTrack = null;
+    this.screenTransceiver = null;
     /** mid → the layer the server says it forwards. */
     this.layers = new Map();
     this.requestedHeights = new Map();
@@ -306,7 +315,7 @@ export class Call {
     const marks = this.marks;
     let prepared = this.takePrepared();
     if (!prepared) {
-      prepared = await prepareConnection(this.localStream, this.muted, this.iceServers);
+      prepared = await prepareConnection(this.localStream, this.muted, this.iceServers, this.screenTrack);
       if (generation !== this.generation) {
         prepared.pc.close();
         return;
@@ -316,6 +325,7 @@ export class Call {
     marks.prepared = prepared.preparedAt;
     this.pc = pc;
     this.channel = channel;
+    this.screenTransceiver = prepared.screen ?? null;
     for (const [kind, tracks] of [['audio', this.localStream.getAudioTracks()], ['video', this.localStream.getVideoTracks()]]) {
       for (const track of tracks) track.enabled = !this.muted[kind];
     }
@@ -530,9 +540,11 @@ export class Call {
       case 'tracks':
         this.midOwners.clear();
         this.midKinds.clear();
+        this.midSources.clear();
         for (const track of message.tracks ?? []) {
           this.midOwners.set(String(track.mid), track.participant_id);
           this.midKinds.set(String(track.mid), track.kind);
+          this.midSources.set(String(track.mid), track.source ?? track.kind);
         }
         this.marks.tracks ??= now();
         this.assignTracks();
@@ -542,6 +554,8 @@ export class Call {
         this.marks.welcome ??= now();
         this.selfId = message.participant_id;
         for (const p of message.participants ?? []) this.addParticipant(p);
+        // A rejoin while sharing: the new session's screen m-line carries it already.
+        if (this.screenTrack) this.announceScreen();
         break;
       case 'joined':
         if (message.participant) this.addParticipant(message.participant);
@@ -631,14 +645,17 @@ export class Call {
       id: p.id,
       name: p.name || 'Guest',
       stream: new MediaStream(),
+      /** Their shared screen (a stream of its own, shown large), or null. */
+      screen: null,
       muted: { audio: false, video: false },
     });
   }
 
-  /** Puts each received track into its participant's stream, following the mid map. */
+  /** Puts each received track into its participant's stream (a screen into `screen`), following the mid map. */
   assignTracks() {
     if (!this.pc) return;
     const wanted = new Map();
+    const screens = new Map();
     for (const transceiver of this.pc.getTransceivers()) {
       const mid = transceiver.mid;
       if (mid == null || transceiver.stopped || transceiver.currentDirection === 'inactive') continue;
@@ -647,6 +664,10 @@ export class Call {
       if (!owner || !track || track.readyState === 'ended') continue;
       if (!this.participants.has(owner)) this.addParticipant({ id: owner, name: 'Guest' });
       if (!this.participants.has(owner)) continue;
+      if (this.midSources.get(mid) === 'screen') {
+        screens.set(owner, track);
+        continue;
+      }
       if (!wanted.has(owner)) wanted.set(owner, []);
       wanted.get(owner).push(track);
     }
@@ -656,25 +677,46 @@ export class Call {
       const same = current.length === tracks.length && tracks.every((t) => current.includes(t));
       // A fresh MediaStream (rather than add/removeTrack) makes every browser's <video> pick it up.
       if (!same) p.stream = new MediaStream(tracks);
+      const screen = screens.get(p.id) ?? null;
+      if (screen !== (p.screen?.getVideoTracks()[0] ?? null)) p.screen = screen ? new MediaStream([screen]) : null;
     }
     this.onChange();
   }
 
-  /** The mids carrying video from `participantId`. */
-  videoMids(participantId) {
+  /** The mids carrying video from `participantId`: its camera, or its shared screen. */
+  videoMids(participantId, source = 'camera') {
     const mids = [];
     for (const [mid, owner] of this.midOwners) {
-      if (owner === participantId && this.midKinds.get(mid) === 'video') mids.push(mid);
+      const isScreen = this.midSources.get(mid) === 'screen';
+      if (owner === participantId && this.midKinds.get(mid) === 'video' && isScreen === (source === 'screen')) mids.push(mid);
     }
     return mids;
   }
 
-  /** Tells the shard the largest video height worth sending for a participant (0 pauses). */
-  requestHeight(participantId, height) {
-    for (const mid of this.videoMids(participantId)) {
+  /** Tells the shard the largest video height worth sending for a participant's camera or screen (0 pauses). */
+  requestHeight(participantId, height, source = 'camera') {
+    for (const mid of this.videoMids(participantId, source)) {
       if (this.requestedHeights.get(mid) === height) continue;
       if (this.send({ type: 'max_height', mid, height })) this.requestedHeights.set(mid, height);
     }
+  }
+
+  /**
+   * Starts sharing `track` (a screen from getDisplayMedia) or stops (null): the screen's
+   * transceiver sends it without a renegotiation, and the shard is told, so that others
+   * receive it (and nobody pays for it while it is not shared).
+   */
+  async setScreen(track) {
+    this.screenTrack = track;
+    await this.screenTransceiver?.sender.replaceTrack(track);
+    this.announceScreen();
+    this.onChange();
+  }
+
+  announceScreen() {
+    const mid = this.screenTransceiver?.mid;
+    if (mid == null) return;
+    this.send({ type: 'screen', mid, sharing: Boolean(this.screenTrack) });
   }
 
   setMuted(kind, muted) {
@@ -706,6 +748,8 @@ export class Call {
     this.prepared = null;
     this.midOwners.clear();
     this.midKinds.clear();
+    this.midSources.clear();
+    this.screenTransceiver = null;
     this.layers.clear();
     this.requestedHeights.clear();
     this.signalQueue = Promise.resolve();
@@ -724,6 +768,8 @@ export class Call {
     this.teardown();
     this.stopWatchingNetwork();
     for (const track of this.localStream.getTracks()) track.stop();
+    this.screenTrack?.stop();
+    this.screenTrack = null;
     this.participants.clear();
     this.onChange();
   }
@@ -758,13 +804,13 @@ export class Call {
       const owner = mid == null ? null : this.midOwners.get(mid);
       if (!owner) continue;
       const p = this.participants.get(owner);
-      const entry = byParticipant.get(owner) ?? { participant_id: owner, name: p?.name ?? null, video: null, audio: null };
+      const entry = byParticipant.get(owner) ?? { participant_id: owner, name: p?.name ?? null, video: null, audio: null, screen: null };
       byParticipant.set(owner, entry);
       const report = await transceiver.receiver.getStats();
       report.forEach((s) => {
         if (s.type !== 'inbound-rtp') return;
         if (s.kind === 'video') {
-          entry.video = {
+          entry[this.midSources.get(mid) === 'screen' ? 'screen' : 'video'] = {
             mid,
             framesDecoded: s.framesDecoded ?? 0,
             frameWidth: s.frameWidth ?? 0,
@@ -800,7 +846,8 @@ export class Call {
     const layers = [];
     const report = await pc.getStats();
     report.forEach((s) => {
-      if (s.type === 'outbound-rtp' && s.kind === 'video') {
+      // The camera's layers (a shared screen is one more stream, not a layer).
+      if (s.type === 'outbound-rtp' && s.kind === 'video' && (s.mid == null || s.mid !== this.screenTransceiver?.mid)) {
         layers.push({
           rid: s.rid ?? null,
           frameWidth: s.frameWidth ?? 0,

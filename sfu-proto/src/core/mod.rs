@@ -151,6 +151,29 @@ pub struct ParticipantInfo {
     pub subscribe: bool,
 }
 
+/// What a track carries, as subscribers are told (`audio`, `camera`, `screen`): a shared
+/// screen is shown large, so it gets the first share of a subscriber's bandwidth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackSource {
+    /// A microphone.
+    Audio,
+    /// A camera (any video that is not a shared screen).
+    Camera,
+    /// A shared screen or window.
+    Screen,
+}
+
+impl TrackSource {
+    /// The usual source of a track of `kind`: audio, or a camera.
+    pub const fn of(kind: MediaKind) -> Self {
+        match kind {
+            MediaKind::Audio => TrackSource::Audio,
+            MediaKind::Video => TrackSource::Camera,
+        }
+    }
+}
+
 /// A track a participant sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishedTrack {
@@ -158,6 +181,8 @@ pub struct PublishedTrack {
     pub mid: Mid,
     /// Audio or video.
     pub kind: MediaKind,
+    /// What it carries (a video is a camera or a shared screen).
+    pub source: TrackSource,
     /// The simulcast rids the publisher sends (empty: a single stream). Mapped to layers
     /// with [`layer_for_rid`] (`q/h/f` or `l/m/h`).
     pub rids: Vec<Rid>,
@@ -259,6 +284,8 @@ pub enum Output {
         track: TrackId,
         /// Audio or video.
         kind: MediaKind,
+        /// What the track carries.
+        source: TrackSource,
     },
     /// Remove `subscriber`'s m-line for `track` (`out_mid` is `None` when the slot was never
     /// ready: cancel a pending negotiation).

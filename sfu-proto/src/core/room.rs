@@ -10,7 +10,7 @@ use super::rewrite::Rewriter;
 use super::speaker::{LevelMeter, SpeakerSelector};
 use super::{
     Forward, Layer, MediaKind, Mid, Output, ParticipantId, ParticipantInfo, PublishedTrack, Rid,
-    RoomConfig, RoomError, RoomEvent, RoomStats, RtpMeta, TrackId, layer_for_rid,
+    RoomConfig, RoomError, RoomEvent, RoomStats, RtpMeta, TrackId, TrackSource, layer_for_rid,
 };
 
 /// A layer that sent nothing for this long (while its track is older than this) is treated
@@ -66,6 +66,7 @@ struct Participant {
 struct Track {
     id: TrackId,
     kind: MediaKind,
+    source: TrackSource,
     simulcast: bool,
     layers: [LayerState; 3],
     slots: Vec<Slot>,
@@ -162,17 +163,21 @@ impl Room {
         };
         if participant.info.subscribe {
             // Deterministic order (maps iterate arbitrarily): by publisher, then mid.
-            let mut offered: Vec<(TrackId, MediaKind)> =
-                self.tracks.values().map(|t| (t.id, t.kind)).collect();
+            let mut offered: Vec<(TrackId, MediaKind, TrackSource)> = self
+                .tracks
+                .values()
+                .map(|t| (t.id, t.kind, t.source))
+                .collect();
             offered.sort_by(|a, b| {
                 (a.0.publisher, a.0.mid.as_bytes()).cmp(&(b.0.publisher, b.0.mid.as_bytes()))
             });
-            for (track, kind) in offered {
+            for (track, kind, source) in offered {
                 participant.pending.push(track);
                 self.outputs.push_back(Output::NeedSlot {
                     subscriber: pid,
                     track,
                     kind,
+                    source,
                 });
             }
         }
@@ -256,6 +261,7 @@ impl Room {
             Track {
                 id,
                 kind: track.kind,
+                source: track.source,
                 simulcast,
                 layers,
                 slots: Vec::new(),
@@ -280,9 +286,10 @@ impl Room {
                 subscriber,
                 track: id,
                 kind: track.kind,
+                source: track.source,
             });
         }
-        tracing::debug!(participant = %pid, mid = %track.mid, kind = ?track.kind, simulcast, "track published");
+        tracing::debug!(participant = %pid, mid = %track.mid, kind = ?track.kind, source = ?track.source, simulcast, "track published");
         Ok(id)
     }
 
@@ -883,14 +890,21 @@ impl Room {
         self.scratch_loudness = loudness;
     }
 
-    /// Re-chooses the layer of each of `subscriber`'s video slots: its estimate (less the
-    /// audio reserve) shared equally among its unpaused video slots.
+    /// Re-chooses the layer of each of `subscriber`'s video slots from its estimate, less
+    /// the audio reserve. A shared screen is shown large, so screens choose first, from what
+    /// is left once every camera could have its smallest layer; the cameras then share what
+    /// the screens' layers leave, equally.
     fn allocate(&mut self, subscriber: ParticipantId, now: Instant) {
         let Some(p) = self.participants.get(&subscriber) else {
             return;
         };
+        if p.slots.is_empty() {
+            return;
+        }
         let mut audio = 0u64;
-        let mut video = 0u64;
+        let mut cameras = 0u64;
+        let mut screens = 0u64;
+        let mut camera_floor = 0u64;
         for (_, track_id) in &p.slots {
             let Some(track) = self.tracks.get(track_id) else {
                 continue;
@@ -902,33 +916,67 @@ impl Room {
                 .iter()
                 .any(|s| s.subscriber == subscriber && s.max_height > 0)
             {
-                video += 1;
+                if track.source == TrackSource::Screen {
+                    screens += 1;
+                } else {
+                    cameras += 1;
+                    camera_floor += track.floor_bps(now, &self.config);
+                }
             }
         }
-        if video == 0 && p.slots.is_empty() {
-            return;
-        }
-        let budget = p
+        let video_budget = p
             .estimate_bps
-            .saturating_sub(audio * self.config.audio_reserve_bps)
-            / video.max(1);
+            .saturating_sub(audio * self.config.audio_reserve_bps);
         let mut sink = Sink {
             outputs: &mut self.outputs,
             stats: &mut self.stats,
             config: &self.config,
         };
+        let mut screens_take = 0u64;
+        if let Some(screen_budget) = video_budget
+            .saturating_sub(camera_floor)
+            .checked_div(screens)
+        {
+            for (_, track_id) in &p.slots {
+                let Some(track) = self.tracks.get_mut(track_id) else {
+                    continue;
+                };
+                if track.kind.is_video() && track.source == TrackSource::Screen {
+                    track.allocate_slot(subscriber, screen_budget, now, &mut sink);
+                    screens_take += track.target_bps(subscriber, sink.config);
+                }
+            }
+        }
+        let camera_budget = video_budget.saturating_sub(screens_take) / cameras.max(1);
         for (_, track_id) in &p.slots {
             let Some(track) = self.tracks.get_mut(track_id) else {
                 continue;
             };
-            if track.kind.is_video() {
-                track.allocate_slot(subscriber, budget, now, &mut sink);
+            if track.kind.is_video() && track.source != TrackSource::Screen {
+                track.allocate_slot(subscriber, camera_budget, now, &mut sink);
             }
         }
     }
 }
 
 impl Track {
+    /// What the smallest layer that can be sent costs (0 when none can).
+    fn floor_bps(&self, now: Instant, config: &RoomConfig) -> u64 {
+        Layer::ALL
+            .into_iter()
+            .find(|l| self.layer_active(*l, now))
+            .map_or(0, |l| self.layer_bps(l, config))
+    }
+
+    /// What `subscriber`'s slot costs at its target layer (0 when paused).
+    fn target_bps(&self, subscriber: ParticipantId, config: &RoomConfig) -> u64 {
+        self.slots
+            .iter()
+            .find(|s| s.subscriber == subscriber)
+            .and_then(|s| s.target)
+            .map_or(0, |l| self.layer_bps(l, config))
+    }
+
     /// The bitrate assumed for a layer: measured, or the configured default.
     fn layer_bps(&self, layer: Layer, config: &RoomConfig) -> u64 {
         self.layers[layer.index()]

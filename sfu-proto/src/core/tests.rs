@@ -33,6 +33,7 @@ fn simulcast(mid: &str) -> PublishedTrack {
     PublishedTrack {
         mid: Mid::from(mid),
         kind: MediaKind::Video,
+        source: TrackSource::Camera,
         rids: vec![Rid::from("q"), Rid::from("h"), Rid::from("f")],
     }
 }
@@ -41,6 +42,7 @@ fn audio(mid: &str) -> PublishedTrack {
     PublishedTrack {
         mid: Mid::from(mid),
         kind: MediaKind::Audio,
+        source: TrackSource::Audio,
         rids: Vec::new(),
     }
 }
@@ -744,6 +746,51 @@ fn estimate_is_shared_among_video_slots() {
 }
 
 #[test]
+fn a_shared_screen_chooses_its_layer_before_the_cameras() {
+    let mut sim = Sim::new(config());
+    sim.join(pid(1), true, true);
+    sim.join(pid(3), false, true);
+    let camera = sim.publish(pid(1), simulcast("v"));
+    let screen = sim.publish(
+        pid(1),
+        PublishedTrack {
+            source: TrackSource::Screen,
+            ..simulcast("s")
+        },
+    );
+    // 2 Mbps shared equally would give each 1 Mbps (Mid); the screen goes first and takes
+    // High (about 1.4 Mbps), the camera keeps what is left (Low or Mid), never nothing.
+    sim.bandwidth(pid(3), 2_000_000);
+    sim.run(Duration::from_secs(6));
+    let screen_out = sim.out_mid(pid(3), screen);
+    let camera_out = sim.out_mid(pid(3), camera);
+    assert_eq!(
+        sim.room.current_layer(pid(3), screen_out),
+        Some(Layer::High)
+    );
+    let camera_layer = sim.room.current_layer(pid(3), camera_out);
+    assert!(
+        matches!(camera_layer, Some(Layer::Low | Layer::Mid)),
+        "{camera_layer:?}"
+    );
+    // A thin link: the screen drops to what fits once each camera has its smallest layer.
+    sim.bandwidth(pid(3), 700_000);
+    sim.run(Duration::from_secs(2));
+    assert_eq!(sim.room.current_layer(pid(3), screen_out), Some(Layer::Mid));
+    assert_eq!(sim.room.current_layer(pid(3), camera_out), Some(Layer::Low));
+    // The screen stops: the camera has the whole share again.
+    assert!(sim.room.unpublish_track(screen, sim.now));
+    sim.drain();
+    sim.bandwidth(pid(3), 2_000_000);
+    sim.run(Duration::from_secs(6));
+    assert_eq!(
+        sim.room.current_layer(pid(3), camera_out),
+        Some(Layer::High)
+    );
+    sim.assert_continuous();
+}
+
+#[test]
 fn non_simulcast_video_is_forwarded_from_a_keyframe() {
     let mut sim = Sim::new(config());
     sim.join(pid(1), true, true);
@@ -753,6 +800,7 @@ fn non_simulcast_video_is_forwarded_from_a_keyframe() {
         PublishedTrack {
             mid: Mid::from("v"),
             kind: MediaKind::Video,
+            source: TrackSource::Camera,
             rids: Vec::new(),
         },
     );

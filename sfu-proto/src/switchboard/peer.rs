@@ -17,7 +17,7 @@ use str0m::{Candidate, Rtc};
 
 use super::RestartRefusal;
 use super::outbox::{About, MAX_QUEUED, Outbox};
-use crate::core::{ParticipantInfo, TrackId};
+use crate::core::{ParticipantInfo, TrackId, TrackSource};
 use crate::protocol::{ServerMessage, TrackInfo};
 use crate::session;
 use crate::stun::{self, Nomination};
@@ -51,6 +51,7 @@ enum SlotState {
 struct Slot {
     track: TrackId,
     kind: MediaKind,
+    source: TrackSource,
     state: SlotState,
     /// Dropped by the room while negotiating: stop it once the answer is in.
     cancelled: bool,
@@ -76,6 +77,9 @@ impl Slot {
 pub(super) struct Published {
     pub kind: MediaKind,
     pub rids: Vec<Rid>,
+    pub source: TrackSource,
+    /// In the room now (a screen only while shared).
+    pub in_room: bool,
 }
 
 pub(super) struct Peer {
@@ -115,6 +119,9 @@ pub(super) struct Peer {
     /// Receive-only m-lines of the join offer no track uses yet (our answer made them
     /// send-only): others' tracks go there without a renegotiation.
     spare: Vec<(Mid, MediaKind)>,
+    /// The join offer's second sending video m-line: reserved for the screen, in the room
+    /// only while the client says it shares.
+    pub screen_mid: Option<Mid>,
     /// ICE and DTLS are done: media written now reaches the client.
     pub connected: bool,
     pub published: HashMap<Mid, Published>,
@@ -147,6 +154,7 @@ impl Peer {
         // `offer_sdp` is `offer` as text.
         let receive_cap_bps = session::announced_receive_cap(offer_sdp);
         let spare = receive_only_media(offer_sdp);
+        let screen_mid = sending_video_mids(offer_sdp).get(1).copied();
         let mut rtc = session::rtc_config().build(now);
         let candidate = Candidate::host(public_addr, "udp").map_err(|e| e.to_string())?;
         rtc.add_local_candidate(candidate);
@@ -190,6 +198,7 @@ impl Peer {
                 pending: None,
                 slots: Vec::new(),
                 spare,
+                screen_mid,
                 connected: false,
                 published: HashMap::new(),
                 egress_bps: 0,
@@ -368,7 +377,7 @@ impl Peer {
 
     /// The room wants `track` sent to this participant: a spare receive-only m-line of the
     /// join offer if one of its kind is left, else an m-line for the next offer.
-    pub fn want_slot(&mut self, track: TrackId, kind: MediaKind) {
+    pub fn want_slot(&mut self, track: TrackId, kind: MediaKind, source: TrackSource) {
         let state = match self.spare.iter().position(|(_, k)| *k == kind) {
             Some(at) => SlotState::Assigned(self.spare.remove(at).0),
             None => SlotState::ToAdd,
@@ -376,6 +385,7 @@ impl Peer {
         self.slots.push(Slot {
             track,
             kind,
+            source,
             state,
             cancelled: false,
             pt_map: Vec::new(),
@@ -526,6 +536,7 @@ impl Peer {
                     mid: mid.to_string(),
                     participant_id: s.track.publisher,
                     kind: s.kind.into(),
+                    source: s.source,
                 }),
                 _ => None,
             })
@@ -579,6 +590,34 @@ fn media_mids(sdp: &str) -> Vec<Mid> {
         }
     }
     mids
+}
+
+/// The mids of the offer's video m-lines that send (not `a=recvonly`, not disabled), in
+/// offer order: the camera's, then the screen's.
+fn sending_video_mids(sdp: &str) -> Vec<Mid> {
+    let mut found = Vec::new();
+    // (mid, receive-only) of the video section being read.
+    let mut section: Option<(Option<Mid>, bool)> = None;
+    let mut close = |section: Option<(Option<Mid>, bool)>| {
+        if let Some((Some(mid), false)) = section {
+            found.push(mid);
+        }
+    };
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(media) = line.strip_prefix("m=") {
+            close(section.take());
+            let disabled = media.split_whitespace().nth(1) == Some("0");
+            section = (media.starts_with("video ") && !disabled).then_some((None, false));
+        } else if let Some((mid, recv_only)) = section.as_mut() {
+            if let Some(value) = line.strip_prefix("a=mid:") {
+                *mid = Some(Mid::from(value));
+            } else if line == "a=recvonly" || line == "a=inactive" {
+                *recv_only = true;
+            }
+        }
+    }
+    close(section);
+    found
 }
 
 /// The audio and video m-lines an offer marks `a=recvonly`, by mid.
@@ -636,5 +675,13 @@ mod tests {
             ]
         );
         assert!(receive_only_media("").is_empty());
+        assert_eq!(sending_video_mids(sdp), vec![Mid::from("4")]);
+        let two = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=sendonly\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\na=mid:2\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:3\r\na=sendonly\r\n";
+        assert_eq!(
+            sending_video_mids(two),
+            vec![Mid::from("1"), Mid::from("3")]
+        );
     }
 }

@@ -14,8 +14,8 @@ use super::outbox::About;
 use super::peer::Published;
 use super::{RemoveReason, Switchboard};
 use crate::core::{
-    Forward, Output, ParticipantId, PublishedTrack, Room, RoomEvent, RtpMeta, TrackId, Vp8Meta,
-    layer_for_rid,
+    Forward, Output, ParticipantId, PublishedTrack, Room, RoomEvent, RtpMeta, TrackId, TrackSource,
+    Vp8Meta, layer_for_rid,
 };
 use crate::protocol::{ClientMessage, ParticipantSummary, ServerMessage};
 
@@ -88,25 +88,24 @@ impl Switchboard {
                 let Some(peer) = self.peers.get_mut(&pid) else {
                     return;
                 };
+                // The screen's m-line waits for the client to share.
+                let screen = peer.screen_mid == Some(added.mid);
                 peer.published.insert(
                     added.mid,
                     Published {
                         kind: added.kind,
-                        rids: rids.clone(),
+                        rids,
+                        source: if screen {
+                            TrackSource::Screen
+                        } else {
+                            TrackSource::of(added.kind)
+                        },
+                        in_room: false,
                     },
                 );
-                let room = peer.room.clone();
-                if let Some(entry) = self.rooms.get_mut(&room) {
-                    let track = PublishedTrack {
-                        mid: added.mid,
-                        kind: added.kind,
-                        rids,
-                    };
-                    if let Err(e) = entry.room.publish_track(pid, track, now) {
-                        tracing::debug!(participant = %pid, %e, "track not published");
-                    }
+                if !screen {
+                    self.publish(pid, added.mid, now);
                 }
-                self.drain_room(&room, now);
             }
             Event::ChannelOpen(id, label) => {
                 tracing::debug!(participant = %pid, %label, "data channel open");
@@ -200,6 +199,69 @@ impl Switchboard {
         }
     }
 
+    /// Puts `pid`'s m-line `mid` into its room as a track; returns whether it is there now.
+    fn publish(&mut self, pid: ParticipantId, mid: Mid, now: Instant) -> bool {
+        let Some(peer) = self.peers.get_mut(&pid) else {
+            return false;
+        };
+        let Some(published) = peer.published.get_mut(&mid) else {
+            return false;
+        };
+        let track = PublishedTrack {
+            mid,
+            kind: published.kind,
+            source: published.source,
+            rids: published.rids.clone(),
+        };
+        let room = peer.room.clone();
+        if let Some(entry) = self.rooms.get_mut(&room) {
+            match entry.room.publish_track(pid, track, now) {
+                Ok(_) => published.in_room = true,
+                Err(e) => tracing::debug!(participant = %pid, %e, "track not published"),
+            }
+        }
+        let in_room = published.in_room;
+        self.drain_room(&room, now);
+        in_room
+    }
+
+    /// The client starts or stops sharing its screen on `mid`: only its reserved screen
+    /// m-line counts, and only a change of state does anything.
+    fn share_screen(&mut self, pid: ParticipantId, mid: &str, sharing: bool, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&pid) else {
+            return;
+        };
+        let mid = Mid::from(mid);
+        let Some(in_room) = (peer.screen_mid == Some(mid))
+            .then(|| peer.published.get(&mid).map(|p| p.in_room))
+            .flatten()
+        else {
+            tracing::debug!(participant = %pid, %mid, "screen message for an m-line that is not the screen's");
+            return;
+        };
+        if in_room == sharing {
+            return;
+        }
+        if sharing {
+            let shared = self.publish(pid, mid, now);
+            tracing::debug!(participant = %pid, %mid, shared, "screen sharing started");
+            return;
+        }
+        if let Some(published) = peer.published.get_mut(&mid) {
+            published.in_room = false;
+        }
+        tracing::debug!(participant = %pid, %mid, "screen sharing stopped");
+        self.with_room(pid, now, |room, now| {
+            room.unpublish_track(
+                TrackId {
+                    publisher: pid,
+                    mid,
+                },
+                now,
+            );
+        });
+    }
+
     /// Runs `f` on the participant's room, then acts on what the room decided.
     fn with_room(&mut self, pid: ParticipantId, now: Instant, f: impl FnOnce(&mut Room, Instant)) {
         let Some(room) = self.peers.get(&pid).map(|p| p.room.clone()) else {
@@ -224,6 +286,7 @@ impl Switchboard {
                     room.set_max_height(pid, mid, height, now);
                 });
             }
+            ClientMessage::Screen { mid, sharing } => self.share_screen(pid, &mid, sharing, now),
             // A newer client's message (or `Unknown`): ignored.
             _ => {}
         }
@@ -326,9 +389,10 @@ impl Switchboard {
                     subscriber,
                     track,
                     kind,
+                    source,
                 } => {
                     if let Some(peer) = self.peers.get_mut(&subscriber) {
-                        peer.want_slot(track, kind);
+                        peer.want_slot(track, kind, source);
                         if peer.connected {
                             assigned.push(subscriber);
                         }
@@ -456,7 +520,8 @@ impl Switchboard {
         else {
             return;
         };
-        let Some(published) = peer.published.get(&mid) else {
+        // A screen m-line the client does not share now: nobody receives it.
+        let Some(published) = peer.published.get(&mid).filter(|p| p.in_room) else {
             return;
         };
         let kind = published.kind;

@@ -81,6 +81,9 @@ pub enum Publish {
     Nothing,
     Audio,
     AudioVideo,
+    /// Audio, the camera, and a second video m-line for a screen (shared with
+    /// [`Client::share_screen`]).
+    AudioVideoScreen,
 }
 
 /// The synthetic VP8 simulcast sender's state.
@@ -103,6 +106,8 @@ pub struct Client {
     pub channel: Option<ChannelId>,
     audio_mid: Option<Mid>,
     video: Option<Video>,
+    /// The screen's sender (`Publish::AudioVideoScreen`); it sends whether shared or not.
+    screen: Option<Video>,
     pub messages: Vec<ServerMessage>,
     /// Every data-channel message as it arrived, for checks on what is on the wire.
     pub raw: Vec<String>,
@@ -171,7 +176,12 @@ impl Client {
             }
             RtcEvent::KeyframeRequest(request) => {
                 self.keyframe_requests += 1;
-                if let Some(video) = &mut self.video {
+                let video = if self.screen.as_ref().is_some_and(|s| s.mid == request.mid) {
+                    &mut self.screen
+                } else {
+                    &mut self.video
+                };
+                if let Some(video) = video {
                     let index = request
                         .rid
                         .and_then(|r| RIDS.iter().position(|x| *x == &*r))
@@ -230,11 +240,39 @@ impl Client {
         }
     }
 
+    /// The camera's m-line, when it offered one.
+    pub fn camera_mid(&self) -> Option<Mid> {
+        self.video.as_ref().map(|v| v.mid)
+    }
+
+    /// The screen's m-line, when it offered one.
+    pub fn screen_mid(&self) -> Option<Mid> {
+        self.screen.as_ref().map(|s| s.mid)
+    }
+
+    /// Starts or stops sharing the screen (`Publish::AudioVideoScreen`).
+    pub fn share_screen(&mut self, sharing: bool) {
+        let mid = self.screen_mid().expect("the client offered a screen");
+        self.send(&ClientMessage::Screen {
+            mid: mid.to_string(),
+            sharing,
+        });
+    }
+
     fn send_video(&mut self, now: Instant) {
-        let Some(mut video) = self.video.take() else {
+        if self.video.is_none() && self.screen.is_none() {
             return;
-        };
+        }
         let pt = self.pt(Codec::Vp8);
+        if let Some(video) = self.video.take() {
+            self.video = Some(self.send_frames(video, pt, now));
+        }
+        if let Some(screen) = self.screen.take() {
+            self.screen = Some(self.send_frames(screen, pt, now));
+        }
+    }
+
+    fn send_frames(&mut self, mut video: Video, pt: Pt, now: Instant) -> Video {
         while now >= video.next_frame {
             let ts = video.frame.wrapping_mul(3_000);
             for (index, rid) in RIDS.iter().enumerate() {
@@ -255,7 +293,7 @@ impl Client {
             video.frame = video.frame.wrapping_add(1);
             video.next_frame += FRAME_EVERY;
         }
-        self.video = Some(video);
+        video
     }
 
     pub fn received_total(&self) -> u64 {
@@ -272,6 +310,18 @@ impl Client {
                     .sum()
             })
             .unwrap_or(0)
+    }
+
+    /// The mids the last `tracks` message names for `source`.
+    pub fn mids_of(&self, source: surge_sfu_proto::protocol::TrackSource) -> Vec<Mid> {
+        self.tracks()
+            .map(|t| {
+                t.iter()
+                    .filter(|t| t.source == source)
+                    .map(|t| Mid::from(t.mid.as_str()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The last `tracks` message.
@@ -437,8 +487,13 @@ impl Net {
         let (audio_mid, video_mid) = add_publish_media(
             &mut change,
             publish != Publish::Nothing,
-            publish == Publish::AudioVideo,
+            matches!(publish, Publish::AudioVideo | Publish::AudioVideoScreen),
         );
+        let screen_mid = if publish == Publish::AudioVideoScreen {
+            add_publish_media(&mut change, false, true).1
+        } else {
+            None
+        };
         extra(&mut change);
         change.add_channel("surge".to_owned());
         let (offer, pending) = change.apply().unwrap();
@@ -472,6 +527,15 @@ impl Net {
                 mid,
                 seq: [1; 3],
                 picture_id: [100 * (index as u16 + 1); 3],
+                tl0: [0; 3],
+                keyframe_wanted: [true; 3],
+                frame: 0,
+                next_frame: self.now,
+            }),
+            screen: screen_mid.map(|mid| Video {
+                mid,
+                seq: [1; 3],
+                picture_id: [100 * (index as u16 + 1) + 50; 3],
                 tl0: [0; 3],
                 keyframe_wanted: [true; 3],
                 frame: 0,
