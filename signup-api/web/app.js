@@ -4,6 +4,8 @@
 import { api, session, ApiError } from './api.js';
 import { Presence } from './presence.js';
 import { Call, CallState, openLocalMedia, prepareConnection } from './call.js';
+import { ChatPanel } from './chat.js';
+import { renderRoster } from './roster.js';
 import { signupMessage, loginMessage, contactMessage, roomMessage, statusLabel, countdown } from './messages.js';
 
 const $ = (id) => document.getElementById(id);
@@ -564,7 +566,8 @@ async function joinCall(clickedAt) {
     state.localMedia = null;
     $('preview').srcObject = null;
     const iceServers = await (state.iceServers ?? loadIceServers());
-    call = new Call({ roomId, localStream, prepared, clickedAt, iceServers, onChange: () => renderCall(call) });
+    call = new Call({ roomId, localStream, prepared, clickedAt, iceServers, onChange: () => renderCall(call), onChat: (message) => chatPanel?.receive(message) });
+    chatPanel?.attach(call);
     state.call = call;
   } finally {
     joining = false;
@@ -685,6 +688,9 @@ function renderCall(call) {
   $('toggle-mic').textContent = call.muted.audio ? 'Unmute' : 'Mute';
   $('toggle-cam').setAttribute('aria-pressed', String(call.muted.video));
   $('toggle-cam').textContent = call.muted.video ? 'Start camera' : 'Stop camera';
+  $('toggle-hand').setAttribute('aria-pressed', String(call.hand));
+  $('toggle-hand').textContent = call.hand ? 'Lower hand' : 'Raise hand';
+  renderRoster($('roster'), call, state.user?.display_name ?? 'You');
 }
 
 function fillTile(tile, name, micOff, camOff, speaking) {
@@ -701,11 +707,24 @@ function announce(text) {
   toast(text);
 }
 
+/** The chat beside the video (one panel, handed each new call). */
+let chatPanel = null;
+
 function setupCall() {
   // The event's time stamp is the click itself, before any queueing on a busy page.
   $('join-call').addEventListener('click', (event) => joinCall(event.timeStamp));
   $('toggle-mic').addEventListener('click', () => state.call?.setMuted('audio', !state.call.muted.audio));
   $('toggle-cam').addEventListener('click', () => state.call?.setMuted('video', !state.call.muted.video));
+  $('toggle-hand').addEventListener('click', () => state.call?.setHand(!state.call.hand));
+  chatPanel = new ChatPanel({
+    panel: $('chat-panel'),
+    log: $('chat-log'),
+    form: $('chat-form'),
+    input: $('chat-input'),
+    toggle: $('toggle-chat'),
+    badge: $('chat-unread'),
+    notice: $('chat-notice'),
+  });
   $('leave').addEventListener('click', () => {
     leaveCall();
     navigate('/');
@@ -743,7 +762,9 @@ window.surge = {
       state: state.call.state,
       selfId: state.call.selfId,
       speaker: state.call.speaker,
-      participants: [...state.call.participants.values()].map((p) => ({ id: p.id, name: p.name, muted: p.muted })),
+      participants: [...state.call.participants.values()].map((p) => ({ id: p.id, name: p.name, muted: p.muted, hand: p.hand, quality: p.quality })),
+      hand: state.call.hand,
+      quality: state.call.quality,
       layers: Object.fromEntries(state.call.layers),
       history: state.call.history,
       states: state.call.states,
@@ -770,6 +791,8 @@ window.surge = {
     call.restartIce(call.pc, call.generation, 'a test asked');
     return true;
   },
+  /** Sends a chat message as is (past the input's limits: the shard's checks are tested). */
+  sendChat: (text) => Boolean(state.call?.sendChat(text)),
   forgetOnShard: async () => {
     const call = state.call;
     if (!call?.resource) return null;

@@ -113,22 +113,7 @@ impl Switchboard {
                 let Some(room) = self.peers.get(&pid).map(|p| p.room.clone()) else {
                     return;
                 };
-                let participants: Vec<ParticipantSummary> = self
-                    .rooms
-                    .get(&room)
-                    .map(|e| {
-                        e.members
-                            .iter()
-                            .filter(|p| **p != pid)
-                            .filter_map(|p| {
-                                self.peers.get(p).map(|o| ParticipantSummary {
-                                    id: *p,
-                                    name: o.info.name.clone(),
-                                })
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let participants = self.roster_for(&room, pid);
                 let welcome = ServerMessage::Welcome {
                     participant_id: pid,
                     participants,
@@ -195,7 +180,10 @@ impl Switchboard {
                 let seen = peer.nacks_seen.entry(stats.mid).or_default();
                 self.counters.nacks += stats.nacks.saturating_sub(*seen);
                 *seen = stats.nacks.max(*seen);
+                self.handle_egress_quality(pid, &stats);
             }
+            Event::MediaIngressStats(stats) => self.handle_ingress_stats(pid, &stats),
+            Event::PeerStats(stats) => self.handle_peer_stats(pid, &stats, now),
             _ => {}
         }
     }
@@ -224,6 +212,9 @@ impl Switchboard {
                     room.set_max_height(pid, mid, height, now);
                 });
             }
+            ClientMessage::Chat { text } => self.handle_chat(pid, text, now),
+            ClientMessage::RaiseHand => self.handle_hand(pid, true),
+            ClientMessage::LowerHand => self.handle_hand(pid, false),
             // A newer client's message (or `Unknown`): ignored.
             _ => {}
         }
@@ -377,10 +368,7 @@ impl Switchboard {
                 participant, name, ..
             } => (
                 ServerMessage::Joined {
-                    participant: ParticipantSummary {
-                        id: participant,
-                        name,
-                    },
+                    participant: ParticipantSummary::new(participant, name),
                 },
                 None,
             ),
