@@ -162,6 +162,8 @@ fn export(c: &Counters, sent: udp::Sent, wakeups: u64) {
     metrics::counter!(m::LAYER_SWITCHES).increment(c.layer_switches);
     metrics::counter!(m::KEYFRAME_REQUESTS).increment(c.keyframe_requests);
     metrics::counter!(m::NACKS).increment(c.nacks);
+    metrics::counter!(m::CHAT_MESSAGES).increment(c.chat_messages);
+    metrics::counter!(m::CHAT_REFUSED).increment(c.chat_refused);
     metrics::counter!(m::DATAGRAMS_DROPPED, "reason" => "garbage").increment(c.dropped_garbage);
     metrics::counter!(m::DATAGRAMS_DROPPED, "reason" => "unknown_source")
         .increment(c.dropped_unknown);

@@ -1,5 +1,5 @@
-//! A participant's connection quality, as the shard sees it from str0m's stats (RTCP receiver
-//! reports both ways, and ICE): packet loss, round-trip time and jitter, gathered over a
+//! A participant's connection quality, as the shard sees it from str0m's stats (transport-wide
+//! feedback both ways, ICE, the streams it sends): packet loss, round-trip time and jitter, gathered over a
 //! window of [`QUALITY_WINDOW`] and classified by fixed thresholds into a
 //! [`QualityLevel`]. The room hears of a level only when it changes.
 //!

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use str0m::stats::{MediaEgressStats, MediaIngressStats, PeerStats};
+use str0m::stats::{MediaIngressStats, PeerStats};
 
 use super::Switchboard;
 use super::chat::check_text;
@@ -100,6 +100,10 @@ impl Switchboard {
 
     /// A session's periodic stats: loss both ways and the round-trip time go into its
     /// quality window; at the window's end, a changed level goes to the room.
+    ///
+    /// Loss and round-trip time are str0m's transport-wide (TWCC) figures: sequence numbers
+    /// per transport hop, so a subscriber is not blamed for what its publishers lost on their
+    /// way in (per-stream receiver reports would show those gaps, which forwarding keeps).
     pub(super) fn handle_peer_stats(&mut self, pid: ParticipantId, stats: &PeerStats, now: Instant) {
         let Some(peer) = self.peers.get_mut(&pid) else {
             return;
@@ -137,24 +141,14 @@ impl Switchboard {
         );
     }
 
-    /// The jitter of a stream the participant sends us (as we measure it).
+    /// The jitter of a stream the participant sends us (as we measure it). Not the jitter its
+    /// receiver reports give for what we send it: forwarding passes publishers' jitter on.
     pub(super) fn handle_ingress_stats(&mut self, pid: ParticipantId, stats: &MediaIngressStats) {
         if let Some(peer) = self.peers.get_mut(&pid)
             && let Some(kind) = peer.rtc.media(stats.mid).map(|m| m.kind())
         {
             peer.quality
                 .record_jitter(jitter_duration(stats.jitter, kind));
-        }
-    }
-
-    /// The jitter of a stream we send the participant (as its receiver reports say).
-    pub(super) fn handle_egress_quality(&mut self, pid: ParticipantId, stats: &MediaEgressStats) {
-        if let Some(peer) = self.peers.get_mut(&pid)
-            && let Some(remote) = &stats.remote
-            && let Some(kind) = peer.rtc.media(stats.mid).map(|m| m.kind())
-        {
-            peer.quality
-                .record_jitter(jitter_duration(remote.jitter, kind));
         }
     }
 

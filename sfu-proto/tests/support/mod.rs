@@ -364,6 +364,8 @@ pub struct Net {
     pub load: Arc<TestLoad>,
     pub clients: Vec<Client>,
     pub now: Instant,
+    /// When the virtual clock started: `WALL_CLOCK_START_MS` on the switchboard's wall clock.
+    pub epoch: Instant,
     pub events: Vec<Event>,
     pub counters: Counters,
     pub time: SwitchboardTime,
@@ -392,6 +394,7 @@ impl Net {
             load,
             clients: Vec::new(),
             now,
+            epoch: now,
             events: Vec::new(),
             counters: Counters::default(),
             time: SwitchboardTime::default(),
