@@ -432,7 +432,7 @@ mod tests {
         assert_eq!(m, ClientMessage::Chat { text: "hi".into() });
         for (json, want) in [
             (r#"{"type":"raise_hand"}"#, ClientMessage::RaiseHand),
-            (r#"{"type":"lower_hand","extra":1}"#, ClientMessage::LowerHand),
+            (r#"{"type":"lower_hand"}"#, ClientMessage::LowerHand),
         ] {
             assert_eq!(serde_json::from_str::<ClientMessage>(json).ok(), Some(want));
         }

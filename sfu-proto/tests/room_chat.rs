@@ -172,7 +172,7 @@ fn oversized_empty_over_rate_and_malformed_chat_is_relayed_to_nobody() {
         r#"{"type":"chat"}"#,
         r#"{"type":"chat","text":42}"#,
         r#"{"type":"chat","text":["a"]}"#,
-        "",
+        r#"{"type":"chat","txt":"a typo"}"#,
     ] {
         net.clients[alice].send_raw(raw);
     }
@@ -196,9 +196,15 @@ fn oversized_empty_over_rate_and_malformed_chat_is_relayed_to_nobody() {
     net.run_for(Duration::from_millis(200));
     let relayed = chats(&net, bob);
     assert_eq!(relayed.len(), CHAT_BURST as usize, "no more than the burst");
-    assert_eq!(relayed[0].seq, 1, "malformed and refused messages took no number");
+    assert_eq!(
+        relayed[0].seq, 1,
+        "malformed and refused messages took no number"
+    );
     assert_eq!(relayed[0].text.chars().count(), MAX_CHAT_CHARS);
-    assert_eq!(relayed.last().unwrap().text, format!("burst {}", CHAT_BURST - 1));
+    assert_eq!(
+        relayed.last().unwrap().text,
+        format!("burst {}", CHAT_BURST - 1)
+    );
     for (reason, wait) in &refusals(&net, alice)[2..] {
         assert_eq!(*reason, ChatRefusal::RateLimited);
         assert!(wait.is_some_and(|w| w > 0 && w <= 1_000), "{wait:?}");
@@ -257,7 +263,10 @@ fn hands_and_mutes_reach_the_room_and_late_joiners_see_them_in_the_welcome() {
     net.run_until(LONG, "carol's welcome", |n| welcomed(n, carol));
     let entry = welcome_entry(&net, carol, alice_id).expect("alice in carol's welcome");
     assert_eq!(entry.name, "Client 0");
-    assert!(entry.hand && entry.audio_muted && !entry.video_muted, "{entry:?}");
+    assert!(
+        entry.hand && entry.audio_muted && !entry.video_muted,
+        "{entry:?}"
+    );
     let bob_entry = welcome_entry(&net, carol, net.clients[bob].id).unwrap();
     assert!(!bob_entry.hand && !bob_entry.audio_muted);
 
@@ -298,7 +307,11 @@ fn quality_levels_come_from_the_sessions_stats_and_only_on_a_change() {
         })
     });
     assert_eq!(quality_of(&net, bob, alice_id)[0].0, QualityLevel::Good);
-    assert_eq!(quality_of(&net, alice, alice_id)[0].0, QualityLevel::Good, "told of itself too");
+    assert_eq!(
+        quality_of(&net, alice, alice_id)[0].0,
+        QualityLevel::Good,
+        "told of itself too"
+    );
     // A clean link stays good, and nothing more is said.
     net.run_for(Duration::from_secs(10));
     assert_eq!(quality_of(&net, bob, alice_id).len(), 1);
@@ -313,7 +326,11 @@ fn quality_levels_come_from_the_sessions_stats_and_only_on_a_change() {
     println!("lossy uplink: {level:?}, loss {loss:?} %");
     assert_eq!(level, QualityLevel::Poor);
     assert!(loss.is_some_and(|l| l >= 10), "{loss:?}");
-    assert_eq!(quality_of(&net, bob, bob_id).len(), 1, "bob's link is still good");
+    assert_eq!(
+        quality_of(&net, bob, bob_id).len(),
+        1,
+        "bob's link is still good"
+    );
 
     // A late joiner learns Alice's level in its welcome.
     let carol = net.join("r", Publish::Nothing);

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use str0m::net::Protocol;
 
 use surge_sfu_proto::core::{ParticipantId, ParticipantInfo};
-use surge_sfu_proto::switchboard::{Counters, Event, Join, Load, RemoveReason};
 use surge_sfu_proto::switchboard::WallClock;
+use surge_sfu_proto::switchboard::{Counters, Event, Join, Load, RemoveReason};
 use surge_sfu_proto::{Switchboard, SwitchboardConfig};
 
 use crate::commands::{Command, JoinRequest, RestartRequest};

@@ -38,11 +38,11 @@ mod chat;
 mod outbox;
 mod peer;
 mod quality;
-mod route;
 mod roster;
+mod route;
 
-use peer::Peer;
 pub use chat::{CHAT_BURST, CHAT_INTERVAL};
+use peer::Peer;
 pub use quality::{
     FAIR_JITTER, FAIR_LOSS, FAIR_RTT, Measured, POOR_JITTER, POOR_LOSS, POOR_RTT, QUALITY_WINDOW,
     classify,

@@ -76,9 +76,7 @@ impl About {
             ServerMessage::Layer { mid, .. } => About::Latest(Key::Layer(mid.clone())),
             ServerMessage::Chat { .. } => About::Chat,
             ServerMessage::ChatRefused { .. } => About::Latest(Key::ChatRefused),
-            ServerMessage::Hand { participant_id, .. } => {
-                About::Latest(Key::Hand(*participant_id))
-            }
+            ServerMessage::Hand { participant_id, .. } => About::Latest(Key::Hand(*participant_id)),
             ServerMessage::Quality { participant_id, .. } => {
                 About::Latest(Key::Quality(*participant_id))
             }
@@ -294,7 +292,11 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(seqs, (11..=total).collect::<Vec<_>>(), "the newest, in order");
+        assert_eq!(
+            seqs,
+            (11..=total).collect::<Vec<_>>(),
+            "the newest, in order"
+        );
         assert_eq!(
             sent.last(),
             Some(&ServerMessage::Hand {

@@ -17,8 +17,8 @@ use str0m::{Candidate, Rtc};
 
 use super::RestartRefusal;
 use super::chat::ChatLimiter;
-use super::quality::QualityMeter;
 use super::outbox::{About, MAX_QUEUED, Outbox};
+use super::quality::QualityMeter;
 use crate::core::{ParticipantInfo, TrackId};
 use crate::protocol::{ServerMessage, TrackInfo};
 use crate::session;

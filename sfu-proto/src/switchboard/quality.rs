@@ -41,12 +41,14 @@ pub struct Measured {
 impl Measured {
     /// Loss in whole percent.
     pub fn loss_pct(&self) -> Option<u32> {
-        self.loss.map(|l| (l.clamp(0.0, 1.0) * 100.0).round() as u32)
+        self.loss
+            .map(|l| (l.clamp(0.0, 1.0) * 100.0).round() as u32)
     }
 
     /// Round-trip time in whole milliseconds.
     pub fn rtt_ms(&self) -> Option<u32> {
-        self.rtt.map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX))
+        self.rtt
+            .map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX))
     }
 
     /// Jitter in whole milliseconds.
@@ -248,12 +250,20 @@ mod tests {
         let mut meter = QualityMeter::default();
         assert_eq!(meter.poll(at), None, "the first call starts the window");
         assert_eq!(window(&mut meter, &mut at, 0.0).map(|r| r.0), Some(Good));
-        assert_eq!(window(&mut meter, &mut at, 0.0), None, "no change, nothing sent");
+        assert_eq!(
+            window(&mut meter, &mut at, 0.0),
+            None,
+            "no change, nothing sent"
+        );
         let (level, figures) = window(&mut meter, &mut at, 0.2).expect("worse at once");
         assert_eq!(level, Poor);
         assert_eq!(figures.loss_pct(), Some(20));
         assert_eq!(figures.rtt_ms(), Some(40));
-        assert_eq!(window(&mut meter, &mut at, 0.0), None, "one good window is not enough");
+        assert_eq!(
+            window(&mut meter, &mut at, 0.0),
+            None,
+            "one good window is not enough"
+        );
         assert_eq!(meter.level(), Some(Poor));
         // The second better window in a row: the worse of the two is taken.
         assert_eq!(window(&mut meter, &mut at, 0.05).map(|r| r.0), Some(Fair));

@@ -104,7 +104,12 @@ impl Switchboard {
     /// Loss and round-trip time are str0m's transport-wide (TWCC) figures: sequence numbers
     /// per transport hop, so a subscriber is not blamed for what its publishers lost on their
     /// way in (per-stream receiver reports would show those gaps, which forwarding keeps).
-    pub(super) fn handle_peer_stats(&mut self, pid: ParticipantId, stats: &PeerStats, now: Instant) {
+    pub(super) fn handle_peer_stats(
+        &mut self,
+        pid: ParticipantId,
+        stats: &PeerStats,
+        now: Instant,
+    ) {
         let Some(peer) = self.peers.get_mut(&pid) else {
             return;
         };
