@@ -278,7 +278,7 @@ mod tests {
                 &mut outbox,
                 ServerMessage::Hand {
                     participant_id: ParticipantId(1),
-                    raised: seq % 2 == 0,
+                    raised: seq.is_multiple_of(2),
                 },
             );
         }
@@ -301,7 +301,7 @@ mod tests {
             sent.last(),
             Some(&ServerMessage::Hand {
                 participant_id: ParticipantId(1),
-                raised: total % 2 == 0
+                raised: total.is_multiple_of(2)
             })
         );
         // Sent and popped: the count starts afresh.

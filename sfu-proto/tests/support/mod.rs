@@ -204,7 +204,7 @@ impl Client {
             return false;
         }
         self.srtp_sent += 1;
-        self.srtp_sent % every == 0
+        self.srtp_sent.is_multiple_of(every)
     }
 
     fn pt(&self, codec: Codec) -> Pt {
