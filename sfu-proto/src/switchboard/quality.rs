@@ -94,6 +94,10 @@ pub(super) struct QualityMeter {
     loss_samples: u32,
     rtt_sum: Duration,
     rtt_samples: u32,
+    /// Round-trip times from transport-wide feedback: used when no receiver report gave
+    /// one in the window (they include the feedback interval, so they read high).
+    feedback_rtt_sum: Duration,
+    feedback_rtt_samples: u32,
     /// The worst jitter of any stream in the window.
     jitter: Option<Duration>,
     /// What the room was told last.
@@ -116,10 +120,16 @@ impl QualityMeter {
         }
     }
 
-    /// A round-trip time.
+    /// A round-trip time from an RTCP receiver report (LSR/DLSR: exact).
     pub fn record_rtt(&mut self, rtt: Duration) {
         self.rtt_sum += rtt;
         self.rtt_samples += 1;
+    }
+
+    /// A round-trip time from transport-wide feedback (the fallback).
+    pub fn record_feedback_rtt(&mut self, rtt: Duration) {
+        self.feedback_rtt_sum += rtt;
+        self.feedback_rtt_samples += 1;
     }
 
     /// One stream's jitter.
@@ -161,13 +171,20 @@ impl QualityMeter {
     fn take_window(&mut self) -> Measured {
         let measured = Measured {
             loss: (self.loss_samples > 0).then(|| self.loss_sum / self.loss_samples as f32),
-            rtt: (self.rtt_samples > 0).then(|| self.rtt_sum / self.rtt_samples),
+            rtt: if self.rtt_samples > 0 {
+                Some(self.rtt_sum / self.rtt_samples)
+            } else {
+                (self.feedback_rtt_samples > 0)
+                    .then(|| self.feedback_rtt_sum / self.feedback_rtt_samples)
+            },
             jitter: self.jitter,
         };
         self.loss_sum = 0.0;
         self.loss_samples = 0;
         self.rtt_sum = Duration::ZERO;
         self.rtt_samples = 0;
+        self.feedback_rtt_sum = Duration::ZERO;
+        self.feedback_rtt_samples = 0;
         self.jitter = None;
         measured
     }
@@ -277,5 +294,25 @@ mod tests {
         assert_eq!(meter.poll(at + ms(10)), None);
         at += QUALITY_WINDOW;
         assert_eq!(meter.poll(at).map(|r| r.0), Some(Poor));
+    }
+
+    #[test]
+    fn receiver_report_round_trips_win_over_feedback_ones() {
+        let mut at = Instant::now();
+        let mut meter = QualityMeter::default();
+        meter.poll(at);
+        meter.record_feedback_rtt(ms(300));
+        at += QUALITY_WINDOW;
+        let (level, m) = meter.poll(at).expect("a first level");
+        assert_eq!((level, m.rtt_ms()), (QualityLevel::Fair, Some(300)));
+        meter.record_feedback_rtt(ms(300));
+        meter.record_rtt(ms(20));
+        meter.record_rtt(ms(40));
+        at += QUALITY_WINDOW;
+        assert_eq!(meter.poll(at), None, "better, once");
+        meter.record_rtt(ms(30));
+        at += QUALITY_WINDOW;
+        let (level, m) = meter.poll(at).expect("better twice");
+        assert_eq!((level, m.rtt_ms()), (QualityLevel::Good, Some(30)));
     }
 }

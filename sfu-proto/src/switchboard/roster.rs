@@ -4,7 +4,8 @@
 
 use std::time::Instant;
 
-use str0m::stats::{MediaIngressStats, PeerStats};
+use str0m::media::MediaKind;
+use str0m::stats::{MediaEgressStats, MediaIngressStats, PeerStats};
 
 use super::Switchboard;
 use super::chat::check_text;
@@ -127,7 +128,7 @@ impl Switchboard {
                 .and_then(|p| p.current_round_trip_time)
         });
         if let Some(rtt) = rtt {
-            peer.quality.record_rtt(rtt);
+            peer.quality.record_feedback_rtt(rtt);
         }
         let Some((level, measured)) = peer.quality.poll(now) else {
             return;
@@ -146,14 +147,32 @@ impl Switchboard {
         );
     }
 
-    /// The jitter of a stream the participant sends us (as we measure it). Not the jitter its
-    /// receiver reports give for what we send it: forwarding passes publishers' jitter on.
+    /// The jitter of the audio the participant sends us (as we measure it), while it is not
+    /// muted. Not video: a frame's packets share one timestamp and leave paced, and a muted
+    /// camera sends a frame now and then, so its jitter says little about the link. Not the
+    /// jitter its receiver reports give for what we send it: forwarding passes publishers'
+    /// jitter on.
     pub(super) fn handle_ingress_stats(&mut self, pid: ParticipantId, stats: &MediaIngressStats) {
-        if let Some(peer) = self.peers.get_mut(&pid)
-            && let Some(kind) = peer.rtc.media(stats.mid).map(|m| m.kind())
-        {
+        let Some(peer) = self.peers.get_mut(&pid) else {
+            return;
+        };
+        let audio_muted = self
+            .rooms
+            .get(&peer.room)
+            .and_then(|e| e.room.muted(pid))
+            .is_some_and(|(audio, _)| audio);
+        if !audio_muted && peer.rtc.media(stats.mid).map(|m| m.kind()) == Some(MediaKind::Audio) {
             peer.quality
-                .record_jitter(jitter_duration(stats.jitter, kind));
+                .record_jitter(jitter_duration(stats.jitter, MediaKind::Audio));
+        }
+    }
+
+    /// The round-trip time of what we send the participant, from its receiver reports.
+    pub(super) fn handle_egress_stats(&mut self, pid: ParticipantId, stats: &MediaEgressStats) {
+        if let Some(peer) = self.peers.get_mut(&pid)
+            && let Some(rtt) = stats.rtt
+        {
+            peer.quality.record_rtt(rtt);
         }
     }
 

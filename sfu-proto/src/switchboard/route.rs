@@ -180,6 +180,7 @@ impl Switchboard {
                 let seen = peer.nacks_seen.entry(stats.mid).or_default();
                 self.counters.nacks += stats.nacks.saturating_sub(*seen);
                 *seen = stats.nacks.max(*seen);
+                self.handle_egress_stats(pid, &stats);
             }
             Event::MediaIngressStats(stats) => self.handle_ingress_stats(pid, &stats),
             Event::PeerStats(stats) => self.handle_peer_stats(pid, &stats, now),
