@@ -20,4 +20,5 @@ pub mod synthetic;
 pub use stun::is_stun;
 pub use switchboard::{
     Event, Join, JoinRefusal, Load, RemoveReason, RestartRefusal, Switchboard, SwitchboardConfig,
+    WallClock,
 };

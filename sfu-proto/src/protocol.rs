@@ -69,6 +69,81 @@ pub enum ServerMessage {
         /// Why.
         reason: EndReason,
     },
+
+    // Room chat, raised hands and connection quality (the participant list).
+    /// A chat message, relayed to everyone in the room (its sender too). The sender's id
+    /// and name come from its join token, never from the client.
+    Chat {
+        /// The room's chat sequence number (from 1, one per relayed message): clients
+        /// show messages in this order and can tell when some were dropped.
+        seq: u64,
+        /// The sender.
+        participant_id: ParticipantId,
+        /// The sender's display name (from its join token).
+        name: String,
+        /// The message as sent.
+        text: String,
+        /// When the shard relayed it, Unix milliseconds.
+        ts_ms: u64,
+    },
+    /// The client's chat message was refused and relayed to nobody.
+    ChatRefused {
+        /// Why.
+        reason: ChatRefusal,
+        /// For `rate_limited`: when the next message will be taken, in milliseconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
+    /// Someone raised or lowered their hand.
+    Hand {
+        /// Who.
+        participant_id: ParticipantId,
+        /// Raised now.
+        raised: bool,
+    },
+    /// Someone's connection quality level changed (see [`QualityLevel`]); the figures are
+    /// those of the window that decided it.
+    Quality {
+        /// Whose connection (to the shard).
+        participant_id: ParticipantId,
+        /// The level.
+        level: QualityLevel,
+        /// Packet loss, percent (the worse of the two directions), when measured.
+        loss_pct: Option<u32>,
+        /// Round-trip time, milliseconds, when measured.
+        rtt_ms: Option<u32>,
+        /// Interarrival jitter, milliseconds, when measured.
+        jitter_ms: Option<u32>,
+    },
+}
+
+/// Why a chat message was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ChatRefusal {
+    /// Nothing but white space.
+    Empty,
+    /// Longer than [`MAX_CHAT_CHARS`] characters.
+    TooLong,
+    /// The sender sends faster than the room's chat allows (see `docs/signalling.md`).
+    RateLimited,
+}
+
+/// The longest chat message, in characters (Unicode scalar values).
+pub const MAX_CHAT_CHARS: usize = 2_000;
+
+/// A participant's connection quality as the shard measures it from RTCP and ICE: loss,
+/// round-trip time and jitter over a few seconds (thresholds in `docs/signalling.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QualityLevel {
+    /// Nothing a person would notice.
+    Good,
+    /// Noticeable: some loss, delay or jitter.
+    Fair,
+    /// Bad enough to disturb the call.
+    Poor,
 }
 
 /// Why the server ended a client's session.
@@ -114,6 +189,17 @@ pub enum ClientMessage {
         /// Sharing now.
         sharing: bool,
     },
+
+    // Room chat and raised hands.
+    /// A chat message for the room.
+    Chat {
+        /// The text (at most [`MAX_CHAT_CHARS`] characters, not only white space).
+        text: String,
+    },
+    /// The client raises its hand.
+    RaiseHand,
+    /// The client lowers its hand.
+    LowerHand,
     /// A type this server does not know (a newer client): ignored.
     #[serde(other, skip_serializing)]
     Unknown,
@@ -140,6 +226,36 @@ pub struct ParticipantSummary {
     pub id: ParticipantId,
     /// Display name.
     pub name: String,
+    /// Audio muted (in `welcome`, the state when the client joined; `muted` follows).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub audio_muted: bool,
+    /// Video muted.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub video_muted: bool,
+    /// Hand raised (`hand` follows).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub hand: bool,
+    /// The last connection quality level sent for it, if any (`quality` follows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<QualityLevel>,
+}
+
+impl ParticipantSummary {
+    /// A participant as a `joined` names it: id and name, nothing muted or raised yet.
+    pub fn new(id: ParticipantId, name: String) -> Self {
+        Self {
+            id,
+            name,
+            audio_muted: false,
+            video_muted: false,
+            hand: false,
+            quality: None,
+        }
+    }
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// A kind of media, as the protocol names it.
@@ -243,8 +359,20 @@ impl ServerMessage {
     }
 
     /// Every `type` tag, for checks that the docs and clients cover all of them.
-    pub const TYPES: [&'static str; 9] = [
-        "offer", "tracks", "welcome", "joined", "left", "muted", "speaker", "layer", "ended",
+    pub const TYPES: [&'static str; 13] = [
+        "offer",
+        "tracks",
+        "welcome",
+        "joined",
+        "left",
+        "muted",
+        "speaker",
+        "layer",
+        "ended",
+        "chat",
+        "chat_refused",
+        "hand",
+        "quality",
     ];
 }
 
@@ -255,7 +383,15 @@ impl ClientMessage {
     }
 
     /// Every `type` tag a server understands.
-    pub const TYPES: [&'static str; 4] = ["answer", "mute", "max_height", "screen"];
+    pub const TYPES: [&'static str; 7] = [
+        "answer",
+        "mute",
+        "max_height",
+        "screen",
+        "chat",
+        "raise_hand",
+        "lower_hand",
+    ];
 }
 
 #[cfg(test)]
@@ -322,6 +458,44 @@ mod tests {
         assert!(
             serde_json::from_str::<ClientMessage>(r#"{"type":"mute","kind":"smell"}"#).is_err()
         );
+    }
+
+    #[test]
+    fn chat_hand_and_quality_messages_have_the_documented_shape() {
+        let id = ParticipantId(0x00c0_ffee_00c0_ffee);
+        let m: ClientMessage =
+            serde_json::from_str(r#"{"type":"chat","text":"hi"}"#).expect("valid");
+        assert_eq!(m, ClientMessage::Chat { text: "hi".into() });
+        for (json, want) in [
+            (r#"{"type":"raise_hand"}"#, ClientMessage::RaiseHand),
+            (r#"{"type":"lower_hand"}"#, ClientMessage::LowerHand),
+        ] {
+            assert_eq!(serde_json::from_str::<ClientMessage>(json).ok(), Some(want));
+        }
+        // A chat without text, or with a name of its own choosing, is not a chat.
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"chat"}"#).is_err());
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"chat","text":5}"#).is_err());
+        let json = ServerMessage::ChatRefused {
+            reason: ChatRefusal::TooLong,
+            retry_after_ms: None,
+        }
+        .to_json();
+        assert_eq!(json, r#"{"type":"chat_refused","reason":"too_long"}"#);
+        let json = ServerMessage::Quality {
+            participant_id: id,
+            level: QualityLevel::Poor,
+            loss_pct: Some(12),
+            rtt_ms: None,
+            jitter_ms: Some(3),
+        }
+        .to_json();
+        assert_eq!(
+            json,
+            r#"{"type":"quality","participant_id":"00c0ffee00c0ffee","level":"poor","loss_pct":12,"rtt_ms":null,"jitter_ms":3}"#
+        );
+        // A summary without state carries none of the state fields (as in `joined`).
+        let plain = serde_json::to_string(&ParticipantSummary::new(id, "A".into())).expect("ok");
+        assert_eq!(plain, r#"{"id":"00c0ffee00c0ffee","name":"A"}"#);
     }
 
     #[test]

@@ -41,6 +41,10 @@ fn server_type(message: &ServerMessage) -> &'static str {
         ServerMessage::Speaker { .. } => "speaker",
         ServerMessage::Layer { .. } => "layer",
         ServerMessage::Ended { .. } => "ended",
+        ServerMessage::Chat { .. } => "chat",
+        ServerMessage::ChatRefused { .. } => "chat_refused",
+        ServerMessage::Hand { .. } => "hand",
+        ServerMessage::Quality { .. } => "quality",
     }
 }
 
@@ -50,6 +54,9 @@ fn client_type(message: &ClientMessage) -> Option<&'static str> {
         ClientMessage::Mute { .. } => Some("mute"),
         ClientMessage::MaxHeight { .. } => Some("max_height"),
         ClientMessage::Screen { .. } => Some("screen"),
+        ClientMessage::Chat { .. } => Some("chat"),
+        ClientMessage::RaiseHand => Some("raise_hand"),
+        ClientMessage::LowerHand => Some("lower_hand"),
         ClientMessage::Unknown => None,
     }
 }

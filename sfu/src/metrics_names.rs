@@ -18,6 +18,10 @@ pub const LAYER_SWITCHES: &str = "surge_sfu_layer_switches_total";
 pub const KEYFRAME_REQUESTS: &str = "surge_sfu_keyframe_requests_total";
 /// Counter: NACKs received from subscribers (str0m answers them from its RTX cache).
 pub const NACKS: &str = "surge_sfu_nacks_total";
+/// Counter: chat messages relayed to a room (once each).
+pub const CHAT_MESSAGES: &str = "surge_sfu_chat_messages_total";
+/// Counter: chat messages refused (empty, too long, over the sender's rate).
+pub const CHAT_REFUSED: &str = "surge_sfu_chat_refused_total";
 /// Gauge: sum of the subscribers' estimated egress bitrates, bits/s.
 pub const EGRESS_BPS: &str = "surge_sfu_egress_estimate_bps";
 /// Counter: datagrams dropped, by `reason`.

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use str0m::net::Protocol;
 
 use surge_sfu_proto::core::{ParticipantId, ParticipantInfo};
+use surge_sfu_proto::switchboard::WallClock;
 use surge_sfu_proto::switchboard::{Counters, Event, Join, Load, RemoveReason};
 use surge_sfu_proto::{Switchboard, SwitchboardConfig};
 
@@ -161,6 +162,8 @@ fn export(c: &Counters, sent: udp::Sent, wakeups: u64) {
     metrics::counter!(m::LAYER_SWITCHES).increment(c.layer_switches);
     metrics::counter!(m::KEYFRAME_REQUESTS).increment(c.keyframe_requests);
     metrics::counter!(m::NACKS).increment(c.nacks);
+    metrics::counter!(m::CHAT_MESSAGES).increment(c.chat_messages);
+    metrics::counter!(m::CHAT_REFUSED).increment(c.chat_refused);
     metrics::counter!(m::DATAGRAMS_DROPPED, "reason" => "garbage").increment(c.dropped_garbage);
     metrics::counter!(m::DATAGRAMS_DROPPED, "reason" => "unknown_source")
         .increment(c.dropped_unknown);
@@ -203,6 +206,7 @@ pub(crate) fn run(
         public_tcp_addr,
         max_room_participants: shared.limits.max_room_participants as usize,
         participant_timeout: shared.participant_timeout,
+        wall_clock: wall_clock(),
     };
     let held = Arc::new(Held::default());
     let load = ShardLoad {
@@ -463,6 +467,17 @@ impl Worker {
 }
 
 /// Gauges and logs for what the switchboard reports.
+/// The wall clock now, for the switchboard's dates (it reads no clock itself).
+fn wall_clock() -> WallClock {
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    WallClock {
+        at: Instant::now(),
+        unix_ms,
+    }
+}
+
 fn log_event(event: Event) {
     match event {
         Event::Joined {

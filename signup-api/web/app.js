@@ -7,6 +7,8 @@ import { Call, CallState, openLocalMedia, prepareConnection } from './call.js';
 import { Calling } from './calls.js';
 import { renderScreen, setupScreenShare } from './screen.js';
 import { renderDevices, setupDevices } from './devices.js';
+import { ChatPanel } from './chat.js';
+import { renderRoster } from './roster.js';
 import { signupMessage, loginMessage, contactMessage, roomMessage, statusLabel, countdown } from './messages.js';
 
 const $ = (id) => document.getElementById(id);
@@ -572,7 +574,8 @@ async function joinCall(clickedAt) {
     state.localMedia = null;
     $('preview').srcObject = null;
     const iceServers = await (state.iceServers ?? loadIceServers());
-    call = new Call({ roomId, localStream, prepared, clickedAt, iceServers, onChange: () => renderCall(call) });
+    call = new Call({ roomId, localStream, prepared, clickedAt, iceServers, onChange: () => renderCall(call), onChat: (message) => chatPanel?.receive(message) });
+    chatPanel?.attach(call);
     state.call = call;
   } finally {
     joining = false;
@@ -696,6 +699,9 @@ function renderCall(call) {
   $('toggle-mic').textContent = call.muted.audio ? 'Unmute' : 'Mute';
   $('toggle-cam').setAttribute('aria-pressed', String(call.muted.video));
   $('toggle-cam').textContent = call.muted.video ? 'Start camera' : 'Stop camera';
+  $('toggle-hand').setAttribute('aria-pressed', String(call.hand));
+  $('toggle-hand').textContent = call.hand ? 'Lower hand' : 'Raise hand';
+  renderRoster($('roster'), call, state.user?.display_name ?? 'You');
 }
 
 function fillTile(tile, name, micOff, camOff, speaking) {
@@ -712,6 +718,9 @@ function announce(text) {
   toast(text);
 }
 
+/** The chat beside the video (one panel, handed each new call). */
+let chatPanel = null;
+
 function setupCall() {
   // The event's time stamp is the click itself, before any queueing on a busy page.
   $('join-call').addEventListener('click', (event) => joinCall(event.timeStamp));
@@ -719,6 +728,16 @@ function setupCall() {
   $('toggle-cam').addEventListener('click', () => state.call?.setMuted('video', !state.call.muted.video));
   setupScreenShare(() => state.call, toast);
   setupDevices(() => state.call, toast);
+  $('toggle-hand').addEventListener('click', () => state.call?.setHand(!state.call.hand));
+  chatPanel = new ChatPanel({
+    panel: $('chat-panel'),
+    log: $('chat-log'),
+    form: $('chat-form'),
+    input: $('chat-input'),
+    toggle: $('toggle-chat'),
+    badge: $('chat-unread'),
+    notice: $('chat-notice'),
+  });
   $('leave').addEventListener('click', () => {
     leaveCall();
     navigate('/');
@@ -756,7 +775,9 @@ window.surge = {
       state: state.call.state,
       selfId: state.call.selfId,
       speaker: state.call.speaker,
-      participants: [...state.call.participants.values()].map((p) => ({ id: p.id, name: p.name, muted: p.muted })),
+      participants: [...state.call.participants.values()].map((p) => ({ id: p.id, name: p.name, muted: p.muted, hand: p.hand, quality: p.quality })),
+      hand: state.call.hand,
+      quality: state.call.quality,
       layers: Object.fromEntries(state.call.layers),
       history: state.call.history,
       states: state.call.states,
@@ -785,6 +806,8 @@ window.surge = {
     call.restartIce(call.pc, call.generation, 'a test asked');
     return true;
   },
+  /** Sends a chat message as is (past the input's limits: the shard's checks are tested). */
+  sendChat: (text) => Boolean(state.call?.sendChat(text)),
   forgetOnShard: async () => {
     const call = state.call;
     if (!call?.resource) return null;

@@ -199,7 +199,7 @@ export class Call {
    * first attempt (rejoins make their own). `clickedAt`: when the user asked to join, on the
    * page's clock (the join marks start there).
    */
-  constructor({ roomId, localStream, onChange, prepared = null, clickedAt = now(), iceServers = [] }) {
+  constructor({ roomId, localStream, onChange, onChat = () => {}, prepared = null, clickedAt = now(), iceServers = [] }) {
     this.roomId = roomId;
     /** TURN/STUN servers for the connections this call makes; each join answer renews them. */
     this.iceServers = iceServers;
@@ -207,6 +207,8 @@ export class Call {
     this.path = null;
     this.localStream = localStream;
     this.onChange = onChange;
+    /** Gets every `chat` and `chat_refused` message (the chat panel, chat.js). */
+    this.onChat = onChat;
     this.prepared = prepared;
     /**
      * When each step of the current join attempt (`attempt`, from 1) happened (page clock,
@@ -223,11 +225,17 @@ export class Call {
     this.state = CallState.CONNECTING;
     /** A human sentence about the state (why it failed, when it retries). */
     this.detail = '';
-    /** Remote participants by id: `{ id, name, stream, muted: {audio, video} }`. */
+    /**
+     * Remote participants by id: `{ id, name, stream, muted: {audio, video}, hand, quality }`
+     * (`quality`: the shard's last `quality` message for them, or null).
+     */
     this.participants = new Map();
     this.selfId = null;
     this.speaker = null;
     this.muted = { audio: false, video: false };
+    /** Our own hand (raised), and our connection quality as the shard measures it. */
+    this.hand = false;
+    this.quality = null;
     /** mid → participant id, from the server's `tracks` messages. */
     this.midOwners = new Map();
     /** mid → kind, from the same messages. */
@@ -377,6 +385,7 @@ export class Call {
     for (const kind of ['audio', 'video']) {
       if (this.muted[kind]) this.send({ type: 'mute', kind, muted: true });
     }
+    if (this.hand) this.send({ type: 'raise_hand' });
     this.requestedHeights.clear();
     this.onChange();
   }
@@ -576,6 +585,20 @@ export class Call {
       case 'layer':
         this.layers.set(String(message.mid), message.layer);
         break;
+      case 'hand':
+        if (message.participant_id === this.selfId) this.hand = Boolean(message.raised);
+        else if (this.participants.has(message.participant_id)) this.participants.get(message.participant_id).hand = Boolean(message.raised);
+        break;
+      case 'quality': {
+        const quality = { level: message.level, lossPct: message.loss_pct, rttMs: message.rtt_ms, jitterMs: message.jitter_ms };
+        if (message.participant_id === this.selfId) this.quality = quality;
+        else if (this.participants.has(message.participant_id)) this.participants.get(message.participant_id).quality = quality;
+        break;
+      }
+      case 'chat':
+      case 'chat_refused':
+        this.onChat(message);
+        break;
       case 'ended':
         // This session was ended on purpose (the same account joined from elsewhere):
         // rejoining would only end that newer session in turn.
@@ -641,13 +664,16 @@ export class Call {
       existing.name = p.name ?? existing.name;
       return;
     }
+    // A `welcome` carries each one's state (see docs/signalling.md); a `joined` none yet.
     this.participants.set(p.id, {
       id: p.id,
       name: p.name || 'Guest',
       stream: new MediaStream(),
       /** Their shared screen (a stream of its own, shown large), or null. */
       screen: null,
-      muted: { audio: false, video: false },
+      muted: { audio: Boolean(p.audio_muted), video: Boolean(p.video_muted) },
+      hand: Boolean(p.hand),
+      quality: p.quality ? { level: p.quality } : null,
     });
   }
 
@@ -725,6 +751,19 @@ export class Call {
       track.enabled = !muted;
     }
     this.send({ type: 'mute', kind, muted });
+    this.onChange();
+  }
+
+  /** Sends a chat message to the room; false when the channel is not open. */
+  sendChat(text) {
+    return this.send({ type: 'chat', text });
+  }
+
+  /** Raises or lowers our hand (again after a rejoin, see `onChannelOpen`). */
+  setHand(raised) {
+    this.hand = raised;
+    if (raised) this.send({ type: 'raise_hand' });
+    else this.send({ type: 'lower_hand' });
     this.onChange();
   }
 

@@ -695,6 +695,13 @@ impl Room {
         self.outputs.pop_front()
     }
 
+    /// Whether `pid` has its audio and its video muted (`None`: not in the room).
+    pub fn muted(&self, pid: ParticipantId) -> Option<(bool, bool)> {
+        self.participants
+            .get(&pid)
+            .map(|p| (p.audio_muted, p.video_muted))
+    }
+
     /// Counters since the room was created.
     pub fn stats(&self) -> &RoomStats {
         &self.stats

@@ -34,11 +34,19 @@ use crate::protocol::{EndReason, ServerMessage};
 use crate::session::{Drain, Polled};
 use crate::stun;
 
+mod chat;
 mod outbox;
 mod peer;
+mod quality;
+mod roster;
 mod route;
 
+pub use chat::{CHAT_BURST, CHAT_INTERVAL};
 use peer::Peer;
+pub use quality::{
+    FAIR_JITTER, FAIR_LOSS, FAIR_RTT, Measured, POOR_JITTER, POOR_LOSS, POOR_RTT, QUALITY_WINDOW,
+    classify,
+};
 pub use route::is_keyframe;
 
 /// Remote addresses remembered per participant (ICE may try several; NATs rebind).
@@ -59,6 +67,27 @@ pub struct SwitchboardConfig {
     pub max_room_participants: usize,
     /// A participant from whom nothing arrived this long is removed.
     pub participant_timeout: Duration,
+    /// The wall clock, read once by the shell (chat messages carry a time).
+    pub wall_clock: WallClock,
+}
+
+/// The wall clock at one `Instant`: the switchboard reads no clock, and dates what it must
+/// from `now` relative to this (a monotonic clock; good enough for chat times).
+#[derive(Debug, Clone, Copy)]
+pub struct WallClock {
+    /// A moment on the switchboard's clock.
+    pub at: Instant,
+    /// The same moment in Unix milliseconds.
+    pub unix_ms: u64,
+}
+
+impl WallClock {
+    /// `now` in Unix milliseconds.
+    pub fn unix_ms(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.at).as_millis();
+        self.unix_ms
+            .saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+    }
 }
 
 /// The shard-wide counts the shell keeps (several switchboards share one shard's limits).
@@ -231,6 +260,10 @@ pub struct Counters {
     pub stun_unverified: u64,
     /// Session timeouts handled.
     pub session_timeouts: u64,
+    /// Chat messages relayed (once each, however many members got them).
+    pub chat_messages: u64,
+    /// Chat messages refused (empty, too long, over the rate).
+    pub chat_refused: u64,
 }
 
 /// A room on this switchboard: the core state machine and its members' ids.
@@ -240,6 +273,8 @@ struct RoomEntry {
     /// `RoomStats` values already counted, to export deltas.
     counted_switches: u64,
     counted_keyframes: u64,
+    /// The last chat sequence number given out.
+    chat_seq: u64,
 }
 
 /// Every room and session of one worker. See the module docs.
@@ -403,6 +438,7 @@ impl Switchboard {
             members: Vec::new(),
             counted_switches: 0,
             counted_keyframes: 0,
+            chat_seq: 0,
         });
         if let Err(e) = entry.room.join(pid, info.clone(), now) {
             self.load.remove_participant();

@@ -13,6 +13,11 @@
 //! time), one `tracks` per answered offer (there is no answer while the offer waits here),
 //! a `joined` per present member, a `left` per member the client already heard of, two
 //! `muted` per member, one `speaker` and one `layer` per m-line.
+//!
+//! Room chat, hands and quality: `hand` and `quality` coalesce per participant (and go with
+//! a cancelled `joined`), `chat_refused` to the latest. Chat messages keep their order,
+//! but at most [`MAX_QUEUED_CHAT`] wait: past that the oldest queued one is dropped (the
+//! client sees a gap in `seq`) rather than the session ended for a busy chat.
 
 use std::collections::VecDeque;
 
@@ -22,6 +27,9 @@ use crate::protocol::{Kind, ServerMessage};
 /// A backstop far above what the rules above allow for any room size the shard accepts:
 /// past it the session is ended rather than a message dropped.
 pub(super) const MAX_QUEUED: usize = 4_096;
+
+/// Chat messages waiting at most (see the module docs).
+pub(super) const MAX_QUEUED_CHAT: usize = 256;
 
 /// What a queued message is about, which decides what may replace or cancel it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +42,8 @@ pub(crate) enum About {
     Left(ParticipantId),
     /// Only the latest one with this key matters.
     Latest(Key),
+    /// A chat message: kept in order, the oldest dropped past [`MAX_QUEUED_CHAT`].
+    Chat,
 }
 
 /// The key informational messages are coalesced by.
@@ -42,6 +52,9 @@ pub(crate) enum Key {
     Muted(ParticipantId, Kind),
     Speaker,
     Layer(String),
+    Hand(ParticipantId),
+    Quality(ParticipantId),
+    ChatRefused,
 }
 
 impl About {
@@ -61,6 +74,12 @@ impl About {
             } => About::Latest(Key::Muted(*participant_id, *kind)),
             ServerMessage::Speaker { .. } => About::Latest(Key::Speaker),
             ServerMessage::Layer { mid, .. } => About::Latest(Key::Layer(mid.clone())),
+            ServerMessage::Chat { .. } => About::Chat,
+            ServerMessage::ChatRefused { .. } => About::Latest(Key::ChatRefused),
+            ServerMessage::Hand { participant_id, .. } => About::Latest(Key::Hand(*participant_id)),
+            ServerMessage::Quality { participant_id, .. } => {
+                About::Latest(Key::Quality(*participant_id))
+            }
         }
     }
 }
@@ -75,6 +94,8 @@ struct Entry {
 #[derive(Debug, Default)]
 pub(super) struct Outbox {
     queue: VecDeque<Entry>,
+    /// Chat messages in `queue`.
+    chats: usize,
 }
 
 impl Outbox {
@@ -99,11 +120,24 @@ impl Outbox {
                 let joined = About::Joined(*pid);
                 if let Some(at) = self.queue.iter().position(|e| e.about == joined) {
                     self.queue.remove(at);
-                    self.queue.retain(
-                        |e| !matches!(&e.about, About::Latest(Key::Muted(p, _)) if p == pid),
-                    );
+                    self.queue.retain(|e| {
+                        !matches!(
+                            &e.about,
+                            About::Latest(Key::Muted(p, _) | Key::Hand(p) | Key::Quality(p))
+                                if p == pid
+                        )
+                    });
                     return;
                 }
+            }
+            About::Chat => {
+                if self.chats >= MAX_QUEUED_CHAT
+                    && let Some(at) = self.queue.iter().position(|e| e.about == About::Chat)
+                {
+                    self.queue.remove(at);
+                    self.chats -= 1;
+                }
+                self.chats += 1;
             }
             About::Needed | About::Joined(_) => {}
         }
@@ -125,7 +159,11 @@ impl Outbox {
 
     /// The front message was sent.
     pub fn pop_front(&mut self) {
-        self.queue.pop_front();
+        if let Some(entry) = self.queue.pop_front()
+            && entry.about == About::Chat
+        {
+            self.chats -= 1;
+        }
     }
 }
 
@@ -181,10 +219,7 @@ mod tests {
             queue(
                 &mut outbox,
                 ServerMessage::Joined {
-                    participant: ParticipantSummary {
-                        id: churn,
-                        name: "Churn".into(),
-                    },
+                    participant: ParticipantSummary::new(churn, "Churn".into()),
                 },
             );
             queue(&mut outbox, muted(churn.0, Kind::Audio, true));
@@ -219,5 +254,59 @@ mod tests {
             }
         );
         assert!(matches!(sent[6], ServerMessage::Left { participant_id } if participant_id.0 == 1));
+    }
+
+    fn chat(seq: u64) -> ServerMessage {
+        ServerMessage::Chat {
+            seq,
+            participant_id: ParticipantId(1),
+            name: "Alice".into(),
+            text: format!("message {seq}"),
+            ts_ms: 0,
+        }
+    }
+
+    #[test]
+    fn chat_keeps_its_order_and_drops_the_oldest_past_the_cap() {
+        let mut outbox = Outbox::default();
+        let offer = ServerMessage::Offer { sdp: "v=0".into() };
+        queue(&mut outbox, offer.clone());
+        let total = MAX_QUEUED_CHAT as u64 + 10;
+        for seq in 1..=total {
+            queue(&mut outbox, chat(seq));
+            queue(
+                &mut outbox,
+                ServerMessage::Hand {
+                    participant_id: ParticipantId(1),
+                    raised: seq.is_multiple_of(2),
+                },
+            );
+        }
+        assert_eq!(outbox.len(), 1 + MAX_QUEUED_CHAT + 1);
+        let sent = drain(&mut outbox);
+        assert_eq!(sent[0], offer, "never dropped");
+        let seqs: Vec<u64> = sent
+            .iter()
+            .filter_map(|m| match m {
+                ServerMessage::Chat { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            seqs,
+            (11..=total).collect::<Vec<_>>(),
+            "the newest, in order"
+        );
+        assert_eq!(
+            sent.last(),
+            Some(&ServerMessage::Hand {
+                participant_id: ParticipantId(1),
+                raised: total.is_multiple_of(2)
+            })
+        );
+        // Sent and popped: the count starts afresh.
+        queue(&mut outbox, chat(total + 1));
+        assert_eq!(outbox.len(), 1);
+        assert_eq!(outbox.chats, 1);
     }
 }

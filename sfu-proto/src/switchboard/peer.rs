@@ -16,7 +16,9 @@ use str0m::net::{Protocol, TcpType};
 use str0m::{Candidate, Rtc};
 
 use super::RestartRefusal;
+use super::chat::ChatLimiter;
 use super::outbox::{About, MAX_QUEUED, Outbox};
+use super::quality::QualityMeter;
 use crate::core::{ParticipantInfo, TrackId, TrackSource};
 use crate::protocol::{ServerMessage, TrackInfo};
 use crate::session;
@@ -134,6 +136,12 @@ pub(super) struct Peer {
     pub receive_cap_bps: Option<u64>,
     /// Cumulative NACK counts seen in egress stats, by mid.
     pub nacks_seen: HashMap<Mid, u64>,
+    /// Hand raised.
+    pub hand: bool,
+    /// The chat rate limit.
+    pub chat: ChatLimiter,
+    /// Connection quality from str0m's stats.
+    pub quality: QualityMeter,
 }
 
 impl Peer {
@@ -206,6 +214,9 @@ impl Peer {
                 twcc_bps: None,
                 receive_cap_bps,
                 nacks_seen: HashMap::new(),
+                hand: false,
+                chat: ChatLimiter::default(),
+                quality: QualityMeter::default(),
             },
             answer,
         ))

@@ -112,22 +112,7 @@ impl Switchboard {
                 let Some(room) = self.peers.get(&pid).map(|p| p.room.clone()) else {
                     return;
                 };
-                let participants: Vec<ParticipantSummary> = self
-                    .rooms
-                    .get(&room)
-                    .map(|e| {
-                        e.members
-                            .iter()
-                            .filter(|p| **p != pid)
-                            .filter_map(|p| {
-                                self.peers.get(p).map(|o| ParticipantSummary {
-                                    id: *p,
-                                    name: o.info.name.clone(),
-                                })
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let participants = self.roster_for(&room, pid);
                 let welcome = ServerMessage::Welcome {
                     participant_id: pid,
                     participants,
@@ -194,7 +179,10 @@ impl Switchboard {
                 let seen = peer.nacks_seen.entry(stats.mid).or_default();
                 self.counters.nacks += stats.nacks.saturating_sub(*seen);
                 *seen = stats.nacks.max(*seen);
+                self.handle_egress_stats(pid, &stats);
             }
+            Event::MediaIngressStats(stats) => self.handle_ingress_stats(pid, &stats),
+            Event::PeerStats(stats) => self.handle_peer_stats(pid, &stats, now),
             _ => {}
         }
     }
@@ -287,6 +275,9 @@ impl Switchboard {
                 });
             }
             ClientMessage::Screen { mid, sharing } => self.share_screen(pid, &mid, sharing, now),
+            ClientMessage::Chat { text } => self.handle_chat(pid, text, now),
+            ClientMessage::RaiseHand => self.handle_hand(pid, true),
+            ClientMessage::LowerHand => self.handle_hand(pid, false),
             // A newer client's message (or `Unknown`): ignored.
             _ => {}
         }
@@ -441,10 +432,7 @@ impl Switchboard {
                 participant, name, ..
             } => (
                 ServerMessage::Joined {
-                    participant: ParticipantSummary {
-                        id: participant,
-                        name,
-                    },
+                    participant: ParticipantSummary::new(participant, name),
                 },
                 None,
             ),

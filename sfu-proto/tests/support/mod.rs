@@ -24,10 +24,12 @@ use surge_sfu_proto::session::{Drain, Polled};
 use surge_sfu_proto::switchboard::Counters;
 use surge_sfu_proto::synthetic::{RIDS, add_publish_media, vp8_frame};
 use surge_sfu_proto::{
-    Event, Join, JoinRefusal, Load, RestartRefusal, Switchboard, SwitchboardConfig,
+    Event, Join, JoinRefusal, Load, RestartRefusal, Switchboard, SwitchboardConfig, WallClock,
 };
 
 pub const SFU: ([u8; 4], u16) = ([10, 0, 0, 1], 5000);
+/// The Unix time (ms) the virtual clock starts at (2026-01-01).
+pub const WALL_CLOCK_START_MS: u64 = 1_767_225_600_000;
 pub const STEP: Duration = Duration::from_millis(5);
 const AUDIO_EVERY: Duration = Duration::from_millis(20);
 const FRAME_EVERY: Duration = Duration::from_micros(33_333);
@@ -134,6 +136,9 @@ pub struct Client {
     pub user: String,
     /// A NAT in front of the client that maps `addr` to this address (rebinding).
     pub nat: Option<SocketAddr>,
+    /// Every this-many-th SRTP/SRTCP datagram it sends is lost on the way (a lossy uplink).
+    pub lose_every: Option<u32>,
+    srtp_sent: u32,
 }
 
 impl Client {
@@ -194,9 +199,27 @@ impl Client {
     }
 
     pub fn send(&mut self, message: &ClientMessage) {
+        self.send_raw(&message.to_json());
+    }
+
+    /// Writes `text` as is on the channel (to send what no `ClientMessage` would).
+    pub fn send_raw(&mut self, text: &str) {
         let id = self.channel.expect("the channel is open");
         let mut channel = self.rtc.channel(id).unwrap();
-        assert!(channel.write(false, message.to_json().as_bytes()).unwrap());
+        assert!(channel.write(false, text.as_bytes()).unwrap());
+    }
+
+    /// Whether a datagram it sends now is lost (see `lose_every`).
+    fn loses(&mut self, datagram: &[u8]) -> bool {
+        let Some(every) = self.lose_every else {
+            return false;
+        };
+        // RFC 7983: 128..=191 is RTP or RTCP.
+        if !datagram.first().is_some_and(|b| (128..=191).contains(b)) {
+            return false;
+        }
+        self.srtp_sent += 1;
+        self.srtp_sent.is_multiple_of(every)
     }
 
     fn pt(&self, codec: Codec) -> Pt {
@@ -396,6 +419,8 @@ pub struct Net {
     pub load: Arc<TestLoad>,
     pub clients: Vec<Client>,
     pub now: Instant,
+    /// When the virtual clock started: `WALL_CLOCK_START_MS` on the switchboard's wall clock.
+    pub epoch: Instant,
     pub events: Vec<Event>,
     pub counters: Counters,
     pub time: SwitchboardTime,
@@ -406,6 +431,7 @@ pub struct Net {
 
 impl Net {
     pub fn new(max_room_participants: usize, participant_timeout: Duration) -> Self {
+        let now = Instant::now();
         let load = Arc::new(TestLoad::default());
         load.max_participants.store(1_000, Ordering::Relaxed);
         let config = SwitchboardConfig {
@@ -413,12 +439,17 @@ impl Net {
             public_tcp_addr: None,
             max_room_participants,
             participant_timeout,
+            wall_clock: WallClock {
+                at: now,
+                unix_ms: WALL_CLOCK_START_MS,
+            },
         };
         Self {
             sb: Switchboard::new(config, Box::new(LoadHandle(load.clone()))),
             load,
             clients: Vec::new(),
-            now: Instant::now(),
+            now,
+            epoch: now,
             events: Vec::new(),
             counters: Counters::default(),
             time: SwitchboardTime::default(),
@@ -556,6 +587,8 @@ impl Net {
             room: room.to_owned(),
             user: user.to_owned(),
             nat: None,
+            lose_every: None,
+            srtp_sent: 0,
         });
         Ok(index)
     }
@@ -627,6 +660,14 @@ impl Net {
                         .clients
                         .iter()
                         .any(|c| c.addr == source && c.dtls_lost)
+                {
+                    continue;
+                }
+                if let Some(c) = self
+                    .clients
+                    .iter_mut()
+                    .find(|c| c.wire_addr() == source && !c.gone)
+                    && c.loses(&data)
                 {
                     continue;
                 }
