@@ -1195,7 +1195,12 @@ fn expected_slots_ask_for_the_keyframes_their_first_allocation_will_want() {
     sim.drain();
     sim.room.expect_slots(pid(2), &[video, sound], sim.now);
     sim.drain();
-    assert_eq!(sim.keyframe_requests.len(), 1, "{:?}", sim.keyframe_requests);
+    assert_eq!(
+        sim.keyframe_requests.len(),
+        1,
+        "{:?}",
+        sim.keyframe_requests
+    );
     let (_, mid, asked) = sim.keyframe_requests[0];
     assert_eq!(mid, video.mid);
     // The session connects before the keyframe arrived: the slot targets the layer already
@@ -1205,7 +1210,12 @@ fn expected_slots_ask_for_the_keyframes_their_first_allocation_will_want() {
     sim.drain();
     let out = sim.out_mid(pid(2), video);
     assert_eq!(sim.room.target_layer(pid(2), out), asked);
-    assert_eq!(sim.keyframe_requests.len(), 1, "{:?}", sim.keyframe_requests);
+    assert_eq!(
+        sim.keyframe_requests.len(),
+        1,
+        "{:?}",
+        sim.keyframe_requests
+    );
 }
 
 #[test]

@@ -209,8 +209,12 @@ impl Client {
         assert!(channel.write(false, text.as_bytes()).unwrap());
     }
 
-    /// Whether a datagram it sends now is lost (see `lose_every`).
+    /// Whether a datagram it sends now is lost (see `lose_every` and `dtls_lost`).
     fn loses(&mut self, datagram: &[u8]) -> bool {
+        // RFC 7983: 20..=63 is DTLS.
+        if self.dtls_lost && datagram.first().is_some_and(|b| (20..=63).contains(b)) {
+            return true;
+        }
         let Some(every) = self.lose_every else {
             return false;
         };
@@ -651,15 +655,6 @@ impl Net {
                         .clients
                         .iter()
                         .any(|c| c.addr == source && c.nomination_lost)
-                {
-                    continue;
-                }
-                // RFC 7983: DTLS records start with 20..=63.
-                if data.first().is_some_and(|b| (20..=63).contains(b))
-                    && self
-                        .clients
-                        .iter()
-                        .any(|c| c.addr == source && c.dtls_lost)
                 {
                     continue;
                 }
