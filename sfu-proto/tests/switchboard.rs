@@ -419,22 +419,3 @@ fn the_clients_first_check_nominates_so_dtls_need_not_wait_for_its_nomination() 
         |n| n.clients[alice].saw(|m| matches!(m, ServerMessage::Welcome { .. })),
     );
 }
-
-#[test]
-fn the_keyframes_for_the_joins_own_media_lines_are_asked_for_before_dtls_completes() {
-    // A subscriber's first keyframe used to be asked for when its session connected, so the
-    // publisher's round trip came after ICE and DTLS. It is asked for once ICE works: here
-    // bob's DTLS never completes, and alice is asked all the same.
-    let mut net = Net::new(50, Duration::from_secs(15));
-    let alice = net.join("r", Publish::AudioVideo);
-    net.run_for(Duration::from_millis(300));
-    let asked_before = net.clients[alice].keyframe_requests;
-    let bob = net.try_join_receiving("r", Publish::Nothing, 1).unwrap();
-    net.clients[bob].dtls_lost = true;
-    net.run_until(
-        Duration::from_millis(500),
-        "alice is asked for a keyframe for bob",
-        |n| n.clients[alice].keyframe_requests > asked_before,
-    );
-    assert!(!net.clients[bob].rtc.is_connected(), "bob never connected");
-}

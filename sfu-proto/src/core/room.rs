@@ -344,51 +344,6 @@ impl Room {
         Ok(())
     }
 
-    /// `subscriber` will have slots for `tracks` as soon as its session connects (they are
-    /// on receive-only m-lines of its join): asks their publishers now for keyframes of the
-    /// layers [`Room::slot_ready`] will pick, so that the keyframe is on its way while ICE and
-    /// DTLS finish instead of being asked for only then. A keyframe that arrives before the
-    /// slot is ready clears the coalescing window, so the request at `slot_ready` goes out
-    /// again at once: the cost of asking too early is one keyframe more, never a wait.
-    pub fn expect_slots(&mut self, subscriber: ParticipantId, tracks: &[TrackId], now: Instant) {
-        let Some(p) = self.participants.get(&subscriber) else {
-            return;
-        };
-        let mut audio = 0u64;
-        let mut video = 0u64;
-        for id in tracks.iter().filter(|t| p.pending.contains(t)) {
-            match self.tracks.get(id) {
-                Some(t) if t.kind.is_audio() => audio += 1,
-                Some(_) => video += 1,
-                None => {}
-            }
-        }
-        if video == 0 {
-            return;
-        }
-        // The budget `allocate` will split once every expected slot is ready.
-        let budget = p
-            .estimate_bps
-            .saturating_sub(audio * self.config.audio_reserve_bps)
-            / video;
-        let mut sink = Sink {
-            outputs: &mut self.outputs,
-            stats: &mut self.stats,
-            config: &self.config,
-        };
-        for id in tracks {
-            let Some(track) = self.tracks.get_mut(id) else {
-                continue;
-            };
-            if track.kind.is_audio() {
-                continue;
-            }
-            if let Some(layer) = track.choose(Layer::High, None, None, budget, now, &sink) {
-                track.try_request_keyframe(layer, now, &mut sink);
-            }
-        }
-    }
-
     /// One incoming RTP packet from `from` on its m-line `mid`, of simulcast `layer` (`None`
     /// when the track is not simulcast). Calls `out` once per subscriber that receives it;
     /// returns how many did. Allocates nothing.

@@ -663,25 +663,10 @@ impl Switchboard {
             let oldest = peer.addrs.remove(0);
             self.by_addr.remove(&oldest);
         }
-        let first_path = peer.addrs.is_empty() && !peer.connected;
         peer.addrs.push((proto, source));
         self.by_addr.insert((proto, source), pid);
-        let expected = if first_path {
-            peer.assigned_tracks()
-        } else {
-            Vec::new()
-        };
-        let room = peer.room.clone();
-        if let Some(entry) = self.rooms.get_mut(&room) {
+        if let Some(entry) = self.rooms.get_mut(&peer.room) {
             entry.room.handle_activity(pid, now);
-            // ICE works: DTLS takes a round trip or two more. The keyframes the join's
-            // receive-only m-lines need are asked for now, to arrive about when it is done.
-            if !expected.is_empty() {
-                entry.room.expect_slots(pid, &expected, now);
-            }
-        }
-        if !expected.is_empty() {
-            self.drain_room(&room, now);
         }
     }
 

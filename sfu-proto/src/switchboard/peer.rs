@@ -403,15 +403,6 @@ impl Peer {
         });
     }
 
-    /// The tracks on spare m-lines of the join, waiting for the session to connect.
-    pub fn assigned_tracks(&self) -> Vec<TrackId> {
-        self.slots
-            .iter()
-            .filter(|s| matches!(s.state, SlotState::Assigned(_)))
-            .map(|s| s.track)
-            .collect()
-    }
-
     /// Once connected, the slots on spare m-lines become ready (for the room's `slot_ready`)
     /// and the client learns what they carry. Empty before, or when there are none.
     pub fn take_assigned(&mut self) -> Vec<(TrackId, Mid)> {

@@ -127,10 +127,6 @@ pub struct Client {
     /// The client's nominations (checks with USE-CANDIDATE) are lost on the way: a client
     /// that is slow to nominate, as Chromium is toward an ICE-lite server.
     pub nomination_lost: bool,
-    /// The client's DTLS records are lost on the way: its session never connects.
-    pub dtls_lost: bool,
-    /// Keyframe requests (PLI/FIR) the client received.
-    pub keyframe_requests: u32,
     /// The room and user it joined as.
     pub room: String,
     pub user: String,
@@ -180,7 +176,6 @@ impl Client {
                 }
             }
             RtcEvent::KeyframeRequest(request) => {
-                self.keyframe_requests += 1;
                 let video = if self.screen.as_ref().is_some_and(|s| s.mid == request.mid) {
                     &mut self.screen
                 } else {
@@ -209,12 +204,8 @@ impl Client {
         assert!(channel.write(false, text.as_bytes()).unwrap());
     }
 
-    /// Whether a datagram it sends now is lost (see `lose_every` and `dtls_lost`).
+    /// Whether a datagram it sends now is lost (see `lose_every`).
     fn loses(&mut self, datagram: &[u8]) -> bool {
-        // RFC 7983: 20..=63 is DTLS.
-        if self.dtls_lost && datagram.first().is_some_and(|b| (20..=63).contains(b)) {
-            return true;
-        }
         let Some(every) = self.lose_every else {
             return false;
         };
@@ -586,8 +577,6 @@ impl Net {
             stalled: false,
             server_ufrag,
             nomination_lost: false,
-            dtls_lost: false,
-            keyframe_requests: 0,
             room: room.to_owned(),
             user: user.to_owned(),
             nat: None,
