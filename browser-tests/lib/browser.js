@@ -139,3 +139,15 @@ export function dumpLogs(...people) {
     for (const line of person.logs.slice(-40)) console.log(line);
   }
 }
+
+/** Runs one named step of a test: the step's name goes to the test's diagnostics and into
+ * the message of an error it throws, so a failure says where it happened. */
+export async function step(t, name, fn) {
+  t.diagnostic(`step: ${name}`);
+  try {
+    return await fn();
+  } catch (err) {
+    err.message = `[${name}] ${err.message}`;
+    throw err;
+  }
+}

@@ -5,7 +5,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, newPerson, signUp, uniqueEmail, eventually, screenshot, dumpLogs } from '../lib/browser.js';
+import { launchBrowser, newPerson, signUp, uniqueEmail, eventually, screenshot, dumpLogs, step } from '../lib/browser.js';
 import { callState, waitForMediaFrom, waitConnected } from '../lib/call.js';
 
 let browser;
@@ -39,17 +39,6 @@ async function acceptRequest(person, from) {
 
 function contactStatus(person, other) {
   return person.page.locator('#contact-list li', { hasText: other.displayName }).getAttribute('data-status');
-}
-
-/** One step of a scenario: its name goes to the output, and prefixes its failure. */
-async function step(t, name, fn) {
-  t.diagnostic(`step: ${name}`);
-  try {
-    return await fn();
-  } catch (err) {
-    err.message = `[${name}] ${err.message}`;
-    throw err;
-  }
 }
 
 test('two people sign up, see each other online, call by link, and one leaves', async (t) => {

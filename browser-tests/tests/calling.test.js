@@ -7,7 +7,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, newPerson, signUp, uniqueEmail, eventually, screenshot, dumpLogs } from '../lib/browser.js';
+import { launchBrowser, newPerson, signUp, uniqueEmail, eventually, screenshot, dumpLogs, step } from '../lib/browser.js';
 import { waitForMediaFrom, waitConnected } from '../lib/call.js';
 
 let browser;
@@ -57,16 +57,6 @@ async function ringingDialog(person, caller) {
 async function leave(person) {
   await person.page.getByRole('button', { name: 'Leave' }).click();
   await person.page.getByRole('heading', { name: 'Contacts' }).waitFor();
-}
-
-async function step(t, name, fn) {
-  t.diagnostic(`step: ${name}`);
-  try {
-    return await fn();
-  } catch (err) {
-    err.message = `[${name}] ${err.message}`;
-    throw err;
-  }
 }
 
 test('call a contact: ring, accept, add a third, decline, and a missed call', async (t) => {

@@ -5,7 +5,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, newPerson, signUp, uniqueEmail, eventually, screenshot, dumpLogs } from '../lib/browser.js';
+import { launchBrowser, newPerson, signUp, uniqueEmail, eventually, screenshot, dumpLogs, step } from '../lib/browser.js';
 import { callState, createRoomAndJoin, joinByLink } from '../lib/call.js';
 
 let browser;
@@ -21,16 +21,6 @@ before(async () => {
 after(async () => {
   await browser?.close();
 });
-
-async function step(t, name, fn) {
-  t.diagnostic(`step: ${name}`);
-  try {
-    return await fn();
-  } catch (err) {
-    err.message = `[${name}] ${err.message}`;
-    throw err;
-  }
-}
 
 /** The chat log as `person` sees it: seq, sender name and text per message. */
 function chatLog(person) {

@@ -9,7 +9,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, newPerson, signUp, uniqueEmail, eventually, screenshot, dumpLogs } from '../lib/browser.js';
+import { launchBrowser, newPerson, signUp, uniqueEmail, eventually, screenshot, dumpLogs, step } from '../lib/browser.js';
 import { callState, createRoomAndJoin, joinByLink, remoteStats, waitForMediaFrom } from '../lib/call.js';
 
 let browser;
@@ -25,16 +25,6 @@ before(async () => {
 after(async () => {
   await browser?.close();
 });
-
-async function step(t, name, fn) {
-  t.diagnostic(`step: ${name}`);
-  try {
-    return await fn();
-  } catch (err) {
-    err.message = `[${name}] ${err.message}`;
-    throw err;
-  }
-}
 
 /** What `person` receives from `other`: `{ video, screen, audio }` inbound stats, or undefined. */
 async function from(person, other) {

@@ -15,7 +15,7 @@ say() { printf 'test-turn: %s\n' "$*"; }
 LOADGEN="$CARGO_TARGET_DIR/debug/surge-loadgen"
 if [ ! -x "$LOADGEN" ] || ! "$LOADGEN" calls --help | grep -q -- --ice-transport; then
   say "building surge-loadgen"
-  cargo build --locked -p surge-loadgen
+  cargo build --locked --workspace --bins
 fi
 OUT="$SURGE_TEST_OUTPUT/turn/relay-calls"
 mkdir -p "$OUT"

@@ -325,6 +325,21 @@ async fn find(state: &AppState, id: &str) -> Result<CallRecord, HttpError> {
         .ok_or_else(call_not_found)
 }
 
+/// The call `id`, if `account` was ever rung into it or placed it (to anyone else it does
+/// not exist: `call_not_found`, the same answer as for an unknown id).
+async fn find_as_member(
+    state: &AppState,
+    id: &str,
+    account: &str,
+) -> Result<CallRecord, HttpError> {
+    let call = find(state, id).await?;
+    match state.store.member_state(&call.id, account).await {
+        Ok(Some(_)) => Ok(call),
+        Ok(None) => Err(call_not_found()),
+        Err(e) => Err(store_error(e)),
+    }
+}
+
 /// Accepts or declines the caller's ring; both the one who rang and the callee's other
 /// tabs hear it.
 async fn answer(
@@ -423,17 +438,8 @@ pub(crate) async fn cancel(
     session: Session,
     Path(id): Path<String>,
 ) -> Result<Json<Cancelled>, HttpError> {
-    let call = find(&state, &id).await?;
     let me = &session.account.id;
-    if state
-        .store
-        .member_state(&call.id, me)
-        .await
-        .map_err(store_error)?
-        .is_none()
-    {
-        return Err(call_not_found());
-    }
+    let call = find_as_member(&state, &id, me).await?;
     let cancelled = cancel_rings(&state, &call, me).await?;
     Ok(Json(Cancelled { cancelled }))
 }
@@ -445,17 +451,8 @@ pub(crate) async fn hangup(
     session: Session,
     Path(id): Path<String>,
 ) -> Result<StatusCode, HttpError> {
-    let call = find(&state, &id).await?;
     let me = &session.account.id;
-    if state
-        .store
-        .member_state(&call.id, me)
-        .await
-        .map_err(store_error)?
-        .is_none()
-    {
-        return Err(call_not_found());
-    }
+    let call = find_as_member(&state, &id, me).await?;
     cancel_rings(&state, &call, me).await?;
     let left = state
         .store
