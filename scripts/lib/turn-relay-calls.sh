@@ -17,7 +17,7 @@ if [ ! -x "$LOADGEN" ] || ! "$LOADGEN" calls --help | grep -q -- --ice-transport
   say "building surge-loadgen"
   cargo build --locked --workspace --bins
 fi
-OUT="$SURGE_TEST_OUTPUT/turn/relay-calls"
+OUT="$SURGE_TEST_OUTPUT/relay-calls"
 mkdir -p "$OUT"
 say "loadgen calls through the relay (report: $OUT)"
 "$LOADGEN" --quiet --out "$OUT" calls --target "$SURGE_URL" \
