@@ -5,34 +5,16 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use surge_cluster::{MemoryRegistry, TokenSigner};
 use surge_loadgen::calls::{self, CallsArgs};
 use surge_loadgen::report;
-use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_run_against_an_in_process_surge() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = common::cheap_api_config(dir.path());
-    config.signup_ip_per_min = 0;
-    config.login_ip_per_min = 0;
-    let registry = Arc::new(MemoryRegistry::new());
-    let token_key = TokenSigner::generate();
-    let shutdown = CancellationToken::new();
-    let (listener, base) = common::listen().await;
-    let shard = common::start_shard("loadgen-test", &base, registry.clone(), &token_key).await;
-    let api = common::start_api(&config, registry, token_key, shutdown.clone()).await;
-    let server = common::serve(
-        listener,
-        api.router().merge(shard.router()),
-        vec![shard.ready_gate()],
-        shutdown.clone(),
-    );
+    let surge = common::SurgeUp::start("loadgen-test").await;
 
-    let mut args = CallsArgs::new(base);
+    let mut args = CallsArgs::new(surge.base.clone());
     args.rooms = 2;
     args.publishers = 2;
     args.subscribers = 2;
@@ -80,8 +62,5 @@ async fn calls_run_against_an_in_process_surge() {
         serde_json::from_slice(&std::fs::read(written.json).unwrap()).unwrap();
     assert_eq!(json["participants"].as_array().unwrap().len(), 8);
 
-    shutdown.cancel();
-    let _ = server.await;
-    shard.stop().await;
-    api.stop().await;
+    surge.stop().await;
 }

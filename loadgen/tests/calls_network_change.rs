@@ -6,35 +6,17 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use surge_cluster::{MemoryRegistry, TokenSigner};
 use surge_loadgen::calls::{self, CallsArgs};
 use surge_loadgen::network_change::WINDOW;
 use surge_loadgen::report;
-use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn participants_that_change_networks_restart_ice_and_keep_their_sessions() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = common::cheap_api_config(dir.path());
-    config.signup_ip_per_min = 0;
-    config.login_ip_per_min = 0;
-    let registry = Arc::new(MemoryRegistry::new());
-    let token_key = TokenSigner::generate();
-    let shutdown = CancellationToken::new();
-    let (listener, base) = common::listen().await;
-    let shard = common::start_shard("network-change", &base, registry.clone(), &token_key).await;
-    let api = common::start_api(&config, registry, token_key, shutdown.clone()).await;
-    let server = common::serve(
-        listener,
-        api.router().merge(shard.router()),
-        vec![shard.ready_gate()],
-        shutdown.clone(),
-    );
+    let surge = common::SurgeUp::start("network-change").await;
 
-    let mut args = CallsArgs::new(base);
+    let mut args = CallsArgs::new(surge.base.clone());
     args.rooms = 1;
     args.publishers = 2;
     args.subscribers = 2;
@@ -97,10 +79,7 @@ async fn participants_that_change_networks_restart_ice_and_keep_their_sessions()
         serde_json::from_slice(&std::fs::read(written.json).unwrap()).unwrap();
     assert_eq!(json["network_changes"]["moves"], 2);
 
-    shutdown.cancel();
-    let _ = server.await;
-    shard.stop().await;
-    api.stop().await;
+    surge.stop().await;
 }
 
 #[tokio::test]

@@ -310,8 +310,8 @@ impl Worker {
                 blocked = wait_from.elapsed();
             }
             if tcp_ready && let Some(tcp) = &mut self.tcp {
+                // What it answered goes out with the rest of this wake-up (`send_all` below).
                 tcp.handle_ready(Instant::now(), &mut self.switchboard);
-                self.send_all(Instant::now());
             }
             self.wakeups += 1;
             more_waiting = false;

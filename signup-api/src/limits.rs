@@ -58,7 +58,7 @@ pub enum Action {
     ContactRequest,
     /// Per account: presence-stream tickets.
     StreamTicket,
-    /// Per account: people it rings (each callee of a call or an add-to-call counts).
+    /// Per account: calls placed and add-to-call requests (one each, of up to 8 callees).
     Ring,
 }
 

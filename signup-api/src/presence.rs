@@ -120,6 +120,14 @@ pub enum PresenceError {
 }
 
 /// Where presence lives.
+/// Sends `notice` to every replica's streams. Best effort: the database holds the truth, and
+/// a stream that missed a notice catches up at its next reconnect.
+pub async fn notify(presence: &dyn Presence, notice: Notice) {
+    if let Err(e) = presence.notify(&notice).await {
+        tracing::debug!(error = %e, "could not publish a presence notice");
+    }
+}
+
 #[async_trait]
 pub trait Presence: Send + Sync + 'static {
     /// Sets `user`'s status for `ttl`; answers whether it changed (an expired status counts

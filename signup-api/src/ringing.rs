@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::every;
-use crate::presence::{Notice, Presence};
+use crate::presence::{Notice, Presence, notify};
 use crate::store::{LegState, Store};
 
 /// Rings one sweep ends at most; the rest wait for the next round.
@@ -34,13 +34,6 @@ pub fn update(to: &str, call_id: &str, state: LegState, by: &str) -> Notice {
         call_id: call_id.to_owned(),
         state,
         by: by.to_owned(),
-    }
-}
-
-/// Sends `notice` to every replica's streams; best effort, like every notice.
-pub async fn send(presence: &dyn Presence, notice: Notice) {
-    if let Err(e) = presence.notify(&notice).await {
-        tracing::debug!(error = %e, "could not publish a call notice");
     }
 }
 
@@ -64,13 +57,13 @@ pub async fn expire(store: &dyn Store, presence: &dyn Presence, now_ms: i64) {
         for ring in expired {
             count(LegState::NoAnswer);
             if let Some(caller) = &ring.invited_by {
-                send(
+                notify(
                     presence,
                     update(caller, &ring.call_id, LegState::NoAnswer, &ring.user_id),
                 )
                 .await;
             }
-            send(
+            notify(
                 presence,
                 update(
                     &ring.user_id,

@@ -107,3 +107,50 @@ pub async fn serve_shard(
     );
     (shard, stop)
 }
+
+/// `surge up` in process: the API (without per-IP signup and login limits, which a calls run
+/// from one address would hit) and one shard on one listener.
+pub struct SurgeUp {
+    pub base: String,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    shard: Shard,
+    api: Api,
+    _dir: tempfile::TempDir,
+}
+
+impl SurgeUp {
+    pub async fn start(shard_id: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = cheap_api_config(dir.path());
+        config.signup_ip_per_min = 0;
+        config.login_ip_per_min = 0;
+        let registry = Arc::new(MemoryRegistry::new());
+        let token_key = TokenSigner::generate();
+        let shutdown = CancellationToken::new();
+        let (listener, base) = listen().await;
+        let shard = start_shard(shard_id, &base, registry.clone(), &token_key).await;
+        let api = start_api(&config, registry, token_key, shutdown.clone()).await;
+        let server = serve(
+            listener,
+            api.router().merge(shard.router()),
+            vec![shard.ready_gate()],
+            shutdown.clone(),
+        );
+        Self {
+            base,
+            shutdown,
+            server,
+            shard,
+            api,
+            _dir: dir,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.server.await;
+        self.shard.stop().await;
+        self.api.stop().await;
+    }
+}

@@ -37,6 +37,7 @@ mod keyframe;
 mod layer;
 mod rewrite;
 mod room;
+pub(crate) use room::{AUDIO_CLOCK, VIDEO_CLOCK};
 mod speaker;
 #[cfg(test)]
 mod tests;

@@ -22,8 +22,8 @@ const LAYER_STALE: Duration = Duration::from_secs(2);
 const REALLOCATE_EVERY: Duration = Duration::from_millis(500);
 
 /// RTP clock rates: 90 kHz for every video codec, 48 kHz for Opus.
-const VIDEO_CLOCK: u32 = 90_000;
-const AUDIO_CLOCK: u32 = 48_000;
+pub(crate) const VIDEO_CLOCK: u32 = 90_000;
+pub(crate) const AUDIO_CLOCK: u32 = 48_000;
 
 /// One conference room: membership, subscriptions, layer choice, keyframes and speakers.
 ///

@@ -193,10 +193,10 @@ impl QualityMeter {
 /// Jitter in RTP timestamp units of a stream of `kind`, as a duration (Opus runs at
 /// 48 kHz, video at 90 kHz).
 pub(super) fn jitter_duration(units: u32, kind: str0m::media::MediaKind) -> Duration {
-    let clock_hz = match kind {
-        str0m::media::MediaKind::Audio => 48_000,
-        str0m::media::MediaKind::Video => 90_000,
-    };
+    let clock_hz = u64::from(match kind {
+        str0m::media::MediaKind::Audio => crate::core::AUDIO_CLOCK,
+        str0m::media::MediaKind::Video => crate::core::VIDEO_CLOCK,
+    });
     Duration::from_micros(u64::from(units) * 1_000_000 / clock_hz)
 }
 

@@ -177,7 +177,7 @@ impl Switchboard {
     }
 
     /// Sends `message` to every member of `room`, encoded once.
-    fn broadcast(&mut self, room: &str, message: &ServerMessage) {
+    pub(super) fn broadcast(&mut self, room: &str, message: &ServerMessage) {
         let about = super::outbox::About::of(message);
         let text = message.to_json();
         let members = self

@@ -472,21 +472,14 @@ impl Switchboard {
                 Some(subscriber),
             ),
         };
-        let about = About::of(&message);
-        let text = message.to_json();
-        let members: Vec<ParticipantId> = match only {
-            Some(pid) => vec![pid],
-            None => self
-                .rooms
-                .get(room)
-                .map(|e| e.members.clone())
-                .unwrap_or_default(),
-        };
-        for pid in members {
-            if let Some(peer) = self.peers.get_mut(&pid) {
-                peer.send_encoded(about.clone(), text.clone());
+        match only {
+            Some(pid) => {
+                if let Some(peer) = self.peers.get_mut(&pid) {
+                    peer.send_encoded(About::of(&message), message.to_json());
+                }
+                self.mark_dirty(pid);
             }
-            self.mark_dirty(pid);
+            None => self.broadcast(room, &message),
         }
     }
 

@@ -27,8 +27,9 @@ use surge_cluster::http::{ApiJson, HttpError};
 use super::auth::Session;
 use super::{AppState, limited, now_ms, now_secs, store_error};
 use crate::limits::Action;
+use crate::presence::notify;
 use crate::presence::{Notice, Status};
-use crate::ringing::{count, send, update};
+use crate::ringing::{count, update};
 use crate::store::{Account, CallRecord, Direction, LegState, NewLeg, RecentCall, Room};
 
 /// Most people one call (or one add-to-call) rings at once.
@@ -206,14 +207,14 @@ async fn ring(
     for (p, busy) in people.iter().zip(busy) {
         if *busy {
             count(LegState::Busy);
-            send(
+            notify(
                 state.presence.as_ref(),
                 update(&me.id, &call.id, LegState::Busy, &p.id),
             )
             .await;
         } else {
             count(LegState::Ringing);
-            send(
+            notify(
                 state.presence.as_ref(),
                 Notice::IncomingCall {
                     callee: p.id.clone(),
@@ -369,9 +370,9 @@ async fn answer(
     };
     count(outcome);
     if let Some(by) = invited_by {
-        send(state.presence.as_ref(), update(&by, &call.id, outcome, me)).await;
+        notify(state.presence.as_ref(), update(&by, &call.id, outcome, me)).await;
     }
-    send(state.presence.as_ref(), update(me, &call.id, outcome, me)).await;
+    notify(state.presence.as_ref(), update(me, &call.id, outcome, me)).await;
     Ok(call)
 }
 
@@ -417,12 +418,12 @@ async fn cancel_rings(
         .map_err(store_error)?;
     for callee in &stopped {
         count(LegState::Cancelled);
-        send(
+        notify(
             state.presence.as_ref(),
             update(callee, &call.id, LegState::Cancelled, me),
         )
         .await;
-        send(
+        notify(
             state.presence.as_ref(),
             update(me, &call.id, LegState::Cancelled, callee),
         )
@@ -466,7 +467,7 @@ pub(crate) async fn hangup(
             .await
             .map_err(store_error)?;
         for member in members.iter().chain([me]) {
-            send(
+            notify(
                 state.presence.as_ref(),
                 update(member, &call.id, LegState::Ended, me),
             )

@@ -179,12 +179,9 @@ pub(crate) fn login_throttled(l: Limited) -> HttpError {
     .with_retry_after(l.retry_after)
 }
 
-/// Notices are best effort: the database already holds the truth, and a stream that missed
-/// one catches up at its next reconnect.
+/// A notice to every replica's streams (best effort: [`crate::presence::notify`]).
 pub(crate) async fn notify(state: &AppState, notice: crate::presence::Notice) {
-    if let Err(e) = state.presence.notify(&notice).await {
-        tracing::debug!(error = %e, "could not publish a presence notice");
-    }
+    crate::presence::notify(state.presence.as_ref(), notice).await;
 }
 
 pub(crate) fn busy(b: Busy) -> HttpError {
