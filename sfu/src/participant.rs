@@ -1189,16 +1189,11 @@ impl Session {
     /// A new socket on the configured address, and an offer with new ICE credentials. The
     /// old socket closes now: datagrams to it are lost, as to a network the device left.
     fn restart_offer(&mut self) -> Result<String, ParticipantError> {
-        if self.transport.is_relay() {
+        let Link::Udp(_) = self.transport else {
             return Err(ParticipantError::Rtc(
-                "an ICE restart moves a UDP participant; this one goes through TURN".into(),
+                "an ICE restart moves a UDP participant; this one uses TCP or TURN".into(),
             ));
-        }
-        if self.transport.proto() != str0m::net::Protocol::Udp {
-            return Err(ParticipantError::Rtc(
-                "an ICE restart moves a UDP participant; this one uses TCP".into(),
-            ));
-        }
+        };
         let socket = std::net::UdpSocket::bind(SocketAddr::new(self.config.bind_ip, 0))?;
         self.local = socket.local_addr()?;
         self.transport = Link::Udp(socket);

@@ -21,7 +21,7 @@ use surge_cluster::admin::AdminToken;
 use surge_cluster::http::{ApiJson, HttpError};
 use surge_cluster::token::{JoinClaims, unix_now};
 
-use crate::commands::{Command, JoinRequest, LeaveRequest, RestartRequest};
+use crate::commands::{Command, JoinRequest, LeaveRequest, RestartRequest, WorkerHandle};
 use crate::metrics_names as m;
 use crate::shared::Shared;
 use surge_sfu_proto::{JoinRefusal, RestartRefusal};
@@ -239,13 +239,6 @@ async fn restart(
     };
     let offer = sdp_offer(&headers, &body)?;
     let worker = shared.worker_for(&room);
-    if worker.has_failed() {
-        return Err(HttpError::new(
-            StatusCode::NOT_FOUND,
-            ErrorCode::WorkerFailed,
-            "the media worker hosting this participant failed and the call ended; rejoin",
-        ));
-    }
     let (reply, answer) = tokio::sync::oneshot::channel();
     let request = RestartRequest {
         room,
@@ -254,16 +247,8 @@ async fn restart(
         offer,
         reply,
     };
-    if worker
-        .commands
-        .send(Command::Restart(Box::new(request)))
-        .is_err()
-    {
-        return Err(session_gone());
-    }
-    worker.waker.wake();
-    match tokio::time::timeout(WORKER_ANSWER_TIMEOUT, answer).await {
-        Ok(Ok(Ok(answer))) => {
+    match hand_to_worker(worker, Command::Restart(Box::new(request)), answer).await? {
+        Handed::Answered(Ok(answer)) => {
             metrics::counter!(m::ICE_RESTARTS, "outcome" => "restarted").increment(1);
             Ok((
                 StatusCode::OK,
@@ -272,7 +257,7 @@ async fn restart(
             )
                 .into_response())
         }
-        Ok(Ok(Err(refusal))) => {
+        Handed::Answered(Err(refusal)) => {
             metrics::counter!(m::ICE_RESTARTS, "outcome" => "refused").increment(1);
             Err(match refusal {
                 RestartRefusal::SameCredentials => HttpError::bad_request(
@@ -286,7 +271,8 @@ async fn restart(
                 _ => session_gone(),
             })
         }
-        _ => Err(worker_timeout()),
+        Handed::Refused => Err(session_gone()),
+        Handed::Late => Err(worker_timeout()),
     }
 }
 
@@ -313,30 +299,55 @@ async fn ask_worker(
     let Ok(participant) = u64::from_str_radix(participant, 16) else {
         return Err(HttpError::not_found("no such participant in this room"));
     };
-    let (reply, done) = tokio::sync::oneshot::channel();
     let worker = shared.worker_for(&room);
-    if worker.has_failed() {
-        // Its participants were ended when it failed: gone, for a clear reason.
-        return Err(HttpError::new(
-            StatusCode::NOT_FOUND,
-            ErrorCode::WorkerFailed,
-            "the media worker hosting this participant failed and the call ended; rejoin",
-        ));
-    }
+    let (reply, done) = tokio::sync::oneshot::channel();
     let request = LeaveRequest {
         room,
         participant,
         user: claims.sub,
         reply,
     };
-    if worker.commands.send(command(request)).is_err() {
-        return Err(HttpError::not_found("no such participant"));
-    }
-    worker.waker.wake();
-    match tokio::time::timeout(WORKER_ANSWER_TIMEOUT, done).await {
-        Ok(Ok(true)) => Ok(StatusCode::NO_CONTENT),
+    match hand_to_worker(worker, command(request), done).await? {
+        Handed::Answered(true) => Ok(StatusCode::NO_CONTENT),
+        Handed::Refused => Err(HttpError::not_found("no such participant")),
         _ => Err(HttpError::not_found("no such participant in this room")),
     }
+}
+
+/// What became of a command handed to a worker.
+enum Handed<T> {
+    /// Its reply.
+    Answered(T),
+    /// The worker takes no more commands (it is stopping).
+    Refused,
+    /// No reply within [`WORKER_ANSWER_TIMEOUT`].
+    Late,
+}
+
+/// Hands `command` to `worker` and waits for its reply on `reply`. A worker that failed
+/// ended its participants' calls: that is an error of its own, with the reason.
+async fn hand_to_worker<T>(
+    worker: &WorkerHandle,
+    command: Command,
+    reply: tokio::sync::oneshot::Receiver<T>,
+) -> Result<Handed<T>, HttpError> {
+    if worker.has_failed() {
+        return Err(HttpError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::WorkerFailed,
+            "the media worker hosting this participant failed and the call ended; rejoin",
+        ));
+    }
+    if worker.commands.send(command).is_err() {
+        return Ok(Handed::Refused);
+    }
+    worker.waker.wake();
+    Ok(
+        match tokio::time::timeout(WORKER_ANSWER_TIMEOUT, reply).await {
+            Ok(Ok(answer)) => Handed::Answered(answer),
+            _ => Handed::Late,
+        },
+    )
 }
 
 async fn drain(

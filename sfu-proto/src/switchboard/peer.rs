@@ -79,7 +79,6 @@ impl Slot {
 pub(super) struct Published {
     pub kind: MediaKind,
     pub rids: Vec<Rid>,
-    pub source: TrackSource,
     /// In the room now (a screen only while shared).
     pub in_room: bool,
 }
@@ -271,6 +270,15 @@ impl Peer {
                 SlotState::Removing(mid) => slot.state = SlotState::ToRemove(mid),
                 _ => {}
             }
+        }
+    }
+
+    /// What its m-line `mid` of `kind` carries: the screen on the m-line reserved for it.
+    pub fn source_of(&self, mid: Mid, kind: MediaKind) -> TrackSource {
+        if self.screen_mid == Some(mid) {
+            TrackSource::Screen
+        } else {
+            TrackSource::of(kind)
         }
     }
 

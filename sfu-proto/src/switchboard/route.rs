@@ -14,8 +14,8 @@ use super::outbox::About;
 use super::peer::Published;
 use super::{RemoveReason, Switchboard};
 use crate::core::{
-    Forward, Output, ParticipantId, PublishedTrack, Room, RoomEvent, RtpMeta, TrackId, TrackSource,
-    Vp8Meta, layer_for_rid,
+    Forward, Output, ParticipantId, PublishedTrack, Room, RoomEvent, RtpMeta, TrackId, Vp8Meta,
+    layer_for_rid,
 };
 use crate::protocol::{ClientMessage, ParticipantSummary, ServerMessage};
 
@@ -95,11 +95,6 @@ impl Switchboard {
                     Published {
                         kind: added.kind,
                         rids,
-                        source: if screen {
-                            TrackSource::Screen
-                        } else {
-                            TrackSource::of(added.kind)
-                        },
                         in_room: false,
                     },
                 );
@@ -192,13 +187,17 @@ impl Switchboard {
         let Some(peer) = self.peers.get_mut(&pid) else {
             return false;
         };
+        let Some(kind) = peer.published.get(&mid).map(|p| p.kind) else {
+            return false;
+        };
+        let source = peer.source_of(mid, kind);
         let Some(published) = peer.published.get_mut(&mid) else {
             return false;
         };
         let track = PublishedTrack {
             mid,
-            kind: published.kind,
-            source: published.source,
+            kind,
+            source,
             rids: published.rids.clone(),
         };
         let room = peer.room.clone();

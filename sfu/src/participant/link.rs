@@ -219,11 +219,6 @@ impl Link {
 }
 
 impl Link {
-    /// Whether it goes through a TURN relay.
-    pub fn is_relay(&self) -> bool {
-        matches!(self, Link::Relay(_))
-    }
-
     /// The session ends: release what a server holds for it (a TURN allocation).
     pub fn close(&mut self) {
         if let Link::Relay(r) = self {
