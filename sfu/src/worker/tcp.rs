@@ -379,10 +379,12 @@ impl Tcp {
             return;
         };
         self.by_remote.remove(&conn.remote);
-        let _ = self.poll.registry().deregister(&mut conn.stream);
-        let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+        // Counted before the peer can see the close: whoever watches both (a test, an
+        // operator's probe) never finds the connection closed and not yet counted.
         metrics::gauge!(m::TCP_CONNECTIONS).decrement(1.0);
         count_close(reason);
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        let _ = conn.stream.shutdown(std::net::Shutdown::Both);
         tracing::debug!(remote = %conn.remote, reason = reason.as_str(), "ICE-TCP connection closed");
     }
 }
