@@ -3,6 +3,7 @@
 //! side, so that neither depends on the other.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 
@@ -56,7 +57,7 @@ pub(crate) struct WorkerHandle {
     pub commands: Sender<Command>,
     pub waker: Waker,
     /// The worker thread panicked: its rooms are gone and it takes no more commands.
-    pub failed: AtomicBool,
+    pub failed: Arc<AtomicBool>,
 }
 
 impl WorkerHandle {

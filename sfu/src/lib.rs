@@ -17,6 +17,7 @@ mod framing;
 mod metrics_names;
 pub mod participant;
 mod shard;
+mod occupancy;
 mod shared;
 mod signalling;
 mod worker;

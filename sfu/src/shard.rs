@@ -1,9 +1,8 @@
 //! The shard: binds the workers' sockets, starts their threads, heartbeats to the registry,
 //! drains and stops.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +15,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::{Command, WorkerHandle};
-use crate::shared::{Limits, ShardStatus, Shared};
+use crate::occupancy::{Limits, Occupancy};
+use crate::shared::{ShardStatus, Shared};
+use crate::worker::WorkerContext;
 use crate::{SfuConfig, ShardDeps, StartError};
 
 /// Binds worker `k`'s ICE-TCP listener (see `SfuConfig::media_tcp_port`) and has its wait
@@ -112,7 +113,7 @@ impl Shard {
                     .and_then(|t: &crate::worker::Transports| t.tcp.as_ref().map(|(_, a)| *a)),
                 commands: tx,
                 waker,
-                failed: AtomicBool::new(false),
+                failed: Arc::new(AtomicBool::new(false)),
             });
             receivers.push(rx);
         }
@@ -125,33 +126,32 @@ impl Shard {
             token_key: deps.token_key,
             used_tokens: ReplayGuard::new(),
             admin_token: deps.admin_token,
-            limits: Limits {
+            occupancy: Arc::new(Occupancy::new(Limits {
                 max_rooms: config.max_rooms,
                 max_participants: config.max_participants,
                 max_room_participants: config.max_room_participants,
-            },
-            participant_timeout: config.participant_timeout(),
+            })),
             drain_deadline: Duration::from_secs(config.drain_deadline_secs),
             workers: handles,
-            rooms: AtomicU32::new(0),
-            participants: AtomicU32::new(0),
-            egress_bps: AtomicU64::new(0),
-            busy_nanos: AtomicU64::new(0),
-            packets_out_total: AtomicU64::new(0),
-            packets_in_total: AtomicU64::new(0),
-            occupied_rooms: Mutex::new(BTreeSet::new()),
-            draining: AtomicBool::new(false),
             drain_started: Mutex::new(None),
             drain_token: CancellationToken::new(),
             stopped: AtomicBool::new(false),
             worker_failed: CancellationToken::new(),
         });
         let mut threads = Vec::with_capacity(count);
-        for ((index, transports), rx) in udps.into_iter().enumerate().zip(receivers) {
-            let shared = shared.clone();
+        let flags = shared.workers.iter().map(|w| w.failed.clone());
+        for (((index, transports), rx), failed) in
+            udps.into_iter().enumerate().zip(receivers).zip(flags)
+        {
+            let context = WorkerContext {
+                occupancy: shared.occupancy.clone(),
+                participant_timeout: config.participant_timeout(),
+                failed,
+                worker_failed: shared.worker_failed.clone(),
+            };
             let thread = std::thread::Builder::new()
                 .name(format!("sfu-worker-{index}"))
-                .spawn(move || crate::worker::run(index, transports, rx, shared))
+                .spawn(move || crate::worker::run(index, transports, rx, context))
                 .map_err(StartError::Thread)?;
             threads.push(thread);
         }
@@ -227,7 +227,7 @@ impl Shard {
     pub async fn drained(&self) {
         self.shared.drain_token.cancelled().await;
         loop {
-            let empty = self.shared.participants.load(Ordering::Acquire) == 0;
+            let empty = self.shared.occupancy.participants.load(Ordering::Acquire) == 0;
             let past_deadline = self
                 .shared
                 .drain_deadline_at()
@@ -281,7 +281,7 @@ async fn heartbeat(shared: Arc<Shared>, registry: Arc<dyn ShardRegistry>, stop: 
             () = stop.cancelled() => return,
             _ = interval.tick() => {}
         }
-        let busy = shared.busy_nanos.load(Ordering::Relaxed);
+        let busy = shared.occupancy.busy_nanos.load(Ordering::Relaxed);
         let now = Instant::now();
         let wall = now.duration_since(last_at).as_nanos().max(1) as f64;
         let cpu = (busy.saturating_sub(last_busy) as f64 / (wall * shared.workers.len() as f64))
@@ -311,11 +311,7 @@ async fn heartbeat(shared: Arc<Shared>, registry: Arc<dyn ShardRegistry>, stop: 
         if let Ok(true) = beat {
             shared.begin_drain();
         }
-        let rooms: Vec<String> = shared
-            .occupied_rooms
-            .lock()
-            .map(|r| r.iter().cloned().collect())
-            .unwrap_or_default();
+        let rooms = shared.occupancy.hosted_rooms();
         let refreshed = registry
             .refresh_pins(&shared.shard_id, &rooms, DEFAULT_PIN_TTL)
             .await;
@@ -350,7 +346,7 @@ pub(crate) fn ready_gate(shared: Arc<Shared>) -> Gate {
             ))
         } else if shared.stopped.load(Ordering::Acquire) {
             Err("the shard is stopped".to_owned())
-        } else if shared.draining.load(Ordering::Acquire) {
+        } else if shared.occupancy.is_draining() {
             Err("the shard is draining".to_owned())
         } else {
             Ok(())

@@ -1,10 +1,10 @@
-//! What the HTTP handlers, the heartbeat and the workers share: limits, load counters, the
-//! rooms hosted (for pins and the drain rule), draining.
+//! What the HTTP handlers and the heartbeat need: the shard's identity, the join-token
+//! check, the workers' handles and the drain. The workers see only the [`Occupancy`] and their
+//! own [`WorkerContext`](crate::worker::WorkerContext).
 
-use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -15,17 +15,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::WorkerHandle;
+use crate::occupancy::Occupancy;
 
-/// Limits a join is checked against.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
-    pub max_rooms: u32,
-    pub max_participants: u32,
-    pub max_room_participants: u32,
-}
-
-/// What the HTTP handlers, the heartbeat and the workers share. Workers touch only the
-/// atomics, and the room set when a room opens or closes (never per packet).
 pub(crate) struct Shared {
     pub shard_id: String,
     pub signal_url: String,
@@ -33,20 +24,9 @@ pub(crate) struct Shared {
     /// The ids of the join tokens used here, until they expire: each opens one join.
     pub used_tokens: ReplayGuard,
     pub admin_token: Option<String>,
-    pub limits: Limits,
-    pub participant_timeout: Duration,
+    pub occupancy: Arc<Occupancy>,
     pub drain_deadline: Duration,
     pub workers: Vec<WorkerHandle>,
-    pub rooms: AtomicU32,
-    pub participants: AtomicU32,
-    pub egress_bps: AtomicU64,
-    /// RTP packets forwarded / received since start (flushed by workers once a second).
-    pub packets_out_total: AtomicU64,
-    pub packets_in_total: AtomicU64,
-    /// Nanoseconds the workers spent busy (not waiting for packets), for the load figure.
-    pub busy_nanos: AtomicU64,
-    pub occupied_rooms: Mutex<BTreeSet<String>>,
-    pub draining: AtomicBool,
     pub drain_started: Mutex<Option<Instant>>,
     pub drain_token: CancellationToken,
     pub stopped: AtomicBool,
@@ -64,63 +44,8 @@ impl Shared {
         &self.workers[index]
     }
 
-    /// Takes one shard-wide participant slot, or `false` when the shard is full.
-    pub fn reserve_participant(&self) -> bool {
-        self.participants
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.limits.max_participants).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
-    pub fn release_participant(&self) {
-        let _ = self
-            .participants
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-    }
-
-    /// Takes one room slot, or `false` when the shard hosts `max_rooms` already.
-    pub fn reserve_room(&self, room: &str) -> bool {
-        let ok = self
-            .rooms
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.limits.max_rooms).then_some(n + 1)
-            })
-            .is_ok();
-        if ok && let Ok(mut rooms) = self.occupied_rooms.lock() {
-            rooms.insert(room.to_owned());
-        }
-        ok
-    }
-
-    /// Whether a participant is in `room` on this shard now.
-    pub fn hosts(&self, room: &str) -> bool {
-        self.occupied_rooms
-            .lock()
-            .map(|rooms| rooms.contains(room))
-            .unwrap_or(false)
-    }
-
-    pub fn release_room(&self, room: &str) {
-        let _ = self
-            .rooms
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-        if let Ok(mut rooms) = self.occupied_rooms.lock() {
-            rooms.remove(room);
-        }
-    }
-
-    /// Adjusts the shard's summed egress estimate by `delta` bits/s.
-    pub fn add_egress(&self, delta: i64) {
-        let _ = self
-            .egress_bps
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                Some(n.saturating_add_signed(delta))
-            });
-    }
-
     pub fn begin_drain(&self) {
-        if !self.draining.swap(true, Ordering::AcqRel) {
+        if self.occupancy.start_draining() {
             tracing::info!(deadline = ?self.drain_deadline, "draining: no new rooms; hosted rooms stay open");
             if let Ok(mut started) = self.drain_started.lock() {
                 *started = Some(Instant::now());
@@ -138,7 +63,7 @@ impl Shared {
     }
 
     pub fn state(&self) -> ShardState {
-        if self.draining.load(Ordering::Acquire) {
+        if self.occupancy.is_draining() {
             ShardState::Draining
         } else {
             ShardState::Active
@@ -146,29 +71,26 @@ impl Shared {
     }
 
     pub fn status(&self) -> ShardStatus {
+        let o = &self.occupancy;
         ShardStatus {
             shard_id: self.shard_id.clone(),
             state: self.state(),
-            rooms: self.rooms.load(Ordering::Acquire),
-            participants: self.participants.load(Ordering::Acquire),
-            egress_bps: self.egress_bps.load(Ordering::Acquire),
+            rooms: o.rooms.load(Ordering::Acquire),
+            participants: o.participants.load(Ordering::Acquire),
+            egress_bps: o.egress_bps.load(Ordering::Acquire),
             workers: self.workers.len(),
             media_addrs: self
                 .workers
                 .iter()
                 .map(|w| w.public_addr.to_string())
                 .collect(),
-            capacity: self.capacity(),
-            forwarded_packets: self.packets_out_total.load(Ordering::Relaxed),
-            received_packets: self.packets_in_total.load(Ordering::Relaxed),
-            busy_seconds: self.busy_nanos.load(Ordering::Relaxed) as f64 / 1e9,
-        }
-    }
-
-    fn capacity(&self) -> ShardCapacity {
-        ShardCapacity {
-            max_rooms: self.limits.max_rooms,
-            max_participants: self.limits.max_participants,
+            capacity: ShardCapacity {
+                max_rooms: o.limits.max_rooms,
+                max_participants: o.limits.max_participants,
+            },
+            forwarded_packets: o.packets_out_total.load(Ordering::Relaxed),
+            received_packets: o.packets_in_total.load(Ordering::Relaxed),
+            busy_seconds: o.busy_nanos.load(Ordering::Relaxed) as f64 / 1e9,
         }
     }
 }

@@ -6,7 +6,6 @@
 //! relays joins and leaves here (so there is no CORS, and no TLS of its own).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -116,7 +115,7 @@ async fn join(
 ) -> Result<Response, HttpError> {
     // A draining shard keeps admitting joins to the rooms it hosts (a meeting stays
     // together during an update); the worker has the final word if the room just closed.
-    if shared.draining.load(Ordering::Acquire) && !shared.hosts(&room) {
+    if shared.occupancy.is_draining() && !shared.occupancy.hosts(&room) {
         return Err(draining());
     }
     let now = unix_now();
@@ -167,7 +166,7 @@ async fn join(
                     ErrorCode::RoomFull,
                     format!(
                         "the room has {} participants, its limit",
-                        shared.limits.max_room_participants
+                        shared.occupancy.limits.max_room_participants
                     ),
                 )),
                 Ok(Ok(Err(JoinRefusal::ShardFull))) => shard_full(),

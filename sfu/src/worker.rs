@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ use surge_sfu_proto::{Switchboard, SwitchboardConfig};
 
 use crate::commands::{Command, JoinRequest, RestartRequest};
 use crate::metrics_names as m;
-use crate::shared::Shared;
+use crate::occupancy::Occupancy;
 
 mod tcp;
 mod udp;
@@ -67,11 +67,22 @@ pub(crate) struct Transports {
     pub tcp: Option<(Tcp, SocketAddr)>,
 }
 
+/// What a worker is given of the shard: the shared counts, its session timeout, and the two
+/// ways it says that it failed.
+pub(crate) struct WorkerContext {
+    pub occupancy: Arc<Occupancy>,
+    pub participant_timeout: Duration,
+    /// This worker's own flag, which its [`WorkerHandle`](crate::commands::WorkerHandle) reads.
+    pub failed: Arc<AtomicBool>,
+    /// The shard's: cancelled when any worker fails.
+    pub worker_failed: tokio_util::sync::CancellationToken,
+}
+
 /// The shard-wide counts behind the switchboard's admission. It also remembers what this
 /// worker holds, so that a worker that fails (a panic, with the switchboard in an unknown
 /// state) can still give its slots back.
 struct ShardLoad {
-    shared: Arc<Shared>,
+    occupancy: Arc<Occupancy>,
     held: Arc<Held>,
 }
 
@@ -89,14 +100,14 @@ impl Held {
     }
 
     /// Gives every slot still held back to the shard; returns (participants, rooms).
-    fn release_all(&self, shared: &Shared) -> (u32, usize) {
+    fn release_all(&self, occupancy: &Occupancy) -> (u32, usize) {
         let participants = self.participants.swap(0, Ordering::AcqRel);
         for _ in 0..participants {
-            shared.release_participant();
+            occupancy.release_participant();
         }
         let rooms = std::mem::take(&mut *self.rooms());
         for room in &rooms {
-            shared.release_room(room);
+            occupancy.release_room(room);
         }
         (participants, rooms.len())
     }
@@ -104,11 +115,11 @@ impl Held {
 
 impl Load for ShardLoad {
     fn draining(&self) -> bool {
-        self.shared.draining.load(Ordering::Acquire)
+        self.occupancy.is_draining()
     }
 
     fn open_room(&self, room: &str) -> bool {
-        let opened = self.shared.reserve_room(room);
+        let opened = self.occupancy.reserve_room(room);
         if opened {
             self.held.rooms().insert(room.to_owned());
         }
@@ -117,11 +128,11 @@ impl Load for ShardLoad {
 
     fn close_room(&self, room: &str) {
         self.held.rooms().remove(room);
-        self.shared.release_room(room);
+        self.occupancy.release_room(room);
     }
 
     fn add_participant(&self) -> bool {
-        let added = self.shared.reserve_participant();
+        let added = self.occupancy.reserve_participant();
         if added {
             self.held.participants.fetch_add(1, Ordering::AcqRel);
         }
@@ -133,11 +144,11 @@ impl Load for ShardLoad {
             .held
             .participants
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-        self.shared.release_participant();
+        self.occupancy.release_participant();
     }
 
     fn add_egress(&self, delta: i64) {
-        self.shared.add_egress(delta);
+        self.occupancy.add_egress(delta);
     }
 }
 
@@ -179,7 +190,7 @@ pub(crate) struct Worker {
     udp: Udp,
     tcp: Option<Tcp>,
     rx: RxBatch,
-    shared: Arc<Shared>,
+    context: WorkerContext,
     switchboard: Switchboard,
     wakeups: u64,
 }
@@ -192,7 +203,7 @@ pub(crate) fn run(
     index: usize,
     transports: Transports,
     commands: Receiver<Command>,
-    shared: Arc<Shared>,
+    context: WorkerContext,
 ) {
     let Transports {
         udp,
@@ -204,13 +215,13 @@ pub(crate) fn run(
     let config = SwitchboardConfig {
         public_addr,
         public_tcp_addr,
-        max_room_participants: shared.limits.max_room_participants as usize,
-        participant_timeout: shared.participant_timeout,
+        max_room_participants: context.occupancy.limits.max_room_participants as usize,
+        participant_timeout: context.participant_timeout,
         wall_clock: wall_clock(),
     };
     let held = Arc::new(Held::default());
     let load = ShardLoad {
-        shared: shared.clone(),
+        occupancy: context.occupancy.clone(),
         held: held.clone(),
     };
     let switchboard = Switchboard::new(config, Box::new(load));
@@ -218,7 +229,7 @@ pub(crate) fn run(
         udp,
         tcp,
         rx: RxBatch::new(),
-        shared,
+        context,
         switchboard,
         wakeups: 0,
     };
@@ -347,7 +358,8 @@ impl Worker {
                 last_flush = now;
             }
             let busy = loop_start.elapsed().saturating_sub(blocked);
-            self.shared
+            self.context
+                .occupancy
                 .busy_nanos
                 .fetch_add(busy.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
         }
@@ -357,10 +369,11 @@ impl Worker {
         use std::sync::atomic::Ordering::Relaxed;
         let counters = self.switchboard.take_counters();
         let sent = self.udp.take_sent();
-        self.shared
+        let occupancy = &self.context.occupancy;
+        occupancy
             .packets_out_total
             .fetch_add(counters.packets_out, Relaxed);
-        self.shared
+        occupancy
             .packets_in_total
             .fetch_add(counters.packets_in, Relaxed);
         export(&counters, sent, std::mem::take(&mut self.wakeups));
@@ -440,9 +453,7 @@ impl Worker {
     fn fail(&mut self, index: usize, held: &Held, why: String) {
         tracing::error!(index, panic = %why, "SFU worker failed: its calls are lost; the shard exits for a restart");
         metrics::counter!(m::WORKER_FAILURES).increment(1);
-        if let Some(handle) = self.shared.workers.get(index) {
-            handle.failed.store(true, Ordering::Release);
-        }
+        self.context.failed.store(true, Ordering::Release);
         let ended = std::panic::catch_unwind(AssertUnwindSafe(|| {
             let now = Instant::now();
             self.switchboard.end_all(now, RemoveReason::WorkerFailed);
@@ -454,7 +465,7 @@ impl Worker {
                 "the failed worker's sessions could not be ended one by one"
             );
         }
-        let (participants, rooms) = held.release_all(&self.shared);
+        let (participants, rooms) = held.release_all(&self.context.occupancy);
         if participants > 0 || rooms > 0 {
             // What the switchboard could not end (and so did not report) leaves the gauges.
             metrics::gauge!(m::PARTICIPANTS).decrement(f64::from(participants));
@@ -462,7 +473,7 @@ impl Worker {
             metrics::counter!(m::PARTICIPANTS_REMOVED, "reason" => RemoveReason::WorkerFailed.as_str())
                 .increment(u64::from(participants));
         }
-        self.shared.worker_failed.cancel();
+        self.context.worker_failed.cancel();
     }
 }
 
