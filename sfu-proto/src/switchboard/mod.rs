@@ -811,28 +811,39 @@ impl Switchboard {
             let Some(peer) = self.peers.get_mut(&pid) else {
                 return;
             };
-            if !peer.rtc.is_alive() {
-                self.remove_peer(pid, RemoveReason::Closed, now);
-                return;
-            }
-            let polled = drain.next(&mut peer.rtc);
+            // Transmits (most of what a busy session yields) are queued without looking the
+            // peer up again; an event may change anything, so the loop starts over after it.
+            let polled = loop {
+                if !peer.rtc.is_alive() {
+                    break None;
+                }
+                match drain.next(&mut peer.rtc) {
+                    Ok(Polled::Transmit(mut transmit)) => {
+                        if !stun::is_stun(&transmit.contents) {
+                            // DTLS and SRTP go down the nominated path only.
+                            peer.send_addr = Some(transmit.destination);
+                        }
+                        transmit.destination = peer.send_to(transmit.destination);
+                        self.transmits.push_back(transmit);
+                    }
+                    other => break Some(other),
+                }
+            };
             match polled {
-                Ok(Polled::Timeout(at)) => {
+                None => {
+                    self.remove_peer(pid, RemoveReason::Closed, now);
+                    return;
+                }
+                Some(Ok(Polled::Timeout(at))) => {
                     peer.timeout = at;
                     self.counters.session_timeouts += u64::from(drain.timeouts());
                     self.schedule(pid);
                     return;
                 }
-                Ok(Polled::Transmit(mut transmit)) => {
-                    if !stun::is_stun(&transmit.contents) {
-                        // DTLS and SRTP go down the nominated path only.
-                        peer.send_addr = Some(transmit.destination);
-                    }
-                    transmit.destination = peer.send_to(transmit.destination);
-                    self.transmits.push_back(transmit);
-                }
-                Ok(Polled::Event(event)) => self.handle_event(pid, event, drain.now()),
-                Err(e) => {
+                // Queued in the inner loop.
+                Some(Ok(Polled::Transmit(_))) => {}
+                Some(Ok(Polled::Event(event))) => self.handle_event(pid, event, drain.now()),
+                Some(Err(e)) => {
                     tracing::info!(participant = %pid, %e, "session failed");
                     self.remove_peer(pid, RemoveReason::Error, now);
                     return;

@@ -599,7 +599,11 @@ impl Switchboard {
         stream.write_rtp(write);
         self.counters.packets_out += 1;
         self.counters.bytes_out += packet.payload.len() as u64;
-        self.mark_dirty(f.subscriber);
+        // `mark_dirty` without looking the subscriber up a second time (per packet written).
+        if !sub.dirty {
+            sub.dirty = true;
+            self.dirty.push(f.subscriber);
+        }
     }
 }
 
