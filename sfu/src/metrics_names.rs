@@ -24,6 +24,9 @@ pub const CHAT_MESSAGES: &str = "surge_sfu_chat_messages_total";
 pub const CHAT_REFUSED: &str = "surge_sfu_chat_refused_total";
 /// Gauge: sum of the subscribers' estimated egress bitrates, bits/s.
 pub const EGRESS_BPS: &str = "surge_sfu_egress_estimate_bps";
+/// Gauge: Unix time (seconds) of the shard's last heartbeat the registry accepted; an
+/// alert compares it with `time()` (a shard that stops heartbeating leaves placement).
+pub const HEARTBEAT_TIMESTAMP: &str = "surge_sfu_registry_heartbeat_timestamp_seconds";
 /// Counter: datagrams dropped, by `reason`.
 pub const DATAGRAMS_DROPPED: &str = "surge_sfu_datagrams_dropped_total";
 /// Counter: `sendmsg` calls; datagrams out over this is what GSO batching saves.

@@ -276,6 +276,11 @@ async fn heartbeat(shared: Arc<Shared>, registry: Arc<dyn ShardRegistry>, stop: 
     let mut last_busy = 0u64;
     let mut last_at = Instant::now();
     let mut registry_down = false;
+    // Export the load gauges from the start (the workers only move them on joins and
+    // leaves): an idle shard reports 0 rather than nothing, which an autoscaler following
+    // participants per shard would take as a shard without metrics.
+    metrics::gauge!(crate::metrics_names::PARTICIPANTS).increment(0.0);
+    metrics::gauge!(crate::metrics_names::ROOMS).increment(0.0);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -310,6 +315,10 @@ async fn heartbeat(shared: Arc<Shared>, registry: Arc<dyn ShardRegistry>, stop: 
         let beat = registry.heartbeat(&info, DEFAULT_SHARD_TTL).await;
         if let Ok(true) = beat {
             shared.begin_drain();
+        }
+        if beat.is_ok() {
+            metrics::gauge!(crate::metrics_names::HEARTBEAT_TIMESTAMP)
+                .set(surge_cluster::token::unix_now() as f64);
         }
         let rooms = shared.occupancy.hosted_rooms();
         let refreshed = registry

@@ -203,11 +203,24 @@ podAntiAffinity:
 {{- if and (gt $grace 0) (lt $grace (int64 $sfu.drainDeadlineSeconds)) -}}
 {{- fail (printf "sfu.terminationGracePeriodSeconds (%d) must be at least sfu.drainDeadlineSeconds (%d), or Kubernetes kills shards before their calls have drained" $grace (int64 $sfu.drainDeadlineSeconds)) -}}
 {{- end -}}
+{{- $scaler := $sfu.autoscaling -}}
+{{- if $scaler.enabled -}}
+{{- if lt (int64 $scaler.maxReplicas) (int64 $scaler.minReplicas) -}}
+{{- fail (printf "sfu.autoscaling.maxReplicas (%d) must be at least minReplicas (%d)" (int64 $scaler.maxReplicas) (int64 $scaler.minReplicas)) -}}
+{{- end -}}
+{{- if and (eq $scaler.mode "keda") (not $scaler.keda.serverAddress) -}}
+{{- fail "sfu.autoscaling.keda.serverAddress must name the Prometheus KEDA queries (e.g. http://prometheus-operated.monitoring.svc:9090)" -}}
+{{- end -}}
+{{- end -}}
 {{- if eq $sfu.networkMode "podPort" -}}
+{{- $shards := int64 (include "surge.sfu.plannedShards" .) -}}
 {{- $mediaFirst := int64 $sfu.media.nodePortBase -}}
-{{- $mediaEnd := add $mediaFirst (mul (int64 $sfu.replicas) (int64 $sfu.workers)) -}}
+{{- $mediaEnd := add $mediaFirst (mul $shards (int64 $sfu.workers)) -}}
+{{- if lt $mediaFirst 30000 -}}
+{{- fail (printf "sfu.media.nodePortBase (%d) is below 30000, the start of Kubernetes' default NodePort range" $mediaFirst) -}}
+{{- end -}}
 {{- if gt $mediaEnd 32768 -}}
-{{- fail (printf "sfu.media: the UDP NodePorts %d-%d of %d shards go past 32767, the end of Kubernetes' default NodePort range; lower nodePortBase, shards or workers" $mediaFirst (sub $mediaEnd 1) (int64 $sfu.replicas)) -}}
+{{- fail (printf "sfu.media: the UDP NodePorts %d-%d of %d shards (%s) go past 32767, the end of Kubernetes' default NodePort range; lower nodePortBase, shards or workers" $mediaFirst (sub $mediaEnd 1) $shards (ternary "sfu.autoscaling.maxReplicas" "sfu.replicas" $scaler.enabled)) -}}
 {{- end -}}
 {{- end -}}
 {{- $hpa := .Values.api.autoscaling -}}
@@ -264,4 +277,58 @@ before SURGE_SIGNAL_URL in the pod, so Kubernetes expands it.
 {{- else -}}
 {{- add (int64 .Values.sfu.drainDeadlineSeconds) 60 -}}
 {{- end -}}
+{{- end -}}
+
+{{/*
+The most shards the chart plans ports for: the autoscaler's maximum when it is on (a shard it
+adds must find its NodePort Service already there), else the fixed count.
+*/}}
+{{- define "surge.sfu.plannedShards" -}}
+{{- $sfu := .Values.sfu -}}
+{{- ternary (int64 $sfu.autoscaling.maxReplicas) (int64 $sfu.replicas) $sfu.autoscaling.enabled -}}
+{{- end -}}
+
+{{/*
+The StatefulSet's replicas under the autoscaler: the count it runs now (read back from the
+cluster, kept within min..max), so a `helm upgrade` neither resets what the autoscaler chose
+nor drops the field (Helm's three-way merge would then set 1 and drain the other shards);
+minReplicas on install and where the cluster cannot be read (helm template).
+*/}}
+{{- define "surge.sfu.autoscaledReplicas" -}}
+{{- $scaler := .Values.sfu.autoscaling -}}
+{{- $replicas := int64 $scaler.minReplicas -}}
+{{- $live := lookup "apps/v1" "StatefulSet" .Release.Namespace (include "surge.component" (dict "root" . "component" "sfu")) -}}
+{{- if and $live $live.spec $live.spec.replicas -}}
+{{- $replicas = min (max (int64 $live.spec.replicas) $replicas) (int64 $scaler.maxReplicas) -}}
+{{- end -}}
+{{- $replicas -}}
+{{- end -}}
+
+{{/* The Prometheus series the shard autoscaler follows (what the shards export). */}}
+{{- define "surge.sfu.autoscalingSeries" -}}
+{{- if eq .Values.sfu.autoscaling.metric "egress" -}}surge_sfu_egress_estimate_bps{{- else -}}surge_sfu_participants{{- end -}}
+{{- end -}}
+
+{{/*
+Autoscaler behaviour shared by the HPA and KEDA's: add shards at once (a wave of calls
+arrives in minutes and a new shard takes rooms as soon as it is ready), remove them one at a
+time after a long quiet spell, because each removal drains a shard for up to its deadline.
+*/}}
+{{- define "surge.sfu.autoscalingBehavior" -}}
+scaleUp:
+  stabilizationWindowSeconds: 0
+  selectPolicy: Max
+  policies:
+    - type: Percent
+      value: 100
+      periodSeconds: 60
+    - type: Pods
+      value: 4
+      periodSeconds: 60
+scaleDown:
+  stabilizationWindowSeconds: {{ .Values.sfu.autoscaling.scaleDownStabilizationSeconds }}
+  policies:
+    - type: Pods
+      value: 1
+      periodSeconds: 300
 {{- end -}}

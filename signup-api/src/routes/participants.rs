@@ -12,7 +12,7 @@
 //! JSON before the join, so a client can gather relay candidates while the user is still on
 //! the pre-join screen.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -149,6 +149,9 @@ pub(crate) async fn join(
         .check_account(Action::Join, &session.account.id)
         .await
         .map_err(limited)?;
+    // Join time as the API sees it: placement, the relay to the shard and the shard's
+    // answer, for admitted joins (a refusal by the limits costs nothing to time).
+    let started = Instant::now();
     let room = room_for_join(&state, &id).await?;
     let mut shard = state
         .placer
@@ -173,6 +176,8 @@ pub(crate) async fn join(
                 let mut response = relay_join_answer(&room.id, &shard, answer)?;
                 if response.status() == StatusCode::CREATED {
                     add_ice_server_links(&mut response, &ice_servers(&state, &session));
+                    metrics::histogram!("surge_api_room_join_seconds")
+                        .record(started.elapsed().as_secs_f64());
                 }
                 return Ok(response);
             }
