@@ -11,7 +11,7 @@ use str0m::{Candidate, Rtc};
 
 use super::turn::socket::RelayLink;
 use super::{IceTransport, ParticipantConfig, ParticipantError};
-use crate::framing::{self, Deframer};
+use surge_sfu_proto::framing::{self, Deframer};
 
 /// An active TCP candidate's port: it connects and never listens (RFC 6544 §4.5).
 const DISCARD_PORT: u16 = 9;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::TurnError;
 use super::client::{State, TurnClient};
-use crate::participant::IceServer;
+use crate::IceServer;
 
 /// Datagrams read in one `recv` before it yields (TURN's own responses are consumed there).
 const READS_PER_RECV: usize = 8;

@@ -18,8 +18,8 @@
 //! so a receiver can tell which simulcast layer the SFU forwarded.
 //!
 //! ```no_run
-//! # async fn demo(url: &str, token: &str) -> Result<(), surge_sfu::participant::ParticipantError> {
-//! use surge_sfu::participant::{Participant, ParticipantConfig};
+//! # async fn demo(url: &str, token: &str) -> Result<(), surge_participant::ParticipantError> {
+//! use surge_participant::{Participant, ParticipantConfig};
 //! let me = Participant::join(ParticipantConfig::new(url, token)).await?;
 //! tokio::time::sleep(std::time::Duration::from_secs(5)).await;
 //! println!("{:?}", me.stats().tracks);
