@@ -16,7 +16,7 @@ use rand::RngExt;
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use surge_sfu::participant::{
+use surge_participant::{
     IceTransport, Participant, ParticipantConfig, ParticipantError, ParticipantStats,
 };
 use tokio::sync::Mutex as AsyncMutex;
@@ -955,7 +955,7 @@ async fn prepare(args: &CallsArgs, per_room: usize) -> Result<Backend, CallsErro
             let settings = crate::janus::RoomSettings {
                 publishers: u32::try_from(args.publishers.max(1)).unwrap_or(u32::MAX),
                 // Room for the three layers, as a browser's simulcast would want.
-                bitrate: surge_sfu::participant::LAYER_BPS.iter().sum::<u64>() + 350_000,
+                bitrate: surge_participant::LAYER_BPS.iter().sum::<u64>() + 350_000,
             };
             let ids =
                 crate::janus::create_rooms(&http, &args.janus_url, args.rooms, &settings).await?;
@@ -1352,7 +1352,7 @@ fn summarise(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use surge_sfu::participant::TrackStats;
+    use surge_participant::TrackStats;
 
     fn watcher(start: Instant) -> Watcher {
         Watcher {

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use surge_sfu::participant::ParticipantStats;
+use surge_participant::ParticipantStats;
 
 use crate::stats::{LatencyHistogram, Percentiles};
 
@@ -228,7 +228,7 @@ impl JoinPhases {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use surge_sfu::participant::TrackStats;
+    use surge_participant::TrackStats;
 
     fn d(ms: u64) -> Option<Duration> {
         Some(Duration::from_millis(ms))

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant as StdInstant};
 
 use serde::{Deserialize, Serialize};
-use surge_sfu::participant::{ParticipantStats, TrackStats};
+use surge_participant::{ParticipantStats, TrackStats};
 use surge_sfu_proto::protocol::ServerMessage;
 
 use crate::duration::parse_duration;
@@ -233,7 +233,7 @@ impl RoomMoves {
 /// Restart → media flowing again on `tracks` of a session that started at `started`: the
 /// end of the first silence around the restart, or the first packet of a track that began
 /// after it; zero when media went on with no gap (shorter than
-/// [`surge_sfu::participant::AUDIO_GAP`] on audio).
+/// [`surge_participant::AUDIO_GAP`] on audio).
 pub fn back_after<'a>(
     tracks: impl IntoIterator<Item = &'a TrackStats>,
     started: StdInstant,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use surge_cluster::{MemoryRegistry, ShardRegistry, TokenSigner};
-use surge_sfu::participant::{Participant, ParticipantConfig};
+use surge_participant::{Participant, ParticipantConfig};
 use surge_signup_api::turn::{TurnSecret, credential};
 use tokio_util::sync::CancellationToken;
 

@@ -5,11 +5,13 @@
 //! rooms and str0m sessions (demultiplexing, admission, renegotiation, forwarding);
 //! [`protocol`] is the typed signalling spoken on the `surge` data channel; [`session`] is
 //! how every participant session is configured; [`synthetic`] makes VP8 frames for
-//! headless participants. Nothing here owns a socket, reads the clock
+//! headless participants; [`framing`] is ICE-TCP's RFC 4571 framing (the shard's and the
+//! headless participant's). Nothing here owns a socket, reads the clock
 //! or spawns a task: the runtime (`surge-sfu`) feeds inputs with an explicit `Instant` and
 //! drains outputs.
 
 pub mod core;
+pub mod framing;
 pub mod protocol;
 pub mod session;
 mod stun;

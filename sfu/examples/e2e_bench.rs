@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use surge_sfu::participant::Participant;
+use surge_participant::Participant;
 
 #[path = "../tests/common/mod.rs"]
 mod common;

@@ -2,7 +2,7 @@
 //!
 //! The facade the `surge` binary uses: [`SfuConfig`] (flags), [`Shard::start`],
 //! [`Shard::router`], [`Shard::ready_gate`], draining and [`Shard::stop`]. The headless test
-//! and load participant is [`participant`].
+//! and load participant is its own crate, `surge-participant`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -13,15 +13,15 @@ use surge_cluster::health::Gate;
 use surge_cluster::{ShardRegistry, TokenVerifier};
 
 mod commands;
-mod framing;
 mod metrics_names;
-pub mod participant;
 mod shard;
 mod occupancy;
 mod shared;
 mod signalling;
 mod worker;
 
+/// ICE-TCP's RFC 4571 framing, shared with the headless participant.
+use surge_sfu_proto::framing;
 /// The room core and session set-up live in the sans-IO crate; re-exported for the benches.
 pub use surge_sfu_proto::{core, session};
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{TestShard, wait_for};
 use str0m::Rtc;
-use surge_sfu::participant::{Participant, ParticipantStats};
+use surge_participant::{Participant, ParticipantStats};
 use surge_sfu_proto::protocol::ServerMessage;
 use surge_sfu_proto::synthetic::add_publish_media;
 

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{TestShard, wait_for};
-use surge_sfu::participant::Participant;
+use surge_participant::Participant;
 use surge_sfu_proto::protocol::{ClientMessage, Kind, ServerMessage};
 
 const LONG: Duration = Duration::from_secs(40);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{ADMIN, TestShard};
 use surge_cluster::token::{JoinClaims, TokenSigner};
-use surge_sfu::participant::{Participant, ParticipantConfig, ParticipantError};
+use surge_participant::{Participant, ParticipantConfig, ParticipantError};
 use surge_sfu_proto::protocol::{EndReason, ServerMessage};
 
 async fn post(

@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::{TestShard, wait_for};
-use surge_sfu::participant::Participant;
+use surge_participant::Participant;
 
 const LONG: Duration = Duration::from_secs(40);
 
@@ -44,7 +44,7 @@ async fn a_tcp_only_participant_sends_and_receives_media_beside_a_udp_one() {
     let mut config = shard.config("tcp-room", "bob");
     config.tcp_only = true;
     let bob = Participant::join(config).await.unwrap();
-    let both = |s: &surge_sfu::participant::ParticipantStats| {
+    let both = |s: &surge_participant::ParticipantStats| {
         !s.receiving("audio").is_empty() && !s.receiving("video").is_empty()
     };
     let bob_got = wait_for(&bob, LONG, both).await;

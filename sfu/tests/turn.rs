@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use common::{TestShard, wait_for};
 use hmac::{Hmac, KeyInit, Mac};
-use surge_sfu::participant::turn::message::{Builder, Class, Message, Method, attr};
-use surge_sfu::participant::{
+use surge_participant::turn::message::{Builder, Class, Message, Method, attr};
+use surge_participant::{
     IceServer, IceTransport, Participant, ParticipantError, ParticipantStats, TurnError,
 };
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::TestShard;
 use surge_cluster::health::Health;
 use surge_cluster::http::{finish_router, ops_routes, serve};
-use surge_sfu::participant::{Participant, ParticipantError};
+use surge_participant::{Participant, ParticipantError};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,7 @@
 //! The cluster as processes: `surge sfu` shards and `surge api` replicas on loopback,
 //! sharing one real Redis (`$SURGE_TEST_REDIS_URL`, a random key prefix per test) and one
 //! PostgreSQL (`$SURGE_TEST_DATABASE_URL`, a fresh schema per test). Calls are in-process
-//! str0m participants (`surge_sfu::participant`).
+//! str0m participants (`surge_participant`).
 //!
 //! Timings (how long media took to resume after a kill) are printed, not asserted tightly:
 //! this machine is shared and busy; the bounds below only catch "never".
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use surge_cluster::registry::{ShardInfo, ShardRegistry, ShardState};
 use surge_cluster::{JoinClaims, RedisRegistry, TokenSigner};
-use surge_sfu::participant::{Participant, ParticipantConfig, ParticipantError};
+use surge_participant::{Participant, ParticipantConfig, ParticipantError};
 
 mod common;
 use common::free_port;

@@ -11,7 +11,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use surge_sfu::participant::{Participant, ParticipantConfig, ParticipantError, ParticipantStats};
+use surge_participant::{Participant, ParticipantConfig, ParticipantError, ParticipantStats};
 use tokio::sync::Notify;
 
 use super::client::{JanusError, JanusSession};

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use surge_cluster::http::{finish_router, serve};
 use surge_cluster::registry::MemoryRegistry;
 use surge_cluster::token::{JoinClaims, TokenSigner, unix_now};
-use surge_sfu::participant::{Participant, ParticipantConfig, ParticipantStats};
+use surge_participant::{Participant, ParticipantConfig, ParticipantStats};
 use surge_sfu::{SfuConfig, Shard, ShardDeps};
 use tokio_util::sync::CancellationToken;
 

@@ -3,14 +3,12 @@
 
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use super::TurnError;
 use super::client::{State, TurnClient};
-use crate::participant::IceServer;
-
-/// Datagrams read in one `recv` before it yields (TURN's own responses are consumed there).
-const READS_PER_RECV: usize = 8;
+use crate::IceServer;
 
 /// The `turn:` URLs over UDP among `servers`, resolved, with their credentials, in order.
 pub fn udp_turn_servers(
@@ -167,16 +165,22 @@ impl RelayLink {
         self.socket.set_nonblocking(nonblocking)
     }
 
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
-        self.socket.set_read_timeout(timeout)
+    /// The socket's descriptor (for the driver's poll).
+    pub fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    /// When the allocation next needs [`RelayLink::tick`] (a refresh, a retransmission).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.client.poll_timeout()
     }
 
     /// One relayed payload into `buf`, with the peer it came from. Datagrams that are not
-    /// from the server, or are TURN's own, are consumed; after a few it reports
-    /// `WouldBlock` so the caller's timers run.
+    /// from the server, or are TURN's own, are consumed; with a non-blocking socket it
+    /// reports `WouldBlock` once the socket is empty.
     pub fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
         self.tick();
-        for _ in 0..READS_PER_RECV {
+        loop {
             let (n, from) = self.socket.recv_from(buf)?;
             if from != self.client.server() {
                 continue;
@@ -189,7 +193,6 @@ impl RelayLink {
                 return Ok((len, peer));
             }
         }
-        Err(ErrorKind::WouldBlock.into())
     }
 
     /// Sends `packet` to `peer` through the relay (best effort, like a datagram).
@@ -207,7 +210,8 @@ impl RelayLink {
         self.flush();
     }
 
-    fn tick(&mut self) {
+    /// Runs the allocation's timers (refreshes, retransmissions).
+    pub fn tick(&mut self) {
         let now = Instant::now();
         if self.client.poll_timeout().is_some_and(|at| at <= now) {
             self.client.handle_timeout(now);

@@ -5,14 +5,14 @@
 /// The largest packet accepted or sent. RFC 4571 allows 65,535 bytes, but nothing a WebRTC
 /// peer sends is larger than a path MTU; a bigger length is garbage or an attempt to make
 /// the worker buffer a lot for one connection.
-pub(crate) const MAX_PACKET: usize = 4096;
+pub const MAX_PACKET: usize = 4096;
 /// Bytes of buffered input per connection: a few packets, so one read takes several.
 const READ_BUFFER: usize = 4 * (MAX_PACKET + 2);
 
 /// Why a stream's framing is broken (the connection is closed: the stream cannot be
 /// resynchronised once a length is wrong).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum FramingError {
+pub enum FramingError {
     /// A zero length prefix.
     #[error("a zero-length frame")]
     Empty,
@@ -22,7 +22,7 @@ pub(crate) enum FramingError {
 }
 
 /// Splits a byte stream into packets.
-pub(crate) struct Deframer {
+pub struct Deframer {
     buf: Box<[u8]>,
     /// Unconsumed input is `buf[start..end]`.
     start: usize,
@@ -79,7 +79,7 @@ impl Deframer {
 
 /// Appends `packet` with its length prefix to `out`; `false` (and nothing appended) when it
 /// cannot be framed (empty or larger than [`MAX_PACKET`]).
-pub(crate) fn frame(out: &mut Vec<u8>, packet: &[u8]) -> bool {
+pub fn frame(out: &mut Vec<u8>, packet: &[u8]) -> bool {
     let Ok(len) = u16::try_from(packet.len()) else {
         return false;
     };

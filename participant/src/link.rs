@@ -4,6 +4,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use str0m::net::{Protocol, TcpType};
@@ -11,7 +12,7 @@ use str0m::{Candidate, Rtc};
 
 use super::turn::socket::RelayLink;
 use super::{IceTransport, ParticipantConfig, ParticipantError};
-use crate::framing::{self, Deframer};
+use surge_sfu_proto::framing::{self, Deframer};
 
 /// An active TCP candidate's port: it connects and never listens (RFC 6544 §4.5).
 const DISCARD_PORT: u16 = 9;
@@ -19,6 +20,11 @@ const DISCARD_PORT: u16 = 9;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A stalling reader's receive buffer: small, so the shard's backlog grows fast.
 const STALLED_RECEIVE_BUFFER: usize = 4096;
+/// Framed output waiting for the TCP connection to take it; past this, packets are dropped
+/// as a full UDP socket buffer would drop them (a session never waits on a write).
+const TCP_OUTPUT_LIMIT: usize = 256 * 1024;
+/// While TCP output waits, the session tries again this soon.
+const TCP_RETRY: Duration = Duration::from_millis(5);
 
 /// A transport chosen at offer time; TCP connects once the answer names the candidate.
 pub(super) enum Unconnected {
@@ -84,7 +90,6 @@ impl Unconnected {
                 socket.connect_timeout(&remote.into(), CONNECT_TIMEOUT)?;
                 let stream: TcpStream = socket.into();
                 stream.set_nodelay(true)?;
-                stream.set_write_timeout(Some(Duration::from_secs(1)))?;
                 Ok(Link::Tcp(TcpLink {
                     stream,
                     remote,
@@ -92,7 +97,6 @@ impl Unconnected {
                     output: Vec::with_capacity(2048),
                     stall_at: config.tcp_stall_after.map(|d| Instant::now() + d),
                     closed: false,
-                    read_timeout: None,
                 }))
             }
         }
@@ -149,12 +153,12 @@ pub(super) struct TcpLink {
     stream: TcpStream,
     remote: SocketAddr,
     input: Deframer,
+    /// Framed packets the connection has not taken yet.
     output: Vec<u8>,
     /// From then on nothing is read (a test's slow reader).
     stall_at: Option<Instant>,
     /// The shard closed the connection (or its framing broke).
     closed: bool,
-    read_timeout: Option<Duration>,
 }
 
 impl Link {
@@ -165,27 +169,40 @@ impl Link {
         }
     }
 
-    pub fn set_nonblocking(&mut self, nonblocking: bool) -> std::io::Result<()> {
+    /// Every read and write returns at once (the driver waits on the descriptor).
+    pub fn set_nonblocking(&mut self) -> std::io::Result<()> {
         match self {
-            Link::Udp(s) => s.set_nonblocking(nonblocking),
-            Link::Relay(r) => r.set_nonblocking(nonblocking),
-            Link::Tcp(t) => {
-                if nonblocking {
-                    t.read_timeout = Some(Duration::ZERO);
-                }
-                Ok(())
-            }
+            Link::Udp(s) => s.set_nonblocking(true),
+            Link::Relay(r) => r.set_nonblocking(true),
+            Link::Tcp(t) => t.stream.set_nonblocking(true),
         }
     }
 
-    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
+    /// The descriptor the driver polls for readability.
+    pub fn fd(&self) -> RawFd {
         match self {
-            Link::Udp(s) => s.set_read_timeout(timeout),
-            Link::Relay(r) => r.set_read_timeout(timeout),
-            Link::Tcp(t) => {
-                t.read_timeout = timeout;
-                Ok(())
-            }
+            Link::Udp(s) => s.as_raw_fd(),
+            Link::Relay(r) => r.fd(),
+            Link::Tcp(t) => t.stream.as_raw_fd(),
+        }
+    }
+
+    /// When the transport itself next needs [`Link::handle_timeout`]: a TURN refresh or
+    /// retransmission, TCP output still waiting.
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+        match self {
+            Link::Udp(_) => None,
+            Link::Relay(r) => r.poll_timeout(),
+            Link::Tcp(t) => (!t.output.is_empty() && !t.closed).then_some(now + TCP_RETRY),
+        }
+    }
+
+    /// Runs the transport's own timers.
+    pub fn handle_timeout(&mut self, _now: Instant) {
+        match self {
+            Link::Udp(_) => {}
+            Link::Relay(r) => r.tick(),
+            Link::Tcp(t) => t.flush(),
         }
     }
 
@@ -206,12 +223,11 @@ impl Link {
             }
             Link::Relay(r) => r.send(packet, destination),
             Link::Tcp(t) => {
-                if t.closed || destination != t.remote {
+                if t.closed || destination != t.remote || t.output.len() >= TCP_OUTPUT_LIMIT {
                     return;
                 }
-                t.output.clear();
-                if framing::frame(&mut t.output, packet) && t.stream.write_all(&t.output).is_err() {
-                    t.closed = true;
+                if framing::frame(&mut t.output, packet) {
+                    t.flush();
                 }
             }
         }
@@ -228,6 +244,8 @@ impl Link {
 }
 
 impl TcpLink {
+    /// The next deframed packet, `WouldBlock` when none is whole yet (or the connection is
+    /// closed or stalled: nothing more will be read).
     fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         loop {
             if let Some(next) = self.input.next_packet() {
@@ -241,19 +259,30 @@ impl TcpLink {
             }
             let stalled = self.stall_at.is_some_and(|at| Instant::now() >= at);
             if self.closed || stalled {
-                // Nothing will be read: wait as a read would, so the loop does not spin.
-                if let Some(t) = self.read_timeout.filter(|t| !t.is_zero()) {
-                    std::thread::sleep(t);
-                }
                 return Err(ErrorKind::WouldBlock.into());
             }
-            // The stream stays blocking (for writes): a "non-blocking" read waits a moment.
-            let timeout = self.read_timeout.map(|t| t.max(Duration::from_millis(1)));
-            self.stream.set_read_timeout(timeout)?;
             match self.stream.read(self.input.spare()) {
                 Ok(0) => self.closed = true,
                 Ok(n) => self.input.filled(n),
-                Err(e) => return Err(e),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+                    return Err(e);
+                }
+                Err(_) => self.closed = true,
+            }
+        }
+    }
+
+    /// Writes as much of the waiting output as the connection takes now.
+    fn flush(&mut self) {
+        while !self.output.is_empty() && !self.closed {
+            match self.stream.write(&self.output) {
+                Ok(0) => self.closed = true,
+                Ok(n) => {
+                    self.output.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(_) => self.closed = true,
             }
         }
     }
