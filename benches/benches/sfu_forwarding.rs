@@ -12,6 +12,7 @@
 //! SRTP: this is the cost the core adds per packet, not the end-to-end figure.
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -33,6 +34,8 @@ struct Bench {
     ts: [u32; 3],
     picture_id: [u16; 3],
     sent: u64,
+    /// Every packet's payload (keyframes' are kept by the room's keyframe cache).
+    payload: Arc<[u8]>,
 }
 
 impl Bench {
@@ -74,6 +77,7 @@ impl Bench {
             ts: [0, 1 << 20, 1 << 30],
             picture_id: [0, 100, 200],
             sent: 0,
+            payload: vec![0; 1100].into(),
         };
         let mut slots = Vec::new();
         while let Some(output) = bench.room.poll_output() {
@@ -147,10 +151,17 @@ impl Bench {
                 tl0_pic_idx: Some(0),
             }),
             payload_len: 1100,
+            payload_type: 96,
         };
-        let n = self
-            .room
-            .handle_rtp(PUBLISHER, self.mid, Some(layer), &meta, self.now, out);
+        let n = self.room.handle_rtp(
+            PUBLISHER,
+            self.mid,
+            Some(layer),
+            &meta,
+            &self.payload,
+            self.now,
+            out,
+        );
         if self.room.poll_timeout().is_some_and(|t| t <= self.now) {
             self.room.handle_timeout(self.now);
             self.drain();

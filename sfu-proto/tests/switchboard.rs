@@ -419,3 +419,57 @@ fn the_clients_first_check_nominates_so_dtls_need_not_wait_for_its_nomination() 
         |n| n.clients[alice].saw(|m| matches!(m, ServerMessage::Welcome { .. })),
     );
 }
+
+#[test]
+fn a_joiner_gets_the_publishers_last_keyframe_at_once_then_the_live_one() {
+    let mut net = Net::new(50, Duration::from_secs(15));
+    let alice = net.join("r", Publish::AudioVideo);
+    let viewer = net.join("r", Publish::Nothing);
+    net.run_until(LONG, "the viewer receives video", |n| {
+        n.clients[viewer].received_kind(Kind::Video) > 30
+    });
+    // The viewer may have had alice's first keyframe replayed already.
+    let replays_before = net.counters.keyframes_replayed;
+    // Alice's encoder is slow to answer keyframe requests: the keyframe bob sees first can
+    // only be the cached one.
+    net.clients[alice].ignore_keyframe_requests = true;
+    let bob = net.try_join_receiving("r", Publish::Nothing, 1).unwrap();
+    net.run_until(LONG, "bob receives a video packet", |n| {
+        n.clients[bob].received_kind(Kind::Video) > 0
+    });
+    let video_mid = net.clients[bob]
+        .mids_of(surge_sfu_proto::protocol::TrackSource::Camera)
+        .pop()
+        .expect("bob has alice's camera");
+    // The whole frame came in one go, and nothing after it while alice does not answer: her
+    // deltas reference frames bob never had.
+    net.run_for(Duration::from_millis(500));
+    let replayed = net.clients[bob].rtp[&video_mid].clone();
+    assert!(replayed[0].keyframe, "{replayed:?}");
+    assert!(replayed.last().unwrap().marker, "{replayed:?}");
+    assert!(replayed.len() > 1, "a keyframe of several packets");
+    for w in replayed.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq + 1);
+        assert_eq!(w[1].ts, w[0].ts);
+    }
+    assert_eq!(net.counters.keyframes_replayed, replays_before + 1);
+
+    // Alice answers: bob's stream goes on with her fresh keyframe, numbered on.
+    net.clients[alice].ignore_keyframe_requests = false;
+    net.run_until(LONG, "bob receives the live stream", |n| {
+        n.clients[bob].rtp[&video_mid].len() > replayed.len() + 30
+    });
+    let all = &net.clients[bob].rtp[&video_mid];
+    let live = all[replayed.len()];
+    assert!(live.keyframe, "the live stream starts on a keyframe");
+    assert_eq!(live.seq, replayed.last().unwrap().seq + 1);
+    assert!(
+        live.ts.wrapping_sub(replayed[0].ts) < 90_000 * 2,
+        "a sane timestamp step"
+    );
+    let (a, b) = (replayed[0].picture_id.unwrap(), live.picture_id.unwrap());
+    assert_eq!(b, (a + 1) & 0x7FFF, "picture ids continue");
+    for w in all.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq + 1, "no gap");
+    }
+}

@@ -16,6 +16,9 @@ pub const BYTES_OUT: &str = "surge_sfu_rtp_bytes_out_total";
 pub const LAYER_SWITCHES: &str = "surge_sfu_layer_switches_total";
 /// Counter: keyframe requests sent to publishers (after coalescing).
 pub const KEYFRAME_REQUESTS: &str = "surge_sfu_keyframe_requests_total";
+/// Counter: cached keyframes replayed to new subscribers (each spares one a keyframe
+/// request's round trip before its first picture).
+pub const KEYFRAMES_REPLAYED: &str = "surge_sfu_keyframes_replayed_total";
 /// Counter: NACKs received from subscribers (str0m answers them from its RTX cache).
 pub const NACKS: &str = "surge_sfu_nacks_total";
 /// Counter: chat messages relayed to a room (once each).

@@ -172,6 +172,7 @@ fn export(c: &Counters, sent: udp::Sent, wakeups: u64) {
     metrics::counter!(m::BYTES_OUT).increment(c.bytes_out);
     metrics::counter!(m::LAYER_SWITCHES).increment(c.layer_switches);
     metrics::counter!(m::KEYFRAME_REQUESTS).increment(c.keyframe_requests);
+    metrics::counter!(m::KEYFRAMES_REPLAYED).increment(c.keyframes_replayed);
     metrics::counter!(m::NACKS).increment(c.nacks);
     metrics::counter!(m::CHAT_MESSAGES).increment(c.chat_messages);
     metrics::counter!(m::CHAT_REFUSED).increment(c.chat_refused);

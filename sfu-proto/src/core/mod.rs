@@ -10,7 +10,8 @@
 //!  ───────                                   ────
 //!  join / leave / publish_track  ─────────▶  membership, NeedSlot / DropSlot
 //!  slot_ready(sub, track, out_mid) ───────▶  a subscriber's outgoing m-line exists
-//!  handle_rtp(from, mid, layer, meta, out) ▶ out(Forward{..}) per receiving subscriber
+//!                                            (ReplayKeyframe: the cached keyframe, at once)
+//!  handle_rtp(from, mid, layer, meta, payload, out) ▶ out(Forward{..}) per subscriber
 //!  handle_bandwidth / set_max_height ─────▶  layer choice (switch on the next keyframe)
 //!  set_receive_cap ───────────────────────▶  the cap a subscriber announced (first layer)
 //!  handle_keyframe_request / layer_paused ▶  coalesced RequestKeyframe
@@ -34,6 +35,7 @@
 mod bitrate;
 pub mod hash;
 mod keyframe;
+mod keyframe_cache;
 mod layer;
 mod rewrite;
 mod room;
@@ -42,6 +44,7 @@ mod speaker;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use layer::{Layer, layer_for_rid};
@@ -93,6 +96,9 @@ pub struct RoomConfig {
     pub up_headroom: f64,
     /// No upward switch this soon after a downward one (avoids flapping).
     pub up_hold: Duration,
+    /// Payload bytes of the last keyframe kept per published video layer, replayed to a
+    /// subscriber the moment its slot is ready (0: no cache). A bigger keyframe is not kept.
+    pub keyframe_cache_bytes: usize,
     /// Active speaker detection.
     pub speaker: SpeakerConfig,
 }
@@ -109,6 +115,9 @@ impl Default for RoomConfig {
             audio_reserve_bps: 40_000,
             up_headroom: 1.2,
             up_hold: Duration::from_secs(4),
+            // A 720p camera keyframe is 20-80 KB; a shared screen's can be more, and is then
+            // not kept (its subscribers wait for the requested keyframe, as without a cache).
+            keyframe_cache_bytes: 256 * 1024,
             speaker: SpeakerConfig::default(),
         }
     }
@@ -215,6 +224,9 @@ pub struct RtpMeta {
     pub vp8: Option<Vp8Meta>,
     /// Payload size in bytes (for layer bitrates and counters).
     pub payload_len: usize,
+    /// The payload type, as the publisher's session numbers it (kept with cached keyframes,
+    /// so the runtime can map a replayed packet to the subscriber's payload type).
+    pub payload_type: u8,
 }
 
 /// One packet to send to one subscriber, with rewritten numbering.
@@ -233,6 +245,17 @@ pub struct Forward {
     pub marker: bool,
     /// Rewritten VP8 fields to patch into the payload (`Vp8Descriptor::patch`).
     pub vp8: Option<Vp8Meta>,
+}
+
+/// One packet of a cached keyframe replayed to a new subscriber ([`Output::ReplayKeyframe`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayedPacket {
+    /// Whom to, on which m-line, renumbered into the subscriber's stream.
+    pub forward: Forward,
+    /// The payload type the publisher used ([`RtpMeta::payload_type`]).
+    pub payload_type: u8,
+    /// The payload as the publisher sent it (VP8 fields to patch are in `forward.vp8`).
+    pub payload: Arc<[u8]>,
 }
 
 /// Something the runtime should tell clients about.
@@ -310,6 +333,16 @@ pub enum Output {
         /// That layer's rid as the publisher named it.
         rid: Option<Rid>,
     },
+    /// Send these packets (the last complete keyframe of the layer a new subscriber's slot
+    /// targets, renumbered) now, before anything else on that m-line: the subscriber has a
+    /// picture without waiting for the keyframe requested from the publisher. The deltas that
+    /// follow are held back until that fresh keyframe arrives, as on a layer switch.
+    ReplayKeyframe {
+        /// Whose keyframe (its session knows the payload types).
+        publisher: ParticipantId,
+        /// The packets, in order.
+        packets: Vec<ReplayedPacket>,
+    },
     /// A room event to send as JSON (to everyone, except `LayerChanged`: its subscriber only).
     Event(RoomEvent),
     /// The participant sent nothing for too long and was removed (after `Event(Left)`); close
@@ -366,4 +399,6 @@ pub struct RoomStats {
     pub unknown_track_packets: u64,
     /// Participants removed for inactivity.
     pub timed_out: u64,
+    /// Cached keyframes replayed to new subscribers ([`Output::ReplayKeyframe`]).
+    pub keyframes_replayed: u64,
 }

@@ -66,8 +66,24 @@ impl Rewriter {
         }
     }
 
+    /// Whether a packet was sent (an epoch started).
+    pub(crate) fn started(&self) -> bool {
+        self.started
+    }
+
     /// Starts an epoch at `meta`: it will be sent right after the last packet sent.
     pub(crate) fn start_epoch(&mut self, meta: &RtpMeta, now: Instant) {
+        self.start_epoch_with(meta, now, None);
+    }
+
+    /// Starts an epoch at `meta` whose packets carry `ts` (then spaced as the source's):
+    /// a cached keyframe replayed with a timestamp on the live stream's clock, not the one it
+    /// had when it was captured, seconds ago.
+    pub(crate) fn start_epoch_at(&mut self, meta: &RtpMeta, ts: u32, now: Instant) {
+        self.start_epoch_with(meta, now, Some(ts));
+    }
+
+    fn start_epoch_with(&mut self, meta: &RtpMeta, now: Instant, ts: Option<u32>) {
         let next_seq = if self.started {
             self.max_out_seq.wrapping_add(1)
         } else {
@@ -76,8 +92,9 @@ impl Rewriter {
         self.seq_offset = next_seq.wrapping_sub(meta.seq);
         self.epoch_first_in_seq = meta.seq;
 
-        self.ts_offset = match self.last_out_at {
-            Some(at) if self.started => {
+        self.ts_offset = match (ts, self.last_out_at) {
+            (Some(ts), _) => ts.wrapping_sub(meta.ts),
+            (None, Some(at)) if self.started => {
                 let next_ts = self
                     .last_out_ts
                     .wrapping_add(self.ticks(now.saturating_duration_since(at)));

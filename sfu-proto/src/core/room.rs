@@ -1,16 +1,19 @@
 //! The room state machine.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::bitrate::BitrateMeter;
 use super::hash::FastMap;
 use super::keyframe::KeyframeCoalescer;
+use super::keyframe_cache::KeyframeCache;
 use super::rewrite::Rewriter;
 use super::speaker::{LevelMeter, SpeakerSelector};
 use super::{
-    Forward, Layer, MediaKind, Mid, Output, ParticipantId, ParticipantInfo, PublishedTrack, Rid,
-    RoomConfig, RoomError, RoomEvent, RoomStats, RtpMeta, TrackId, TrackSource, layer_for_rid,
+    Forward, Layer, MediaKind, Mid, Output, ParticipantId, ParticipantInfo, PublishedTrack,
+    ReplayedPacket, Rid, RoomConfig, RoomError, RoomEvent, RoomStats, RtpMeta, TrackId,
+    TrackSource, layer_for_rid,
 };
 
 /// A layer that sent nothing for this long (while its track is older than this) is treated
@@ -83,6 +86,10 @@ struct LayerState {
     paused: bool,
     meter: BitrateMeter,
     keyframe: KeyframeCoalescer,
+    /// Video: the last complete keyframe, for new subscribers (kept while the layer is live).
+    cache: KeyframeCache,
+    /// The timestamp of the last packet received, and when: the live stream's clock.
+    latest_ts: Option<(u32, Instant)>,
 }
 
 /// One subscriber's reception of one track.
@@ -303,7 +310,8 @@ impl Room {
     }
 
     /// The subscriber's outgoing m-line `out_mid` for `track` is negotiated: packets flow to
-    /// it from the next keyframe (video) or at once (audio).
+    /// it from the next keyframe (video) or at once (audio). A video slot whose layer has a
+    /// cached keyframe gets it at once ([`Output::ReplayKeyframe`]).
     pub fn slot_ready(
         &mut self,
         subscriber: ParticipantId,
@@ -340,22 +348,87 @@ impl Room {
         });
         if !audio {
             self.allocate(subscriber, now);
+            self.replay_keyframe(subscriber, track, now);
         }
         Ok(())
     }
 
+    /// A new video slot targets a layer whose last keyframe is cached: sends it now,
+    /// renumbered into the slot's stream. The slot's current layer stays unset, so the deltas
+    /// that follow (they reference frames the subscriber never had) are held back until the
+    /// keyframe requested when the layer was chosen; that one starts the live stream exactly
+    /// as a layer switch does, numbered on from the replayed frame.
+    fn replay_keyframe(&mut self, subscriber: ParticipantId, track_id: TrackId, now: Instant) {
+        let Some(track) = self.tracks.get_mut(&track_id) else {
+            return;
+        };
+        let Some(idx) = track.slots.iter().position(|s| s.subscriber == subscriber) else {
+            return;
+        };
+        let Some(layer) = track.slots[idx].target else {
+            return;
+        };
+        // Only before anything was sent: mid-stream, an old picture would be a jump back.
+        if track.slots[idx].rewriter.started() || !track.layer_live(layer, now) {
+            return;
+        }
+        let state = &track.layers[layer.index()];
+        let (Some(packets), Some((live_ts, live_at))) = (state.cache.keyframe(), state.latest_ts)
+        else {
+            return;
+        };
+        // The cached frame may be seconds (or minutes: browsers send keyframes when asked)
+        // old. It is stamped with the live stream's clock now, where the publisher's next
+        // frame will land: the jitter buffer sees a frame of the present, the RTCP sender
+        // reports keep lip sync, and the live keyframe follows it by the time elapsed.
+        let elapsed = now.saturating_duration_since(live_at);
+        let ticks = elapsed.as_micros() * u128::from(VIDEO_CLOCK) / 1_000_000;
+        // Wrapping is what RTP timestamps do anyway.
+        let ts = live_ts.wrapping_add(ticks as u32);
+        let slot = &mut track.slots[idx];
+        slot.rewriter.start_epoch_at(&packets[0].meta, ts, now);
+        let mut replayed = Vec::with_capacity(packets.len());
+        for p in packets {
+            let Some(r) = slot.rewriter.rewrite(&p.meta, now) else {
+                continue;
+            };
+            replayed.push(ReplayedPacket {
+                forward: Forward {
+                    subscriber,
+                    out_mid: slot.out_mid,
+                    seq: r.seq,
+                    ts: r.ts,
+                    marker: p.meta.marker,
+                    vp8: r.vp8,
+                },
+                payload_type: p.meta.payload_type,
+                payload: Arc::clone(&p.payload),
+            });
+        }
+        tracing::debug!(subscriber = %subscriber, publisher = %track_id.publisher, mid = %track_id.mid, ?layer, packets = replayed.len(), "cached keyframe replayed");
+        self.stats.keyframes_replayed += 1;
+        self.outputs.push_back(Output::ReplayKeyframe {
+            publisher: track_id.publisher,
+            packets: replayed,
+        });
+    }
+
     /// One incoming RTP packet from `from` on its m-line `mid`, of simulcast `layer` (`None`
-    /// when the track is not simulcast). Calls `out` once per subscriber that receives it;
-    /// returns how many did. Allocates nothing.
+    /// when the track is not simulcast), with its `payload`. Calls `out` once per subscriber
+    /// that receives it; returns how many did. Allocates nothing, except to copy a keyframe's
+    /// packets into the layer's cache.
     ///
     /// `meta.keyframe` should be true on the first packet of a keyframe: layer switches
     /// happen there.
+    // The packet's parts, as the runtime has them; a struct would only be taken apart here.
+    #[allow(clippy::too_many_arguments)]
     pub fn handle_rtp(
         &mut self,
         from: ParticipantId,
         mid: Mid,
         layer: Option<Layer>,
         meta: &RtpMeta,
+        payload: &Arc<[u8]>,
         now: Instant,
         out: &mut impl FnMut(Forward),
     ) -> usize {
@@ -388,6 +461,12 @@ impl Room {
         let state = &mut track.layers[layer.index()];
         let layer_appears = state.meter.last_packet().is_none();
         state.meter.add(meta.payload_len, now);
+        if track.kind.is_video() {
+            state.latest_ts = Some((meta.ts, now));
+            state
+                .cache
+                .add(meta, payload, self.config.keyframe_cache_bytes);
+        }
         if meta.keyframe {
             state.keyframe.keyframe_arrived();
         } else if layer_appears && track.kind.is_video() {
@@ -565,6 +644,9 @@ impl Room {
         state.paused = paused;
         // A request for a paused layer fails at the publisher; start afresh on resume.
         state.keyframe.keyframe_arrived();
+        if paused {
+            state.cache.clear();
+        }
         tracing::debug!(publisher = %publisher, %mid, ?layer, paused, "layer paused");
         let mut subscribers: Vec<ParticipantId> =
             track.slots.iter().map(|s| s.subscriber).collect();
@@ -620,6 +702,14 @@ impl Room {
         for track in self.tracks.values_mut() {
             for state in &mut track.layers {
                 state.meter.tick(now);
+                // A layer that went quiet is not replayed; its keyframe's memory goes too.
+                let quiet = state
+                    .meter
+                    .last_packet()
+                    .is_none_or(|t| now.saturating_duration_since(t) >= LAYER_STALE);
+                if quiet {
+                    state.cache.clear();
+                }
             }
             track.retry_keyframes(now, &mut sink);
         }
@@ -711,6 +801,13 @@ impl Room {
     /// The current active speaker.
     pub fn active_speaker(&self) -> Option<ParticipantId> {
         self.speaker.current()
+    }
+
+    /// Payload bytes held by a publisher layer's keyframe cache.
+    pub fn cached_keyframe_bytes(&self, track: TrackId, layer: Layer) -> usize {
+        self.tracks
+            .get(&track)
+            .map_or(0, |t| t.layers[layer.index()].cache.bytes())
     }
 
     /// The bitrate measured for a publisher layer (`None` until a full window was seen).
@@ -963,6 +1060,16 @@ impl Track {
             .meter
             .last_packet()
             .is_some_and(|t| now.saturating_duration_since(t) < LAYER_STALE)
+    }
+
+    /// Whether a layer is active and sent something lately: its cached keyframe may be
+    /// replayed.
+    fn layer_live(&self, layer: Layer, now: Instant) -> bool {
+        self.layer_active(layer, now)
+            && self.layers[layer.index()]
+                .meter
+                .last_packet()
+                .is_some_and(|t| now.saturating_duration_since(t) < LAYER_STALE)
     }
 
     /// Picks the target layer of `subscriber`'s slot for `budget` bps, with hysteresis.

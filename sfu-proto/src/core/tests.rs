@@ -3,6 +3,7 @@
 //! on what each subscriber receives.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
@@ -95,6 +96,8 @@ struct Sim {
     /// Audio level each publisher sends (127 = silence).
     levels: BTreeMap<ParticipantId, u8>,
     pending_slots: Vec<(ParticipantId, TrackId)>,
+    /// Cached keyframes replayed: (subscriber, out mid, packets).
+    replays: Vec<(ParticipantId, Mid, Vec<ReplayedPacket>)>,
 }
 
 impl Sim {
@@ -115,6 +118,7 @@ impl Sim {
             answer_keyframes: true,
             levels: BTreeMap::new(),
             pending_slots: Vec::new(),
+            replays: Vec::new(),
         }
     }
 
@@ -179,6 +183,15 @@ impl Sim {
                 {
                     s.keyframe_due = true;
                 }
+            }
+            Output::ReplayKeyframe { packets, .. } => {
+                let Some(first) = packets.first() else {
+                    return;
+                };
+                let (subscriber, out_mid) = (first.forward.subscriber, first.forward.out_mid);
+                let received = self.received.entry((subscriber, out_mid)).or_default();
+                received.packets.extend(packets.iter().map(|p| p.forward));
+                self.replays.push((subscriber, out_mid, packets));
             }
             Output::Event(e) => self.events.push(e),
             Output::ParticipantTimedOut(p) => self.timed_out.push(p),
@@ -251,12 +264,19 @@ impl Sim {
                 tl0_pic_idx: Some(s.tl0),
             }),
             payload_len,
+            payload_type: 96,
         };
+        // The payload names its packet, so a replay can be checked against what was sent.
+        let mut payload = vec![0; payload_len.max(8)];
+        payload[..8].copy_from_slice(&s.seq.to_be_bytes());
+        let payload: Arc<[u8]> = payload.into();
         s.seq += 1;
         let mut out = Vec::new();
         let n = self
             .room
-            .handle_rtp(p, mid, layer, &meta, self.now, &mut |f| out.push(f));
+            .handle_rtp(p, mid, layer, &meta, &payload, self.now, &mut |f| {
+                out.push(f)
+            });
         for f in out {
             self.received
                 .entry((f.subscriber, f.out_mid))
@@ -898,6 +918,7 @@ fn leaving_publisher_drops_its_slots_and_stops_forwarding() {
         Mid::from("v"),
         Some(Layer::Low),
         &meta,
+        &Arc::from(&[][..]),
         sim.now,
         &mut |_| {},
     );
@@ -1009,8 +1030,15 @@ fn garbage_inputs_change_nothing() {
     // Unknown layer on a simulcast track: counted, not forwarded.
     let meta = RtpMeta::default();
     assert_eq!(
-        sim.room
-            .handle_rtp(pid(1), track.mid, None, &meta, now, &mut |_| {}),
+        sim.room.handle_rtp(
+            pid(1),
+            track.mid,
+            None,
+            &meta,
+            &Arc::from(&[][..]),
+            now,
+            &mut |_| {}
+        ),
         0
     );
     assert_eq!(sim.room.stats().unknown_track_packets, 1);
@@ -1029,6 +1057,8 @@ enum Step {
     Pli(u8),
     Pause(u8, bool),
     Ignore(bool),
+    /// A new subscriber joins (it may get a cached keyframe replayed).
+    Join,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -1043,6 +1073,7 @@ fn step() -> impl Strategy<Value = Step> {
         (0u8..3).prop_map(Step::Pli),
         (0u8..3, any::<bool>()).prop_map(|(l, p)| Step::Pause(l, p)),
         any::<bool>().prop_map(Step::Ignore),
+        Just(Step::Join),
     ]
 }
 
@@ -1055,6 +1086,7 @@ proptest! {
     fn numbering_stays_continuous_across_switches(steps in prop::collection::vec(step(), 1..60)) {
         let (mut sim, track) = simulcast_room(3);
         let mid = track.mid;
+        let mut joined = 0;
         for s in steps {
             match s {
                 Step::Bandwidth(sub, bps) => sim.bandwidth(pid(2 + u64::from(sub)), bps),
@@ -1080,6 +1112,12 @@ proptest! {
                     sim.drain();
                 }
                 Step::Ignore(ignore) => sim.answer_keyframes = !ignore,
+                // The room holds 50.
+                Step::Join if joined < 20 => {
+                    joined += 1;
+                    sim.join(pid(100 + joined), false, true);
+                }
+                Step::Join => {}
             }
         }
         sim.assert_continuous();
@@ -1178,4 +1216,196 @@ fn a_layer_that_appears_after_the_keyframe_request_is_asked_again_at_once() {
     // Only once: later non-keyframes of a known layer do not ask again.
     sim.run(Duration::from_millis(200));
     assert_eq!(sim.keyframe_requests.len(), 2);
+}
+
+/// The Mid stream's packets a keyframe consists of (`LAYER_SHAPE`).
+const MID_PACKETS: usize = LAYER_SHAPE[1].0 as usize;
+
+/// The out mids of `subscriber`'s replays.
+fn replayed_to(sim: &Sim, subscriber: ParticipantId) -> Vec<&[ReplayedPacket]> {
+    sim.replays
+        .iter()
+        .filter(|(s, _, _)| *s == subscriber)
+        .map(|(_, _, p)| p.as_slice())
+        .collect()
+}
+
+#[test]
+fn a_new_subscriber_gets_the_cached_keyframe_at_once_then_the_live_stream_from_the_next() {
+    // 2 receives Mid (the initial estimate), so Mid's keyframe is in the cache.
+    let (mut sim, track) = simulcast_room(1);
+    sim.run(Duration::from_millis(500));
+    let requests = sim.keyframe_requests.len();
+    sim.join(pid(3), false, true);
+    let out = sim.out_mid(pid(3), track);
+
+    // At once, before any new packet: the whole keyframe, numbered from the first sequence
+    // number, with the payloads the publisher sent.
+    let replays = replayed_to(&sim, pid(3));
+    assert_eq!(replays.len(), 1);
+    let replay = replays[0];
+    assert_eq!(replay.len(), MID_PACKETS);
+    for (i, p) in replay.iter().enumerate() {
+        assert_eq!(p.forward.out_mid, out);
+        assert_eq!(p.forward.seq, FIRST_OUT_SEQ + i as u64);
+        assert_eq!(p.payload_type, 96);
+        assert_eq!(p.forward.marker, i + 1 == MID_PACKETS);
+    }
+    let first_in_seq = u64::from_be_bytes(replay[0].payload[..8].try_into().unwrap());
+    let last_in_seq = u64::from_be_bytes(replay[MID_PACKETS - 1].payload[..8].try_into().unwrap());
+    assert_eq!(last_in_seq, first_in_seq + MID_PACKETS as u64 - 1);
+    // Stamped on the live stream's clock of now (within a frame of the publisher's next
+    // timestamp), not with the capture time 500 ms ago.
+    let live_next_ts = sim.streams[&(pid(1), track.mid, Some(Layer::Mid))].ts;
+    let behind = live_next_ts.wrapping_sub(replay[0].forward.ts);
+    assert!(
+        behind <= 3000,
+        "replayed ts {behind} ticks behind the live stream"
+    );
+    assert_eq!(sim.room.stats().keyframes_replayed, 1);
+    // The live keyframe is asked for at the same time.
+    assert!(
+        sim.keyframe_requests[requests..].contains(&(pid(1), track.mid, Some(Layer::Mid))),
+        "{:?}",
+        &sim.keyframe_requests[requests..]
+    );
+
+    // The publisher is slow to answer: its deltas reference frames 3 never had, and are
+    // held back.
+    sim.answer_keyframes = false;
+    for stream in sim.streams.values_mut() {
+        stream.keyframe_due = false;
+    }
+    for _ in 0..5 {
+        sim.frame();
+    }
+    assert_eq!(sim.count(pid(3), out), MID_PACKETS);
+    assert_eq!(sim.room.current_layer(pid(3), out), None);
+
+    // The live keyframe, then its deltas, numbered on from the replay.
+    sim.streams
+        .get_mut(&(pid(1), track.mid, Some(Layer::Mid)))
+        .unwrap()
+        .keyframe_due = true;
+    for _ in 0..3 {
+        sim.frame();
+    }
+    assert_eq!(sim.count(pid(3), out), MID_PACKETS * 4);
+    assert_eq!(sim.room.current_layer(pid(3), out), Some(Layer::Mid));
+    assert!(sim.events.contains(&RoomEvent::LayerChanged {
+        subscriber: pid(3),
+        out_mid: out,
+        layer: Layer::Mid
+    }));
+    sim.assert_continuous();
+    // A first layer is no switch.
+    assert_eq!(sim.room.stats().layer_switches, 0);
+
+    // A layer switch afterwards works as without a replay.
+    sim.answer_keyframes = true;
+    sim.bandwidth(pid(3), 200_000);
+    sim.run(Duration::from_millis(300));
+    assert_eq!(sim.room.current_layer(pid(3), out), Some(Layer::Low));
+    assert_eq!(sim.last_source(pid(3), out), Some(Layer::Low));
+    assert_eq!(sim.room.stats().layer_switches, 1);
+    sim.assert_continuous();
+    assert_eq!(sim.room.stats().keyframes_replayed, 1);
+}
+
+#[test]
+fn a_non_simulcast_track_and_audio_are_handled_too() {
+    let mut sim = Sim::new(config());
+    sim.join(pid(1), true, true);
+    sim.join(pid(2), false, true);
+    let video = sim.publish(
+        pid(1),
+        PublishedTrack {
+            rids: Vec::new(),
+            ..simulcast("v")
+        },
+    );
+    sim.publish(pid(1), audio("a"));
+    sim.run(Duration::from_millis(300));
+    sim.join(pid(3), false, true);
+    // One replay, the video's five packets; audio needs none.
+    let replays = replayed_to(&sim, pid(3));
+    assert_eq!(replays.len(), 1);
+    assert_eq!(replays[0].len(), LAYER_SHAPE[2].0 as usize);
+    assert_eq!(replays[0][0].forward.out_mid, sim.out_mid(pid(3), video));
+    sim.run(Duration::from_millis(300));
+    sim.assert_continuous();
+    assert_eq!(
+        sim.room.current_layer(pid(3), sim.out_mid(pid(3), video)),
+        Some(Layer::High)
+    );
+}
+
+#[test]
+fn the_cache_is_bounded_and_emptied_when_the_layer_stops_or_the_publisher_leaves() {
+    // Low's keyframe (500 B) fits, Mid's (2 x 1000 B) and High's do not.
+    let mut cfg = config();
+    cfg.keyframe_cache_bytes = 1500;
+    let mut sim = Sim::new(cfg);
+    sim.join(pid(1), true, true);
+    let track = sim.publish(pid(1), simulcast("v"));
+    for stream in sim.streams.values_mut() {
+        stream.keyframe_due = true;
+    }
+    sim.frame();
+    assert_eq!(sim.room.cached_keyframe_bytes(track, Layer::Low), 500);
+    assert_eq!(sim.room.cached_keyframe_bytes(track, Layer::Mid), 0);
+    assert_eq!(sim.room.cached_keyframe_bytes(track, Layer::High), 0);
+    // A subscriber on Mid waits for the live keyframe, as without a cache.
+    sim.join(pid(2), false, true);
+    assert!(sim.replays.is_empty());
+    // One that can only take Low gets Low's.
+    sim.auto_ready = false;
+    sim.join(pid(3), false, true);
+    sim.room.set_receive_cap(pid(3), Some(150_000), sim.now);
+    sim.auto_ready = true;
+    sim.drain();
+    assert_eq!(replayed_to(&sim, pid(3)).len(), 1);
+
+    // A paused layer's keyframe goes at once.
+    sim.room
+        .layer_paused(pid(1), track.mid, Some(Layer::Low), true, sim.now);
+    assert_eq!(sim.room.cached_keyframe_bytes(track, Layer::Low), 0);
+    sim.room
+        .layer_paused(pid(1), track.mid, Some(Layer::Low), false, sim.now);
+    sim.streams
+        .get_mut(&(pid(1), track.mid, Some(Layer::Low)))
+        .unwrap()
+        .keyframe_due = true;
+    sim.frame();
+    assert_eq!(sim.room.cached_keyframe_bytes(track, Layer::Low), 500);
+
+    // The publisher leaves: its tracks and their caches are gone.
+    sim.room.leave(pid(1), sim.now);
+    sim.drain();
+    assert_eq!(sim.room.cached_keyframe_bytes(track, Layer::Low), 0);
+}
+
+#[test]
+fn a_layer_that_went_quiet_is_not_replayed() {
+    let (mut sim, track) = simulcast_room(1);
+    sim.run(Duration::from_millis(500));
+    assert!(sim.room.cached_keyframe_bytes(track, Layer::Mid) > 0);
+    // The publisher stops sending (a camera turned off, a network gone) for longer than a
+    // layer counts as live; its keyframe is dropped with it.
+    sim.advance(Duration::from_millis(2_100));
+    assert_eq!(sim.room.cached_keyframe_bytes(track, Layer::Mid), 0);
+    sim.join(pid(3), false, true);
+    assert!(sim.replays.is_empty());
+    assert_eq!(sim.room.stats().keyframes_replayed, 0);
+
+    // A subscriber already receiving never gets a replay (an old picture mid-stream would be
+    // a jump back), even when its layer changes.
+    sim.run(Duration::from_millis(500));
+    let out = sim.out_mid(pid(2), track);
+    sim.room.set_max_height(pid(2), out, 180, sim.now);
+    sim.drain();
+    sim.run(Duration::from_millis(300));
+    assert_eq!(sim.room.stats().keyframes_replayed, 0);
+    assert_eq!(sim.room.current_layer(pid(2), out), Some(Layer::Low));
+    sim.assert_continuous();
 }

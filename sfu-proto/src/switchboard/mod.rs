@@ -38,6 +38,7 @@ mod chat;
 mod outbox;
 mod peer;
 mod quality;
+mod replay;
 mod roster;
 mod route;
 
@@ -247,6 +248,8 @@ pub struct Counters {
     pub layer_switches: u64,
     /// Keyframe requests sent to publishers (after coalescing).
     pub keyframe_requests: u64,
+    /// Cached keyframes replayed to new subscribers.
+    pub keyframes_replayed: u64,
     /// NACKs received from subscribers.
     pub nacks: u64,
     /// Datagrams str0m refused (unparsable, undecryptable).

@@ -412,6 +412,10 @@ impl Switchboard {
                     }
                     self.mark_dirty(publisher);
                 }
+                Output::ReplayKeyframe { publisher, packets } => {
+                    self.counters.keyframes_replayed += 1;
+                    self.replay_keyframe(publisher, packets, now);
+                }
                 Output::Event(event) => self.send_room_event(name, event),
                 Output::ParticipantTimedOut(pid) => timed_out.push(pid),
             }
@@ -528,6 +532,7 @@ impl Switchboard {
                 tl0_pic_idx: d.tl0_pic_idx(),
             }),
             payload_len: packet.payload.len(),
+            payload_type: *pt,
         };
         self.counters.packets_in += 1;
         self.counters.bytes_in += packet.payload.len() as u64;
@@ -538,7 +543,9 @@ impl Switchboard {
         forwards.clear();
         entry
             .room
-            .handle_rtp(pid, mid, layer, &meta, now, &mut |f| forwards.push(f));
+            .handle_rtp(pid, mid, layer, &meta, &packet.payload, now, &mut |f| {
+                forwards.push(f)
+            });
         let mut ext_out = ExtensionValues::default();
         if kind == MediaKind::Audio {
             ext_out.audio_level = ext.audio_level;
@@ -577,20 +584,7 @@ impl Switchboard {
         .nackable(kind == MediaKind::Video)
         .ext_vals(ext.clone());
         if let (Some(meta), Some(descriptor)) = (f.vp8, vp8) {
-            let mut patch = descriptor.patch();
-            if let Some(id) = meta.picture_id
-                && descriptor.picture_id().is_some()
-            {
-                patch = patch.picture_id(id);
-            }
-            if let Some(tl0) = meta.tl0_pic_idx
-                && descriptor.tl0_pic_idx().is_some()
-            {
-                patch = patch.tl0_pic_idx(tl0);
-            }
-            if let Ok(patch) = patch.build() {
-                write = write.vp8_patch(patch);
-            }
+            write = with_vp8_patch(write, meta, descriptor);
         }
         let mut api = sub.rtc.direct_api();
         let Some(stream) = api.stream_tx_by_mid(f.out_mid, None) else {
@@ -604,6 +598,30 @@ impl Switchboard {
             sub.dirty = true;
             self.dirty.push(f.subscriber);
         }
+    }
+}
+
+/// `write` with its VP8 descriptor's picture id and TL0PICIDX renumbered to `meta` (fields
+/// the descriptor does not carry stay absent).
+pub(super) fn with_vp8_patch(
+    write: RtpWrite,
+    meta: Vp8Meta,
+    descriptor: &Vp8Descriptor,
+) -> RtpWrite {
+    let mut patch = descriptor.patch();
+    if let Some(id) = meta.picture_id
+        && descriptor.picture_id().is_some()
+    {
+        patch = patch.picture_id(id);
+    }
+    if let Some(tl0) = meta.tl0_pic_idx
+        && descriptor.tl0_pic_idx().is_some()
+    {
+        patch = patch.tl0_pic_idx(tl0);
+    }
+    match patch.build() {
+        Ok(patch) => write.vp8_patch(patch),
+        Err(_) => write,
     }
 }
 

@@ -16,7 +16,7 @@ use str0m::channel::ChannelId;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpWrite};
+use str0m::rtp::{ExtensionValues, RtpWrite, Vp8Descriptor};
 use str0m::{Candidate, Event as RtcEvent, Input, Rtc};
 use surge_sfu_proto::core::{ParticipantId, ParticipantInfo};
 use surge_sfu_proto::protocol::{ClientMessage, ServerMessage, TrackInfo};
@@ -99,6 +99,17 @@ struct Video {
     next_frame: Instant,
 }
 
+/// One RTP packet a client received, as its header and VP8 descriptor tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceivedRtp {
+    pub seq: u64,
+    pub ts: u32,
+    pub marker: bool,
+    /// The first packet of a VP8 keyframe.
+    pub keyframe: bool,
+    pub picture_id: Option<u16>,
+}
+
 /// One headless client: a str0m session that answers the server's offers and counts what
 /// it receives.
 pub struct Client {
@@ -114,6 +125,10 @@ pub struct Client {
     /// Every data-channel message as it arrived, for checks on what is on the wire.
     pub raw: Vec<String>,
     pub received: HashMap<Mid, u64>,
+    /// Every RTP packet received, per m-line, in order (without repeats).
+    pub rtp: HashMap<Mid, Vec<ReceivedRtp>>,
+    /// The publisher ignores keyframe requests (a slow encoder, or a lost PLI).
+    pub ignore_keyframe_requests: bool,
     pub offers_answered: u32,
     next_audio: Instant,
     audio_seq: u64,
@@ -173,8 +188,24 @@ impl Client {
                 let ssrc = packet.header.ssrc;
                 if let Some(mid) = self.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid()) {
                     *self.received.entry(mid).or_default() += 1;
+                    let vp8 = Vp8Descriptor::parse(&packet.payload).ok();
+                    let rtp = self.rtp.entry(mid).or_default();
+                    // Repeats (retransmissions, probes re-sending old packets) are not kept.
+                    if rtp.last().is_some_and(|last| last.seq >= *packet.seq_no) {
+                        return;
+                    }
+                    rtp.push(ReceivedRtp {
+                        seq: *packet.seq_no,
+                        ts: packet.header.timestamp,
+                        marker: packet.header.marker,
+                        keyframe: vp8
+                            .as_ref()
+                            .is_some_and(|d| d.starts_keyframe(&packet.payload)),
+                        picture_id: vp8.as_ref().and_then(|d| d.picture_id()),
+                    });
                 }
             }
+            RtcEvent::KeyframeRequest(_) if self.ignore_keyframe_requests => {}
             RtcEvent::KeyframeRequest(request) => {
                 let video = if self.screen.as_ref().is_some_and(|s| s.mid == request.mid) {
                     &mut self.screen
@@ -570,6 +601,8 @@ impl Net {
             messages: Vec::new(),
             raw: Vec::new(),
             received: HashMap::new(),
+            rtp: HashMap::new(),
+            ignore_keyframe_requests: false,
             offers_answered: 0,
             next_audio: self.now,
             audio_seq: 1,
@@ -704,6 +737,7 @@ impl Net {
         self.counters.packets_out += c.packets_out;
         self.counters.layer_switches += c.layer_switches;
         self.counters.keyframe_requests += c.keyframe_requests;
+        self.counters.keyframes_replayed += c.keyframes_replayed;
         self.counters.session_timeouts += c.session_timeouts;
         self.counters.dropped_garbage += c.dropped_garbage;
         self.counters.dropped_unknown += c.dropped_unknown;
