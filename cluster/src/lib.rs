@@ -12,6 +12,7 @@ pub mod http;
 pub mod listener;
 pub mod ops;
 pub mod placement;
+pub mod redis_conn;
 pub mod registry;
 pub mod registry_redis;
 pub mod telemetry;
@@ -20,6 +21,7 @@ pub mod token;
 pub use error_code::ErrorCode;
 pub use http::{ApiJson, HttpError};
 pub use placement::{PlacementError, Placer};
+pub use redis_conn::{RedisConn, RedisTarget, RedisTimeouts};
 pub use registry::{
     MemoryRegistry, RegistryError, ShardCapacity, ShardInfo, ShardLoad, ShardRegistry, ShardState,
 };

@@ -12,17 +12,21 @@
 //! - `Ppin:<room>` — string, the shard a room is pinned to, with a PX TTL.
 //!
 //! Liveness is judged by Redis's own clock (`TIME` inside the scripts), never by the
-//! caller's, so clock skew between nodes cannot make shards flap. The three registry keys
-//! share the `{registry}` hash tag, so the scripts that touch them together stay in one
-//! slot on Redis Cluster; pins carry no common tag and spread over the cluster.
+//! caller's, so clock skew between nodes cannot make shards flap. The registry keys (and
+//! the pinned-room indexes) share the `{registry}` hash tag, so the scripts and the atomic
+//! pipeline that touch several of them stay in one slot on Redis Cluster; pins carry no
+//! common tag and spread over the cluster (refreshing them is then one concurrent command
+//! per pin instead of one pipeline, since a cluster pipeline stays within one slot). The
+//! prefix must not contain `{`: it would become the hash tag.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
+
+use crate::redis_conn::{RedisConn, RedisTarget, RedisTimeouts};
 
 use crate::registry::{RegistryError, SCHEMA_VERSION, ShardInfo, ShardRegistry, ShardState};
 
@@ -184,9 +188,9 @@ impl Scripts {
     }
 }
 
-/// The shard registry shared by every node of a cluster, on one Redis.
+/// The shard registry shared by every node of a cluster, on one Redis or a Redis Cluster.
 pub struct RedisRegistry {
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: Keys,
     scripts: Scripts,
     /// Entries already reported as unreadable, so a bad entry is logged once at WARN
@@ -210,20 +214,17 @@ impl RedisRegistry {
     /// [`RegistryError::Unavailable`] on the calls they affect while the connection is
     /// re-established in the background.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, RegistryError> {
-        let client = redis::Client::open(url)
+        let target = RedisTarget::parse(url)
             .map_err(|e| RegistryError::Invalid(format!("the Redis URL is not valid: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(2));
-        let mut conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(|e| {
-                RegistryError::Unavailable(format!(
-                    "cannot reach Redis for the shard registry: {e}"
-                ))
-            })?;
+        let timeouts = RedisTimeouts {
+            connect: Duration::from_secs(2),
+            response: Duration::from_secs(2),
+            retries: 2,
+            max_delay: Duration::from_secs(2),
+        };
+        let mut conn = RedisConn::connect(&target, &timeouts).await.map_err(|e| {
+            RegistryError::Unavailable(format!("cannot reach Redis for the shard registry: {e}"))
+        })?;
         let _: String = redis::cmd("PING")
             .query_async(&mut conn)
             .await
@@ -234,6 +235,39 @@ impl RedisRegistry {
             scripts: Scripts::new(),
             reported: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// [`ShardRegistry::refresh_pins`] on a cluster: the pins live in many slots, so each
+    /// is its own command, sent concurrently (the connection pipelines them on the wire).
+    async fn refresh_pins_spread(
+        &self,
+        conn: &mut RedisConn,
+        shard: &str,
+        rooms: &[String],
+        ttl: u64,
+    ) -> Result<(), RegistryError> {
+        for batch in rooms.chunks(REFRESH_BATCH) {
+            let mut index = self.scripts.index_pins.prepare_invoke();
+            index.key(self.keys.pinned(shard)).arg(ttl);
+            for room in batch {
+                index.arg(room);
+            }
+            let () = index
+                .invoke_async::<i64>(conn)
+                .await
+                .map(drop)
+                .map_err(|e| unavailable("refresh_pins", e))?;
+            let refreshes = batch.iter().map(|room| {
+                let mut conn = conn.clone();
+                let mut invocation = self.scripts.refresh_pin.prepare_invoke();
+                invocation.key(self.keys.pin(room)).arg(shard).arg(ttl);
+                async move { invocation.invoke_async::<i64>(&mut conn).await }
+            });
+            futures::future::try_join_all(refreshes)
+                .await
+                .map_err(|e| unavailable("refresh_pins", e))?;
+        }
+        Ok(())
     }
 
     /// Parses one entry; `None` (logged) when it is not a current-version `ShardInfo` for
@@ -431,6 +465,9 @@ impl ShardRegistry for RedisRegistry {
     ) -> Result<(), RegistryError> {
         let mut conn = self.conn.clone();
         let ttl = ttl_ms(ttl);
+        if conn.is_cluster() {
+            return self.refresh_pins_spread(&mut conn, shard, rooms, ttl).await;
+        }
         for batch in rooms.chunks(REFRESH_BATCH) {
             // Loading the script in the same pipeline keeps it working after a Redis
             // restart flushed the script cache.

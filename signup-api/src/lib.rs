@@ -412,12 +412,8 @@ pub enum StartError {
     Hashing(#[from] HashError),
     #[error("the HTTP client for the shards: {0}")]
     Relay(#[from] reqwest::Error),
-    #[error("redis {url}: {source}")]
-    Redis {
-        url: String,
-        #[source]
-        source: redis::RedisError,
-    },
+    #[error("redis {url}: {reason}")]
+    Redis { url: String, reason: String },
     #[error("TURN: {0}")]
     Turn(#[from] TurnConfigError),
 }
@@ -457,7 +453,7 @@ impl Dependency for DatabaseDependency {
     }
 }
 
-struct RedisDependency(redis::aio::ConnectionManager);
+struct RedisDependency(surge_cluster::RedisConn);
 
 #[async_trait]
 impl Dependency for RedisDependency {
@@ -530,16 +526,14 @@ impl Api {
             Arc<dyn Tickets>,
         ) = match &deps.redis_url {
             Some(url) => {
-                let redis_error = |source| StartError::Redis {
+                let redis_error = |reason: String| StartError::Redis {
                     url: redact(url),
-                    source,
+                    reason,
                 };
-                let client = redis::Client::open(url.as_str()).map_err(redis_error)?;
-                let conn = redis::aio::ConnectionManager::new_lazy_with_config(
-                    client.clone(),
-                    limits::redis_manager_config(),
-                )
-                .map_err(redis_error)?;
+                let target = surge_cluster::RedisTarget::parse(url)
+                    .map_err(|e| redis_error(e.to_string()))?;
+                let conn = surge_cluster::RedisConn::lazy(&target, &limits::REDIS_TIMEOUTS)
+                    .map_err(|e| redis_error(e.to_string()))?;
                 dependencies.push(Arc::new(RedisDependency(conn.clone())));
                 let limits = Limits::new(
                     config.limits(),
@@ -551,7 +545,7 @@ impl Api {
                 );
                 let tickets = Arc::new(RedisTickets::new(conn.clone(), &deps.redis_prefix));
                 let presence =
-                    RedisPresence::new(client, conn, deps.redis_prefix.clone(), tasks.clone());
+                    RedisPresence::new(target, conn, deps.redis_prefix.clone(), tasks.clone());
                 (limits, login_backoff, presence, tickets)
             }
             None => (

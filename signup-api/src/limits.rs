@@ -3,7 +3,13 @@
 //! Lua script). When Redis does not answer the shared check is skipped (logged once,
 //! counted) and the local limits alone hold until Redis is back; no request waits on a
 //! dead Redis for more than its short response timeout, and for a second after a failure
-//! Redis is not even asked.
+//! Redis is not even asked. On Redis Cluster the same holds while a failed master's replica
+//! takes over: the checks that fail in between fall back to the local limits.
+//!
+//! Keys: `Prl:<action>:<ip|acct>:<hex>` (one per client or account) and, for signups,
+//! `Prl:{signup}:ip:<hex>` and `Prl:{signup}:global`: a signup checks its client's key and
+//! the global one in one script, so both carry the `{signup}` hash tag and share a slot on
+//! Redis Cluster (every signup hits the global key's slot anyway).
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -13,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
-use redis::aio::ConnectionManager;
+use surge_cluster::redis_conn::{RedisConn, RedisTarget, RedisTimeouts, RedisUrlError};
 
 /// A rate: `per_minute` sustained, `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,7 +209,7 @@ return 0
 ";
 
 struct Shared {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
     script: redis::Script,
     /// Set while Redis is considered down: the shared check is skipped until then.
@@ -223,20 +229,19 @@ const REDIS_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// The connection settings every Redis user in the API shares: short timeouts and one
 /// retry, so a dead Redis costs a request at most a few hundred milliseconds.
-pub(crate) fn redis_manager_config() -> redis::aio::ConnectionManagerConfig {
-    redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(REDIS_TIMEOUT))
-        .set_response_timeout(Some(REDIS_TIMEOUT))
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_secs(2))
-}
+pub(crate) const REDIS_TIMEOUTS: RedisTimeouts = RedisTimeouts {
+    connect: REDIS_TIMEOUT,
+    response: REDIS_TIMEOUT,
+    retries: 1,
+    max_delay: Duration::from_secs(2),
+};
 
 /// How long Redis is left alone after a failed command.
 const REDIS_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Limits {
     /// Local limits only, or local plus shared when `redis` is given.
-    pub fn new(config: LimitsConfig, redis: Option<(ConnectionManager, String)>) -> Self {
+    pub fn new(config: LimitsConfig, redis: Option<(RedisConn, String)>) -> Self {
         let local = Local {
             signup_ip: config
                 .signup_per_ip
@@ -289,15 +294,16 @@ impl Limits {
         }
     }
 
-    /// Local plus shared limits on the Redis at `url` (connected lazily, with the short
-    /// timeouts the API uses).
+    /// Local plus shared limits on the Redis (or Redis Cluster) at `url` (connected
+    /// lazily, with the short timeouts the API uses).
     pub fn with_redis_url(
         config: LimitsConfig,
         url: &str,
         prefix: &str,
-    ) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new_lazy_with_config(client, redis_manager_config())?;
+    ) -> Result<Self, RedisUrlError> {
+        let target = RedisTarget::parse(url)?;
+        let conn = RedisConn::lazy(&target, &REDIS_TIMEOUTS)
+            .map_err(|e| RedisUrlError::Invalid(e.to_string()))?;
         Ok(Self::new(config, Some((conn, prefix.to_owned()))))
     }
 
@@ -384,12 +390,17 @@ impl Limits {
         };
         let mut invocation = shared.script.prepare_invoke();
         let mut any = false;
+        // The keys one script touches together share a hash tag (see the module docs).
+        let scope = if global.is_some() {
+            format!("{{{}}}", action.name())
+        } else {
+            action.name().to_owned()
+        };
         if ip_rate.per_minute > 0 {
             invocation
                 .key(format!(
-                    "{}rl:{}:{}:{}",
+                    "{}rl:{scope}:{}:{}",
                     shared.prefix,
-                    action.name(),
                     action.subject(),
                     key_text(key)
                 ))
@@ -399,7 +410,7 @@ impl Limits {
         }
         if let Some(rate) = global.filter(|r| r.per_minute > 0) {
             invocation
-                .key(format!("{}rl:{}:global", shared.prefix, action.name()))
+                .key(format!("{}rl:{scope}:global", shared.prefix))
                 .arg(rate.interval_us())
                 .arg(rate.burst.max(1));
             any = true;

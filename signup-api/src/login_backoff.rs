@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
+use surge_cluster::redis_conn::RedisConn;
 
 use crate::limits::{Limited, account_key};
 
@@ -92,7 +92,7 @@ return 0
 ";
 
 struct Shared {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
     fail: redis::Script,
     check: redis::Script,
@@ -111,7 +111,7 @@ pub struct LoginBackoff {
 
 impl LoginBackoff {
     /// Local only, or local plus Redis when `redis` is given.
-    pub fn new(config: BackoffConfig, redis: Option<(ConnectionManager, String)>) -> Self {
+    pub fn new(config: BackoffConfig, redis: Option<(RedisConn, String)>) -> Self {
         Self {
             config,
             local: Mutex::new(HashMap::new()),

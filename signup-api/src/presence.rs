@@ -11,6 +11,15 @@
 //! exactly once (keyspace notifications are lossy and late, so they are not used).
 //! Changes travel between replicas over pub/sub on a dedicated connection that
 //! resubscribes after a reconnect.
+//!
+//! Redis layout (prefix `P`): users fall into [`BUCKETS`] buckets by a hash of their id;
+//! bucket `n` holds `P presence:{pn}:u:<user>` (the status, with a PX TTL),
+//! `P presence:{pn}:expiry` (sorted set, user → expiry) and publishes on the channel
+//! `P presence:{pn}:changes`; notices go on `P presence:notices`. A bucket's keys and
+//! channel share a hash tag, so on Redis Cluster each script (which publishes from inside)
+//! stays in one slot while the buckets spread users over the cluster's masters. On a
+//! cluster the channels are sharded (`SPUBLISH`/`SSUBSCRIBE`): a message goes to its slot's
+//! shard only, not to every node.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,8 +27,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
+use surge_cluster::redis_conn::{self, RedisConn, RedisTarget};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -275,17 +284,18 @@ return 0
 ";
 
 /// Removes the status key and announces offline. KEYS: status key, expiry zset.
-/// ARGV: user, channel.
+/// ARGV: user, channel, publish command (`PUBLISH`, or `SPUBLISH` on a cluster).
 const CLEAR_LUA: &str = r"
 local existed = redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
-if existed == 1 then redis.call('PUBLISH', ARGV[2], ARGV[1] .. ' offline') end
+if existed == 1 then redis.call(ARGV[3], ARGV[2], ARGV[1] .. ' offline') end
 return existed
 ";
 
 /// Announces offline the users whose expiry passed; ZREM makes each announcement happen
 /// once even with several replicas sweeping. KEYS: expiry zset. ARGV: channel, status key
-/// prefix, batch size.
+/// prefix, batch size, publish command. The status keys it reads are not declared in
+/// KEYS, but they carry the expiry set's hash tag, so they are in its slot.
 const SWEEP_LUA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -293,15 +303,39 @@ local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, to
 for _, user in ipairs(expired) do
   redis.call('ZREM', KEYS[1], user)
   if redis.call('EXISTS', ARGV[2] .. user) == 0 then
-    redis.call('PUBLISH', ARGV[1], user .. ' offline')
+    redis.call(ARGV[4], ARGV[1], user .. ' offline')
   end
 end
 return #expired
 ";
 
-/// Presence in Redis, shared by replicas.
+/// Presence buckets (see the module docs): enough to spread over the masters of any
+/// sensible cluster, few enough that a sweep (one script per bucket) stays cheap.
+pub const BUCKETS: u32 = 16;
+
+/// The bucket of `user` (FNV-1a, the same on every replica).
+fn bucket(user: &str) -> u32 {
+    let hash = user.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    hash % BUCKETS
+}
+
+/// The channel that carries `user`'s status changes, for the deployment's key `prefix`
+/// (tests listen on it; see the module docs).
+pub fn changes_channel(prefix: &str, user: &str) -> String {
+    bucket_channel(prefix, bucket(user))
+}
+
+fn bucket_channel(prefix: &str, bucket: u32) -> String {
+    format!("{prefix}presence:{{p{bucket}}}:changes")
+}
+
+/// Presence in Redis (one server or a cluster), shared by replicas.
 pub struct RedisPresence {
-    conn: ConnectionManager,
+    conn: RedisConn,
+    /// Publish with `SPUBLISH` (a cluster) rather than `PUBLISH`.
+    sharded: bool,
     prefix: String,
     heartbeat: redis::Script,
     clear: redis::Script,
@@ -311,11 +345,11 @@ pub struct RedisPresence {
 }
 
 impl RedisPresence {
-    /// Uses `conn` for commands and starts the pub/sub listener (on its own connection,
-    /// from `client`) that feeds the local bus until `shutdown`.
+    /// Uses `conn` for commands and starts the pub/sub listener (on its own connection to
+    /// `target`) that feeds the local bus until `shutdown`.
     pub fn new(
-        client: redis::Client,
-        conn: ConnectionManager,
+        target: RedisTarget,
+        conn: RedisConn,
         prefix: String,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
@@ -323,6 +357,7 @@ impl RedisPresence {
         let notices = broadcast::channel(BUS_CAPACITY).0;
         let this = Arc::new(Self {
             conn,
+            sharded: target.is_cluster(),
             prefix,
             heartbeat: redis::Script::new(HEARTBEAT_LUA),
             clear: redis::Script::new(CLEAR_LUA),
@@ -331,27 +366,29 @@ impl RedisPresence {
             notices: notices.clone(),
         });
         let channels = Channels {
-            changes: this.channel(),
+            changes: (0..BUCKETS)
+                .map(|b| bucket_channel(&this.prefix, b))
+                .collect(),
             notices: this.notice_channel(),
         };
-        tokio::spawn(listen(client, channels, bus, notices, shutdown));
+        tokio::spawn(listen(target, channels, bus, notices, shutdown));
         this
     }
 
     fn key(&self, user: &str) -> String {
-        format!("{}presence:u:{user}", self.prefix)
+        format!("{}{user}", self.key_prefix(bucket(user)))
     }
-    fn key_prefix(&self) -> String {
-        format!("{}presence:u:", self.prefix)
+    fn key_prefix(&self, bucket: u32) -> String {
+        format!("{}presence:{{p{bucket}}}:u:", self.prefix)
     }
-    fn expiry_key(&self) -> String {
-        format!("{}presence:expiry", self.prefix)
-    }
-    fn channel(&self) -> String {
-        format!("{}presence:changes", self.prefix)
+    fn expiry_key(&self, bucket: u32) -> String {
+        format!("{}presence:{{p{bucket}}}:expiry", self.prefix)
     }
     fn notice_channel(&self) -> String {
         format!("{}presence:notices", self.prefix)
+    }
+    fn publish_command(&self) -> &'static str {
+        redis_conn::publish_command(self.sharded)
     }
 }
 
@@ -370,7 +407,7 @@ impl Presence for RedisPresence {
         let mut conn = self.conn.clone();
         self.heartbeat
             .key(self.key(user))
-            .key(self.expiry_key())
+            .key(self.expiry_key(bucket(user)))
             .arg(user)
             .arg(status.as_str())
             .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
@@ -382,8 +419,8 @@ impl Presence for RedisPresence {
 
     async fn publish(&self, change: &Change) -> Result<(), PresenceError> {
         let mut conn = self.conn.clone();
-        redis::cmd("PUBLISH")
-            .arg(self.channel())
+        redis::cmd(self.publish_command())
+            .arg(changes_channel(&self.prefix, &change.user_id))
             .arg(format!("{} {}", change.user_id, change.status.as_str()))
             .query_async::<i64>(&mut conn)
             .await
@@ -395,7 +432,7 @@ impl Presence for RedisPresence {
         let payload =
             serde_json::to_string(notice).map_err(|e| PresenceError::Unavailable(e.to_string()))?;
         let mut conn = self.conn.clone();
-        let sent = redis::cmd("PUBLISH")
+        let sent = redis::cmd(self.publish_command())
             .arg(self.notice_channel())
             .arg(payload)
             .query_async::<i64>(&mut conn)
@@ -413,9 +450,10 @@ impl Presence for RedisPresence {
         let mut conn = self.conn.clone();
         self.clear
             .key(self.key(user))
-            .key(self.expiry_key())
+            .key(self.expiry_key(bucket(user)))
             .arg(user)
-            .arg(self.channel())
+            .arg(changes_channel(&self.prefix, user))
+            .arg(self.publish_command())
             .invoke_async::<i64>(&mut conn)
             .await
             .map(|_| ())
@@ -444,13 +482,20 @@ impl Presence for RedisPresence {
     }
 
     async fn sweep(&self) -> Result<(), PresenceError> {
-        let mut conn = self.conn.clone();
-        self.sweep
-            .key(self.expiry_key())
-            .arg(self.channel())
-            .arg(self.key_prefix())
-            .arg(1000)
-            .invoke_async::<i64>(&mut conn)
+        // One script per bucket, sent concurrently (one round trip in all: the connection
+        // pipelines them; on a cluster each goes to its bucket's master).
+        let sweeps = (0..BUCKETS).map(|b| {
+            let mut conn = self.conn.clone();
+            let mut invocation = self.sweep.prepare_invoke();
+            invocation
+                .key(self.expiry_key(b))
+                .arg(bucket_channel(&self.prefix, b))
+                .arg(self.key_prefix(b))
+                .arg(1000)
+                .arg(self.publish_command());
+            async move { invocation.invoke_async::<i64>(&mut conn).await }
+        });
+        futures::future::try_join_all(sweeps)
             .await
             .map(|_| ())
             .map_err(unavailable)
@@ -467,47 +512,47 @@ impl Presence for RedisPresence {
 
 /// The pub/sub channels the listener follows.
 struct Channels {
-    changes: String,
+    changes: Vec<String>,
     notices: String,
 }
 
 /// Forwards the pub/sub channels to the local buses, reconnecting and resubscribing (with
 /// jittered backoff, so replicas do not reconnect in lockstep) whenever the connection drops.
 async fn listen(
-    client: redis::Client,
+    target: RedisTarget,
     channels: Channels,
     bus: broadcast::Sender<Change>,
     notices: broadcast::Sender<Notice>,
     shutdown: CancellationToken,
 ) {
-    let channel = &channels.changes;
+    let channel = &channels.notices;
+    let all: Vec<String> = channels
+        .changes
+        .iter()
+        .chain(std::iter::once(&channels.notices))
+        .cloned()
+        .collect();
     let mut backoff = Duration::from_millis(100);
     loop {
-        let connected = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channels.changes).await?;
-            pubsub.subscribe(&channels.notices).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
+        let connected = redis_conn::subscribe(&target, &all, &crate::limits::REDIS_TIMEOUTS);
         let attempt = tokio::select! {
             () = shutdown.cancelled() => return,
             r = connected => r,
         };
         match attempt {
-            Ok(pubsub) => {
+            Ok(mut messages) => {
                 tracing::debug!(%channel, "presence pub/sub subscribed");
                 backoff = Duration::from_millis(100);
-                let mut messages = pubsub.into_on_message();
                 loop {
                     let message = tokio::select! {
                         () = shutdown.cancelled() => return,
                         m = messages.next() => m,
                     };
                     let Some(message) = message else { break };
-                    let Ok(payload) = message.get_payload::<String>() else {
+                    let Ok(payload) = String::from_utf8(message.payload) else {
                         continue;
                     };
-                    if message.get_channel_name() == channels.notices {
+                    if message.channel == channels.notices {
                         if let Ok(notice) = serde_json::from_str::<Notice>(&payload) {
                             let _ = notices.send(notice);
                         }

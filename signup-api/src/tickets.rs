@@ -15,9 +15,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use surge_cluster::redis_conn::RedisConn;
 use tokio::time::Instant;
 
 /// What a ticket stands for: the session that asked for it.
@@ -102,12 +102,12 @@ impl Tickets for MemoryTickets {
 /// Tickets in Redis: a key with a TTL, taken with `GETDEL` (atomic: two replicas redeeming
 /// the same ticket at once cannot both get it).
 pub struct RedisTickets {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
 }
 
 impl RedisTickets {
-    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
+    pub fn new(conn: RedisConn, prefix: &str) -> Self {
         Self {
             conn,
             prefix: format!("{prefix}ticket:"),

@@ -46,8 +46,9 @@ pub struct Common {
     #[arg(long, env = "SURGE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Redis URL (e.g. redis://127.0.0.1:6379/). Without it, limits, presence and the shard
-    /// registry live in this process's memory.
+    /// Redis URL (e.g. redis://127.0.0.1:6379/), or a Redis Cluster as
+    /// redis+cluster://host:port,host:port/ (seed nodes). Without it, limits, presence and
+    /// the shard registry live in this process's memory.
     #[arg(long, env = "SURGE_REDIS_URL")]
     pub redis_url: Option<String>,
 

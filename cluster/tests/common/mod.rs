@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use surge_cluster::RedisRegistry;
+use surge_cluster::redis_conn::{RedisConn, RedisTarget, RedisTimeouts};
 use surge_cluster::registry::{MemoryRegistry, ShardInfo, ShardRegistry};
 
 /// Runs after a test to remove what it left behind.
@@ -47,40 +48,61 @@ pub async fn redis_backend() -> (Arc<dyn ShardRegistry>, Cleanup) {
     (Arc::new(registry), Box::pin(delete_prefix(prefix)))
 }
 
-/// A plain connection, for writing entries by hand.
-pub async fn raw_redis() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
+fn target() -> RedisTarget {
+    RedisTarget::parse(&redis_url()).unwrap()
 }
 
-/// Deletes every key under `prefix`.
+const TIMEOUTS: RedisTimeouts = RedisTimeouts {
+    connect: Duration::from_secs(2),
+    response: Duration::from_secs(2),
+    retries: 2,
+    max_delay: Duration::from_secs(1),
+};
+
+/// A plain connection (to one server or the cluster), for writing entries by hand.
+pub async fn raw_redis() -> RedisConn {
+    RedisConn::connect(&target(), &TIMEOUTS).await.unwrap()
+}
+
+/// Deletes every key under `prefix` (on a cluster, found on every seed node).
 pub async fn delete_prefix(prefix: String) {
     let mut conn = raw_redis().await;
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
+    let nodes = match target() {
+        RedisTarget::Single(url) => vec![url],
+        RedisTarget::Cluster(seeds) => seeds,
+    };
+    for node in nodes {
+        let Ok(mut scan) = redis::Client::open(node.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
             .await
-            .unwrap();
-        if !keys.is_empty() {
-            let () = redis::cmd("DEL")
-                .arg(&keys)
-                .query_async(&mut conn)
+        else {
+            continue;
+        };
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}*"))
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut scan)
                 .await
                 .unwrap();
+            // One key per DEL: on a cluster the keys live in different slots.
+            for key in keys {
+                let () = redis::cmd("DEL")
+                    .arg(key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
         }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
     }
 }
 

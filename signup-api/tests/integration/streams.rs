@@ -357,14 +357,18 @@ async fn a_flapping_status_is_coalesced_before_it_reaches_the_replicas() {
     let mut events = Events::new(open_stream(&api, &alice).await);
     assert_eq!(events.next().await["status"], "offline");
 
-    // What every replica receives: the Redis channel itself.
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut pubsub = client.get_async_pubsub().await.unwrap();
-    pubsub
-        .subscribe(format!("{prefix}presence:changes"))
+    // What every replica receives: the Redis channel itself (sharded on a cluster).
+    let target = surge_cluster::RedisTarget::parse(&redis_url()).unwrap();
+    let timeouts = surge_cluster::RedisTimeouts {
+        connect: Duration::from_secs(2),
+        response: Duration::from_secs(2),
+        retries: 1,
+        max_delay: Duration::from_secs(1),
+    };
+    let channel = surge_signup_api::presence::changes_channel(&prefix, &bob_id);
+    let mut messages = surge_cluster::redis_conn::subscribe(&target, &[channel], &timeouts)
         .await
         .unwrap();
-    let mut messages = pubsub.into_on_message();
 
     let statuses = ["online", "busy", "away"];
     let flaps = 60;
@@ -387,8 +391,7 @@ async fn a_flapping_status_is_coalesced_before_it_reaches_the_replicas() {
     loop {
         let next = tokio::time::timeout(Duration::from_secs(3), messages.next()).await;
         let Ok(Some(message)) = next else { break };
-        let payload: String = message.get_payload().unwrap();
-        published.push(payload);
+        published.push(String::from_utf8(message.payload).unwrap());
     }
     let windows = flapping.as_secs_f64().ceil() as usize + 1;
     println!(
