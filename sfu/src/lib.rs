@@ -14,8 +14,8 @@ use surge_cluster::{ShardRegistry, TokenVerifier};
 
 mod commands;
 mod metrics_names;
-mod shard;
 mod occupancy;
+mod shard;
 mod shared;
 mod signalling;
 mod worker;
