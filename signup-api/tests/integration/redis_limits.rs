@@ -158,7 +158,7 @@ async fn redis_killed_mid_run_then_back() {
     let api = TestApi::start(&config, Some((url.clone(), prefix.clone()))).await;
     let tag = random_hex();
     let ip_key = format!(
-        "{prefix}rl:signup:ip:{:032x}",
+        "{prefix}rl:{{signup}}:ip:{:032x}",
         u32::from_be_bytes([127, 0, 0, 1])
     );
     assert_eq!(api.signup(&format!("r0-{tag}@example.com")).await.0, 201);
