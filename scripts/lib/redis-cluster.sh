@@ -77,9 +77,19 @@ redis_cluster_start() {
 redis_cluster_stop() {
   local dir=${SURGE_TEST_REDIS_CLUSTER_DIR:-} pidfile
   [ -n "$dir" ] && [ -d "$dir" ] || return 0
+  local pids=() pid alive
   for pidfile in "$dir"/*.pid; do
-    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+    [ -f "$pidfile" ] && pids+=("$(cat "$pidfile")")
   done
-  rm -rf "$dir"
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # Stopping nodes still write their node files and logs (and remove their pid files): wait
+  # for them to exit before removing the directory, or rm can race them and fail the script.
+  for _ in $(seq 100); do
+    alive=
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ -z "$alive" ] && break
+    sleep 0.1
+  done
+  rm -rf "$dir" 2>/dev/null || rm -rf "$dir" 2>/dev/null || true
   unset SURGE_TEST_REDIS_CLUSTER_DIR SURGE_TEST_REDIS_CLUSTER_URL
 }
