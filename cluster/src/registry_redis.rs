@@ -263,9 +263,15 @@ impl RedisRegistry {
                 invocation.key(self.keys.pin(room)).arg(shard).arg(ttl);
                 async move { invocation.invoke_async::<i64>(&mut conn).await }
             });
-            futures::future::try_join_all(refreshes)
+            // Every pin gets its refresh even when one slot's master fails; the first
+            // failure is reported.
+            if let Some(e) = futures::future::join_all(refreshes)
                 .await
-                .map_err(|e| unavailable("refresh_pins", e))?;
+                .into_iter()
+                .find_map(Result::err)
+            {
+                return Err(unavailable("refresh_pins", e));
+            }
         }
         Ok(())
     }

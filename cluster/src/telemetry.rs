@@ -12,18 +12,23 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Histograms with bounds of their own (below); their recorders use these names, so that a
+/// renamed metric cannot silently fall back to [`LATENCY_BUCKETS`].
+pub const HASH_SECONDS: &str = "surge_api_hash_seconds";
+pub const ROOM_JOIN_SECONDS: &str = "surge_api_room_join_seconds";
+
 /// Bounds of histograms whose values sit in a narrower range than [`LATENCY_BUCKETS`]
 /// resolves well: one Argon2id hash takes tens to hundreds of milliseconds on one core;
 /// a join relays an SDP offer through the API to a shard and back.
 const BUCKETS: &[(&str, &[f64])] = &[
     (
-        "surge_api_hash_seconds",
+        HASH_SECONDS,
         &[
             0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0,
         ],
     ),
     (
-        "surge_api_room_join_seconds",
+        ROOM_JOIN_SECONDS,
         &[
             0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
         ],

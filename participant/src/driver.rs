@@ -37,6 +37,9 @@ pub struct Driver {
     inner: Arc<Inner>,
 }
 
+/// A driver thread's load once it has ended.
+const STOPPED: usize = usize::MAX;
+
 struct Inner {
     threads: Vec<DriverThread>,
 }
@@ -116,6 +119,7 @@ impl Driver {
             .threads
             .iter()
             .map(|t| t.sessions.load(Ordering::Relaxed))
+            .filter(|&n| n != STOPPED)
             .sum()
     }
 
@@ -134,10 +138,10 @@ impl Driver {
             thread,
             token,
         };
-        self.inner.threads[thread]
-            .sessions
-            .fetch_add(1, Ordering::Relaxed);
+        let load = &self.inner.threads[thread].sessions;
+        load.fetch_add(1, Ordering::Relaxed);
         if !handle.command(Command::Add(token, Box::new(session))) {
+            load.fetch_sub(1, Ordering::Relaxed);
             return Err(ParticipantError::Rtc(
                 "the participant driver has stopped".into(),
             ));
@@ -291,7 +295,8 @@ impl Stepper {
         for (_, mut slot) in self.sessions.drain() {
             slot.session.finish();
         }
-        self.load.store(0, Ordering::Relaxed);
+        // The most loaded of all, so that `launch` picks a live thread while there is one.
+        self.load.store(STOPPED, Ordering::Relaxed);
     }
 
     /// Runs the queued commands; `false` on shutdown.
@@ -454,20 +459,6 @@ mod tests {
             .sum()
     }
 
-    async fn wait_for(
-        participant: &Participant,
-        check: impl Fn(&ParticipantStats) -> bool,
-    ) -> ParticipantStats {
-        let start = Instant::now();
-        loop {
-            let stats = participant.stats();
-            if check(&stats) || start.elapsed() > LONG {
-                return stats;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_driver_thread_carries_many_sessions() {
         let driver = Driver::new(1).unwrap_or_else(|e| panic!("{e}"));
@@ -477,7 +468,7 @@ mod tests {
         }
         assert_eq!((driver.threads(), driver.sessions()), (1, 16));
         for (publisher, subscriber) in &pairs {
-            let got = wait_for(subscriber, |s| audio_packets(s) > 10).await;
+            let got = subscriber.wait_for(LONG, |s| audio_packets(s) > 10).await;
             assert!(got.connected, "{got:?}");
             assert!(audio_packets(&got) > 10, "{got:?}");
             assert!(publisher.stats().sent_packets > 0);
@@ -497,7 +488,7 @@ mod tests {
             pairs.push(pair(&driver).await);
         }
         for (_, subscriber) in &pairs {
-            wait_for(subscriber, |s| audio_packets(s) > 0).await;
+            subscriber.wait_for(LONG, |s| audio_packets(s) > 0).await;
         }
         let (publisher, subscriber) = pairs.remove(0);
         let gone = subscriber.stats();
@@ -506,7 +497,9 @@ mod tests {
         // Its publisher no longer hears from it, the others still flow.
         for (_, subscriber) in &pairs {
             let before = audio_packets(&subscriber.stats());
-            let got = wait_for(subscriber, |s| audio_packets(s) > before + 25).await;
+            let got = subscriber
+                .wait_for(LONG, |s| audio_packets(s) > before + 25)
+                .await;
             assert!(audio_packets(&got) > before + 25, "{got:?}");
         }
         assert!(gone.connected, "{gone:?}");

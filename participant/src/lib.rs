@@ -549,6 +549,23 @@ impl Participant {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// Polls the stats every 50 ms until `check` holds or `limit` has passed, and returns
+    /// the last ones (the caller asserts on them).
+    pub async fn wait_for(
+        &self,
+        limit: Duration,
+        check: impl Fn(&ParticipantStats) -> bool,
+    ) -> ParticipantStats {
+        let start = Instant::now();
+        loop {
+            let stats = self.stats();
+            if check(&stats) || start.elapsed() > limit {
+                return stats;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Sends a message on the data channel (e.g. [`ClientMessage::MaxHeight`]).
     pub fn send(&self, message: &ClientMessage) {
         if let Some(session) = &self.session {

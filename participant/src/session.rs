@@ -318,12 +318,10 @@ impl Session {
             self.next_remb = now + REMB_INTERVAL;
         }
         let timeout = loop {
+            // `drain` serves the timeouts due now (bounded); one still due goes back to the
+            // driver as this session's wake-up, so that one session cannot hold its thread.
             let timeout = self.drain()?;
             let now = Instant::now();
-            if timeout <= now {
-                let _ = self.rtc.handle_input(Input::Timeout(now));
-                continue;
-            }
             if let Some((data, source)) = self.link.pop_due(now) {
                 self.deliver(&data, source, now);
                 continue;
@@ -469,6 +467,8 @@ impl Session {
                     };
                     self.write_channel(&share.to_json());
                 }
+                // What was queued while the channel was opening goes now, not at the next wake.
+                self.flush_outbox();
                 let at = self.started.elapsed();
                 if let Ok(mut s) = self.stats.lock() {
                     s.channel_open_at.get_or_insert(at);

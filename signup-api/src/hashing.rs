@@ -429,7 +429,7 @@ fn worker(shared: &Shared, argon2: &Argon2<'static>) {
             }
         };
         let took = started.elapsed();
-        metrics::histogram!("surge_api_hash_seconds").record(took.as_secs_f64());
+        metrics::histogram!(surge_cluster::telemetry::HASH_SECONDS).record(took.as_secs_f64());
         // EWMA with weight 1/8: follows the machine's load within a few dozen hashes.
         let old = shared.hash_nanos.load(Ordering::Relaxed);
         let new = old - old / 8 + duration_nanos(took) / 8;

@@ -128,7 +128,6 @@ pub enum PresenceError {
     Unavailable(String),
 }
 
-/// Where presence lives.
 /// Sends `notice` to every replica's streams. Best effort: the database holds the truth, and
 /// a stream that missed a notice catches up at its next reconnect.
 pub async fn notify(presence: &dyn Presence, notice: Notice) {
@@ -137,6 +136,7 @@ pub async fn notify(presence: &dyn Presence, notice: Notice) {
     }
 }
 
+/// Where presence lives.
 #[async_trait]
 pub trait Presence: Send + Sync + 'static {
     /// Sets `user`'s status for `ttl`; answers whether it changed (an expired status counts
@@ -495,10 +495,13 @@ impl Presence for RedisPresence {
                 .arg(self.publish_command());
             async move { invocation.invoke_async::<i64>(&mut conn).await }
         });
-        futures::future::try_join_all(sweeps)
+        // Every bucket is swept even when one fails (a master failing over must not hold
+        // back the others' offline notices); the first failure is reported.
+        futures::future::join_all(sweeps)
             .await
-            .map(|_| ())
-            .map_err(unavailable)
+            .into_iter()
+            .find_map(Result::err)
+            .map_or(Ok(()), |e| Err(unavailable(e)))
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Change> {

@@ -66,11 +66,6 @@ impl Rewriter {
         }
     }
 
-    /// Whether a packet was sent (an epoch started).
-    pub(crate) fn started(&self) -> bool {
-        self.started
-    }
-
     /// Starts an epoch at `meta`: it will be sent right after the last packet sent.
     pub(crate) fn start_epoch(&mut self, meta: &RtpMeta, now: Instant) {
         self.start_epoch_with(meta, now, None);

@@ -368,8 +368,9 @@ impl Room {
         let Some(layer) = track.slots[idx].target else {
             return;
         };
-        // Only before anything was sent: mid-stream, an old picture would be a jump back.
-        if track.slots[idx].rewriter.started() || !track.layer_live(layer, now) {
+        // Called only for a slot just made, so nothing was sent on it yet (mid-stream, an old
+        // picture would be a jump back).
+        if !track.layer_live(layer, now) {
             return;
         }
         let state = &track.layers[layer.index()];

@@ -19,17 +19,20 @@ impl Switchboard {
         packets: Vec<ReplayedPacket>,
         now: Instant,
     ) {
+        // One frame of one stream: one payload type, which names the codec (the
+        // subscriber's session may number it differently).
+        let Some(pt) = packets.first().map(|p| p.payload_type) else {
+            return;
+        };
+        let Some(params) = self
+            .peers
+            .get(&publisher)
+            .and_then(|p| p.rtc.codec_config().find(|c| *c.pt() == pt).copied())
+        else {
+            return;
+        };
+        let mut written = false;
         for packet in packets {
-            // The publisher's payload type names the codec; the subscriber's session may
-            // number it differently.
-            let Some(params) = self.peers.get(&publisher).and_then(|p| {
-                p.rtc
-                    .codec_config()
-                    .find(|c| *c.pt() == packet.payload_type)
-                    .copied()
-            }) else {
-                continue;
-            };
             let f = packet.forward;
             let Some(sub) = self.peers.get_mut(&f.subscriber) else {
                 continue;
@@ -53,9 +56,14 @@ impl Switchboard {
                 continue;
             };
             stream.write_rtp(write);
+            written = true;
             self.counters.packets_out += 1;
             self.counters.bytes_out += len as u64;
             self.mark_dirty(f.subscriber);
+        }
+        // Counted when it reached the subscriber's session, not when the room asked for it.
+        if written {
+            self.counters.keyframes_replayed += 1;
         }
     }
 }

@@ -413,7 +413,6 @@ impl Switchboard {
                     self.mark_dirty(publisher);
                 }
                 Output::ReplayKeyframe { publisher, packets } => {
-                    self.counters.keyframes_replayed += 1;
                     self.replay_keyframe(publisher, packets, now);
                 }
                 Output::Event(event) => self.send_room_event(name, event),

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use surge_cluster::http::{finish_router, serve};
 use surge_cluster::registry::MemoryRegistry;
@@ -106,14 +106,7 @@ pub async fn wait_for(
     limit: Duration,
     check: impl Fn(&ParticipantStats) -> bool,
 ) -> ParticipantStats {
-    let start = Instant::now();
-    loop {
-        let stats = participant.stats();
-        if check(&stats) || start.elapsed() > limit {
-            return stats;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    participant.wait_for(limit, check).await
 }
 
 /// Logs to the test output when `RUST_LOG` is set (e.g. `RUST_LOG=surge_sfu=debug`).

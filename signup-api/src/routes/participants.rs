@@ -176,7 +176,7 @@ pub(crate) async fn join(
                 let mut response = relay_join_answer(&room.id, &shard, answer)?;
                 if response.status() == StatusCode::CREATED {
                     add_ice_server_links(&mut response, &ice_servers(&state, &session));
-                    metrics::histogram!("surge_api_room_join_seconds")
+                    metrics::histogram!(surge_cluster::telemetry::ROOM_JOIN_SECONDS)
                         .record(started.elapsed().as_secs_f64());
                 }
                 return Ok(response);

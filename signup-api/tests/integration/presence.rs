@@ -100,7 +100,7 @@ pub async fn befriend(api: &TestApi, a: &str, b_email: &str, b: &str) {
     assert_eq!(status, 200, "{body}");
 }
 
-async fn heartbeat(api: &TestApi, token: &str, status: &str) -> reqwest::Response {
+pub(crate) async fn heartbeat(api: &TestApi, token: &str, status: &str) -> reqwest::Response {
     api.client
         .put(api.url("/v1/presence"))
         .bearer_auth(token)

@@ -10,8 +10,6 @@
 
 use std::time::Duration;
 
-use serde_json::json;
-
 use crate::common::{Db, TestApi, TestDb, random_hex};
 use crate::presence::{Events, befriend, open_stream};
 
@@ -119,14 +117,7 @@ async fn redis_cluster_master_failover() {
     let statuses = ["online", "away", "busy"];
     let mut seen = None;
     for i in 0..120 {
-        let res = api
-            .client
-            .put(api.url("/v1/presence"))
-            .bearer_auth(&bob)
-            .json(&json!({"status": statuses[i % 3]}))
-            .send()
-            .await
-            .unwrap();
+        let res = crate::presence::heartbeat(&api, &bob, statuses[i % 3]).await;
         if res.status() == 200
             && let Ok(event) = tokio::time::timeout(Duration::from_millis(500), events.next()).await
         {

@@ -374,14 +374,7 @@ async fn a_flapping_status_is_coalesced_before_it_reaches_the_replicas() {
     let flaps = 60;
     let started = Instant::now();
     for i in 0..flaps {
-        let res = api
-            .client
-            .put(api.url("/v1/presence"))
-            .bearer_auth(&bob)
-            .json(&json!({"status": statuses[i % 3]}))
-            .send()
-            .await
-            .unwrap();
+        let res = crate::presence::heartbeat(&api, &bob, statuses[i % 3]).await;
         assert_eq!(res.status(), 200);
     }
     let flapping = started.elapsed();
