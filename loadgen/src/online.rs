@@ -322,7 +322,7 @@ async fn read(shared: &Shared, response: reqwest::Response) -> Option<&'static s
     let mut events = EventNames::default();
     let end = tokio::time::sleep_until(shared.end);
     tokio::pin!(end);
-    let how = loop {
+    loop {
         let chunk = tokio::select! {
             () = &mut end => break None,
             chunk = tokio::time::timeout(STALL, body.next()) => chunk,
@@ -344,8 +344,7 @@ async fn read(shared: &Shared, response: reqwest::Response) -> Option<&'static s
             Ok(None) => break Some("closed"),
             Err(_) => break Some("stalled"),
         }
-    };
-    how
+    }
 }
 
 /// The `event:` names of an SSE byte stream, whatever the chunking.
