@@ -142,7 +142,8 @@ mod tests {
 
     #[test]
     fn outage_defaults_to_the_outage_profile_with_every_new_user_logging_in() {
-        let cli = Cli::try_parse_from(["surge-loadgen", "outage"]).unwrap_or_else(|e| panic!("{e}"));
+        let cli =
+            Cli::try_parse_from(["surge-loadgen", "outage"]).unwrap_or_else(|e| panic!("{e}"));
         let Command::Outage(args) = cli.command else {
             panic!("not the outage command")
         };
@@ -153,7 +154,8 @@ mod tests {
         assert_eq!(args.signup.login_share, defaults.signup.login_share);
         assert_eq!((args.rooms, args.room_size), (6, 3));
         // The signup command keeps its own defaults.
-        let cli = Cli::try_parse_from(["surge-loadgen", "signup"]).unwrap_or_else(|e| panic!("{e}"));
+        let cli =
+            Cli::try_parse_from(["surge-loadgen", "signup"]).unwrap_or_else(|e| panic!("{e}"));
         let Command::Signup(signup) = cli.command else {
             panic!("not the signup command")
         };

@@ -380,7 +380,8 @@ mod tests {
 
     #[test]
     fn event_names_survive_any_chunking() {
-        let text = b": keep-alive\n\nevent: presence\ndata: {\"a\":1}\n\nevent:contacts\r\ndata: x\n\n";
+        let text =
+            b": keep-alive\n\nevent: presence\ndata: {\"a\":1}\n\nevent:contacts\r\ndata: x\n\n";
         for split in 0..text.len() {
             let mut e = EventNames::default();
             let mut names = e.feed(&text[..split]);

@@ -110,7 +110,7 @@ pub async fn run(args: &OutageArgs, quiet: bool) -> Result<OutageResult, OutageE
         return Err(OutageError::NoLogins);
     }
     args.signup.check()?;
-    let schedule = args.signup.schedule()?;
+    let schedule = args.signup.schedule().map_err(SignupError::from)?;
     let api = ApiClient::new(
         &args.signup.target,
         &args.signup.source_ips,
@@ -141,7 +141,11 @@ pub async fn run(args: &OutageArgs, quiet: bool) -> Result<OutageResult, OutageE
     );
     let calls = async {
         if needed == 0 {
-            return (None, None, Some("no calls asked for (--rooms 0)".to_owned()));
+            return (
+                None,
+                None,
+                Some("no calls asked for (--rooms 0)".to_owned()),
+            );
         }
         let Ok(sessions) = callers_rx.await else {
             return (
@@ -166,7 +170,13 @@ pub async fn run(args: &OutageArgs, quiet: bool) -> Result<OutageResult, OutageE
     let (flood, online, (calls_started_secs, calls, calls_error)) =
         tokio::join!(flood, dispatch, calls);
     let signup = flood?;
-    let verdict = verdict(&signup, &online, calls.as_ref(), calls_error.as_deref(), needed);
+    let verdict = verdict(
+        &signup,
+        &online,
+        calls.as_ref(),
+        calls_error.as_deref(),
+        needed,
+    );
     Ok(OutageResult {
         target: args.signup.target.clone(),
         rooms: args.rooms,

@@ -216,11 +216,7 @@ pub(super) fn signup_sections(out: &mut String, r: &SignupResult) {
         mix_table(out, "Login statuses", &r.follow_ups.login_status);
     }
     if r.follow_ups.heartbeat_status.total() > 0 {
-        mix_table(
-            out,
-            "Heartbeat statuses",
-            &r.follow_ups.heartbeat_status,
-        );
+        mix_table(out, "Heartbeat statuses", &r.follow_ups.heartbeat_status);
     }
 }
 

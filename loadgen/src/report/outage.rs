@@ -3,9 +3,7 @@
 
 use std::fmt::Write;
 
-use super::html::{
-    calls_sections, kpis, mix_table, page_head, percentile_table, signup_sections,
-};
+use super::html::{calls_sections, kpis, mix_table, page_head, percentile_table, signup_sections};
 use super::svg::{self, Series, escape};
 use crate::outage::OutageResult;
 
@@ -34,10 +32,7 @@ pub fn outage_page(r: &OutageResult) -> String {
             "attempts answered 429",
             format!("{:.1}%", s.status_mix.get("429") as f64 / attempts * 100.0),
         ),
-        (
-            "signup p99",
-            format!("{:.0} ms", s.latency.accepted.p99_ms),
-        ),
+        ("signup p99", format!("{:.0} ms", s.latency.accepted.p99_ms)),
         (
             "login p99",
             format!("{:.0} ms", s.follow_ups.login_latency.accepted.p99_ms),
