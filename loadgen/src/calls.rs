@@ -189,6 +189,8 @@ pub enum CallsError {
     Janus(#[from] crate::janus::JanusError),
     #[error("--network-change-after restarts ICE through Surge's API; it needs --sfu surge")]
     NetworkChangeNeedsSurge,
+    #[error("{given} logged-in users were given for calls that need {needed}")]
+    Sessions { given: usize, needed: usize },
 }
 
 /// What one remote track delivered to one participant.
@@ -924,7 +926,11 @@ async fn make_users(api: &ApiClient, total: usize) -> Result<Vec<User>, CallsErr
     Ok(users)
 }
 
-async fn prepare(args: &CallsArgs, per_room: usize) -> Result<Backend, CallsError> {
+async fn prepare(
+    args: &CallsArgs,
+    per_room: usize,
+    sessions: Option<Vec<String>>,
+) -> Result<Backend, CallsError> {
     match args.sfu {
         SfuKind::Surge => {
             let api = ApiClient::new(
@@ -933,7 +939,21 @@ async fn prepare(args: &CallsArgs, per_room: usize) -> Result<Backend, CallsErro
                 args.timeout,
                 args.ca_cert.as_deref(),
             )?;
-            let users = make_users(&api, args.rooms * per_room).await?;
+            let total = args.rooms * per_room;
+            let users = match sessions {
+                Some(sessions) if sessions.len() >= total => sessions
+                    .into_iter()
+                    .take(total)
+                    .map(|session| User { session })
+                    .collect(),
+                Some(sessions) => {
+                    return Err(CallsError::Sessions {
+                        given: sessions.len(),
+                        needed: total,
+                    });
+                }
+                None => make_users(&api, total).await?,
+            };
             let mut rooms = Vec::with_capacity(args.rooms);
             for r in 0..args.rooms {
                 rooms.push(create_room(&api, &users[r * per_room], r).await?);
@@ -969,6 +989,16 @@ async fn prepare(args: &CallsArgs, per_room: usize) -> Result<Backend, CallsErro
 
 /// Runs the calls and returns what they measured.
 pub async fn run(args: &CallsArgs, quiet: bool) -> Result<CallsResult, CallsError> {
+    run_with_sessions(args, None, quiet).await
+}
+
+/// [`run`] with participants who are already logged in (Surge only): the session tokens of
+/// `rooms × (publishers + subscribers)` users, in room order, instead of signing up new ones.
+pub async fn run_with_sessions(
+    args: &CallsArgs,
+    sessions: Option<Vec<String>>,
+    quiet: bool,
+) -> Result<CallsResult, CallsError> {
     if args.rooms == 0 || args.publishers + args.subscribers == 0 {
         return Err(CallsError::Empty);
     }
@@ -977,7 +1007,7 @@ pub async fn run(args: &CallsArgs, quiet: bool) -> Result<CallsResult, CallsErro
     }
     let per_room = args.publishers + args.subscribers;
     let total = args.rooms * per_room;
-    let mut backend = prepare(args, per_room).await?;
+    let mut backend = prepare(args, per_room, sessions).await?;
 
     // Joins are staggered; the calls last `duration` after the last join.
     let join_span = args.join_interval * total as u32;

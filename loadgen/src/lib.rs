@@ -1,5 +1,6 @@
-//! The Surge load generator: open-loop signup floods (with logins and presence heartbeats)
-//! and calls with headless participants, with live progress and a report people can read.
+//! The Surge load generator: open-loop signup floods (with logins and presence heartbeats),
+//! calls with headless participants, and a rival's outage (both at once, the new users
+//! holding their presence streams), with live progress and a report people can read.
 //!
 //! The binary is a thin shell over [`run`]; tests call the modes directly
 //! ([`signup::run`]) against an in-process Surge.
@@ -12,6 +13,8 @@ pub mod identity;
 pub mod janus;
 pub mod join_breakdown;
 pub mod network_change;
+pub mod online;
+pub mod outage;
 mod progress;
 pub mod report;
 pub mod schedule;
@@ -48,6 +51,15 @@ pub enum Command {
     Signup(signup::SignupArgs),
     /// Rooms of headless participants over real UDP, joined through the API.
     Calls(calls::CallsArgs),
+    /// A rival's outage: the signup flood (outage profile, every new user logging in), the
+    /// new users holding their presence streams, and the first of them calling each other.
+    #[command(
+        mut_arg("profile", |a| a.default_value("outage")),
+        mut_arg("time_scale", |a| a.default_value("60")),
+        mut_arg("duration", |a| a.default_value("3m")),
+        mut_arg("login_share", |a| a.default_value("1"))
+    )]
+    Outage(outage::OutageArgs),
     /// Raw Argon2id hashes/s on this machine (the ceiling for signups/s).
     HashRate(hash_rate::HashRateArgs),
 }
@@ -74,6 +86,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<bool> {
             println!("{}", result.verdict.line);
             if let Some(dir) = &cli.out {
                 let written = report::write(dir, &result, &report::calls_page(&result))
+                    .context("writing the report")?;
+                println!("report: {}", written.html.display());
+            }
+            Ok(result.verdict.pass)
+        }
+        Command::Outage(args) => {
+            let result = outage::run(&args, cli.quiet).await?;
+            if let Some(calls) = &result.calls {
+                print!("{}", calls.join_phases.table());
+            }
+            println!("{}", result.verdict.line);
+            if let Some(dir) = &cli.out {
+                let written = report::write(dir, &result, &report::outage_page(&result))
                     .context("writing the report")?;
                 println!("report: {}", written.html.display());
             }
@@ -113,6 +138,29 @@ mod tests {
             Command::Calls(calls) => Ok(calls.ice_transport),
             _ => panic!("not the calls command"),
         }
+    }
+
+    #[test]
+    fn outage_defaults_to_the_outage_profile_with_every_new_user_logging_in() {
+        let cli =
+            Cli::try_parse_from(["surge-loadgen", "outage"]).unwrap_or_else(|e| panic!("{e}"));
+        let Command::Outage(args) = cli.command else {
+            panic!("not the outage command")
+        };
+        let defaults = crate::outage::OutageArgs::new("http://127.0.0.1:8080");
+        assert_eq!(args.signup.profile, defaults.signup.profile);
+        assert_eq!(args.signup.time_scale, defaults.signup.time_scale);
+        assert_eq!(args.signup.duration, defaults.signup.duration);
+        assert_eq!(args.signup.login_share, defaults.signup.login_share);
+        assert_eq!((args.rooms, args.room_size), (6, 3));
+        // The signup command keeps its own defaults.
+        let cli =
+            Cli::try_parse_from(["surge-loadgen", "signup"]).unwrap_or_else(|e| panic!("{e}"));
+        let Command::Signup(signup) = cli.command else {
+            panic!("not the signup command")
+        };
+        assert_eq!(signup.login_share, 0.0);
+        assert!(signup.duration.is_none());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -118,6 +119,24 @@ impl SignupArgs {
             drain_timeout: Duration::from_secs(120),
             seed: None,
         }
+    }
+
+    /// Refuses shares outside 0..=1 and a schedule that cannot be made.
+    pub fn check(&self) -> Result<(), SignupError> {
+        for (name, share) in [
+            ("--duplicate-share", self.duplicate_share),
+            ("--invalid-share", self.invalid_share),
+            ("--login-share", self.login_share),
+        ] {
+            if !(0.0..=1.0).contains(&share) {
+                return Err(SignupError::Share(name));
+            }
+        }
+        if self.duplicate_share + self.invalid_share > 1.0 {
+            return Err(SignupError::Share("--duplicate-share + --invalid-share"));
+        }
+        self.schedule()?;
+        Ok(())
     }
 
     pub fn schedule(&self) -> Result<Schedule, ScheduleError> {
@@ -291,6 +310,17 @@ struct Shared {
     login_share: f64,
     heartbeats: u32,
     heartbeat_interval: Duration,
+    logged_in: Option<mpsc::UnboundedSender<LoggedIn>>,
+}
+
+/// A new account that logged in during a run, handed to a mode that keeps it busy (the
+/// outage run holds its presence stream and puts some in calls).
+#[derive(Debug, Clone)]
+pub struct LoggedIn {
+    /// The session token (Bearer).
+    pub token: String,
+    /// When its login was answered.
+    pub at: Instant,
 }
 
 const CREATED_KEPT: usize = 10_000;
@@ -353,18 +383,17 @@ impl Shared {
 
 /// Runs a signup flood and returns what it measured.
 pub async fn run(args: &SignupArgs, quiet: bool) -> Result<SignupResult, SignupError> {
-    for (name, share) in [
-        ("--duplicate-share", args.duplicate_share),
-        ("--invalid-share", args.invalid_share),
-        ("--login-share", args.login_share),
-    ] {
-        if !(0.0..=1.0).contains(&share) {
-            return Err(SignupError::Share(name));
-        }
-    }
-    if args.duplicate_share + args.invalid_share > 1.0 {
-        return Err(SignupError::Share("--duplicate-share + --invalid-share"));
-    }
+    run_with(args, quiet, None).await
+}
+
+/// [`run`], handing every new user who logged in (`--login-share`) to `logged_in` as soon as
+/// its login is answered, before its heartbeats.
+pub async fn run_with(
+    args: &SignupArgs,
+    quiet: bool,
+    logged_in: Option<mpsc::UnboundedSender<LoggedIn>>,
+) -> Result<SignupResult, SignupError> {
+    args.check()?;
     let schedule = args.schedule()?;
     let client = ApiClient::new(
         &args.target,
@@ -402,6 +431,7 @@ pub async fn run(args: &SignupArgs, quiet: bool) -> Result<SignupResult, SignupE
         login_share: args.login_share,
         heartbeats: args.heartbeats,
         heartbeat_interval: args.heartbeat_interval,
+        logged_in,
     });
 
     let ticker = spawn_ticker(shared.clone(), schedule.real_duration(), quiet);
@@ -538,6 +568,13 @@ async fn follow_up(shared: &Shared, body: &Signup) {
     let Some(token) = token else {
         return;
     };
+    if let Some(tx) = &shared.logged_in {
+        // The receiver may have stopped taking users (its run ended); that is its call.
+        let _ = tx.send(LoggedIn {
+            token: token.clone(),
+            at: Instant::now(),
+        });
+    }
     let presence = serde_json::json!({ "status": "online" });
     for _ in 0..shared.heartbeats {
         let wait = shared

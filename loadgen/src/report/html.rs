@@ -87,10 +87,17 @@ pub fn signup_page(r: &SignupResult) -> String {
         r.verdict.pass,
         &r.verdict.line,
     );
+    signup_sections(&mut out, r);
+    out.push_str("</body></html>\n");
+    out
+}
+
+/// Everything of a signup run's page below its verdict.
+pub(super) fn signup_sections(out: &mut String, r: &SignupResult) {
     let o = &r.outcomes;
     let created = o.created_first_try + o.created_after_retry;
     kpis(
-        &mut out,
+        out,
         &[
             ("offered", o.offered.to_string()),
             ("created", created.to_string()),
@@ -184,7 +191,7 @@ pub fn signup_page(r: &SignupResult) -> String {
     }
     rows.push(("loadgen send lag".to_owned(), &r.send_lag));
     let rows: Vec<(&str, &Percentiles)> = rows.iter().map(|(n, p)| (n.as_str(), *p)).collect();
-    percentile_table(&mut out, &rows);
+    percentile_table(out, &rows);
     out.push_str("<h2>Outcomes</h2><table>");
     for (name, v) in [
         ("created on the first try", o.created_first_try),
@@ -203,20 +210,14 @@ pub fn signup_page(r: &SignupResult) -> String {
         let _ = write!(out, "<tr><td>{}</td><td>{v}</td></tr>", escape(name));
     }
     out.push_str("</table>");
-    mix_table(&mut out, "Requests by intent", &o.by_intent);
-    mix_table(&mut out, "Error codes", &r.error_codes);
+    mix_table(out, "Requests by intent", &o.by_intent);
+    mix_table(out, "Error codes", &r.error_codes);
     if r.follow_ups.login_status.total() > 0 {
-        mix_table(&mut out, "Login statuses", &r.follow_ups.login_status);
+        mix_table(out, "Login statuses", &r.follow_ups.login_status);
     }
     if r.follow_ups.heartbeat_status.total() > 0 {
-        mix_table(
-            &mut out,
-            "Heartbeat statuses",
-            &r.follow_ups.heartbeat_status,
-        );
+        mix_table(out, "Heartbeat statuses", &r.follow_ups.heartbeat_status);
     }
-    out.push_str("</body></html>\n");
-    out
 }
 
 pub(super) fn mix_table(out: &mut String, title: &str, mix: &Mix) {
@@ -239,9 +240,16 @@ pub fn calls_page(r: &crate::calls::CallsResult) -> String {
         r.verdict.pass,
         &r.verdict.line,
     );
+    calls_sections(&mut out, r);
+    out.push_str("</body></html>\n");
+    out
+}
+
+/// Everything of a calls run's page below its verdict.
+pub(super) fn calls_sections(out: &mut String, r: &crate::calls::CallsResult) {
     let joined = r.participants.iter().filter(|p| p.joined).count();
     kpis(
-        &mut out,
+        out,
         &[
             ("joined", format!("{joined}/{}", r.participants.len())),
             ("first video p50", format!("{:.0} ms", r.first_video.p50_ms)),
@@ -326,7 +334,7 @@ pub fn calls_page(r: &crate::calls::CallsResult) -> String {
     ));
     out.push_str("<h2>Join and rejoin times</h2>");
     percentile_table(
-        &mut out,
+        out,
         &[
             (
                 "join → first video frame of every remote track",
@@ -346,8 +354,8 @@ pub fn calls_page(r: &crate::calls::CallsResult) -> String {
         .iter()
         .map(|(n, p)| (n.as_str(), p))
         .collect();
-    percentile_table(&mut out, &rows);
-    super::network_change::section(&mut out, r);
+    percentile_table(out, &rows);
+    super::network_change::section(out, r);
     out.push_str("<h2>Per participant</h2><table><tr><th>room</th><th>role</th><th>cap</th><th>first media ms</th><th>first video of every track ms</th><th>video tracks</th><th>layers (last)</th><th>video kbit/s (last s)</th><th>freezes</th><th>audio shortfall</th><th>rejoins</th></tr>");
     for p in &r.participants {
         let layers: Vec<String> = p
@@ -389,6 +397,5 @@ pub fn calls_page(r: &crate::calls::CallsResult) -> String {
             p.rejoins,
         );
     }
-    out.push_str("</table></body></html>\n");
-    out
+    out.push_str("</table>");
 }
