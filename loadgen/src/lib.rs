@@ -1,9 +1,11 @@
-//! The Surge load generator: open-loop signup floods (with logins and presence heartbeats)
-//! and calls with headless participants, with live progress and a report people can read.
+//! The Surge load generator: open-loop signup floods (with logins and presence heartbeats),
+//! calls with headless participants, and the cost of holding users online, with live
+//! progress and a report people can read.
 //!
 //! The binary is a thin shell over [`run`]; tests call the modes directly
 //! ([`signup::run`]) against an in-process Surge.
 
+pub mod account;
 pub mod calls;
 pub mod client;
 pub mod duration;
@@ -12,6 +14,8 @@ pub mod identity;
 pub mod janus;
 pub mod join_breakdown;
 pub mod network_change;
+pub mod presence;
+pub mod proc_stats;
 mod progress;
 pub mod report;
 pub mod schedule;
@@ -28,7 +32,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "surge-loadgen",
     version,
-    about = "Load generator for Surge: signup floods and calls, with a report"
+    about = "Load generator for Surge: signup floods, calls and presence, with a report"
 )]
 pub struct Cli {
     /// Write result.json and report.html into this directory.
@@ -48,6 +52,8 @@ pub enum Command {
     Signup(signup::SignupArgs),
     /// Rooms of headless participants over real UDP, joined through the API.
     Calls(calls::CallsArgs),
+    /// Users held online (presence streams or heartbeats) and what that costs the API.
+    Presence(presence::PresenceArgs),
     /// Raw Argon2id hashes/s on this machine (the ceiling for signups/s).
     HashRate(hash_rate::HashRateArgs),
 }
@@ -74,6 +80,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<bool> {
             println!("{}", result.verdict.line);
             if let Some(dir) = &cli.out {
                 let written = report::write(dir, &result, &report::calls_page(&result))
+                    .context("writing the report")?;
+                println!("report: {}", written.html.display());
+            }
+            Ok(result.verdict.pass)
+        }
+        Command::Presence(args) => {
+            let result = presence::run(&args, cli.quiet).await?;
+            print!("{}", result.table());
+            println!("{}", result.verdict.line);
+            if let Some(dir) = &cli.out {
+                let written = report::write(dir, &result, &report::presence_page(&result))
                     .context("writing the report")?;
                 println!("report: {}", written.html.display());
             }

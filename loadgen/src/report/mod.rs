@@ -3,6 +3,7 @@
 
 mod html;
 mod network_change;
+mod presence;
 pub mod svg;
 
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use html::{calls_page, signup_page};
+pub use presence::presence_page;
 
 /// Errors writing a report.
 #[derive(Debug, thiserror::Error)]
