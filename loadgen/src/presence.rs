@@ -508,10 +508,7 @@ async fn check_online(api: &ApiClient, users: &[LoggedIn], concurrency: usize) -
 /// the API said each was online.
 fn verdict(r: &PresenceResult) -> Verdict {
     let users = r.users as u64;
-    let checked_ok = r
-        .online_check
-        .as_ref()
-        .is_none_or(|c| c.online == users);
+    let checked_ok = r.online_check.as_ref().is_none_or(|c| c.online == users);
     let pass = r.got_online == users && r.held_at_end == users && checked_ok;
     let check = r.online_check.as_ref().map_or(String::new(), |c| {
         format!(
@@ -547,12 +544,12 @@ impl PresenceResult {
     pub fn table(&self) -> String {
         let api = self.api.as_ref();
         let rows = [
-            ("users held at the window's end", self.held_at_end.to_string()),
-            ("window", format!("{:.1} s", self.window_secs)),
             (
-                "API CPU (cores busy)",
-                figure(api.map(|a| a.cores), 3),
+                "users held at the window's end",
+                self.held_at_end.to_string(),
             ),
+            ("window", format!("{:.1} s", self.window_secs)),
+            ("API CPU (cores busy)", figure(api.map(|a| a.cores), 3)),
             (
                 "API CPU per 10k users (cores)",
                 figure(api.and_then(|a| a.cores_per_10k_users), 3),
@@ -570,7 +567,9 @@ impl PresenceResult {
             (
                 "Redis commands per user per minute",
                 figure(
-                    self.redis.as_ref().and_then(|r| r.commands_per_user_per_min),
+                    self.redis
+                        .as_ref()
+                        .and_then(|r| r.commands_per_user_per_min),
                     2,
                 ),
             ),
@@ -671,7 +670,11 @@ mod tests {
         // Connected, but the API says they lapsed offline.
         let lapsed = verdict(&result(3, 3, Some(0)));
         assert!(!lapsed.pass);
-        assert!(lapsed.line.contains("the API says 0 of 3 online"), "{}", lapsed.line);
+        assert!(
+            lapsed.line.contains("the API says 0 of 3 online"),
+            "{}",
+            lapsed.line
+        );
         assert!(!verdict(&result(3, 2, Some(3))).pass);
     }
 }

@@ -95,7 +95,11 @@ async fn heartbeats_keep_every_user_online() {
     assert!(r.verdict.pass, "{}", r.verdict.line);
     assert_eq!(r.online_check.as_ref().unwrap().online, USERS as u64);
     // Each user heartbeat at least once more than its first, inside the window.
-    assert!(r.statuses.get("heartbeat 200") > USERS as u64, "{:?}", r.statuses);
+    assert!(
+        r.statuses.get("heartbeat 200") > USERS as u64,
+        "{:?}",
+        r.statuses
+    );
     assert!(r.http_requests > 0);
     assert_eq!(r.heartbeat_failures, 0);
     assert_eq!(r.statuses.get("stream 200"), 0);
@@ -105,8 +109,18 @@ async fn heartbeats_keep_every_user_online() {
 async fn streams_stay_open_for_the_whole_window() {
     let r = run(PresenceMode::Stream).await;
     assert_measured(&r);
-    assert_eq!(r.statuses.get("ticket 201"), USERS as u64, "{:?}", r.statuses);
-    assert_eq!(r.statuses.get("stream 200"), USERS as u64, "{:?}", r.statuses);
+    assert_eq!(
+        r.statuses.get("ticket 201"),
+        USERS as u64,
+        "{:?}",
+        r.statuses
+    );
+    assert_eq!(
+        r.statuses.get("stream 200"),
+        USERS as u64,
+        "{:?}",
+        r.statuses
+    );
     assert_eq!(r.stream_ends, 0);
     // Nothing but the open streams: no request at all inside the window.
     assert_eq!(r.http_requests, 0);

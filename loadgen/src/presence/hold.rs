@@ -199,7 +199,9 @@ async fn stream_once(shared: &Shared, user: &LoggedIn, first: &mut First) -> Nex
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(crate::client::parse_retry_after);
-        return Next::Retry(jittered(retry_after.unwrap_or(REOPEN_WAIT).max(REOPEN_WAIT)));
+        return Next::Retry(jittered(
+            retry_after.unwrap_or(REOPEN_WAIT).max(REOPEN_WAIT),
+        ));
     }
     shared.lock_stats().online.record(started.elapsed());
     shared.counters.held.fetch_add(1, Ordering::Relaxed);
@@ -266,7 +268,11 @@ async fn heartbeat_loop(shared: &Shared, user: &LoggedIn, first: &mut First) -> 
                 .fetch_add(1, Ordering::Relaxed);
             let wait = retry_wait(&attempt);
             // After a stretch online, one failure does not count towards giving up.
-            break if held { Next::Reopen(wait) } else { Next::Retry(wait) };
+            break if held {
+                Next::Reopen(wait)
+            } else {
+                Next::Retry(wait)
+            };
         }
         let latency = attempt.latency();
         if first.is_some() {

@@ -122,7 +122,11 @@ pub fn presence_page(r: &PresenceResult) -> String {
     }
     mix_table(&mut out, "Requests by status (whole run)", &r.statuses);
     if r.not_online_reasons.total() > 0 {
-        mix_table(&mut out, "Why users did not get online", &r.not_online_reasons);
+        mix_table(
+            &mut out,
+            "Why users did not get online",
+            &r.not_online_reasons,
+        );
     }
     out.push_str("</body></html>\n");
     out
