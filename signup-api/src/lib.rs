@@ -32,7 +32,9 @@ use tokio_util::sync::CancellationToken;
 use crate::hashing::{HashError, HashParams, HashPool, PoolConfig};
 use crate::limits::{Limits, LimitsConfig, Rate};
 use crate::login_backoff::{BackoffConfig, LoginBackoff};
-use crate::presence::{MemoryPresence, Presence, Publisher, RedisPresence, StreamSlots};
+use crate::presence::{
+    Connections, MemoryPresence, Presence, Publisher, RedisPresence, StreamSlots,
+};
 use crate::store::{Store, StoreError};
 use crate::tickets::{MemoryTickets, RedisTickets, Tickets};
 use crate::turn::{Turn, TurnConfigError, TurnSecret};
@@ -172,6 +174,11 @@ pub struct ApiConfig {
     /// most once per this many milliseconds, the last one winning; 0 publishes every change.
     #[arg(long, env = "SURGE_PRESENCE_COALESCE_MS", default_value_t = 1000)]
     pub presence_coalesce_ms: u64,
+
+    /// Milliseconds a user stays online after their last presence stream on this process
+    /// closed, so a page reload that reconnects at once does not show them offline.
+    #[arg(long, env = "SURGE_PRESENCE_LINGER_MS", default_value_t = 2000)]
+    pub presence_linger_ms: u64,
 
     /// Presence streams one account may hold open on one process.
     #[arg(long, env = "SURGE_PRESENCE_STREAMS_PER_ACCOUNT", default_value_t = 8)]
@@ -315,6 +322,7 @@ impl ApiConfig {
             heartbeats_per_account_per_min: 20,
             heartbeats_per_account_burst: 10,
             presence_coalesce_ms: 1000,
+            presence_linger_ms: 2000,
             presence_streams_per_account: 8,
             presence_streams_max: 4096,
             presence_ticket_ttl_secs: 30,
@@ -562,6 +570,14 @@ impl Api {
             Duration::from_millis(config.presence_coalesce_ms),
         ));
         publisher.clone().spawn_flusher(tasks.clone());
+        let presence_ttl = Duration::from_secs(config.presence_ttl_secs.max(1));
+        let connections = Connections::new(
+            presence.clone(),
+            publisher.clone(),
+            presence_ttl,
+            Duration::from_millis(config.presence_linger_ms),
+        );
+        connections.clone().spawn_refresher(tasks.clone());
         spawn_limit_eviction(limits.clone(), login_backoff.clone(), tasks.clone());
         let room_ttl = Duration::from_secs(config.room_ttl_secs.max(60));
         spawn_housekeeping(store.clone(), room_ttl, tasks.clone());
@@ -574,6 +590,7 @@ impl Api {
             login_backoff,
             presence,
             publisher,
+            connections,
             tickets,
             streams: StreamSlots::new(
                 config.presence_streams_per_account,
@@ -585,7 +602,7 @@ impl Api {
             turn,
             settings: routes::Settings {
                 session_ttl: Duration::from_secs(config.session_ttl_secs),
-                presence_ttl: Duration::from_secs(config.presence_ttl_secs.max(1)),
+                presence_ttl,
                 join_ttl: Duration::from_secs(config.join_token_ttl_secs.max(1)),
                 room_ttl,
                 max_rooms_per_account: match config.max_rooms_per_account {

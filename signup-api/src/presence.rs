@@ -1,5 +1,9 @@
-//! Presence: who is online, away or busy. A heartbeat sets a status for a TTL; a user whose
-//! heartbeats stop is offline once it passes. Changes (including going offline) are
+//! Presence: who is online, away or busy. A user with an open presence stream is online
+//! while the stream lasts ([`Connections`]: the process holding it refreshes the TTLs of all
+//! its connected users in batches, one round trip per tick, and the user is offline at once
+//! when the last process lets go). A client without a stream keeps a status with heartbeats
+//! instead; a heartbeat also sets a connected user's status (away, busy), which the
+//! refreshes then keep. A status whose TTL passes is offline. Changes (including going offline) are
 //! published on a local broadcast bus that the SSE streams read; a [`Publisher`] coalesces
 //! a flapping user's changes. Besides changes, the bus carries [`Notice`]s: a contact added
 //! or removed, a contact request, a session logged out, a call ringing or answered; streams
@@ -14,29 +18,33 @@
 //!
 //! Redis layout (prefix `P`): users fall into [`BUCKETS`] buckets by a hash of their id;
 //! bucket `n` holds `P presence:{pn}:u:<user>` (the status, with a PX TTL),
-//! `P presence:{pn}:expiry` (sorted set, user → expiry) and publishes on the channel
+//! `P presence:{pn}:expiry` (sorted set, user → expiry), `P presence:{pn}:conns` (hash,
+//! user → how many processes hold a stream of the user) and publishes on the channel
 //! `P presence:{pn}:changes`; notices go on `P presence:notices`. A bucket's keys and
 //! channel share a hash tag, so on Redis Cluster each script (which publishes from inside)
 //! stays in one slot while the buckets spread users over the cluster's masters. On a
 //! cluster the channels are sharded (`SPUBLISH`/`SSUBSCRIBE`): a message goes to its slot's
 //! shard only, not to every node.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use surge_cluster::redis_conn::{self, RedisConn, RedisTarget};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 mod coalesce;
+mod connections;
+mod memory;
+mod redis_backend;
 mod streams;
 
 pub use coalesce::Coalescer;
+pub use connections::{Connections, Held};
+pub use memory::MemoryPresence;
+pub use redis_backend::{BUCKETS, RedisPresence, changes_channel};
 pub use streams::{StreamRefused, StreamSlot, StreamSlots};
 
 /// A user's presence.
@@ -60,7 +68,7 @@ impl Status {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         match s {
             "online" => Some(Self::Online),
             "away" => Some(Self::Away),
@@ -155,6 +163,19 @@ pub trait Presence: Send + Sync + 'static {
     async fn clear(&self, user: &str) -> Result<(), PresenceError>;
     /// Statuses of `users`, in order; unknown or expired users are offline.
     async fn statuses(&self, users: &[String]) -> Result<Vec<Status>, PresenceError>;
+    /// A process took its first presence stream of `user` (presence by connection): counts
+    /// the process as holding `user`, and extends `user`'s status by `ttl`, keeping it, or
+    /// sets it online when it had none. Answers whether it changed (the caller publishes it).
+    async fn connect(&self, user: &str, ttl: Duration) -> Result<bool, PresenceError>;
+    /// A process let go of its last stream of `user`: once no process holds one, `user` is
+    /// offline at once (announced here, as by [`Self::clear`]). Answers whether it went
+    /// offline.
+    async fn disconnect(&self, user: &str) -> Result<bool, PresenceError>;
+    /// Extends by `ttl` the statuses of `users`, whose streams this process holds, keeping
+    /// each status; a user whose status had lapsed is set online again and returned (the
+    /// caller publishes those). A partial failure still answers the users it revived (and
+    /// logs the failure); it is an error only when it revived none.
+    async fn refresh(&self, users: &[String], ttl: Duration) -> Result<Vec<String>, PresenceError>;
     /// Finds users whose TTL passed and announces them offline. Called periodically.
     async fn sweep(&self) -> Result<(), PresenceError>;
     /// The bus of changes.
@@ -164,427 +185,6 @@ pub trait Presence: Send + Sync + 'static {
 }
 
 const BUS_CAPACITY: usize = 4096;
-
-/// Presence in this process's memory.
-pub struct MemoryPresence {
-    users: Mutex<HashMap<String, (Status, Instant)>>,
-    bus: broadcast::Sender<Change>,
-    notices: broadcast::Sender<Notice>,
-}
-
-impl Default for MemoryPresence {
-    fn default() -> Self {
-        Self {
-            users: Mutex::new(HashMap::new()),
-            bus: broadcast::channel(BUS_CAPACITY).0,
-            notices: broadcast::channel(BUS_CAPACITY).0,
-        }
-    }
-}
-
-impl MemoryPresence {
-    fn announce(&self, user_id: &str, status: Status) {
-        let _ = self.bus.send(Change {
-            user_id: user_id.to_owned(),
-            status,
-        });
-    }
-}
-
-#[async_trait]
-impl Presence for MemoryPresence {
-    async fn heartbeat(
-        &self,
-        user: &str,
-        status: Status,
-        ttl: Duration,
-    ) -> Result<bool, PresenceError> {
-        let now = Instant::now();
-        let old = self
-            .users
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(user.to_owned(), (status, now + ttl));
-        let was = old.filter(|(_, until)| *until > now).map(|(s, _)| s);
-        Ok(was != Some(status))
-    }
-
-    async fn publish(&self, change: &Change) -> Result<(), PresenceError> {
-        self.announce(&change.user_id, change.status);
-        Ok(())
-    }
-
-    async fn notify(&self, notice: &Notice) -> Result<(), PresenceError> {
-        let _ = self.notices.send(notice.clone());
-        Ok(())
-    }
-
-    async fn clear(&self, user: &str) -> Result<(), PresenceError> {
-        let old = self
-            .users
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(user);
-        if old.is_some() {
-            self.announce(user, Status::Offline);
-        }
-        Ok(())
-    }
-
-    async fn statuses(&self, users: &[String]) -> Result<Vec<Status>, PresenceError> {
-        let now = Instant::now();
-        let map = self.users.lock().unwrap_or_else(PoisonError::into_inner);
-        Ok(users
-            .iter()
-            .map(|u| match map.get(u) {
-                Some((status, until)) if *until > now => *status,
-                _ => Status::Offline,
-            })
-            .collect())
-    }
-
-    async fn sweep(&self) -> Result<(), PresenceError> {
-        let now = Instant::now();
-        let mut gone = Vec::new();
-        self.users
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|user, (_, until)| {
-                let alive = *until > now;
-                if !alive {
-                    gone.push(user.clone());
-                }
-                alive
-            });
-        for user in gone {
-            self.announce(&user, Status::Offline);
-        }
-        Ok(())
-    }
-
-    fn subscribe(&self) -> broadcast::Receiver<Change> {
-        self.bus.subscribe()
-    }
-
-    fn notices(&self) -> broadcast::Receiver<Notice> {
-        self.notices.subscribe()
-    }
-}
-
-/// Sets the status key and records its expiry in the sorted set; answers 1 when the status
-/// changed. KEYS: status key, expiry zset. ARGV: user, status, ttl ms.
-const HEARTBEAT_LUA: &str = r"
-local old = redis.call('GET', KEYS[1])
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
-if old ~= ARGV[2] then return 1 end
-return 0
-";
-
-/// Removes the status key and announces offline. KEYS: status key, expiry zset.
-/// ARGV: user, channel, publish command (`PUBLISH`, or `SPUBLISH` on a cluster).
-const CLEAR_LUA: &str = r"
-local existed = redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-if existed == 1 then redis.call(ARGV[3], ARGV[2], ARGV[1] .. ' offline') end
-return existed
-";
-
-/// Announces offline the users whose expiry passed; ZREM makes each announcement happen
-/// once even with several replicas sweeping. KEYS: expiry zset. ARGV: channel, status key
-/// prefix, batch size, publish command. The status keys it reads are not declared in
-/// KEYS, but they carry the expiry set's hash tag, so they are in its slot.
-const SWEEP_LUA: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
-for _, user in ipairs(expired) do
-  redis.call('ZREM', KEYS[1], user)
-  if redis.call('EXISTS', ARGV[2] .. user) == 0 then
-    redis.call(ARGV[4], ARGV[1], user .. ' offline')
-  end
-end
-return #expired
-";
-
-/// Presence buckets (see the module docs): enough to spread over the masters of any
-/// sensible cluster, few enough that a sweep (one script per bucket) stays cheap.
-pub const BUCKETS: u32 = 16;
-
-/// The bucket of `user` (FNV-1a, the same on every replica).
-fn bucket(user: &str) -> u32 {
-    let hash = user.bytes().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    });
-    hash % BUCKETS
-}
-
-/// The channel that carries `user`'s status changes, for the deployment's key `prefix`
-/// (tests listen on it; see the module docs).
-pub fn changes_channel(prefix: &str, user: &str) -> String {
-    bucket_channel(prefix, bucket(user))
-}
-
-fn bucket_channel(prefix: &str, bucket: u32) -> String {
-    format!("{prefix}presence:{{p{bucket}}}:changes")
-}
-
-/// Presence in Redis (one server or a cluster), shared by replicas.
-pub struct RedisPresence {
-    conn: RedisConn,
-    /// Publish with `SPUBLISH` (a cluster) rather than `PUBLISH`.
-    sharded: bool,
-    prefix: String,
-    heartbeat: redis::Script,
-    clear: redis::Script,
-    sweep: redis::Script,
-    bus: broadcast::Sender<Change>,
-    notices: broadcast::Sender<Notice>,
-}
-
-impl RedisPresence {
-    /// Uses `conn` for commands and starts the pub/sub listener (on its own connection to
-    /// `target`) that feeds the local bus until `shutdown`.
-    pub fn new(
-        target: RedisTarget,
-        conn: RedisConn,
-        prefix: String,
-        shutdown: CancellationToken,
-    ) -> Arc<Self> {
-        let bus = broadcast::channel(BUS_CAPACITY).0;
-        let notices = broadcast::channel(BUS_CAPACITY).0;
-        let this = Arc::new(Self {
-            conn,
-            sharded: target.is_cluster(),
-            prefix,
-            heartbeat: redis::Script::new(HEARTBEAT_LUA),
-            clear: redis::Script::new(CLEAR_LUA),
-            sweep: redis::Script::new(SWEEP_LUA),
-            bus: bus.clone(),
-            notices: notices.clone(),
-        });
-        let channels = Channels {
-            changes: (0..BUCKETS)
-                .map(|b| bucket_channel(&this.prefix, b))
-                .collect(),
-            notices: this.notice_channel(),
-        };
-        tokio::spawn(listen(target, channels, bus, notices, shutdown));
-        this
-    }
-
-    fn key(&self, user: &str) -> String {
-        format!("{}{user}", self.key_prefix(bucket(user)))
-    }
-    fn key_prefix(&self, bucket: u32) -> String {
-        format!("{}presence:{{p{bucket}}}:u:", self.prefix)
-    }
-    fn expiry_key(&self, bucket: u32) -> String {
-        format!("{}presence:{{p{bucket}}}:expiry", self.prefix)
-    }
-    fn notice_channel(&self) -> String {
-        format!("{}presence:notices", self.prefix)
-    }
-    fn publish_command(&self) -> &'static str {
-        redis_conn::publish_command(self.sharded)
-    }
-}
-
-fn unavailable(e: redis::RedisError) -> PresenceError {
-    PresenceError::Unavailable(e.to_string())
-}
-
-#[async_trait]
-impl Presence for RedisPresence {
-    async fn heartbeat(
-        &self,
-        user: &str,
-        status: Status,
-        ttl: Duration,
-    ) -> Result<bool, PresenceError> {
-        let mut conn = self.conn.clone();
-        self.heartbeat
-            .key(self.key(user))
-            .key(self.expiry_key(bucket(user)))
-            .arg(user)
-            .arg(status.as_str())
-            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
-            .invoke_async::<i64>(&mut conn)
-            .await
-            .map(|changed| changed == 1)
-            .map_err(unavailable)
-    }
-
-    async fn publish(&self, change: &Change) -> Result<(), PresenceError> {
-        let mut conn = self.conn.clone();
-        redis::cmd(self.publish_command())
-            .arg(changes_channel(&self.prefix, &change.user_id))
-            .arg(format!("{} {}", change.user_id, change.status.as_str()))
-            .query_async::<i64>(&mut conn)
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
-    }
-
-    async fn notify(&self, notice: &Notice) -> Result<(), PresenceError> {
-        let payload =
-            serde_json::to_string(notice).map_err(|e| PresenceError::Unavailable(e.to_string()))?;
-        let mut conn = self.conn.clone();
-        let sent = redis::cmd(self.publish_command())
-            .arg(self.notice_channel())
-            .arg(payload)
-            .query_async::<i64>(&mut conn)
-            .await;
-        if let Err(e) = sent {
-            // This process's own streams still hear it; other replicas' do not until Redis
-            // is back (a logout then ends those streams at their next reconnect).
-            let _ = self.notices.send(notice.clone());
-            return Err(unavailable(e));
-        }
-        Ok(())
-    }
-
-    async fn clear(&self, user: &str) -> Result<(), PresenceError> {
-        let mut conn = self.conn.clone();
-        self.clear
-            .key(self.key(user))
-            .key(self.expiry_key(bucket(user)))
-            .arg(user)
-            .arg(changes_channel(&self.prefix, user))
-            .arg(self.publish_command())
-            .invoke_async::<i64>(&mut conn)
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
-    }
-
-    async fn statuses(&self, users: &[String]) -> Result<Vec<Status>, PresenceError> {
-        if users.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut conn = self.conn.clone();
-        let keys: Vec<String> = users.iter().map(|u| self.key(u)).collect();
-        let values: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        Ok(values
-            .into_iter()
-            .map(|v| {
-                v.as_deref()
-                    .and_then(Status::parse)
-                    .unwrap_or(Status::Offline)
-            })
-            .collect())
-    }
-
-    async fn sweep(&self) -> Result<(), PresenceError> {
-        // One script per bucket, sent concurrently (one round trip in all: the connection
-        // pipelines them; on a cluster each goes to its bucket's master).
-        let sweeps = (0..BUCKETS).map(|b| {
-            let mut conn = self.conn.clone();
-            let mut invocation = self.sweep.prepare_invoke();
-            invocation
-                .key(self.expiry_key(b))
-                .arg(bucket_channel(&self.prefix, b))
-                .arg(self.key_prefix(b))
-                .arg(1000)
-                .arg(self.publish_command());
-            async move { invocation.invoke_async::<i64>(&mut conn).await }
-        });
-        // Every bucket is swept even when one fails (a master failing over must not hold
-        // back the others' offline notices); the first failure is reported.
-        futures::future::join_all(sweeps)
-            .await
-            .into_iter()
-            .find_map(Result::err)
-            .map_or(Ok(()), |e| Err(unavailable(e)))
-    }
-
-    fn subscribe(&self) -> broadcast::Receiver<Change> {
-        self.bus.subscribe()
-    }
-
-    fn notices(&self) -> broadcast::Receiver<Notice> {
-        self.notices.subscribe()
-    }
-}
-
-/// The pub/sub channels the listener follows.
-struct Channels {
-    changes: Vec<String>,
-    notices: String,
-}
-
-/// Forwards the pub/sub channels to the local buses, reconnecting and resubscribing (with
-/// jittered backoff, so replicas do not reconnect in lockstep) whenever the connection drops.
-async fn listen(
-    target: RedisTarget,
-    channels: Channels,
-    bus: broadcast::Sender<Change>,
-    notices: broadcast::Sender<Notice>,
-    shutdown: CancellationToken,
-) {
-    let channel = &channels.notices;
-    let all: Vec<String> = channels
-        .changes
-        .iter()
-        .chain(std::iter::once(&channels.notices))
-        .cloned()
-        .collect();
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let connected = redis_conn::subscribe(&target, &all, &crate::limits::REDIS_TIMEOUTS);
-        let attempt = tokio::select! {
-            () = shutdown.cancelled() => return,
-            r = connected => r,
-        };
-        match attempt {
-            Ok(mut messages) => {
-                tracing::debug!(%channel, "presence pub/sub subscribed");
-                backoff = Duration::from_millis(100);
-                loop {
-                    let message = tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        m = messages.next() => m,
-                    };
-                    let Some(message) = message else { break };
-                    let Ok(payload) = String::from_utf8(message.payload) else {
-                        continue;
-                    };
-                    if message.channel == channels.notices {
-                        if let Ok(notice) = serde_json::from_str::<Notice>(&payload) {
-                            let _ = notices.send(notice);
-                        }
-                        continue;
-                    }
-                    if let Some((user, status)) = payload.rsplit_once(' ')
-                        && let Some(status) = Status::parse(status)
-                    {
-                        let _ = bus.send(Change {
-                            user_id: user.to_owned(),
-                            status,
-                        });
-                    }
-                }
-                tracing::warn!(%channel, "presence pub/sub connection lost; resubscribing");
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "presence pub/sub cannot connect yet");
-            }
-        }
-        metrics::counter!("surge_api_presence_resubscribe_total").increment(1);
-        let jitter = Duration::from_millis(rand::random::<u64>() % 250);
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(backoff + jitter) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
-}
 
 /// Sets statuses and publishes their changes, coalesced per user (see [`Coalescer`]): with
 /// a window of one second, a user flapping a hundred times a second costs every replica and
@@ -618,9 +218,15 @@ impl Publisher {
         status: Status,
         ttl: Duration,
     ) -> Result<(), PresenceError> {
-        if !self.presence.heartbeat(user, status, ttl).await? {
-            return Ok(());
+        if self.presence.heartbeat(user, status, ttl).await? {
+            self.announce(user, status).await?;
         }
+        Ok(())
+    }
+
+    /// Publishes that `user`'s status changed to `status`: now, or at the end of the user's
+    /// window when one was published within it.
+    pub async fn announce(&self, user: &str, status: Status) -> Result<(), PresenceError> {
         if self.coalescer().changed(user, status, Instant::now()) {
             self.presence
                 .publish(&Change {
@@ -637,10 +243,23 @@ impl Publisher {
     /// Marks `user` offline at once (logout), bypassing the window.
     pub async fn clear(&self, user: &str) -> Result<(), PresenceError> {
         self.presence.clear(user).await?;
+        self.published_offline(user);
+        Ok(())
+    }
+
+    /// This process let go of `user`'s last stream ([`Presence::disconnect`]): offline at
+    /// once, bypassing the window, when no other process holds one.
+    pub async fn disconnect(&self, user: &str) -> Result<(), PresenceError> {
+        if self.presence.disconnect(user).await? {
+            self.published_offline(user);
+        }
+        Ok(())
+    }
+
+    fn published_offline(&self, user: &str) {
         // A change folded into this user's window is compared against offline from now on.
         self.coalescer()
             .published(user, Status::Offline, Instant::now());
-        Ok(())
     }
 
     /// Publishes the latest status of each user whose window ended with changes held back

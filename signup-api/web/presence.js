@@ -1,6 +1,8 @@
-// Keeps the user's own status alive with heartbeats and follows the contacts' statuses over
-// the server-sent event stream. The stream is opened with a single-use ticket (the session
-// token never goes into a URL), so every (re)connection asks for a fresh one.
+// Follows the contacts' statuses over the server-sent event stream, which also keeps the
+// user online while it is open (the server refreshes the status of every connected user).
+// Heartbeats set a status (away, busy) and keep the user online while the stream is down.
+// The stream is opened with a single-use ticket (the session token never goes into a URL),
+// so every (re)connection asks for a fresh one.
 
 import { api } from './api.js';
 
@@ -32,6 +34,7 @@ export class Presence {
     this.timer = null;
     this.streamTimer = null;
     this.events = null;
+    this.live = false;
     this.stopped = false;
   }
 
@@ -59,7 +62,8 @@ export class Presence {
       // Try again sooner than a normal beat: the status may expire otherwise.
       ttl = Math.min(ttl, 15);
     }
-    if (this.stopped) return;
+    // A live stream keeps the status alive: no periodic beats while it is up.
+    if (this.stopped || this.live) return;
     this.timer = setTimeout(() => this.beat(), jittered(ttl * 1000 * HEARTBEAT_FRACTION));
   }
 
@@ -78,7 +82,11 @@ export class Presence {
     if (this.stopped) return;
     const events = new EventSource(`/v1/presence/stream?ticket=${encodeURIComponent(ticket)}`);
     this.events = events;
-    events.addEventListener('open', () => this.onStream('live'));
+    events.addEventListener('open', () => {
+      this.live = true;
+      clearTimeout(this.timer);
+      this.onStream('live');
+    });
     events.addEventListener('presence', (event) => {
       try {
         this.onUpdate(JSON.parse(event.data));
@@ -108,6 +116,11 @@ export class Presence {
       // new one after a jittered pause.
       events.close();
       this.events = null;
+      // Beat again until the stream is back, so the status does not lapse meanwhile.
+      if (this.live) {
+        this.live = false;
+        this.beat();
+      }
       this.retryStream();
     });
   }

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::hashing::{Busy, HashPool};
 use crate::limits::{Limited, Limits};
 use crate::login_backoff::LoginBackoff;
-use crate::presence::{Presence, PresenceError, Publisher, StreamSlots};
+use crate::presence::{Connections, Presence, PresenceError, Publisher, StreamSlots};
 use crate::shards::ShardClient;
 use crate::store::{Store, StoreError};
 use crate::tickets::Tickets;
@@ -60,6 +60,8 @@ pub(crate) struct Inner {
     pub login_backoff: Arc<LoginBackoff>,
     pub presence: Arc<dyn Presence>,
     pub publisher: Arc<Publisher>,
+    /// The users whose presence streams this process holds (online while they do).
+    pub connections: Arc<Connections>,
     pub tickets: Arc<dyn Tickets>,
     pub streams: StreamSlots,
     pub placer: Placer,

@@ -1,5 +1,8 @@
 //! Presence heartbeats and queries, and the SSE stream of the contacts' presence.
 //!
+//! An open stream keeps its user online (see [`crate::presence::Connections`]); heartbeats
+//! set a status (away, busy) or keep a client without a stream online.
+//!
 //! Presence is visible only between accepted contacts. Heartbeats are rate-limited per
 //! account and their changes coalesced ([`crate::presence::Publisher`]). The stream is
 //! opened with a single-use ticket (never the session token, which would land in access
@@ -24,7 +27,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::auth::Session;
 use super::{AppState, limited, now_secs, presence_error, store_error};
 use crate::limits::Action;
-use crate::presence::{Change, ContactChange, Notice, Status, StreamRefused, StreamSlot};
+use crate::presence::{Change, ContactChange, Held, Notice, Status, StreamRefused, StreamSlot};
 use crate::store::{LegState, Ringing};
 use crate::tickets::{self, Ticket, TicketError};
 
@@ -353,6 +356,8 @@ pub(crate) async fn stream(
             tracing::debug!(error = %e, "could not read the calls ringing for a new stream");
             Vec::new()
         });
+    // The stream holds its user online (presence by connection) for as long as it lasts.
+    let held = state.connections.hold(&account.id).await;
     let (tx, rx) = mpsc::channel::<Event>(64);
     let feed = Feed {
         state,
@@ -361,6 +366,7 @@ pub(crate) async fn stream(
         known: contacts.into_iter().map(|c| c.id).collect(),
         tx,
         _slot: slot,
+        _held: held,
     };
     tokio::spawn(feed.run(bus, notices, ringing));
     let events = ReceiverStream::new(rx).map(Ok);
@@ -376,6 +382,7 @@ struct Feed {
     known: HashSet<String>,
     tx: mpsc::Sender<Event>,
     _slot: StreamSlot,
+    _held: Held,
 }
 
 /// Whether the stream goes on.

@@ -14,6 +14,7 @@ mod housekeeping;
 mod login_guessing;
 mod participants;
 mod presence;
+mod presence_by_connection;
 mod redis_cluster_failover;
 mod redis_limits;
 mod rooms;
