@@ -124,4 +124,7 @@ async fn streams_stay_open_for_the_whole_window() {
     assert_eq!(r.stream_ends, 0);
     // Nothing but the open streams: no request at all inside the window.
     assert_eq!(r.http_requests, 0);
+    // Presence by connection: the open stream alone keeps each user online.
+    assert_eq!(r.online_check.as_ref().unwrap().online, USERS as u64);
+    assert!(r.verdict.pass, "{}", r.verdict.line);
 }
