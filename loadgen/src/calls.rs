@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::RngExt;
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -23,6 +22,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::account::sign_up_and_log_in;
 use crate::client::{ApiClient, ClientError, Request, RetryPolicy, SourceIps};
 use crate::duration::parse_duration;
 use crate::identity::IdentityFactory;
@@ -30,6 +30,7 @@ use crate::join_breakdown::{JoinBreakdown, JoinPhases, breakdown, phases};
 use crate::network_change::{
     MoveReport, Mover, NetworkChangeArgs, NetworkChanges, ObservedMove, Observer, RoomMoves, Step,
 };
+use crate::proc_stats::process_cpu_secs;
 use crate::progress::Progress;
 use crate::signup::Verdict;
 use crate::stats::{LatencyHistogram, Mix, Percentiles};
@@ -326,22 +327,6 @@ pub struct SteadyWindow {
     pub delivered_per_cpu_s: Option<f64>,
 }
 
-/// User + system CPU seconds of a process so far, from `/proc/PID/stat`.
-pub fn process_cpu_secs(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    cpu_secs_from_stat(&stat)
-}
-
-/// Fields 14 and 15 (utime, stime) after the `(comm)` field, which may hold spaces; in
-/// clock ticks of USER_HZ, 100 on Linux whatever the kernel's HZ.
-fn cpu_secs_from_stat(stat: &str) -> Option<f64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
-}
-
 /// A user who can join rooms.
 #[derive(Debug, Clone)]
 struct User {
@@ -354,41 +339,15 @@ async fn make_user(
     factory: &IdentityFactory,
     seq: u64,
 ) -> Result<User, CallsError> {
-    let policy = RetryPolicy {
-        max_retries: 20,
-        max_wait: Duration::from_secs(120),
-        jitter: 0.25,
-    };
-    let signup = factory.valid(seq, &mut rand::rng());
-    let key = format!("{:032x}", rand::rng().random::<u128>());
-    let (a, _) = api
-        .send_with_retries(
-            &Request {
-                method: Method::POST,
-                path: "/v1/accounts",
-                bearer: None,
-                idempotency_key: Some(&key),
-                body: Some(&signup),
-            },
-            Instant::now(),
-            policy,
-            |_, _| {},
-        )
-        .await;
-    if a.status() != Some(201) {
-        return Err(CallsError::Api {
-            step: "signup",
-            detail: format!("{:?} {:?}", a.outcome, a.code),
-        });
-    }
-    let (a, session) = api
-        .login(&signup.email, &signup.password, policy, |_, _| {})
-        .await;
-    let session = session.ok_or_else(|| CallsError::Api {
-        step: "login",
-        detail: format!("{:?} {:?}", a.outcome, a.code),
-    })?;
-    Ok(User { session })
+    let user = sign_up_and_log_in(api, factory, seq)
+        .await
+        .map_err(|e| CallsError::Api {
+            step: e.step,
+            detail: e.detail,
+        })?;
+    Ok(User {
+        session: user.session,
+    })
 }
 
 async fn create_room(api: &ApiClient, user: &User, n: usize) -> Result<String, CallsError> {
@@ -1472,17 +1431,6 @@ mod tests {
         assert_eq!(room.lost_at(), Some(t));
         assert_eq!(room.generation(), 1);
         assert_eq!(room.lost(1, t + Duration::from_secs(9)), 2);
-    }
-
-    #[test]
-    fn cpu_seconds_come_from_utime_and_stime_after_the_command_name() {
-        // A command name with spaces and a parenthesis must not shift the fields.
-        let stat =
-            "4242 (janus (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 40 0 100 0 0";
-        assert_eq!(cpu_secs_from_stat(stat), Some(3.25));
-        assert_eq!(cpu_secs_from_stat("4242 (janus) S 1"), None);
-        assert_eq!(cpu_secs_from_stat("garbage"), None);
-        assert!(process_cpu_secs(std::process::id()).is_some());
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The Surge load generator: open-loop signup floods (with logins and presence heartbeats),
-//! calls with headless participants, and a rival's outage (both at once, the new users
-//! holding their presence streams), with live progress and a report people can read.
+//! calls with headless participants, a rival's outage (both at once, the new users holding
+//! their presence streams), and the cost of holding users online, with live progress and a
+//! report people can read.
 //!
 //! The binary is a thin shell over [`run`]; tests call the modes directly
 //! ([`signup::run`]) against an in-process Surge.
 
+pub mod account;
 pub mod calls;
 pub mod client;
 pub mod duration;
@@ -15,6 +17,8 @@ pub mod join_breakdown;
 pub mod network_change;
 pub mod online;
 pub mod outage;
+pub mod presence;
+pub mod proc_stats;
 mod progress;
 pub mod report;
 pub mod schedule;
@@ -31,7 +35,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "surge-loadgen",
     version,
-    about = "Load generator for Surge: signup floods and calls, with a report"
+    about = "Load generator for Surge: signup floods, calls and presence, with a report"
 )]
 pub struct Cli {
     /// Write result.json and report.html into this directory.
@@ -60,6 +64,8 @@ pub enum Command {
         mut_arg("login_share", |a| a.default_value("1"))
     )]
     Outage(outage::OutageArgs),
+    /// Users held online (presence streams or heartbeats) and what that costs the API.
+    Presence(presence::PresenceArgs),
     /// Raw Argon2id hashes/s on this machine (the ceiling for signups/s).
     HashRate(hash_rate::HashRateArgs),
 }
@@ -99,6 +105,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<bool> {
             println!("{}", result.verdict.line);
             if let Some(dir) = &cli.out {
                 let written = report::write(dir, &result, &report::outage_page(&result))
+                    .context("writing the report")?;
+                println!("report: {}", written.html.display());
+            }
+            Ok(result.verdict.pass)
+        }
+        Command::Presence(args) => {
+            let result = presence::run(&args, cli.quiet).await?;
+            print!("{}", result.table());
+            println!("{}", result.verdict.line);
+            if let Some(dir) = &cli.out {
+                let written = report::write(dir, &result, &report::presence_page(&result))
                     .context("writing the report")?;
                 println!("report: {}", written.html.display());
             }

@@ -4,6 +4,7 @@
 mod html;
 mod network_change;
 mod outage;
+mod presence;
 pub mod svg;
 
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use serde::Serialize;
 
 pub use html::{calls_page, signup_page};
 pub use outage::outage_page;
+pub use presence::presence_page;
 
 /// Errors writing a report.
 #[derive(Debug, thiserror::Error)]
