@@ -23,6 +23,7 @@ mod progress;
 pub mod report;
 pub mod schedule;
 pub mod signup;
+pub mod sse;
 pub mod stats;
 
 use std::path::PathBuf;

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::client::{ApiClient, Attempt, Request, RetryPolicy};
+use crate::sse::{SseBlock, SseParser};
 use crate::stats::{LatencyHistogram, Mix, OutcomeClass, Percentiles};
 
 /// The server sends a keep-alive comment every 15 s; a stream silent for this long is dead.
@@ -349,28 +350,18 @@ async fn read(shared: &Shared, response: reqwest::Response) -> Option<&'static s
 
 /// The `event:` names of an SSE byte stream, whatever the chunking.
 #[derive(Default)]
-struct EventNames {
-    line: Vec<u8>,
-}
+struct EventNames(SseParser);
 
 impl EventNames {
     fn feed(&mut self, bytes: &[u8]) -> Vec<String> {
-        let mut names = Vec::new();
-        for &b in bytes {
-            if b != b'\n' {
-                // A line this long is not an event name; keep only its start.
-                if self.line.len() < 256 {
-                    self.line.push(b);
-                }
-                continue;
-            }
-            if let Some(name) = self.line.strip_prefix(b"event:") {
-                let name = String::from_utf8_lossy(name).trim().to_owned();
-                names.push(name);
-            }
-            self.line.clear();
-        }
-        names
+        self.0
+            .feed(bytes)
+            .into_iter()
+            .filter_map(|block| match block {
+                SseBlock::Event { name } => name,
+                SseBlock::Comment => None,
+            })
+            .collect()
     }
 }
 

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::PresenceMode;
 use crate::account::LoggedIn;
 use crate::client::{ApiClient, Attempt, Request, RetryPolicy};
+use crate::sse::{SseBlock, SseParser};
 use crate::stats::{LatencyHistogram, Mix};
 
 /// A stream is one long request; the client's per-request timeout must not cut it.
@@ -318,49 +319,18 @@ pub struct SseSeen {
     pub comments: u64,
 }
 
-/// Counts the blocks of an SSE body (RFC: blocks end with a blank line; lines may end with
-/// CRLF, LF or CR), carrying a partial block over to the next chunk.
+/// Counts the events and keep-alive comments of an SSE body.
 #[derive(Debug, Default)]
-pub struct SseCounter {
-    /// The unfinished line.
-    line: Vec<u8>,
-    /// The current block has an `event:` or `data:` line.
-    has_field: bool,
-    /// The current block has a comment line.
-    has_comment: bool,
-    /// The previous byte was a CR (a following LF belongs to the same line end).
-    after_cr: bool,
-}
+pub struct SseCounter(SseParser);
 
 impl SseCounter {
     pub fn feed(&mut self, bytes: &[u8]) -> SseSeen {
         let mut seen = SseSeen::default();
-        for &b in bytes {
-            if b == b'\n' && self.after_cr {
-                self.after_cr = false;
-                continue;
+        for block in self.0.feed(bytes) {
+            match block {
+                SseBlock::Event { .. } => seen.events += 1,
+                SseBlock::Comment => seen.comments += 1,
             }
-            self.after_cr = b == b'\r';
-            if b != b'\n' && b != b'\r' {
-                if self.line.len() < 16 {
-                    self.line.push(b);
-                }
-                continue;
-            }
-            if self.line.is_empty() {
-                if self.has_field {
-                    seen.events += 1;
-                } else if self.has_comment {
-                    seen.comments += 1;
-                }
-                self.has_field = false;
-                self.has_comment = false;
-            } else if self.line.starts_with(b":") {
-                self.has_comment = true;
-            } else if self.line.starts_with(b"event") || self.line.starts_with(b"data") {
-                self.has_field = true;
-            }
-            self.line.clear();
         }
         seen
     }

@@ -38,6 +38,21 @@ impl MemoryPresence {
         });
     }
 
+    /// Removes `user`'s status and announces offline; answers whether there was one. An
+    /// expired status the sweep has not reached yet is announced too: removed here, the sweep
+    /// would never announce it.
+    fn remove(&self, user: &str) -> bool {
+        let old = self
+            .users
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(user);
+        if old.is_some() {
+            self.announce(user, Status::Offline);
+        }
+        old.is_some()
+    }
+
     /// Extends `user`'s status to `now + ttl`, or sets it online when it had lapsed;
     /// answers whether it was set online.
     fn extend(&self, user: &str, ttl: Duration) -> bool {
@@ -85,14 +100,7 @@ impl Presence for MemoryPresence {
     }
 
     async fn clear(&self, user: &str) -> Result<(), PresenceError> {
-        let old = self
-            .users
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(user);
-        if old.is_some() {
-            self.announce(user, Status::Offline);
-        }
+        self.remove(user);
         Ok(())
     }
 
@@ -159,17 +167,7 @@ impl Presence for MemoryPresence {
             }
             connections.remove(user);
         }
-        let now = Instant::now();
-        let old = self
-            .users
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(user);
-        let was_on = old.is_some_and(|(_, until)| until > now);
-        if was_on {
-            self.announce(user, Status::Offline);
-        }
-        Ok(was_on)
+        Ok(self.remove(user))
     }
 
     async fn refresh(&self, users: &[String], ttl: Duration) -> Result<Vec<String>, PresenceError> {

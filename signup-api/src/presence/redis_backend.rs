@@ -358,9 +358,8 @@ impl Presence for RedisPresence {
         let ttl = ttl_ms(ttl);
         // All batches at once: the connection pipelines them (on a cluster each goes to its
         // bucket's master), so a process's refresh is one round trip whatever its size.
-        let calls = by_bucket.iter().enumerate().flat_map(|(b, members)| {
+        let calls = (0..BUCKETS).zip(&by_bucket).flat_map(|(b, members)| {
             members.chunks(REFRESH_BATCH).map(move |batch| {
-                let b = u32::try_from(b).unwrap_or(0);
                 let mut conn = self.conn.clone();
                 let mut invocation = self.refresh.prepare_invoke();
                 invocation
