@@ -19,6 +19,10 @@ export const PHASES = [
   ['  of which setRemoteDescription', 'subscribeOfferTaken', 'subscribeOfferSet'],
   ['  of which createAnswer + setLocalDescription', 'subscribeOfferSet', 'subscribeAnswered'],
   ['answer sent -> first decoded frame', 'subscribeAnswered', 'firstFrame'],
+  ['ICE connected -> data channel open', 'iceConnected', 'channelOpen'],
+  ['channel open -> first video packet', 'channelOpen', 'firstPacket'],
+  ['first video packet -> first whole frame', 'firstPacket', 'firstReceived'],
+  ['first whole frame -> first decoded frame', 'firstReceived', 'firstFrame'],
   ['DTLS connected -> first decoded frame', 'connected', 'firstFrame'],
   ['click -> first decoded frame', 'start', 'firstFrame'],
 ];
@@ -33,10 +37,23 @@ export const FLOOR_PHASES = [
   ['createOffer -> first decoded frame', 'start', 'firstFrame'],
 ];
 
-/** Marks with `firstFrame` reduced to the last remote video track's first frame (or undefined). */
+/** The last of a per-track mark (mid -> time), or undefined when no track has it. */
+function last(perTrack) {
+  const times = Object.values(perTrack ?? {});
+  return times.length ? Math.max(...times) : undefined;
+}
+
+/**
+ * Marks with the per-track marks (`firstPacket`, `firstReceived`, `firstFrame`) reduced to the
+ * last remote video track's (or undefined).
+ */
 export function flatten(marks) {
-  const frames = Object.values(marks.firstFrame ?? {});
-  return { ...marks, firstFrame: frames.length ? Math.max(...frames) : undefined };
+  return {
+    ...marks,
+    firstPacket: last(marks.firstPacket),
+    firstReceived: last(marks.firstReceived),
+    firstFrame: last(marks.firstFrame),
+  };
 }
 
 /** Nearest-rank percentile (p in 0..100) of numbers; NaN for none. */

@@ -22,6 +22,82 @@ before(async () => {
   browser = await launchBrowser();
   alice = await newPerson(browser, 'alice');
   bob = await newPerson(browser, 'bob');
+  if (process.env.SURGE_JOIN_TRACE) {
+    // Each remote video track also plays in a hidden element whose first frame callback
+    // gives the media pipeline's own times (receive, presentation), free of the page's
+    // main-thread delays that the stats polling sees.
+    if (process.env.SURGE_JOIN_TRACE === 'early') await bob.page.addInitScript('window.__joinEarly = true;');
+    await bob.page.addInitScript(() => {
+      window.__frames = [];
+      // SURGE_JOIN_TRACE=early: a receive-only video transceiver's track gets a sink (a hidden
+      // playing element) the moment it is made, before the click, to see whether a frame decoded
+      // before the page attaches its own element can be shown.
+      const early = Boolean(window.__joinEarly);
+      const Native = window.RTCPeerConnection;
+      const nativeAdd = Native.prototype.addTransceiver;
+      Native.prototype.addTransceiver = function addTransceiver(kind, init) {
+        const t = nativeAdd.call(this, kind, init);
+        if (early && kind === 'video' && init?.direction === 'recvonly') {
+          const entry = { early: true, made: performance.now() };
+          window.__frames.push(entry);
+          const video = document.createElement('video');
+          video.muted = true;
+          video.style.cssText = 'position:fixed;left:40px;top:0;width:32px;height:18px;opacity:0.01';
+          video.srcObject = new MediaStream([t.receiver.track]);
+          document.documentElement.appendChild(video);
+          video.play().catch(() => {});
+          video.requestVideoFrameCallback((now, meta) => {
+            entry.callback = now;
+            entry.receiveTime = meta.receiveTime;
+            entry.presentationTime = meta.presentationTime;
+            entry.rtpTimestamp = meta.rtpTimestamp;
+          });
+        }
+        return t;
+      };
+      window.RTCPeerConnection = class extends Native {
+        constructor(...args) {
+          super(...args);
+          this.addEventListener('track', (event) => {
+            if (event.track.kind !== 'video') return;
+            const mid = event.transceiver?.mid;
+            const entry = { mid, track: performance.now() };
+            window.__frames.push(entry);
+            event.track.addEventListener('unmute', () => { entry.unmute ??= performance.now(); });
+            const video = document.createElement('video');
+            video.muted = true;
+            video.style.cssText = 'position:fixed;left:0;top:0;width:32px;height:18px;opacity:0.01';
+            video.srcObject = new MediaStream([event.track]);
+            document.documentElement.appendChild(video);
+            video.play().catch(() => {});
+            const pc = this;
+            entry.stats = [];
+            let last = '';
+            const poll = async () => {
+              let row = null;
+              try {
+                (await pc.getStats(event.track)).forEach((x) => {
+                  if (x.type !== 'inbound-rtp') return;
+                  row = ['packetsReceived', 'framesReceived', 'framesDecoded', 'keyFramesDecoded', 'framesDropped', 'pliCount', 'nackCount', 'lastPacketReceivedTimestamp']
+                    .map((k) => x[k] ?? null);
+                });
+              } catch { return; }
+              const key = JSON.stringify(row?.slice(0, 7));
+              if (key !== last) { last = key; entry.stats.push([Math.round(performance.now() - entry.track), row]); }
+              if (entry.stats.length < 12 && performance.now() - entry.track < 3000) setTimeout(poll, 2);
+            };
+            poll();
+            video.requestVideoFrameCallback((now, meta) => {
+              entry.callback = now;
+              entry.receiveTime = meta.receiveTime;
+              entry.presentationTime = meta.presentationTime;
+              entry.rtpTimestamp = meta.rtpTimestamp;
+            });
+          });
+        }
+      };
+    });
+  }
 });
 
 after(async () => {
@@ -71,6 +147,17 @@ async function joinOnce(link) {
     const mids = Object.keys(c?.marks?.firstFrame ?? {});
     return mids.length >= 1 ? c : null;
   }, { timeout: 30_000 });
+  if (process.env.SURGE_JOIN_TRACE) {
+    const trace = await page.evaluate(() => {
+      const post = performance.getEntriesByType('resource')
+        .filter((e) => e.initiatorType === 'fetch' && /\/v1\/rooms\/[^/]+\/participants$/.test(e.name))
+        .pop();
+      const pick = (e) => e && Object.fromEntries(['startTime', 'connectStart', 'connectEnd', 'requestStart', 'responseStart', 'responseEnd']
+        .map((k) => [k, Math.round(e[k] * 10) / 10]));
+      return { timeOrigin: performance.timeOrigin, post: pick(post), frames: window.__frames };
+    });
+    console.log(`JOINTRACE ${JSON.stringify({ ...trace, marks: call.marks })}`);
+  }
   return { polled: ms, marks: call.marks ? flatten(call.marks) : null, attempt: call.marks?.attempt };
 }
 

@@ -12,6 +12,7 @@ async fn main() -> ExitCode {
             EnvFilter::try_from_env("SURGE_LOADGEN_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = surge_loadgen::Cli::parse();
     match surge_loadgen::run(cli).await {

@@ -218,10 +218,11 @@ export class Call {
      * `subscribeOffer`, `subscribeOfferTaken` (its turn in the signalling queue),
      * `subscribeOfferSet` (setRemoteDescription done), `subscribeAnswered` (the server's
      * first renegotiation), `tracks`,
-     * and `firstFrame`: mid → first decoded frame of that remote video track. Read by the
+     * and, per remote video track (mid → time), `firstPacket` (its first RTP packet counted),
+     * `firstReceived` (its first whole frame) and `firstFrame` (first decoded). Read by the
      * browser tests through `window.surge.state().call.marks`.
      */
-    this.marks = { start: clickedAt, attempt: 1, firstFrame: {} };
+    this.marks = { start: clickedAt, attempt: 1, firstPacket: {}, firstReceived: {}, firstFrame: {} };
     this.frameWatch = null;
     this.state = CallState.CONNECTING;
     /** A human sentence about the state (why it failed, when it retries). */
@@ -320,7 +321,7 @@ export class Call {
 
   async connect(generation) {
     // A rejoin is timed from its own start; the first attempt from the click.
-    if (this.marks.offerSent !== undefined) this.marks = { start: now(), attempt: this.marks.attempt + 1, firstFrame: {} };
+    if (this.marks.offerSent !== undefined) this.marks = { start: now(), attempt: this.marks.attempt + 1, firstPacket: {}, firstReceived: {}, firstFrame: {} };
     const marks = this.marks;
     let prepared = this.takePrepared();
     if (!prepared) {
@@ -643,13 +644,22 @@ export class Call {
         if (mid == null || this.midKinds.get(mid) !== 'video' || marks.firstFrame[mid] !== undefined) continue;
         waiting = true;
         let decoded = 0;
+        let packets = 0;
+        let received = 0;
         try {
           (await transceiver.receiver.getStats()).forEach((s) => {
-            if (s.type === 'inbound-rtp') decoded += s.framesDecoded ?? 0;
+            if (s.type !== 'inbound-rtp') return;
+            decoded += s.framesDecoded ?? 0;
+            packets += s.packetsReceived ?? 0;
+            received += s.framesReceived ?? 0;
           });
         } catch {
           // Closed meanwhile: the next look stops.
         }
+        // Where the wait for a first frame goes: the network (packets), reassembly (frames
+        // received) or the decoder, which waits for a keyframe it can start from.
+        if (packets > 0) marks.firstPacket[mid] ??= now();
+        if (received > 0) marks.firstReceived[mid] ??= now();
         if (decoded > 0) marks.firstFrame[mid] ??= now();
       }
       if (waiting && now() < until && this.pc === pc) this.frameWatch = setTimeout(look, FIRST_FRAME_POLL_MS);

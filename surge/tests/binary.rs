@@ -238,3 +238,37 @@ fn a_shard_refuses_the_join_token_private_key() {
     ]);
     assert!(stderr.contains("not the public half"), "{stderr}");
 }
+
+#[test]
+#[cfg(unix)]
+fn logs_written_to_a_file_or_pipe_carry_no_colour_codes() {
+    use std::io::{BufRead, BufReader};
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = surge()
+        .current_dir(data.path())
+        .env("RUST_LOG", "info")
+        .args(["up", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let running = Running {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let listening = line.contains(&format!("127.0.0.1:{port}"));
+        lines.push(line);
+        if listening || lines.len() > 200 {
+            break;
+        }
+    }
+    drop(running);
+    assert!(!lines.is_empty(), "surge up logged nothing");
+    let coloured: Vec<_> = lines.iter().filter(|l| l.contains('\u{1b}')).collect();
+    assert!(coloured.is_empty(), "colour codes in a piped log: {coloured:?}");
+}
