@@ -3,7 +3,7 @@
 
 import { api, session, ApiError } from './api.js';
 import { Presence } from './presence.js';
-import { Call, CallState, openLocalMedia, prepareConnection } from './call.js';
+import { Call, CallState, closePrepared, openLocalMedia, prepareConnection } from './call.js';
 import { Calling } from './calls.js';
 import { renderScreen, setupScreenShare } from './screen.js';
 import { renderDevices, setupDevices } from './devices.js';
@@ -538,7 +538,7 @@ function localMedia() {
 
 /** Closes the connection prepared on the pre-join screen, if any. */
 function dropPrepared() {
-  state.prepared?.then((prepared) => prepared?.pc.close());
+  state.prepared?.then((prepared) => closePrepared(prepared));
   state.prepared = null;
 }
 
@@ -568,7 +568,7 @@ async function joinCall(clickedAt) {
     state.prepared = null;
     if (roomIdFromPath() !== roomId || state.call) {
       // The user went elsewhere meanwhile.
-      prepared?.pc.close();
+      closePrepared(prepared);
       return;
     }
     state.localMedia = null;
@@ -646,6 +646,27 @@ function attach(video, stream) {
   });
 }
 
+/**
+ * Lays the early element of a participant's camera (`earlyVideo` in call.js), which may
+ * already show the frame the shard sent at connect time, over the tile's own element until
+ * that one has a frame of its own, then lets it go.
+ */
+function showEarlyVideo(tile, own, early) {
+  if (!early || tile.dataset.live === 'true') return;
+  const done = () => {
+    tile.dataset.live = 'true';
+    early.srcObject = null;
+    early.remove();
+  };
+  if (own.readyState >= HTMLMediaElement.HAVE_CURRENT_DATA && own.videoWidth > 0) {
+    done();
+    return;
+  }
+  if (early.parentElement === tile) return;
+  own.after(early);
+  own.addEventListener('resize', done, { once: true });
+}
+
 function heightBucket(tile) {
   const px = tile.clientHeight * (window.devicePixelRatio || 1);
   if (px <= 200) return 180;
@@ -677,7 +698,9 @@ function renderCall(call) {
       announce(`${p.name} joined the call`);
     }
     const tile = tileFor(grid, p.id, false);
-    attach(tile.querySelector('video'), p.stream);
+    const own = tile.querySelector('video');
+    attach(own, p.stream);
+    showEarlyVideo(tile, own, call.earlyVideoFor(p.id));
     const noVideo = p.muted.video || p.stream.getVideoTracks().length === 0;
     fillTile(tile, p.name, p.muted.audio, noVideo, call.speaker === p.id);
     call.requestHeight(p.id, heightBucket(tile));
@@ -707,7 +730,7 @@ function renderCall(call) {
 function fillTile(tile, name, micOff, camOff, speaking) {
   tile.dataset.speaking = String(speaking);
   tile.dataset.muted = String(micOff);
-  tile.querySelector('video').style.visibility = camOff ? 'hidden' : 'visible';
+  for (const video of tile.querySelectorAll('video')) video.style.visibility = camOff ? 'hidden' : 'visible';
   tile.querySelector('.tile-placeholder').textContent = camOff ? initials(name) : '';
   tile.querySelector('.tile-label').textContent = micOff ? `${name} · muted` : name;
   tile.setAttribute('aria-label', `${name}${micOff ? ', muted' : ''}${speaking ? ', speaking' : ''}`);

@@ -84,6 +84,7 @@ export async function prepareConnection(localStream, muted = { audio: false, vid
     iceServers,
     iceTransportPolicy: iceTransportPolicy(),
   });
+  const early = [];
   try {
     const channel = pc.createDataChannel('surge');
     const camera = addLocalTracks(pc, localStream, muted);
@@ -92,14 +93,51 @@ export async function prepareConnection(localStream, muted = { audio: false, vid
     const screen = camera ? pc.addTransceiver(screenTrack ?? 'video', { direction: 'sendonly' }) : null;
     for (let i = 0; i < RECEIVE_AHEAD; i += 1) {
       pc.addTransceiver('audio', { direction: 'recvonly' });
-      pc.addTransceiver('video', { direction: 'recvonly' });
+      early.push(earlyVideo(pc.addTransceiver('video', { direction: 'recvonly' })));
     }
     await pc.setLocalDescription(await pc.createOffer());
-    return { pc, channel, localStream, screen, preparedAt: now() };
+    return { pc, channel, localStream, screen, early, preparedAt: now() };
   } catch (err) {
+    dropEarlyVideo(early);
     pc.close();
     throw err;
   }
+}
+
+/**
+ * A playing element for a receive-only video m-line of the join offer, made before the join.
+ * The shard sends such a subscriber the publisher's last keyframe the moment DTLS completes,
+ * and Chromium shows a decoded frame only to an element that was already playing the track
+ * then: one attached later (the tile, once the `tracks` message names the owner) waits for
+ * the next keyframe. So this element stands in the owner's tile until the tile's own element
+ * has a frame. It is video only and muted: the tile's own element plays the sound.
+ */
+function earlyVideo(transceiver) {
+  const video = document.createElement('video');
+  video.className = 'early-video';
+  video.muted = true;
+  video.autoplay = true;
+  video.playsInline = true;
+  video.srcObject = new MediaStream([transceiver.receiver.track]);
+  // In the document (out of sight) so that the browser renders into it before it has a tile.
+  document.body.append(video);
+  video.play().catch(() => {});
+  return { transceiver, video, shownAt: undefined };
+}
+
+/** Stops and removes early elements (`earlyVideo`). */
+function dropEarlyVideo(early) {
+  for (const e of early ?? []) {
+    e.video.srcObject = null;
+    e.video.remove();
+  }
+}
+
+/** Closes a prepared connection that will not be used, with its early elements. */
+export function closePrepared(prepared) {
+  if (!prepared) return;
+  dropEarlyVideo(prepared.early);
+  prepared.pc.close();
 }
 
 /**
@@ -211,6 +249,8 @@ export class Call {
     /** Gets every `chat` and `chat_refused` message (the chat panel, chat.js). */
     this.onChat = onChat;
     this.prepared = prepared;
+    /** The early elements (`earlyVideo`) of the connection in use. */
+    this.early = [];
     /**
      * When each step of the current join attempt (`attempt`, from 1) happened (page clock,
      * ms): `start` (the click, or the retry or rejoin), `prepared` (offer ready, maybe before the click), `offerSent`,
@@ -313,7 +353,7 @@ export class Call {
     this.prepared = null;
     if (!prepared) return null;
     if (prepared.pc.signalingState !== 'have-local-offer' || prepared.localStream !== this.localStream) {
-      prepared.pc.close();
+      closePrepared(prepared);
       return null;
     }
     return prepared;
@@ -327,12 +367,22 @@ export class Call {
     if (!prepared) {
       prepared = await prepareConnection(this.localStream, this.muted, this.iceServers, this.screenTrack);
       if (generation !== this.generation) {
-        prepared.pc.close();
+        closePrepared(prepared);
         return;
       }
     }
     const { pc, channel } = prepared;
     marks.prepared = prepared.preparedAt;
+    dropEarlyVideo(this.early);
+    this.early = prepared.early ?? [];
+    for (const { transceiver, video } of this.early) {
+      // The media pipeline's own time of the first frame shown, free of main-thread delays.
+      video.requestVideoFrameCallback?.((_, meta) => {
+        if (this.marks === marks && transceiver.mid != null) {
+          marks.firstFrame[transceiver.mid] ??= Math.round(meta.presentationTime * 10) / 10;
+        }
+      });
+    }
     this.pc = pc;
     this.channel = channel;
     this.screenTransceiver = prepared.screen ?? null;
@@ -720,6 +770,15 @@ export class Call {
     this.onChange();
   }
 
+  /**
+   * The early element (see `earlyVideo`) that receives `participantId`'s camera, if its
+   * track came in a receive-only m-line of the join offer.
+   */
+  earlyVideoFor(participantId) {
+    const mids = this.videoMids(participantId);
+    return this.early.find((e) => mids.includes(e.transceiver.mid))?.video ?? null;
+  }
+
   /** The mids carrying video from `participantId`: its camera, or its shared screen. */
   videoMids(participantId, source = 'camera') {
     const mids = [];
@@ -794,8 +853,10 @@ export class Call {
     const pc = this.pc;
     this.pc = null;
     this.channel = null;
-    this.prepared?.pc.close();
+    closePrepared(this.prepared);
     this.prepared = null;
+    dropEarlyVideo(this.early);
+    this.early = [];
     this.midOwners.clear();
     this.midKinds.clear();
     this.midSources.clear();
