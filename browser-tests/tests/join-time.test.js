@@ -3,6 +3,10 @@
 // stays quick; 20 or more for figures worth writing down), with the web client's join marks
 // broken down into phases. For comparison, the same for Chromium alone: two peer connections
 // in one page, no server. Figures are printed, not asserted (a shared two-core machine).
+// SURGE_JOIN_TRACE=1 also prints a JOINTRACE line per join: the marks with the page's time
+// origin (to line them up with the shard's log), the join POST's resource timing and, from
+// hidden elements playing each remote video track, the media pipeline's first-frame times;
+// SURGE_JOIN_TRACE=early also plays each receive-only video m-line from before the click.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -186,6 +190,10 @@ test(`join time through the web client: click -> first decoded frame, ${SAMPLES}
     if (samples.length > 0) {
       const marked = samples.map((m) => m.firstFrame - m.start);
       console.log(`join time (browser, web client): click -> first decoded frame of every remote video track: ${summary(marked)}`);
+      // A frame decoded before the `tracks` message names its owner is seen once the owner's
+      // tile is drawn, right after that message.
+      const inTile = samples.filter((m) => m.tracks !== undefined).map((m) => Math.max(m.firstFrame, m.tracks) - m.start);
+      if (inTile.length > 0) console.log(`join time (browser, web client): click -> first frame in its participant's tile: ${summary(inTile)}`);
     }
     console.log(`join time (browser, web client): click -> first decoded frame polled from outside the client: ${summary(polled)}`);
     if (samples.length > 0) console.log(report('join time (browser, web client), by phase', samples));

@@ -270,5 +270,8 @@ fn logs_written_to_a_file_or_pipe_carry_no_colour_codes() {
     drop(running);
     assert!(!lines.is_empty(), "surge up logged nothing");
     let coloured: Vec<_> = lines.iter().filter(|l| l.contains('\u{1b}')).collect();
-    assert!(coloured.is_empty(), "colour codes in a piped log: {coloured:?}");
+    assert!(
+        coloured.is_empty(),
+        "colour codes in a piped log: {coloured:?}"
+    );
 }
