@@ -18,6 +18,7 @@ pub mod network_change;
 pub mod online;
 pub mod outage;
 pub mod presence;
+pub mod presence_stream;
 pub mod proc_stats;
 mod progress;
 pub mod report;

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::client::{ApiClient, Attempt, Request, RetryPolicy};
+use crate::presence_stream::{self, StreamOpen};
 use crate::sse::{SseBlock, SseParser};
 use crate::stats::{LatencyHistogram, Mix, OutcomeClass, Percentiles};
 
@@ -265,34 +266,22 @@ async fn open(shared: &Shared, token: &str) -> Option<reqwest::Response> {
                 },
             )
             .await;
-        let text = ticket
-            .body
-            .as_ref()
-            .and_then(|b| b.get("ticket"))
-            .and_then(|t| t.as_str())?;
-        let url = format!("{}/v1/presence/stream?ticket={text}", shared.api.base());
         // The client's per-request timeout would cut a stream short: this one lasts the run.
         let until_end = shared.end.saturating_duration_since(Instant::now()) + STALL;
-        let sent = shared.api.http().get(url).timeout(until_end).send().await;
-        let (key, retry_after) = match sent {
-            Ok(r) if r.status().is_success() => {
+        let (key, retry_after) = match presence_stream::open(&shared.api, &ticket, until_end).await
+        {
+            StreamOpen::Opened(r) => {
                 let mut s = lock(&shared.stats);
                 s.stream_status.add(r.status().as_str());
                 s.stream_open.record(first.elapsed());
                 return Some(r);
             }
-            Ok(r) => {
-                let status = r.status().as_u16();
-                let retry_after = r
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(crate::client::parse_retry_after);
-                let code = r
-                    .json::<serde_json::Value>()
-                    .await
-                    .ok()
-                    .and_then(|j| j.pointer("/error/code")?.as_str().map(str::to_owned));
+            StreamOpen::NoTicket => return None,
+            StreamOpen::Refused {
+                status,
+                retry_after,
+                code,
+            } => {
                 if let Some(code) = code {
                     lock(&shared.stats)
                         .error_codes
@@ -300,11 +289,7 @@ async fn open(shared: &Shared, token: &str) -> Option<reqwest::Response> {
                 }
                 (status.to_string(), retry_after)
             }
-            Err(e) if e.is_timeout() => ("timeout".to_owned(), None),
-            Err(e) => {
-                tracing::debug!(error = %e, "presence stream: transport error");
-                ("transport_error".to_owned(), None)
-            }
+            StreamOpen::Failed(key) => (key.to_owned(), None),
         };
         let shed = matches!(key.as_str(), "429" | "503");
         lock(&shared.stats).stream_status.add(key);

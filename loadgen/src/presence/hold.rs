@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::PresenceMode;
 use crate::account::LoggedIn;
 use crate::client::{ApiClient, Attempt, Request, RetryPolicy};
+use crate::presence_stream::{self, StreamOpen};
 use crate::sse::{SseBlock, SseParser};
 use crate::stats::{LatencyHistogram, Mix};
 
@@ -163,47 +164,30 @@ async fn stream_once(shared: &Shared, user: &LoggedIn, first: &mut First) -> Nex
         )
         .await;
     shared.record("ticket", &attempt);
-    let ticket = attempt
-        .body
-        .as_ref()
-        .and_then(|b| b.get("ticket"))
-        .and_then(|t| t.as_str());
-    let Some(ticket) = ticket else {
-        return Next::Retry(retry_wait(&attempt));
-    };
-    let url = format!("{}/v1/presence/stream?ticket={ticket}", shared.api.base());
-    let response = tokio::select! {
+    let opened = tokio::select! {
         () = shared.stop.cancelled() => return Next::Stopped,
-        r = shared.api.http().get(url).timeout(STREAM_TIMEOUT).send() => r,
+        o = presence_stream::open(&shared.api, &attempt, STREAM_TIMEOUT) => o,
+    };
+    let (key, retry) = match opened {
+        StreamOpen::NoTicket => return Next::Retry(retry_wait(&attempt)),
+        StreamOpen::Opened(response) => (response.status().as_u16().to_string(), Ok(response)),
+        StreamOpen::Refused {
+            status,
+            retry_after,
+            ..
+        } => (status.to_string(), Err(retry_after)),
+        StreamOpen::Failed(key) => (key.to_owned(), Err(None)),
     };
     shared.counters.requests.fetch_add(1, Ordering::Relaxed);
-    let response = match response {
-        Ok(r) => r,
-        Err(e) => {
-            let key = if e.is_timeout() {
-                "timeout"
-            } else {
-                "transport_error"
-            };
-            shared.lock_stats().statuses.add(format!("stream {key}"));
-            return Next::Retry(jittered(REOPEN_WAIT));
+    shared.lock_stats().statuses.add(format!("stream {key}"));
+    let response = match retry {
+        Ok(response) => response,
+        Err(retry_after) => {
+            return Next::Retry(jittered(
+                retry_after.unwrap_or(REOPEN_WAIT).max(REOPEN_WAIT),
+            ));
         }
     };
-    let status = response.status();
-    shared
-        .lock_stats()
-        .statuses
-        .add(format!("stream {}", status.as_u16()));
-    if !status.is_success() {
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(crate::client::parse_retry_after);
-        return Next::Retry(jittered(
-            retry_after.unwrap_or(REOPEN_WAIT).max(REOPEN_WAIT),
-        ));
-    }
     shared.lock_stats().online.record(started.elapsed());
     shared.counters.held.fetch_add(1, Ordering::Relaxed);
     announce(first);
