@@ -5,8 +5,8 @@
 // in one page, no server. Figures are printed, not asserted (a shared two-core machine).
 // SURGE_JOIN_TRACE=1 also prints a JOINTRACE line per join: the marks with the page's time
 // origin (to line them up with the shard's log), the join POST's resource timing and, from
-// hidden elements playing each remote video track, the media pipeline's first-frame times;
-// SURGE_JOIN_TRACE=early also plays each receive-only video m-line from before the click.
+// hidden elements playing each remote video track, the media pipeline's first-frame times
+// and the receiver's stats as they change.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -29,43 +29,17 @@ before(async () => {
   if (process.env.SURGE_JOIN_TRACE) {
     // Each remote video track also plays in a hidden element whose first frame callback
     // gives the media pipeline's own times (receive, presentation), free of the page's
-    // main-thread delays that the stats polling sees.
-    if (process.env.SURGE_JOIN_TRACE === 'early') await bob.page.addInitScript('window.__joinEarly = true;');
+    // main-thread delays that the stats polling sees; its stats are polled as they change.
     await bob.page.addInitScript(() => {
       window.__frames = [];
-      // SURGE_JOIN_TRACE=early: a receive-only video transceiver's track gets a sink (a hidden
-      // playing element) the moment it is made, before the click, to see whether a frame decoded
-      // before the page attaches its own element can be shown.
-      const early = Boolean(window.__joinEarly);
+      const STATS = ['packetsReceived', 'framesReceived', 'framesDecoded', 'keyFramesDecoded', 'framesDropped', 'pliCount', 'nackCount', 'lastPacketReceivedTimestamp'];
       const Native = window.RTCPeerConnection;
-      const nativeAdd = Native.prototype.addTransceiver;
-      Native.prototype.addTransceiver = function addTransceiver(kind, init) {
-        const t = nativeAdd.call(this, kind, init);
-        if (early && kind === 'video' && init?.direction === 'recvonly') {
-          const entry = { early: true, made: performance.now() };
-          window.__frames.push(entry);
-          const video = document.createElement('video');
-          video.muted = true;
-          video.style.cssText = 'position:fixed;left:40px;top:0;width:32px;height:18px;opacity:0.01';
-          video.srcObject = new MediaStream([t.receiver.track]);
-          document.documentElement.appendChild(video);
-          video.play().catch(() => {});
-          video.requestVideoFrameCallback((now, meta) => {
-            entry.callback = now;
-            entry.receiveTime = meta.receiveTime;
-            entry.presentationTime = meta.presentationTime;
-            entry.rtpTimestamp = meta.rtpTimestamp;
-          });
-        }
-        return t;
-      };
       window.RTCPeerConnection = class extends Native {
         constructor(...args) {
           super(...args);
           this.addEventListener('track', (event) => {
             if (event.track.kind !== 'video') return;
-            const mid = event.transceiver?.mid;
-            const entry = { mid, track: performance.now() };
+            const entry = { mid: event.transceiver?.mid, track: performance.now(), stats: [] };
             window.__frames.push(entry);
             event.track.addEventListener('unmute', () => { entry.unmute ??= performance.now(); });
             const video = document.createElement('video');
@@ -74,29 +48,28 @@ before(async () => {
             video.srcObject = new MediaStream([event.track]);
             document.documentElement.appendChild(video);
             video.play().catch(() => {});
-            const pc = this;
-            entry.stats = [];
+            video.requestVideoFrameCallback((now, meta) => {
+              Object.assign(entry, { callback: now, receiveTime: meta.receiveTime, presentationTime: meta.presentationTime, rtpTimestamp: meta.rtpTimestamp });
+            });
             let last = '';
             const poll = async () => {
               let row = null;
               try {
-                (await pc.getStats(event.track)).forEach((x) => {
-                  if (x.type !== 'inbound-rtp') return;
-                  row = ['packetsReceived', 'framesReceived', 'framesDecoded', 'keyFramesDecoded', 'framesDropped', 'pliCount', 'nackCount', 'lastPacketReceivedTimestamp']
-                    .map((k) => x[k] ?? null);
+                (await this.getStats(event.track)).forEach((x) => {
+                  if (x.type === 'inbound-rtp') row = STATS.map((k) => x[k] ?? null);
                 });
-              } catch { return; }
-              const key = JSON.stringify(row?.slice(0, 7));
-              if (key !== last) { last = key; entry.stats.push([Math.round(performance.now() - entry.track), row]); }
+              } catch {
+                return;
+              }
+              // The arrival time changes with every packet: a row is kept when a count changes.
+              const key = JSON.stringify(row?.slice(0, -1));
+              if (key !== last) {
+                last = key;
+                entry.stats.push([Math.round(performance.now() - entry.track), row]);
+              }
               if (entry.stats.length < 12 && performance.now() - entry.track < 3000) setTimeout(poll, 2);
             };
             poll();
-            video.requestVideoFrameCallback((now, meta) => {
-              entry.callback = now;
-              entry.receiveTime = meta.receiveTime;
-              entry.presentationTime = meta.presentationTime;
-              entry.rtpTimestamp = meta.rtpTimestamp;
-            });
           });
         }
       };

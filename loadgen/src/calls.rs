@@ -614,7 +614,7 @@ impl RoomSignal {
 
     /// Reports a loss seen from generation `seen`; returns the generation to adopt.
     fn lost(&self, seen: u64, at: Instant) -> u64 {
-        let mut lost_at = self.lost_at.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lost_at = crate::lock(&self.lost_at);
         if self.generation() == seen {
             *lost_at = Some(at);
             self.generation
@@ -626,7 +626,7 @@ impl RoomSignal {
     }
 
     fn lost_at(&self) -> Option<Instant> {
-        *self.lost_at.lock().unwrap_or_else(|e| e.into_inner())
+        *crate::lock(&self.lost_at)
     }
 
     /// A publisher's join was answered.
@@ -635,18 +635,12 @@ impl RoomSignal {
         if let (Some(id), Some(started), Some(answer)) =
             (stats.participant_id, stats.started, stats.answer_at)
         {
-            self.published
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id, started + answer);
+            crate::lock(&self.published).insert(id, started + answer);
         }
     }
 
     fn publications(&self) -> HashMap<String, std::time::Instant> {
-        self.published
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        crate::lock(&self.published).clone()
     }
 }
 

@@ -27,6 +27,12 @@ pub mod signup;
 pub mod sse;
 pub mod stats;
 
+/// Locks `m`, also when a panic elsewhere poisoned it: the loadgen's shared counts stay
+/// usable (such a panic is a bug, reported by its task).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 use std::path::PathBuf;
 
 use anyhow::Context;

@@ -226,7 +226,7 @@ impl RoomMoves {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Notice>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.0)
     }
 }
 

@@ -5,7 +5,7 @@
 //! does. The streams open at any moment are the users online.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::client::{ApiClient, Attempt, Request, RetryPolicy};
+use crate::lock;
 use crate::presence_stream::{self, StreamOpen};
 use crate::sse::{SseBlock, SseParser};
 use crate::stats::{LatencyHistogram, Mix, OutcomeClass, Percentiles};
@@ -98,7 +99,6 @@ struct Stats {
     never_online: u64,
     holders: u64,
     timeline: Vec<OnlinePoint>,
-    peak_online: u64,
 }
 
 struct Shared {
@@ -109,11 +109,6 @@ struct Shared {
     online: AtomicU64,
     logged_in: AtomicU64,
     stats: Mutex<Stats>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock would be a bug in this file; the data stays usable.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The streams of one run, from [`Online::start`] to [`Online::finish`].
@@ -180,7 +175,7 @@ impl Online {
             stream_open: s.stream_open.percentiles(),
             drops: s.drops.clone(),
             events: s.events.clone(),
-            peak_online: s.peak_online,
+            peak_online: s.timeline.iter().map(|p| p.online).max().unwrap_or(0),
             online_at_end: s.timeline.last().map_or(0, |p| p.online),
             timeline: s.timeline.clone(),
         }
@@ -194,7 +189,6 @@ async fn sample(shared: Arc<Shared>) {
         let now = tick.tick().await;
         let online = shared.online.load(Ordering::Relaxed);
         let mut s = lock(&shared.stats);
-        s.peak_online = s.peak_online.max(online);
         s.timeline.push(OnlinePoint {
             t: now.saturating_duration_since(shared.start).as_secs_f64(),
             logged_in: shared.logged_in.load(Ordering::Relaxed),
@@ -268,15 +262,15 @@ async fn open(shared: &Shared, token: &str) -> Option<reqwest::Response> {
             .await;
         // The client's per-request timeout would cut a stream short: this one lasts the run.
         let until_end = shared.end.saturating_duration_since(Instant::now()) + STALL;
-        let (key, retry_after) = match presence_stream::open(&shared.api, &ticket, until_end).await
-        {
+        let opened = presence_stream::open(&shared.api, &ticket, until_end).await;
+        let key = opened.key()?;
+        let retry_after = match opened {
             StreamOpen::Opened(r) => {
                 let mut s = lock(&shared.stats);
-                s.stream_status.add(r.status().as_str());
+                s.stream_status.add(key);
                 s.stream_open.record(first.elapsed());
                 return Some(r);
             }
-            StreamOpen::NoTicket => return None,
             StreamOpen::Refused {
                 status,
                 retry_after,
@@ -287,9 +281,9 @@ async fn open(shared: &Shared, token: &str) -> Option<reqwest::Response> {
                         .error_codes
                         .add(format!("{status} {code}"));
                 }
-                (status.to_string(), retry_after)
+                retry_after
             }
-            StreamOpen::Failed(key) => (key.to_owned(), None),
+            StreamOpen::Failed(_) | StreamOpen::NoTicket => None,
         };
         let shed = matches!(key.as_str(), "429" | "503");
         lock(&shared.stats).stream_status.add(key);

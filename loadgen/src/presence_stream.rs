@@ -24,6 +24,19 @@ pub enum StreamOpen {
     Failed(&'static str),
 }
 
+impl StreamOpen {
+    /// The stream request's outcome as counted in a status mix: its HTTP status, `timeout` or
+    /// `transport_error` (`None` when no stream was asked for).
+    pub fn key(&self) -> Option<String> {
+        match self {
+            Self::Opened(r) => Some(r.status().as_u16().to_string()),
+            Self::Refused { status, .. } => Some(status.to_string()),
+            Self::Failed(key) => Some((*key).to_owned()),
+            Self::NoTicket => None,
+        }
+    }
+}
+
 /// Opens the stream with the ticket of `ticket_answer`; `timeout` bounds the whole stream, so
 /// it must outlast the time it is meant to be held (the client's per-request timeout would
 /// cut it short).

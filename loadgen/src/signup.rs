@@ -6,7 +6,7 @@
 //! so a server that stalls is charged for the whole stall: no coordinated omission.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use crate::client::{ApiClient, Attempt, ClientError, Request, RetryPolicy, SourceIps};
 use crate::duration::parse_duration;
 use crate::identity::{IdentityFactory, Intent, Signup};
+use crate::lock;
 use crate::progress::Progress;
 use crate::schedule::{Profile, Schedule, ScheduleError, Volume};
 use crate::stats::{LatencyHistogram, Mix, OutcomeClass, Percentiles, Timeline, TimelinePoint};
@@ -324,11 +325,6 @@ pub struct LoggedIn {
 }
 
 const CREATED_KEPT: usize = 10_000;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock would be a bug in this file; the data stays usable.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 impl Shared {
     fn since_start(&self, t: Instant) -> Duration {

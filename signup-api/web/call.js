@@ -66,6 +66,11 @@ function now() {
   return Math.round(performance.now() * 10) / 10;
 }
 
+/** The marks of a join attempt (see `Call.marks`) from its start. */
+function joinMarks(start, attempt) {
+  return { start, attempt, firstPacket: {}, firstReceived: {}, firstFrame: {} };
+}
+
 /**
  * A peer connection ready to join with: the local tracks added, the `surge` data channel
  * created, and the offer set as the local description. The pre-join screen makes one while
@@ -122,7 +127,7 @@ function earlyVideo(transceiver) {
   // In the document (out of sight) so that the browser renders into it before it has a tile.
   document.body.append(video);
   video.play().catch(() => {});
-  return { transceiver, video, shownAt: undefined };
+  return { transceiver, video };
 }
 
 /** Stops and removes early elements (`earlyVideo`). */
@@ -262,7 +267,7 @@ export class Call {
      * `firstReceived` (its first whole frame) and `firstFrame` (first decoded). Read by the
      * browser tests through `window.surge.state().call.marks`.
      */
-    this.marks = { start: clickedAt, attempt: 1, firstPacket: {}, firstReceived: {}, firstFrame: {} };
+    this.marks = joinMarks(clickedAt, 1);
     this.frameWatch = null;
     this.state = CallState.CONNECTING;
     /** A human sentence about the state (why it failed, when it retries). */
@@ -361,7 +366,7 @@ export class Call {
 
   async connect(generation) {
     // A rejoin is timed from its own start; the first attempt from the click.
-    if (this.marks.offerSent !== undefined) this.marks = { start: now(), attempt: this.marks.attempt + 1, firstPacket: {}, firstReceived: {}, firstFrame: {} };
+    if (this.marks.offerSent !== undefined) this.marks = joinMarks(now(), this.marks.attempt + 1);
     const marks = this.marks;
     let prepared = this.takePrepared();
     if (!prepared) {
@@ -373,7 +378,7 @@ export class Call {
     }
     const { pc, channel } = prepared;
     marks.prepared = prepared.preparedAt;
-    dropEarlyVideo(this.early);
+    // The previous attempt's early elements went with its teardown.
     this.early = prepared.early ?? [];
     for (const { transceiver, video } of this.early) {
       // The media pipeline's own time of the first frame shown, free of main-thread delays.

@@ -11,6 +11,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::lock;
+
 use super::message::{
     Jsep, PluginData, Reply, Request, TrickleCandidate, VIDEOROOM, VideoroomReply, VideoroomRequest,
 };
@@ -257,10 +259,6 @@ impl Drop for JanusSession {
             task.abort();
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 async fn post(http: &reqwest::Client, url: &str, request: &Request) -> Result<Reply, JanusError> {

@@ -82,17 +82,12 @@ pub struct FeedBoard {
 
 impl FeedBoard {
     fn post(&self, feed: u64) {
-        self.feeds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(feed);
+        crate::lock(&self.feeds).push(feed);
         self.changed.notify_waiters();
     }
 
     fn others(&self, except: Option<u64>) -> Vec<u64> {
-        self.feeds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.feeds)
             .iter()
             .copied()
             .filter(|f| Some(*f) != except)

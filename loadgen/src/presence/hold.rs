@@ -68,8 +68,7 @@ pub struct Shared {
 
 impl Shared {
     pub fn lock_stats(&self) -> MutexGuard<'_, HoldStats> {
-        // A panic while holding the lock would be a bug here; the counts stay usable.
-        self.stats.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.stats)
     }
 
     fn record(&self, request: &str, attempt: &Attempt) {
@@ -143,8 +142,9 @@ fn jittered(d: Duration) -> Duration {
     d.mul_f64(rand::rng().random_range(0.8..1.2))
 }
 
-fn retry_wait(attempt: &Attempt) -> Duration {
-    jittered(attempt.retry_after.unwrap_or(REOPEN_WAIT).max(REOPEN_WAIT))
+/// The wait before trying again: what the server asked for, at least [`REOPEN_WAIT`].
+fn retry_wait(retry_after: Option<Duration>) -> Duration {
+    jittered(retry_after.unwrap_or(REOPEN_WAIT).max(REOPEN_WAIT))
 }
 
 /// Takes a ticket, opens the stream and reads it until it ends or the run stops.
@@ -168,25 +168,15 @@ async fn stream_once(shared: &Shared, user: &LoggedIn, first: &mut First) -> Nex
         () = shared.stop.cancelled() => return Next::Stopped,
         o = presence_stream::open(&shared.api, &attempt, STREAM_TIMEOUT) => o,
     };
-    let (key, retry) = match opened {
-        StreamOpen::NoTicket => return Next::Retry(retry_wait(&attempt)),
-        StreamOpen::Opened(response) => (response.status().as_u16().to_string(), Ok(response)),
-        StreamOpen::Refused {
-            status,
-            retry_after,
-            ..
-        } => (status.to_string(), Err(retry_after)),
-        StreamOpen::Failed(key) => (key.to_owned(), Err(None)),
+    let Some(key) = opened.key() else {
+        return Next::Retry(retry_wait(attempt.retry_after));
     };
     shared.counters.requests.fetch_add(1, Ordering::Relaxed);
     shared.lock_stats().statuses.add(format!("stream {key}"));
-    let response = match retry {
-        Ok(response) => response,
-        Err(retry_after) => {
-            return Next::Retry(jittered(
-                retry_after.unwrap_or(REOPEN_WAIT).max(REOPEN_WAIT),
-            ));
-        }
+    let response = match opened {
+        StreamOpen::Opened(response) => response,
+        StreamOpen::Refused { retry_after, .. } => return Next::Retry(retry_wait(retry_after)),
+        StreamOpen::Failed(_) | StreamOpen::NoTicket => return Next::Retry(retry_wait(None)),
     };
     shared.lock_stats().online.record(started.elapsed());
     shared.counters.held.fetch_add(1, Ordering::Relaxed);
@@ -251,7 +241,7 @@ async fn heartbeat_loop(shared: &Shared, user: &LoggedIn, first: &mut First) -> 
                 .counters
                 .heartbeat_failures
                 .fetch_add(1, Ordering::Relaxed);
-            let wait = retry_wait(&attempt);
+            let wait = retry_wait(attempt.retry_after);
             // After a stretch online, one failure does not count towards giving up.
             break if held {
                 Next::Reopen(wait)
